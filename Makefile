@@ -1,0 +1,56 @@
+# One entry point for set-up, tests, the demo and benchmarks. Every target installs what is missing first.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tgdp-installed
+# Set TGDP_NO_APT=1 to forbid `apt-get install ffmpeg` (the setup then fails with a message if ffmpeg is missing).
+TGDP_NO_APT ?=
+DEMO_DIR ?= runs/demo
+
+.PHONY: setup ffmpeg test test-fast lint demo bench reproduce reproduce-short wheel-check clean
+
+setup: ffmpeg $(STAMP)
+
+ffmpeg:
+	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then \
+	  if [ -z "$(TGDP_NO_APT)" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "[setup] installing ffmpeg with apt"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	  else \
+	    echo "[setup] ffmpeg/ffprobe not found and apt is not allowed here: install ffmpeg and rerun" >&2; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+demo: setup
+	$(BIN)/python -m tgdp.pipeline.demo --out $(DEMO_DIR)
+
+bench: setup
+	$(BIN)/python -m benchmarks.run_all
+
+reproduce: setup
+	$(BIN)/python benchmarks/reproduce.py --out runs/reproduce
+
+reproduce-short: setup
+	$(BIN)/python benchmarks/reproduce.py --out runs/reproduce-short --short
+
+wheel-check: setup
+	bash tests/wheel_check.sh
+
+clean:
+	rm -rf build dist *.egg-info runs/demo

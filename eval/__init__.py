@@ -1,0 +1,1 @@
+"""tgdp.eval: embeddings, zero-shot retrieval and attention probing."""

@@ -1,0 +1,73 @@
+"""Where things live under a pipeline ROOT, and how a clip id becomes a safe file name.
+
+ROOT/
+  manifest/source.parquet      source manifest (`tgdp-data manifest`), one row per clip
+  manifest/source.meta.json    input files, their hashes and row counts
+  events/<stage>/*.parquet     append-only event log, one file per flush (see `tgdp.pipeline.ledger`)
+  raw/<bucket>/<name>.<ext>    downloaded or imported media (`fetch`, `import`)
+  export/                      filtered manifest and funnel (`export`)
+
+Clip ids come from untrusted CSVs (`--exec=...`, `../../etc/passwd`), so no file name is ever built from one
+directly: `safe_name` keeps `[A-Za-z0-9_-]`, replaces the rest, and appends a hash of the full id so two ids
+that sanitise alike never collide. A file name never starts with `-`, so it can't be read as an option.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+__all__ = [
+    "clip_id_for",
+    "events_dir",
+    "manifest_path",
+    "raw_dir",
+    "raw_path_for",
+    "safe_name",
+    "within_root",
+]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def clip_id_for(dataset: str, ytid: str, start_s: float) -> str:
+    """Stable, sortable clip id `"{dataset}:{ytid}:{start_ms}"` (data-spec D1)."""
+    return f"{dataset}:{ytid}:{int(round(start_s * 1000))}"
+
+
+def safe_name(clip_id: str) -> str:
+    """A file-system-safe, collision-free, option-safe name for a clip id."""
+    digest = hashlib.sha1(clip_id.encode("utf-8")).hexdigest()[:10]
+    stem = _UNSAFE.sub("_", clip_id)[:80]
+    return f"c_{stem}_{digest}"
+
+
+def manifest_path(root: Path) -> Path:
+    return Path(root) / "manifest" / "source.parquet"
+
+
+def events_dir(root: Path, stage: str) -> Path:
+    if not re.fullmatch(r"[a-z_]+", stage):
+        raise ValueError(f"bad stage name {stage!r}")
+    return Path(root) / "events" / stage
+
+
+def raw_dir(root: Path) -> Path:
+    return Path(root) / "raw"
+
+
+def raw_path_for(root: Path, clip_id: str, ext: str) -> Path:
+    """Final location of a clip's media file; buckets of 256 keep directories small at 2M clips."""
+    ext = _UNSAFE.sub("", ext.lstrip("."))[:8] or "bin"
+    name = safe_name(clip_id)
+    return raw_dir(root) / name[-2:] / f"{name}.{ext}"
+
+
+def within_root(root: Path, path: Path) -> bool:
+    """True when `path` resolves inside `root` (guards every write derived from external input)."""
+    try:
+        Path(path).resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,11 @@
+"""`tgdp-train`: command-line entry point."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(name="tgdp-train", no_args_is_help=True, add_completion=False)
+
+
+if __name__ == "__main__":
+    app()
