@@ -38,9 +38,7 @@ class Figure:
     def row(self) -> str:
         v = sorted(self.values)
         med = statistics.median(v)
-        return (
-            f"| {self.name} | {_fmt(v[0])} | {_fmt(med)} | {_fmt(v[-1])} | {self.unit} | {len(v)} | {self.target} |"
-        )
+        return f"| {self.name} | {_fmt(v[0])} | {_fmt(med)} | {_fmt(v[-1])} | {self.unit} | {len(v)} | {self.target} |"
 
 
 def _fmt(x: float) -> str:
