@@ -70,7 +70,9 @@ def append_events(root: Path, stage: str, events: Iterable[Mapping[str, Any]]) -
         rows.append(row)
     if not rows:
         return None
-    table = pa.Table.from_pylist(rows)
+    # from_pylist takes its columns from the first row only: build the union so no stage column is dropped.
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    table = pa.Table.from_pylist([{k: row.get(k) for k in keys} for row in rows])
     return _write_atomic(table, events_dir(root, stage))
 
 

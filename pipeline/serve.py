@@ -7,10 +7,11 @@ HTTP Range (206 + `Content-Range`, 416) and HEAD. It binds to 127.0.0.1 only.
 Files are found through an index built by listing `DIR/videos/` (the id from the URL is only ever a dict key,
 never joined into a path), so `../../etc/passwd` or `--exec=...` simply 404.
 
-Faults (per ytid, `FaultSpec`): `http` (answer `status`, e.g. 404/410/403/429/500/503), `slow` (send the body
-over `delay_s` seconds), `truncate` (announce the full length, send `keep_fraction` of it, close), `reset` (close
-the connection with a TCP RST before answering). `times=N` makes the fault hit only the first N requests for that
-id, after which the id is served normally ("fail N times then succeed"); `times=None` means always.
+Faults (per ytid, `FaultSpec`): `http` (answer `status`, e.g. 404/410/403/429/500/503), `slow` (send the
+headers, then stall `delay_s` seconds before the body), `truncate` (announce the full length, send `keep_fraction`
+of it, close), `reset` (close the connection with a TCP RST before answering). `times=N` makes the fault hit only
+the first N requests for that id, after which the id is served normally ("fail N times then succeed");
+`times=None` means always.
 Configure them with `MediaServer(dir, faults={ytid: FaultSpec(...)})`, a JSON file (`{ytid: {kind: ...}}`),
 `server.set_faults(...)`, or `POST /_faults` with the same JSON (`{"replace": true, "faults": {...}}` replaces,
 otherwise it merges; a `null` value clears one id).
@@ -27,6 +28,7 @@ import mimetypes
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 import urllib.parse
@@ -176,8 +178,12 @@ class _Handler(BaseHTTPRequestHandler):
         send = length
         if fault is not None and fault.kind == "truncate":
             send = int(length * fault.keep_fraction)
-        pause = fault.delay_s / max(1, -(-send // _CHUNK)) if fault is not None and fault.kind == "slow" else 0.0
         try:
+            if fault is not None and fault.kind == "slow":
+                # Headers go out at once, the body stalls: a deterministic per-request latency (and a read timeout
+                # in the client once delay_s exceeds its socket timeout).
+                self.wfile.flush()
+                time.sleep(fault.delay_s)
             with file.open("rb") as fh:
                 fh.seek(first)
                 left = send
@@ -185,8 +191,6 @@ class _Handler(BaseHTTPRequestHandler):
                     data = fh.read(min(_CHUNK, left))
                     if not data:
                         break
-                    if pause:
-                        time.sleep(pause)
                     self.wfile.write(data)
                     left -= len(data)
         except (BrokenPipeError, ConnectionResetError):
@@ -204,6 +208,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     owner: MediaServer
     verbose: bool = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up mid-body is normal here (probes, injected resets); anything else is still printed.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class MediaServer:

@@ -53,6 +53,12 @@ def test_writer_flush_and_compact(tmp_path: Path) -> None:
     assert ledger.latest(tmp_path, "validate")["c0"]["n"] == 99
 
 
+def test_columns_are_the_union_of_all_rows(tmp_path: Path) -> None:
+    ledger.append_events(tmp_path, "fetch", [ok("a"), ok("b", sha256="x", file_bytes=3)])
+    state = ledger.latest(tmp_path, "fetch")
+    assert state["b"]["sha256"] == "x" and state["a"]["sha256"] is None
+
+
 def test_empty_stage(tmp_path: Path) -> None:
     assert ledger.read_events(tmp_path, "fetch").num_rows == 0
     assert ledger.latest(tmp_path, "fetch") == {}

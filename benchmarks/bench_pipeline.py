@@ -1,0 +1,152 @@
+"""validate + shard CPU-seconds per 10-s 360p H.264 clip, and store loader samples/s (0 and 2 DataLoader workers).
+
+Clips: ffmpeg testsrc2 640x360 25 fps + 44.1 kHz stereo sine, libx264 at 500 kb/s (YouTube's 360p avc1 range),
+AAC 128 kb/s, 10 s of target window inside a 14 s padded section (as yt-dlp fetches it). CPU time = this process
++ reaped children (ffprobe/ffmpeg) from getrusage, serial backend, torch on 1 thread.
+Loader sample = (one 224×224 frame decoded with torchvision.io.decode_jpeg, its 416×128 normalised fbank segment).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from benchmarks.harness import Figure, write_section
+
+N_CLIPS = 8
+
+
+def _cpu() -> float:
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def _make_root(tmp: Path) -> Path:
+    from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
+    from tgdp.pipeline.ledger import append_events
+
+    root = tmp / "root"
+    rows, events = [], []
+    for i in range(N_CLIPS):
+        cid = clip_id_for("audioset", f"bench{i}", 30.0)
+        dest = raw_path_for(root, cid, ".mp4")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        cmd = ["ffmpeg", "-hide_banner", "-v", "error", "-y", "-f", "lavfi", "-i"]
+        cmd += [f"testsrc2=size=640x360:rate=25:duration=14,hue=H={i}", "-f", "lavfi", "-i"]
+        cmd += [f"sine=frequency={300 + 50 * i}:sample_rate=44100:duration=14", "-ac", "2"]
+        cmd += ["-c:v", "libx264", "-b:v", "500k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", str(dest)]
+        subprocess.run(cmd, check=True)
+        rows.append(
+            {
+                "clip_id": cid,
+                "video_id": f"bench{i}",
+                "dataset": "audioset",
+                "split": "as_unbal_train",
+                "ytid": f"bench{i}",
+                "start_s": 30.0,
+                "end_s": 40.0,
+                "labels": ["/m/04rlf"],
+                "leak_eval_overlap": False,
+                "source_file": "bench",
+                "source_line": i,
+            }
+        )
+        events.append(
+            {
+                "clip_id": cid,
+                "status": "ok",
+                "reason": None,
+                "transient": False,
+                "raw_path": str(dest.relative_to(root)),
+                "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
+                "section_start_s": 28.0,
+            }
+        )
+    manifest_path(root).parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), manifest_path(root))
+    append_events(root, "fetch", events)
+    return root
+
+
+def _loader_rate(store: Path, workers: int, samples: int = 2048) -> float:
+    import torch
+    from torchvision.io import decode_jpeg
+
+    from tgdp.pipeline.store import Store
+
+    class Pairs(torch.utils.data.Dataset):
+        def __init__(self, st: Store) -> None:
+            self.st = st
+
+        def __len__(self) -> int:
+            return samples
+
+        def __getitem__(self, k: int):
+            i, t = (k * 7919) % len(self.st), k % 16
+            data = torch.frombuffer(bytearray(self.st.frame_jpeg(i, t)), dtype=torch.uint8)
+            return decode_jpeg(data), torch.from_numpy(self.st.segment(i, t))
+
+    loader = torch.utils.data.DataLoader(
+        Pairs(Store.open(store)), batch_size=32, num_workers=workers, persistent_workers=False
+    )
+    t0 = time.perf_counter()
+    n = 0
+    for frames, segs in loader:
+        assert frames.shape[1:] == (3, 224, 224) and segs.shape[1:] == (416, 128)
+        n += frames.shape[0]
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    import torch
+
+    from tgdp.pipeline.shard import ShardConfig, run_shard
+    from tgdp.pipeline.validate import run_validate
+
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
+    try:
+        root = _make_root(tmp)
+        val, shd, total = [], [], []
+        for rep in range(2):
+            store = tmp / f"store{rep}"
+            c0 = _cpu()
+            s = run_validate(root, backend="serial", force=True)
+            c1 = _cpu()
+            run_shard(root, store, ShardConfig(), backend="serial", force=True)
+            c2 = _cpu()
+            assert s.valid == N_CLIPS, s
+            val.append((c1 - c0) / N_CLIPS)
+            shd.append((c2 - c1) / N_CLIPS)
+            total.append((c2 - c0) / N_CLIPS)
+        rate0 = [_loader_rate(tmp / "store0", 0) for _ in range(2)]
+        rate2 = [_loader_rate(tmp / "store0", 2) for _ in range(2)]
+        figures = [
+            Figure("validate CPU-s per clip", val, unit="CPU-s"),
+            Figure("shard CPU-s per clip", shd, unit="CPU-s"),
+            Figure("validate+shard CPU-s per clip", total, unit="CPU-s", target="≤ 0.43"),
+            Figure("loader samples/s, 0 workers", rate0, unit="samples/s", target="~1,000"),
+            Figure("loader samples/s, 2 workers", rate2, unit="samples/s"),
+        ]
+        notes = (
+            f"{N_CLIPS} clips of 10 s (640x360 25 fps H.264 500 kb/s + AAC stereo 44.1 kHz) inside 14 s padded "
+            "sections; validate = ffprobe + one full decode of the window (frames at 64 px for the still score); "
+            "shard = one decode (16 frames → 224 crop, 16 kHz PCM) + kaldi fbank + 16 JPEG q90. CPU = self + "
+            "children (getrusage), serial backend, torch 1 thread. Loader: (decode_jpeg frame, normalised 416×128 "
+            "segment), batch 32."
+        )
+        write_section("pipeline", figures, notes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,649 @@
+"""`tgdp-data fetch ROOT`: download each manifest clip's padded segment with yt-dlp, resumably, accounting for all.
+
+One attempt per clip per run, each recorded as a `fetch` event (`tgdp.pipeline.ledger`):
+- ok: `raw_path` (relative to ROOT), `file_bytes`, `sha256`, `section_mode` ("section": the file starts at source
+  time `section_start_s`; "full": the section download failed in ffmpeg and the whole stream was fetched, so
+  `section_start_s` is 0), format facts from yt-dlp's info dict, tool versions, `session_id`.
+- failed: `reason` from `classify_error` (taxonomy in data-spec D2 / docs/FETCH.md), `transient`, `reason_detail`
+  (first error line, ≤500 chars). Transient failures get `next_attempt_after` (exponential backoff, honoured by later
+  runs unless `retry_now`); after `max_attempts` transient failures a clip is `gave_up` (still pending-transient,
+  never "gone": raise `--max-attempts` to resume it). Permanent failures are not retried.
+
+Crash safety: yt-dlp writes into `ROOT/tmp/fetch/<run>/<slot>/` (wiped on start, under an exclusive lock on
+`ROOT/tmp/fetch.lock`); a finished file is hashed and `os.replace`d into `layout.raw_path_for`, so raw/ never holds a
+partial file. Its event is written after the rename: if the process dies in between, the next run downloads the clip
+again and replaces the same path, so each clip ends with one file and one final state.
+
+Ids are untrusted: the id is URL-quoted into the URL template and handed to the yt-dlp API (never a command line),
+and file names come from `layout.safe_name`. The cookie file is passed to yt-dlp only (`cookiefile`): it is never
+logged, copied, or written into events or summaries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import Field, field_validator
+
+from tgdp.pipeline import ledger
+from tgdp.pipeline.config import StrictConfig
+from tgdp.pipeline.layout import manifest_path, raw_path_for, safe_name, within_root
+from tgdp.pipeline.parallel import run_sessions
+
+__all__ = [
+    "DEFAULT_FORMAT",
+    "DEFAULT_URL_TEMPLATE",
+    "EVENT_COLUMNS",
+    "PERMANENT_REASONS",
+    "RootLock",
+    "TRANSIENT_REASONS",
+    "FetchConfig",
+    "FetchSession",
+    "FetchSummary",
+    "TokenBucket",
+    "build_url",
+    "classify_error",
+    "clip_states",
+    "fetch",
+    "file_sha256",
+    "tool_versions",
+]
+
+DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={ytid}"
+DEFAULT_FORMAT = "bv*[height<=360][vcodec^=avc1]+ba[ext=m4a]/bv*[height<=360]+ba/b[height<=360]/bv*+ba/b"
+
+# Ordered: the first match wins. The session rate limit and the bot check say "unavailable"/"sign in" too, so they
+# come first; specific permanent causes come before the generic "Video unavailable" / 404; anything unrecognised is
+# `tool_error` (transient), so an unknown message can never silently shrink the dataset.
+_RULES: list[tuple[str, bool, re.Pattern[str]]] = [
+    (r, t, re.compile(p, re.I))
+    for r, t, p in [
+        (
+            "rate_limited_session",
+            True,
+            r"content isn.t available, try again later|rate.limited by youtube|"
+            r"following content is not available on this app",
+        ),
+        ("bot_check", True, r"confirm you.?re not a bot|confirm you are not a bot"),
+        ("private", False, r"private video"),
+        (
+            "account_terminated",
+            False,
+            r"account associated with this video has been terminated|account .{0,40}terminated",
+        ),
+        ("removed_by_user", False, r"removed by the (uploader|user)|video has been removed"),
+        ("copyright", False, r"copyright"),
+        ("geo_blocked", False, r"not (made this video )?available in your country|geo.?restrict|blocked it in your"),
+        ("age_restricted", False, r"confirm your age|age.restricted|inappropriate for some users"),
+        ("members_only", False, r"members.only|join this channel"),
+        ("live_or_upcoming", False, r"live event will begin|premieres in|this live event|is_live|was_live"),
+        ("no_formats", False, r"no video formats found"),
+        ("http_429", True, r"HTTP Error 429|too many requests"),
+        ("http_403", True, r"HTTP Error 403|forbidden"),
+        ("http_5xx", True, r"HTTP Error 5\d\d"),
+        ("timeout", True, r"timed? ?out"),
+        (
+            "network",
+            True,
+            r"connection (reset|refused|aborted)|remote end closed|incompleteread|bytes read, \d+ more|"
+            r"name or service not known|temporary failure in name resolution|network is unreachable|"
+            r"did not get any data blocks|transporterror|\bEOF\b",
+        ),
+        (
+            "sabr_or_format_error",
+            True,
+            r"sabr|requested format is not available|signature extraction|nsig|po token|n challenge",
+        ),
+        ("unavailable", False, r"video unavailable|HTTP Error 404|HTTP Error 410|not available|does not exist"),
+    ]
+]
+PERMANENT_REASONS = tuple(r for r, t, _ in _RULES if not t) + ("segment_out_of_range",)
+TRANSIENT_REASONS = tuple(r for r, t, _ in _RULES if t) + ("tool_error",)
+
+
+# Every fetch event carries all of these (the ledger infers a flush file's columns from its first row).
+EVENT_COLUMNS = (
+    "clip_id", "status", "reason", "transient", "reason_detail", "attempt", "session_id", "source",
+    "raw_path", "file_bytes", "sha256", "section_mode", "section_start_s", "section_end_s", "source_duration_s",
+    "format_id", "vcodec", "acodec", "height", "fps", "yt_dlp_version", "ffmpeg_version", "elapsed_s",
+    "next_attempt_after", "gave_up",
+)  # fmt: skip
+
+
+def classify_error(message: str) -> tuple[str, bool]:
+    """Map a yt-dlp / ffmpeg error message to `(reason, transient)`."""
+    for reason, transient, pattern in _RULES:
+        if pattern.search(message):
+            return reason, transient
+    return "tool_error", True
+
+
+def _detail(message: str, secret: str | None = None) -> str:
+    """First meaningful line of an error, ≤500 chars, with the cookie path (if any) scrubbed."""
+    text = str(message)
+    if secret:
+        text = text.replace(secret, "<cookies>")
+    lines = [re.sub(r"^(ERROR:\s*)+", "", ln.strip()) for ln in text.splitlines()]
+    return next((ln for ln in lines if ln), "")[:500]
+
+
+def build_url(template: str, ytid: str) -> str:
+    """The download URL for `ytid`: URL-quoted (no `/`, `?`, `&`, spaces survive) into `template`."""
+    return template.replace("{ytid}", urllib.parse.quote(ytid, safe=""))
+
+
+@functools.lru_cache(maxsize=1)
+def tool_versions() -> tuple[str, str]:
+    """(yt-dlp version, ffmpeg version) as recorded on every attempt."""
+    from yt_dlp.version import __version__ as ytv
+
+    try:
+        out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, timeout=30).stdout
+        ffv = out.split()[2] if out.startswith("ffmpeg version") else "unknown"
+    except (OSError, subprocess.SubprocessError, IndexError):
+        ffv = "missing"
+    return ytv, ffv
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FetchConfig(StrictConfig):
+    """Settings of one `fetch` run (CLI flags map 1:1)."""
+
+    url_template: str = DEFAULT_URL_TEMPLATE
+    pad_s: float = Field(2.0, ge=0)
+    format: str = DEFAULT_FORMAT
+    format_sort: list[str] = ["res:360", "vcodec:h264", "acodec:aac"]
+    merge_output_format: str = "mkv"
+    sessions: int = Field(1, ge=1)
+    in_flight: int = Field(2, ge=1)
+    rate_per_hour: float = Field(300.0, ge=0, description="clip starts per hour per session; 0 = unlimited")
+    max_attempts: int = Field(5, ge=1, description="transient failures after which a clip is `gave_up`")
+    backoff_s: float = Field(900.0, ge=0, description="first retry delay; doubles per transient failure")
+    backoff_max_s: float = Field(86400.0, ge=0)
+    retry_now: bool = False
+    socket_timeout: float = Field(30.0, gt=0)
+    retries: int = Field(3, ge=0, description="yt-dlp retries / fragment_retries / extractor_retries")
+    duration_tolerance_s: float = Field(1.0, ge=0)
+    limit: int | None = Field(None, ge=0)
+    splits: list[str] = []
+    cookies: Path | None = Field(None, exclude=True, repr=False)
+    ytdlp_params: dict[str, Any] = {}
+    backend: Literal["ray", "serial"] = "ray"
+    address: str | None = None
+    num_cpus: int = Field(2, ge=1)
+    progress: bool = False
+
+    @field_validator("url_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        if "{ytid}" not in v or not re.match(r"https?://", v):
+            raise ValueError("url_template must be an http(s) URL containing {ytid}")
+        return v
+
+    @field_validator("ytdlp_params")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = {"cookiefile", "cookiesfrombrowser", "username", "password", "outtmpl", "paths", "exec"} & set(v)
+        if bad:
+            raise ValueError(f"ytdlp_params may not set {sorted(bad)} (use --cookies; output paths are fixed)")
+        return v
+
+
+class TokenBucket:
+    """Thread-safe token bucket: `rate_per_hour` starts per hour with bursts up to `burst`; 0 = unlimited."""
+
+    def __init__(self, rate_per_hour: float, burst: int = 1) -> None:
+        self.rate = rate_per_hour / 3600.0
+        self.burst = max(1, burst)
+        self.tokens = float(self.burst)
+        self.last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Block until a token is available; returns the seconds waited."""
+        if self.rate <= 0:
+            return 0.0
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+                self.last = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return waited
+                need = (1 - self.tokens) / self.rate
+            time.sleep(need)
+            waited += need
+
+
+class _Log:
+    """yt-dlp logger: keeps the last error lines for `reason_detail`, prints nothing."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def debug(self, msg: str) -> None:
+        pass
+
+    info = debug
+
+    def warning(self, msg: str) -> None:
+        pass
+
+    def error(self, msg: str) -> None:
+        if msg.strip():
+            self.errors.append(msg)
+
+
+class FetchSession:
+    """One download session: a rate limiter shared by its slots, one `YoutubeDL` per slot (thread).
+
+    Called with a task dict (`clip_id`, `ytid`, `start_s`, `end_s`, `attempt`), returns the event dict.
+    """
+
+    def __init__(self, root: str, cfg_json: str, tmp_dir: str, cookies: str | None, session_id: str) -> None:
+        self.root = Path(root)
+        self.cfg = FetchConfig.model_validate_json(cfg_json)
+        self.tmp = Path(tmp_dir)
+        self.cookies = cookies
+        self.session_id = session_id
+        self.bucket = TokenBucket(self.cfg.rate_per_hour, burst=self.cfg.in_flight)
+        self.versions = tool_versions()
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _slot(self) -> tuple[Any, Path, _Log]:
+        slot = getattr(self._local, "slot", None)
+        if slot is None:
+            import yt_dlp
+
+            with self._lock:
+                n = len(self._all)
+            directory = self.tmp / f"{self.session_id}-{n}-{uuid.uuid4().hex[:6]}"
+            directory.mkdir(parents=True, exist_ok=True)
+            log = _Log()
+            params: dict[str, Any] = {
+                "format": self.cfg.format,
+                "format_sort": self.cfg.format_sort,
+                "merge_output_format": self.cfg.merge_output_format,
+                "outtmpl": str(directory / "dl.%(ext)s"),
+                "paths": {"home": str(directory), "temp": str(directory)},
+                "quiet": True,
+                "no_warnings": True,
+                "noprogress": True,
+                "logger": log,
+                "noplaylist": True,
+                "retries": self.cfg.retries,
+                "fragment_retries": self.cfg.retries,
+                "extractor_retries": self.cfg.retries,
+                "skip_unavailable_fragments": False,
+                "socket_timeout": self.cfg.socket_timeout,
+                # ffmpeg treats an input read error (a truncated body) as EOF and exits 0 with a short file; -xerror
+                # makes it fail instead, the section-download analogue of --abort-on-unavailable-fragments.
+                # -rw_timeout: ffmpeg's network reads otherwise wait forever on a stalled server.
+                "external_downloader_args": {
+                    "ffmpeg_i": ["-xerror", "-rw_timeout", str(int(self.cfg.socket_timeout * 1e6))]
+                },
+                "force_keyframes_at_cuts": False,
+                "cachedir": False,
+                "overwrites": True,
+                "continuedl": False,
+            }
+            params.update(self.cfg.ytdlp_params)
+            if self.cookies:
+                params["cookiefile"] = self.cookies
+            ydl = yt_dlp.YoutubeDL(params)
+            slot = (ydl, directory, log)
+            self._local.slot = slot
+            with self._lock:
+                self._all.append(ydl)
+        return slot
+
+    def close(self) -> None:
+        with self._lock:
+            for ydl in self._all:
+                ydl.close()
+            self._all.clear()
+
+    def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.monotonic()
+        self.bucket.acquire()
+        event = self._attempt(task)
+        event.update(
+            clip_id=task["clip_id"],
+            attempt=task["attempt"],
+            session_id=self.session_id,
+            source="fetch",
+            yt_dlp_version=self.versions[0],
+            ffmpeg_version=self.versions[1],
+            elapsed_s=round(time.monotonic() - t0, 3),
+        )
+        return event
+
+    def _fail(self, message: str, reason: str | None = None, transient: bool | None = None) -> dict[str, Any]:
+        if reason is None:
+            reason, transient = classify_error(message)
+        return {
+            "status": "failed",
+            "reason": reason,
+            "transient": bool(transient),
+            "reason_detail": _detail(message, self.cookies),
+        }
+
+    def _attempt(self, task: dict[str, Any]) -> dict[str, Any]:
+        from yt_dlp.utils import DownloadError, download_range_func
+
+        ydl, directory, log = self._slot()
+        for stale in directory.iterdir():
+            _remove(stale)
+        log.errors.clear()
+        start, end = float(task["start_s"]), float(task["end_s"])
+        a, b = max(0.0, start - self.cfg.pad_s), end + self.cfg.pad_s
+        url = build_url(self.cfg.url_template, task["ytid"])
+        try:
+            info = ydl.extract_info(url, download=False, process=False)
+        except DownloadError as exc:
+            return self._fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - any extractor crash is one recorded, retryable attempt
+            return self._fail(f"{type(exc).__name__}: {exc}", "tool_error", True)
+        facts = {"source_duration_s": _num(info.get("duration"))}
+        live = info.get("live_status") or ("is_live" if info.get("is_live") else None)
+        if live in ("is_live", "is_upcoming", "post_live", "was_live") or info.get("was_live"):
+            return {**facts, **self._fail(f"live_status={live}", "live_or_upcoming", False)}
+        duration = facts["source_duration_s"]
+        if duration is not None and (start >= duration or end > duration + self.cfg.duration_tolerance_s):
+            msg = f"segment [{start}, {end}] outside source duration {duration}"
+            return {**facts, **self._fail(msg, "segment_out_of_range", False)}
+        mode = "section"
+        ydl.params["download_ranges"] = download_range_func(None, [(a, b)])
+        try:
+            try:
+                result = ydl.process_ie_result(info, download=True)
+            except DownloadError as exc:
+                reason, _ = classify_error(str(exc))
+                if reason != "tool_error":
+                    return {**facts, **self._fail(str(exc))}
+                # ffmpeg could not cut this source (data-spec D3 fallback): fetch the whole stream, trim in `shard`.
+                for stale in directory.iterdir():
+                    _remove(stale)
+                mode = "full"
+                ydl.params.pop("download_ranges", None)
+                result = ydl.process_ie_result(info, download=True)
+        except DownloadError as exc:
+            return {**facts, "section_mode": mode, **self._fail(str(exc))}
+        except Exception as exc:  # noqa: BLE001
+            return {**facts, "section_mode": mode, **self._fail(f"{type(exc).__name__}: {exc}", "tool_error", True)}
+        finally:
+            ydl.params.pop("download_ranges", None)
+        outputs = [p for p in directory.iterdir() if p.is_file() and not re.search(r"\.(part|ytdl|temp)$", p.name)]
+        if len(outputs) != 1:
+            names = sorted(p.name for p in directory.iterdir())
+            return {**facts, **self._fail(f"expected one output file, found {names}", "tool_error", True)}
+        out = outputs[0]
+        final = raw_path_for(self.root, task["clip_id"], out.suffix)
+        if not within_root(self.root, final):
+            raise RuntimeError(f"refusing to write outside ROOT: {final}")
+        size, digest = out.stat().st_size, file_sha256(out)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # A clip has one file: drop a copy with another extension left by an earlier (crashed) attempt.
+        for other in final.parent.glob(f"{safe_name(task['clip_id'])}.*"):
+            if other != final:
+                other.unlink(missing_ok=True)
+        os.replace(out, final)
+        fmt = result if isinstance(result, dict) else {}
+        return {
+            **facts,
+            "status": "ok",
+            "reason": None,
+            "transient": False,
+            "raw_path": final.relative_to(self.root).as_posix(),
+            "file_bytes": size,
+            "sha256": digest,
+            "section_mode": mode,
+            "section_start_s": a if mode == "section" else 0.0,
+            "section_end_s": b if mode == "section" else None,
+            "format_id": _str(fmt.get("format_id")),
+            "vcodec": _str(fmt.get("vcodec")),
+            "acodec": _str(fmt.get("acodec")),
+            "height": _num(fmt.get("height")),
+            "fps": _num(fmt.get("fps")),
+        }
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _str(v: Any) -> str | None:
+    return str(v) if v is not None else None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@dataclass
+class ClipState:
+    """What the event log says about one clip's fetch stage."""
+
+    status: Literal["done", "gone", "pending", "gave_up", "backoff", "never"]
+    attempts: int = 0
+    transient_failures: int = 0
+    reason: str | None = None
+
+
+def clip_states(root: Path, max_attempts: int | None = None, now: datetime | None = None) -> dict[str, ClipState]:
+    """Fetch state per clip that has events (clips without events are "never" tried).
+
+    done: latest event ok and its file present with the recorded size; gone: latest failed permanently;
+    gave_up: `max_attempts` transient failures reached; backoff: transient, `next_attempt_after` in the future;
+    pending: anything else to (re)try (including an ok whose file went missing).
+    """
+    root = Path(root)
+    now = now or datetime.now(timezone.utc)
+    events = ledger.read_events(root, "fetch")
+    attempts: Counter[str] = Counter()
+    transient: Counter[str] = Counter()
+    last: dict[str, dict[str, Any]] = {}
+    for row in events.to_pylist():
+        cid = row["clip_id"]
+        attempts[cid] += 1
+        if row["status"] == "failed" and row.get("transient"):
+            transient[cid] += 1
+        last[cid] = row
+    out: dict[str, ClipState] = {}
+    for cid, row in last.items():
+        st = ClipState("pending", attempts[cid], transient[cid], row.get("reason"))
+        if row["status"] == "ok":
+            path = root / str(row.get("raw_path") or "")
+            ok = row.get("raw_path") and path.is_file() and path.stat().st_size == row.get("file_bytes")
+            st.status = "done" if ok else "pending"
+        elif not row.get("transient"):
+            st.status = "gone"
+        elif max_attempts is not None and transient[cid] >= max_attempts:
+            st.status = "gave_up"
+        else:
+            after = row.get("next_attempt_after")
+            if after is not None and after.tzinfo is None:
+                after = after.replace(tzinfo=timezone.utc)
+            if after is not None and after > now:
+                st.status = "backoff"
+        out[cid] = st
+    return out
+
+
+@dataclass
+class FetchSummary:
+    """Counts of one run (no secrets: safe to print or write)."""
+
+    selected: int = 0
+    attempted: int = 0
+    ok: int = 0
+    failed: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "selected": self.selected,
+            "attempted": self.attempted,
+            "ok": self.ok,
+            "failed": dict(self.failed),
+            "skipped": dict(self.skipped),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class RootLock:
+    """Exclusive per-ROOT lock (released by the kernel if the process dies), so two fetches never share tmp/."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(path, "a+")  # noqa: SIM115 - held for the whole run
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.close()
+            raise RuntimeError(f"another fetch/import holds {path}") from None
+
+    def release(self) -> None:
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+def _tasks(root: Path, cfg: FetchConfig, summary: FetchSummary) -> list[dict[str, Any]]:
+    mpath = manifest_path(root)
+    if not mpath.is_file():
+        raise FileNotFoundError(f"{mpath} not found: run `tgdp-data manifest` first")
+    table = pq.read_table(mpath, columns=["clip_id", "ytid", "start_s", "end_s", "split"])
+    if cfg.splits:
+        unknown = set(cfg.splits) - set(table.column("split").unique().to_pylist())
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}")
+        table = table.filter(pc.is_in(table.column("split"), value_set=pa.array(cfg.splits, pa.string())))
+    states = clip_states(root, cfg.max_attempts)
+    tasks = []
+    for row in table.to_pylist():
+        st = states.get(row["clip_id"])
+        if st is not None and (
+            st.status in ("done", "gone", "gave_up") or (st.status == "backoff" and not cfg.retry_now)
+        ):
+            summary.skipped[st.status] += 1
+            continue
+        if cfg.limit is not None and len(tasks) >= cfg.limit:
+            summary.skipped["limit"] += 1
+            continue
+        row["attempt"] = (st.attempts if st else 0) + 1
+        row["prior_transient"] = st.transient_failures if st else 0
+        tasks.append(row)
+    return tasks
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="clip", dynamic_ncols=True, smoothing=0.1)
+
+
+def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
+    """Fetch every selected, not-yet-settled clip of ROOT's source manifest; returns the run's counts."""
+    root = Path(root).resolve()
+    cfg = cfg or FetchConfig()
+    if cfg.cookies is not None and not Path(cfg.cookies).is_file():
+        raise FileNotFoundError("the --cookies file does not exist")
+    t0 = time.monotonic()
+    summary = FetchSummary()
+    lock = RootLock(root / "tmp" / "fetch.lock")
+    try:
+        tmp_root = root / "tmp" / "fetch"
+        if tmp_root.exists():
+            for stale in tmp_root.iterdir():  # leftovers of a killed run: never visible under raw/
+                _remove(stale)
+        run_dir = tmp_root / uuid.uuid4().hex[:12]
+        run_dir.mkdir(parents=True)
+        tasks = _tasks(root, cfg, summary)
+        summary.selected = len(tasks)
+        prior = {t["clip_id"]: t.pop("prior_transient") for t in tasks}
+        make = functools.partial(
+            FetchSession,
+            str(root),
+            cfg.model_dump_json(),
+            str(run_dir),
+            str(Path(cfg.cookies).resolve()) if cfg.cookies else None,
+        )
+        bar = _progress(len(tasks), cfg.progress)
+        with ledger.EventWriter(root, "fetch", flush_every=16, flush_seconds=5.0) as writer:
+            results: Iterator[dict[str, Any]] = run_sessions(
+                make,
+                tasks,
+                sessions=cfg.sessions,
+                in_flight=cfg.in_flight,
+                backend=cfg.backend,
+                address=cfg.address,
+                num_cpus=cfg.num_cpus,
+                session_prefix=f"{run_dir.name}-s",
+            )
+            for event in results:
+                if event["status"] == "failed" and event["transient"]:
+                    n = prior.get(event["clip_id"], 0) + 1
+                    delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (n - 1))
+                    event["next_attempt_after"] = datetime.now(timezone.utc) + timedelta(seconds=delay)
+                    event["gave_up"] = n >= cfg.max_attempts
+                else:
+                    event["gave_up"] = False
+                writer.add({k: event.get(k) for k in EVENT_COLUMNS})
+                summary.attempted += 1
+                if event["status"] == "ok":
+                    summary.ok += 1
+                else:
+                    summary.failed[event["reason"]] += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(ok=summary.ok, failed=sum(summary.failed.values()), refresh=False)
+        if bar is not None:
+            bar.close()
+        _remove(run_dir)
+        if _event_files(root) > 256:
+            ledger.compact(root, "fetch")
+    finally:
+        lock.release()
+    summary.seconds = time.monotonic() - t0
+    return summary
+
+
+def _event_files(root: Path) -> int:
+    d = root / "events" / "fetch"
+    return sum(1 for _ in d.glob("*.parquet")) if d.is_dir() else 0

@@ -1,0 +1,721 @@
+"""Source manifest: official AudioSet / VGGSound clip lists → ROOT/manifest/source.parquet (one row per clip).
+
+Inputs are the official files (segment CSVs, a label index, retrieval lists), read from paths or downloaded from
+the URLs in the dataset definition (`tgdp.manifests/<dataset>.yaml`). Every input is hashed (sha256 and git blob)
+and compared with the definition; its data-row count is compared with the definition (or with AudioSet's
+`# num_segs=` header line). A mismatch is a warning, and the count actually read is recorded in source.meta.json,
+because public copies differ (Excel-mangled ids, a VGGSound copy with 199,467 rows) and the funnel must start from
+what was really read.
+
+Formats (data-spec §A):
+- `audioset`: `YTID, start, end, "mid1,mid2"`; `#` header lines before the first row; a space after each comma.
+- `vggsound`: `ytid,start,label,train|test`, no header, labels with commas quoted; clip = [start, start+10).
+- `vgg_list`: `ytid_SSSSSS.mp4,label` (VGGSound test.csv), no header.
+- `label_index`: `index,mid,display_name` (AudioSet mids; VGGSound `vgg_N` with ',' in names replaced by '_').
+- `cavmae_json`: `{"data": [{"video_id": ...}]}` retrieval lists.
+
+A malformed row is never dropped silently: it becomes a `ManifestIssue(file, line, kind, text)`; by default
+`ManifestError` is raised listing them, with `skip_bad` they go to ROOT/manifest/rejected.parquet.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from tgdp.pipeline.config import StrictConfig
+from tgdp.pipeline.layout import clip_id_for, manifest_path
+
+__all__ = [
+    "DATASETS",
+    "EVAL_SPLITS",
+    "SPLITS",
+    "TRAIN_SPLITS",
+    "InputSpec",
+    "ManifestConfig",
+    "ManifestError",
+    "ManifestIssue",
+    "ManifestResult",
+    "ParsedFile",
+    "SegmentRow",
+    "SOURCE_SCHEMA",
+    "build_manifest",
+    "file_hashes",
+    "format_audioset_csv",
+    "format_audioset_row",
+    "format_vggsound_row",
+    "infer_split",
+    "load_definition",
+    "parse_input_spec",
+    "parse_label_index",
+    "parse_retrieval_ids",
+    "parse_segments",
+    "parse_segments_text",
+    "sniff_format",
+    "video_id_for",
+]
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("audioset", "vggsound")
+SPLITS = ("as_bal_train", "as_unbal_train", "as_eval", "vgg_train", "vgg_test", "synth")
+TRAIN_SPLITS = frozenset({"as_bal_train", "as_unbal_train", "vgg_train"})
+EVAL_SPLITS = frozenset({"as_eval", "vgg_test"})
+_DATASET_SPLITS = {
+    "audioset": {"as_bal_train", "as_unbal_train", "as_eval", "synth"},
+    "vggsound": {"vgg_train", "vgg_test", "synth"},
+}
+_VGG_CLIP_S = 10.0
+_YTID = re.compile(r"[A-Za-z0-9_-]{11}")
+_TIME = re.compile(r"\d+(\.\d+)?")
+_INT = re.compile(r"\d+")
+_VGG_LIST_ID = re.compile(r"([A-Za-z0-9_-]{11})_(\d{6})(\.mp4)?")
+_NUM_SEGS = re.compile(r"num_segs=(\d+)")
+
+SOURCE_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("video_id", pa.string()),
+        ("dataset", pa.string()),
+        ("split", pa.string()),
+        ("ytid", pa.string()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("labels", pa.list_(pa.string())),
+        ("leak_eval_overlap", pa.bool_()),
+        ("source_file", pa.string()),
+        ("source_line", pa.int32()),
+    ]
+)
+_REJECTED_SCHEMA = pa.schema(
+    [("file", pa.string()), ("line", pa.int32()), ("kind", pa.string()), ("text", pa.string())]
+)
+
+
+@dataclass(frozen=True)
+class ManifestIssue:
+    """A row that could not be used: `kind` is one of column_count, bad_ytid, bad_timestamp, end_before_start,
+    bad_split, no_labels, unknown_label, duplicate_clip_id."""
+
+    file: str
+    line: int
+    kind: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.kind}: {self.text}"
+
+
+class ManifestError(ValueError):
+    """The inputs could not be turned into a manifest; `issues` lists bad rows with file and line."""
+
+    def __init__(self, message: str, issues: Sequence[ManifestIssue] = ()) -> None:
+        self.issues = list(issues)
+        if self.issues:
+            shown = "\n  ".join(str(i) for i in self.issues[:20])
+            more = f"\n  ... and {len(self.issues) - 20} more" if len(self.issues) > 20 else ""
+            message = f"{message}\n  {shown}{more}"
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """One clip as read from a list file; `split` is None when the file's split applies."""
+
+    ytid: str
+    start_s: float
+    end_s: float
+    labels: tuple[str, ...]
+    line: int
+    split: str | None = None
+
+
+@dataclass
+class ParsedFile:
+    rows: list[SegmentRow] = field(default_factory=list)
+    issues: list[ManifestIssue] = field(default_factory=list)
+    data_lines: int = 0
+    header_rows: int | None = None  # AudioSet `# num_segs=N`
+
+
+# ---------------------------------------------------------------------------------------------------- formatting
+
+
+def _fmt_time(t: float) -> str:
+    return f"{t:.3f}"
+
+
+def format_audioset_row(ytid: str, start_s: float, end_s: float, labels: Iterable[str]) -> str:
+    """One AudioSet data line (no newline): `YTID, 30.000, 40.000, "/m/a,/m/b"`."""
+    return f'{ytid}, {_fmt_time(start_s)}, {_fmt_time(end_s)}, "{",".join(labels)}"'
+
+
+def format_audioset_csv(rows: Iterable[tuple[str, float, float, Sequence[str]]], created: str) -> str:
+    """A whole AudioSet segment CSV with its three `#` header lines (`created` as in `datetime.ctime()`)."""
+    rows = list(rows)
+    mids = {m for r in rows for m in r[3]}
+    n_pos = sum(len(r[3]) for r in rows)
+    n_ytids = len({r[0] for r in rows})
+    lines = [
+        f"# Segments csv created {created}",
+        f"# num_ytids={n_ytids}, num_segs={len(rows)}, num_unique_labels={len(mids)}, num_positive_labels={n_pos}",
+        "# YTID, start_seconds, end_seconds, positive_labels",
+    ]
+    lines += [format_audioset_row(*r) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def format_vggsound_row(ytid: str, start_s: int, label: str, split: str) -> str:
+    """One vggsound.csv line: `ytid,start,label,train|test` (label quoted by csv rules when it has a comma)."""
+    out: list[str] = []
+
+    class _Sink:
+        def write(self, s: str) -> None:
+            out.append(s)
+
+    csv.writer(_Sink(), lineterminator="").writerow([ytid, int(start_s), label, split])
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------------------------- parsing
+
+
+def _split_fields(line: str, skip_space: bool) -> list[str]:
+    return next(csv.reader((line,), skipinitialspace=skip_space))
+
+
+def _parse_time(text: str) -> float | None:
+    text = text.strip()
+    if not _TIME.fullmatch(text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _audioset_line(fields: list[str], lineno: int, file: str, raw: str) -> SegmentRow | ManifestIssue:
+    if len(fields) != 4:
+        return ManifestIssue(file, lineno, "column_count", f"expected 4 columns, got {len(fields)}: {raw[:200]}")
+    ytid = fields[0].strip()
+    if not _YTID.fullmatch(ytid):
+        return ManifestIssue(file, lineno, "bad_ytid", f"{ytid[:40]!r} is not an 11-character YouTube id")
+    start, end = _parse_time(fields[1]), _parse_time(fields[2])
+    if start is None or end is None:
+        return ManifestIssue(file, lineno, "bad_timestamp", f"start/end {fields[1]!r}, {fields[2]!r}")
+    if end <= start:
+        return ManifestIssue(file, lineno, "end_before_start", f"end {end} <= start {start}")
+    labels = tuple(m.strip() for m in fields[3].split(",") if m.strip())
+    if not labels:
+        return ManifestIssue(file, lineno, "no_labels", raw[:200])
+    return SegmentRow(ytid, start, end, labels, lineno)
+
+
+def _vggsound_line(fields: list[str], lineno: int, file: str, raw: str) -> SegmentRow | ManifestIssue:
+    if len(fields) != 4:
+        return ManifestIssue(file, lineno, "column_count", f"expected 4 columns, got {len(fields)}: {raw[:200]}")
+    ytid, start_text, label, split = (f.strip() for f in fields)
+    if not _YTID.fullmatch(ytid):
+        return ManifestIssue(file, lineno, "bad_ytid", f"{ytid[:40]!r} is not an 11-character YouTube id")
+    if not _INT.fullmatch(start_text):
+        return ManifestIssue(file, lineno, "bad_timestamp", f"start {start_text!r} is not whole seconds")
+    if split not in ("train", "test"):
+        return ManifestIssue(file, lineno, "bad_split", f"split {split!r} is not train|test")
+    if not label:
+        return ManifestIssue(file, lineno, "no_labels", raw[:200])
+    start = float(int(start_text))
+    return SegmentRow(ytid, start, start + _VGG_CLIP_S, (label,), lineno, f"vgg_{split}")
+
+
+def _vgg_list_line(fields: list[str], lineno: int, file: str, raw: str) -> SegmentRow | ManifestIssue:
+    if len(fields) != 2:
+        return ManifestIssue(file, lineno, "column_count", f"expected 2 columns, got {len(fields)}: {raw[:200]}")
+    m = _VGG_LIST_ID.fullmatch(fields[0].strip())
+    if m is None:
+        return ManifestIssue(file, lineno, "bad_ytid", f"{fields[0][:40]!r} is not ytid_SSSSSS.mp4")
+    label = fields[1].strip()
+    if not label:
+        return ManifestIssue(file, lineno, "no_labels", raw[:200])
+    start = float(int(m.group(2)))
+    return SegmentRow(m.group(1), start, start + _VGG_CLIP_S, (label,), lineno)
+
+
+_LINE_PARSERS = {"audioset": (_audioset_line, True), "vggsound": (_vggsound_line, False)}
+_LINE_PARSERS["vgg_list"] = (_vgg_list_line, False)
+
+
+def parse_segments_text(text: str, fmt: str, file: str = "<text>") -> ParsedFile:
+    """Parse a segment list (`fmt` = audioset | vggsound | vgg_list) given as text, BOM and CRLF tolerated.
+
+    `#` lines are AudioSet header lines only before the first data row; later they are data (Excel's `#NAME?`
+    ids then surface as bad_ytid instead of vanishing). Blank lines are ignored.
+    """
+    if fmt not in _LINE_PARSERS:
+        raise ValueError(f"unknown segment format {fmt!r}; expected one of {sorted(_LINE_PARSERS)}")
+    parse_line, skip_space = _LINE_PARSERS[fmt]
+    out = ParsedFile()
+    text = text.removeprefix("\ufeff")
+    in_header = True
+    # split on \n only: str.splitlines() would also break on \x0b, \x1c, \u2028 and shift line numbers
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        line = raw.rstrip("\r")
+        if not line.strip():
+            continue
+        if in_header and line.startswith("#"):
+            m = _NUM_SEGS.search(line)
+            if m:
+                out.header_rows = int(m.group(1))
+            continue
+        in_header = False
+        out.data_lines += 1
+        try:
+            fields = _split_fields(line, skip_space)
+        except csv.Error as exc:
+            out.issues.append(ManifestIssue(file, lineno, "column_count", f"{exc}: {line[:200]}"))
+            continue
+        result = parse_line(fields, lineno, file, line)
+        (out.issues if isinstance(result, ManifestIssue) else out.rows).append(result)
+    return out
+
+
+def _read_text(path: Path) -> str:
+    return Path(path).read_bytes().decode("utf-8-sig", errors="replace")
+
+
+def sniff_format(path: Path, dataset: str) -> str:
+    """audioset for AudioSet; for VGGSound, `vgg_list` when the first field looks like `ytid_SSSSSS.mp4`."""
+    if dataset == "audioset":
+        return "audioset"
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                first = line.split(",", 1)[0].strip()
+                return "vgg_list" if _VGG_LIST_ID.fullmatch(first) else "vggsound"
+    return "vggsound"
+
+
+def parse_segments(path: Path, fmt: str) -> ParsedFile:
+    """Parse a segment list file; issues name the file by its base name."""
+    return parse_segments_text(_read_text(path), fmt, Path(path).name)
+
+
+def parse_label_index(path: Path) -> dict[str, str]:
+    """`index,mid,display_name` → {mid: display_name}."""
+    out: dict[str, str] = {}
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:3]] != ["index", "mid", "display_name"]:
+            raise ManifestError(f"{path}: label index must start with the header index,mid,display_name")
+        for row in reader:
+            if len(row) >= 3 and row[1].strip():
+                out[row[1].strip()] = row[2].strip()
+    return out
+
+
+def _ytid_of_video_id(video_id: str) -> str | None:
+    if _YTID.fullmatch(video_id):
+        return video_id
+    m = _VGG_LIST_ID.fullmatch(video_id)
+    return m.group(1) if m else None
+
+
+def parse_retrieval_ids(path: Path) -> tuple[list[str], list[ManifestIssue]]:
+    """YouTube ids in a retrieval/eval list: a CAV-MAE datafile (JSON), an AudioSet CSV or a VGGSound list."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(_read_text(path))
+            entries = data["data"] if isinstance(data, dict) else data
+            video_ids = [str(e["video_id"]) for e in entries]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ManifestError(f"{path}: not a CAV-MAE datafile ({{'data': [{{'video_id': ...}}]}}): {exc}") from exc
+        ids, issues = [], []
+        for i, vid in enumerate(video_ids):
+            ytid = _ytid_of_video_id(vid)
+            if ytid is None:
+                issues.append(ManifestIssue(path.name, i + 1, "bad_ytid", f"entry {i}: video_id {vid!r}"))
+            else:
+                ids.append(ytid)
+        return ids, issues
+    first = ""
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        first = next((ln for ln in fh if ln.strip()), "")
+    fmt = "audioset" if first.startswith("#") or ", " in first else sniff_format(path, "vggsound")
+    parsed = parse_segments(path, fmt)
+    return [r.ytid for r in parsed.rows], parsed.issues
+
+
+# ------------------------------------------------------------------------------------------------- definitions
+
+
+def load_definition(dataset: str) -> dict[str, Any]:
+    """The dataset definition YAML shipped in `tgdp.manifests` (files, URLs, row counts, hashes)."""
+    if dataset not in DATASETS:
+        raise ManifestError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    text = resources.files("tgdp.manifests").joinpath(f"{dataset}.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def _all_entries(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {**definition.get("files", {}), **(definition.get("retrieval") or {})}
+
+
+def _entry_by_name(definition: dict[str, Any], name: str) -> tuple[str, dict[str, Any]] | None:
+    for key, entry in _all_entries(definition).items():
+        if entry.get("filename") == name:
+            return key, entry
+    return None
+
+
+def file_hashes(path: Path) -> tuple[str, str, int]:
+    """(sha256, git blob sha1, size) of a file, streamed."""
+    size = os.path.getsize(path)
+    sha = hashlib.sha256()
+    blob = hashlib.sha1(f"blob {size}\0".encode())
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+            blob.update(chunk)
+    return sha.hexdigest(), blob.hexdigest(), size
+
+
+def video_id_for(dataset: str, ytid: str, start_s: float) -> str:
+    """CAV-MAE video id: AudioSet = ytid; VGGSound = `f"{ytid}_{start:06d}"`."""
+    return f"{ytid}_{int(round(start_s)):06d}" if dataset == "vggsound" else ytid
+
+
+def infer_split(name: str, dataset: str) -> str | None:
+    """Split from a file name; None for vggsound.csv (split per row) and for names it doesn't know."""
+    stem = Path(name).name.lower()
+    if dataset == "audioset":
+        if "unbalanced" in stem:
+            return "as_unbal_train"
+        if "balanced_train" in stem:
+            return "as_bal_train"
+        if stem.startswith("eval") or "eval_segments" in stem:
+            return "as_eval"
+        if stem == "train_segments.csv":  # `tgdp-data synth` train list
+            return "as_bal_train"
+        return None
+    if stem.startswith("test") or "vgg_test" in stem:
+        return "vgg_test"
+    if stem.startswith("train") or "vgg_train" in stem:
+        return "vgg_train"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- building
+
+
+class ManifestConfig(StrictConfig):
+    """`tgdp-data manifest` options; `csv` items are `PATH` or `PATH:split`. No csv → download the definition's."""
+
+    dataset: Literal["audioset", "vggsound"]
+    csv: list[str] = []
+    labels: str | None = None
+    retrieval: list[str] = []
+    skip_bad: bool = False
+    download_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    path: Path
+    split: str | None  # explicit `PATH:split`, else inferred
+
+
+def parse_input_spec(item: str) -> InputSpec:
+    """`PATH` or `PATH:split` (the suffix counts as a split only when it names one, so `C:\\x` paths survive)."""
+    head, sep, tail = item.rpartition(":")
+    if sep and tail in SPLITS:
+        return InputSpec(Path(head), tail)
+    return InputSpec(Path(item), None)
+
+
+@dataclass
+class ManifestResult:
+    """What `build_manifest` wrote and counted."""
+
+    manifest: Path
+    meta: Path
+    rejected: Path | None
+    rows: int
+    split_counts: dict[str, int]
+    leak_count: int
+    issues: list[ManifestIssue]
+    warnings: list[str]
+
+
+def _download(url: str, dest: Path, timeout: float) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                fh.write(chunk)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise ManifestError(
+            f"could not download {url} ({exc}); offline? pass the file with --csv/--labels/--retrieval PATH"
+        ) from exc
+    os.replace(tmp, dest)
+    return dest
+
+
+def _fetch_entry(entry: dict[str, Any], root: Path, timeout: float) -> Path:
+    url = entry.get("url")
+    if not url:
+        raise ManifestError(f"{entry['filename']} has no download URL; pass a local copy")
+    dest = Path(root) / "manifest" / "downloads" / entry["filename"]
+    if dest.is_file():  # an earlier run's download; the hash check below still applies
+        return dest
+    log.info("downloading %s", url)
+    return _download(url, dest, timeout)
+
+
+def _check_input(
+    path: Path, definition: dict[str, Any], role: str, actual_rows: int, header_rows: int | None, warnings: list[str]
+) -> dict[str, Any]:
+    sha, blob, size = file_hashes(path)
+    info: dict[str, Any] = {"path": str(path), "role": role, "sha256": sha, "git_blob": blob, "bytes": size}
+    match = _entry_by_name(definition, path.name)
+    expected_rows, expected_from = None, None
+    if match is not None:
+        key, entry = match
+        info["definition"] = key
+        ref_sha, ref_blob = entry.get("sha256"), entry.get("git_blob")
+        if ref_sha:
+            info["hash_status"] = "match" if sha == ref_sha else "mismatch"
+        elif ref_blob:
+            info["hash_status"] = "match_git_blob" if blob == ref_blob else "mismatch"
+        else:
+            info["hash_status"] = "no_reference"
+        if info["hash_status"] == "mismatch":
+            warnings.append(
+                f"{path.name}: content differs from the official file (sha256 {sha[:12]}…, git blob {blob[:12]}…; "
+                f"expected {ref_sha or ref_blob}); a modified copy (Excel #NAME? ids, reformatted times)?"
+            )
+        expected_rows, expected_from = entry.get("rows"), "definition"
+    else:
+        info["hash_status"] = "no_reference"
+    if header_rows is not None and expected_rows is None:
+        expected_rows, expected_from = header_rows, "header"
+    info.update(expected_rows=expected_rows, expected_rows_from=expected_from, actual_rows=actual_rows)
+    if header_rows is not None:
+        info["header_rows"] = header_rows
+    if expected_rows is not None and expected_rows != actual_rows:
+        warnings.append(f"{path.name}: read {actual_rows} rows, expected {expected_rows} ({expected_from})")
+    return info
+
+
+def _resolve_inputs(cfg: ManifestConfig, root: Path, definition: dict[str, Any]) -> tuple[list, Path | None, list]:
+    if cfg.csv:
+        specs = [parse_input_spec(c) for c in cfg.csv]
+        labels = Path(cfg.labels) if cfg.labels else None
+        retrieval = [Path(r) for r in cfg.retrieval]
+    else:
+        files = definition.get("files", {})
+        specs = [
+            InputSpec(_fetch_entry(e, root, cfg.download_timeout_s), e.get("split"))
+            for e in files.values()
+            if e["role"] == "segments"
+        ]
+        labels = Path(cfg.labels) if cfg.labels else None
+        if labels is None:
+            labels = next(
+                (_fetch_entry(e, root, cfg.download_timeout_s) for e in files.values() if e["role"] == "labels"), None
+            )
+        retrieval = [Path(r) for r in cfg.retrieval] or [
+            _fetch_entry(e, root, cfg.download_timeout_s)
+            for e in (definition.get("retrieval") or {}).values()
+            if e.get("url")
+        ]
+    for p in [s.path for s in specs] + ([labels] if labels else []) + retrieval:
+        if not Path(p).is_file():
+            raise ManifestError(f"input file not found: {p}")
+    return specs, labels, retrieval
+
+
+def _label_ok(label: str, known: dict[str, str], names: set[str]) -> bool:
+    # AudioSet rows carry mids; VGGSound rows carry names, which the CAV-MAE index stores with ',' → '_'
+    return label in known or label in names or label.replace(",", "_") in names
+
+
+def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
+    """Read, check and join the inputs; write source.parquet, source.meta.json (and rejected.parquet)."""
+    root = Path(root)
+    definition = load_definition(cfg.dataset)
+    specs, labels_path, retrieval_paths = _resolve_inputs(cfg, root, definition)
+    warnings: list[str] = []
+    issues: list[ManifestIssue] = []
+    inputs_meta: list[dict[str, Any]] = []
+
+    known_labels: dict[str, str] = {}
+    if labels_path is not None:
+        known_labels = parse_label_index(labels_path)
+        inputs_meta.append(_check_input(labels_path, definition, "labels", len(known_labels), None, warnings))
+    label_names = set(known_labels.values())
+
+    formats = {s.path: sniff_format(s.path, cfg.dataset) for s in specs}
+    has_full_vgg = any(f == "vggsound" for f in formats.values())
+    leak_ytids: set[str] = set()
+    records: list[tuple] = []
+    seen: dict[str, tuple[str, int]] = {}
+
+    for spec in specs:
+        fmt = formats[spec.path]
+        parsed = parse_segments(spec.path, fmt)
+        file = spec.path.name
+        split = spec.split or infer_split(file, cfg.dataset)
+        # with vggsound.csv present, test.csv repeats its test rows: use it as an eval list, not as rows
+        as_reference = fmt == "vgg_list" and has_full_vgg
+        role = "eval_list" if as_reference else "segments"
+        info = _check_input(spec.path, definition, role, parsed.data_lines, parsed.header_rows, warnings)
+        info.update(format=fmt, split=split, rejected_rows=len(parsed.issues))
+        inputs_meta.append(info)
+        issues.extend(parsed.issues)
+        if as_reference:
+            leak_ytids.update(r.ytid for r in parsed.rows)
+            continue
+        if split is None and fmt != "vggsound":
+            raise ManifestError(f"{spec.path}: cannot infer the split from the file name; pass PATH:split")
+        if split is not None and split not in _DATASET_SPLITS[cfg.dataset]:
+            raise ManifestError(f"{spec.path}: split {split!r} does not belong to dataset {cfg.dataset}")
+        for row in parsed.rows:
+            if known_labels:
+                unknown = [lb for lb in row.labels if not _label_ok(lb, known_labels, label_names)]
+                if unknown:
+                    issues.append(ManifestIssue(file, row.line, "unknown_label", f"{unknown} not in the label index"))
+                    continue
+            row_split = split or row.split
+            clip_id = clip_id_for(cfg.dataset, row.ytid, row.start_s)
+            if clip_id in seen:
+                first_file, first_line = seen[clip_id]
+                issues.append(
+                    ManifestIssue(file, row.line, "duplicate_clip_id", f"{clip_id} also at {first_file}:{first_line}")
+                )
+                continue
+            seen[clip_id] = (file, row.line)
+            records.append(
+                (
+                    clip_id,
+                    video_id_for(cfg.dataset, row.ytid, row.start_s),
+                    row_split,
+                    row.ytid,
+                    row.start_s,
+                    row.end_s,
+                    list(row.labels),
+                    file,
+                    row.line,
+                )
+            )
+        if fmt == "vggsound":
+            match = _entry_by_name(definition, file)
+            expected_split = (match[1].get("split_rows") or {}) if match else {}
+            got = Counter(r.split for r in parsed.rows)
+            info["split_rows"] = dict(sorted(got.items()))
+            for sp, n in expected_split.items():
+                if got.get(sp, 0) != n:
+                    warnings.append(f"{file}: {got.get(sp, 0)} {sp} rows, expected {n}")
+
+    retrieval_meta = []
+    for path in retrieval_paths:
+        ids, bad = parse_retrieval_ids(path)
+        issues.extend(bad)
+        leak_ytids.update(ids)
+        info = _check_input(path, definition, "retrieval", len(ids) + len(bad), None, warnings)
+        retrieval_meta.append(info)
+    inputs_meta.extend(retrieval_meta)
+
+    leak_ytids.update(r[3] for r in records if r[2] in EVAL_SPLITS)
+    if issues and not cfg.skip_bad:
+        raise ManifestError(f"{len(issues)} malformed row(s); fix the input or pass --skip-bad", issues)
+
+    records.sort(key=lambda r: r[0])
+    leak = [r[2] in TRAIN_SPLITS and r[3] in leak_ytids for r in records]
+    columns = list(zip(*records, strict=True)) if records else [[] for _ in range(9)]
+    table = pa.table(
+        {
+            "clip_id": pa.array(columns[0], pa.string()),
+            "video_id": pa.array(columns[1], pa.string()),
+            "dataset": pa.array([cfg.dataset] * len(records), pa.string()),
+            "split": pa.array(columns[2], pa.string()),
+            "ytid": pa.array(columns[3], pa.string()),
+            "start_s": pa.array(columns[4], pa.float64()),
+            "end_s": pa.array(columns[5], pa.float64()),
+            "labels": pa.array(columns[6], pa.list_(pa.string())),
+            "leak_eval_overlap": pa.array(leak, pa.bool_()),
+            "source_file": pa.array(columns[7], pa.string()),
+            "source_line": pa.array(columns[8], pa.int32()),
+        },
+        schema=SOURCE_SCHEMA,
+    )
+    out = manifest_path(root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_parquet(table, out)
+
+    rejected_path = out.parent / "rejected.parquet"
+    if issues:
+        rej = pa.table(
+            {
+                "file": [i.file for i in issues],
+                "line": pa.array([i.line for i in issues], pa.int32()),
+                "kind": [i.kind for i in issues],
+                "text": [i.text for i in issues],
+            },
+            schema=_REJECTED_SCHEMA,
+        )
+        _write_parquet(rej, rejected_path)
+    else:
+        rejected_path.unlink(missing_ok=True)  # a stale file from an earlier run would mislead the funnel
+
+    split_counts = dict(sorted(Counter(columns[2]).items()))
+    meta = {
+        "dataset": cfg.dataset,
+        "inputs": inputs_meta,
+        "rows": len(records),
+        "split_counts": split_counts,
+        "leak_eval_overlap": int(sum(leak)),
+        "rejected": len(issues),
+        "rejected_by_kind": dict(sorted(Counter(i.kind for i in issues).items())),
+        "warnings": warnings,
+        "manifest_sha256": file_hashes(out)[0],
+    }
+    meta_path = out.parent / "source.meta.json"
+    tmp = meta_path.with_name(meta_path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, meta_path)
+    for w in warnings:
+        log.warning(w)
+    return ManifestResult(
+        manifest=out,
+        meta=meta_path,
+        rejected=rejected_path if issues else None,
+        rows=len(records),
+        split_counts=split_counts,
+        leak_count=int(sum(leak)),
+        issues=issues,
+        warnings=warnings,
+    )
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)

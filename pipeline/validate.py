@@ -1,0 +1,311 @@
+"""`tgdp-data validate ROOT`: probe and fully decode each fetched clip's target window, record metrics and a verdict.
+
+Per clip (data-spec D4), in this order, the first failing check is the drop reason:
+  1. ffprobe (JSON) opens the file and finds a stream, else `unreadable` (0-byte, garbage, LFS pointer, no moov);
+  2. the target window of every present stream decodes with errors fatal (`-xerror`; any error-level log line
+     counts), else `corrupt_decode` with the first error line as `reason_detail`;
+  3. a video and an audio stream exist, else `no_video_stream` / `no_audio_stream`;
+  4. inside the window both streams last ≥ D − tol (D = end − start, tol 0.5 s) and ≥ `min_frames` (16) video
+     frames decode, else `too_short`.
+Silence, still video and an audio/video start offset are metrics and flags only (v1 drops nothing on them):
+  rms_dbfs, silent_frac (100 ms windows below −60 dBFS; is_silent when ≥ 0.9), still_score (mean |Δ| 0–255 of
+  consecutive sampled frames at 32×32 gray; is_still when < 1.0), av_offset_s (ffprobe audio − video start_time;
+  is_av_offset when |x| > 0.1 s).
+
+Where the target window lies inside the file (`window_start_s`, recorded in the event with `window_rule`):
+  - the fetch event has `section_start_s` → window starts at start_s − section_start_s ("section");
+  - else the fetch event says `source == "import"` → the file is the whole video, absolute times ("import");
+  - else, if ffprobe's duration exceeds the longest possible padded segment (end + pad − max(0, start − pad)) by
+    more than tol, the file must be the whole video → absolute times ("whole_file");
+  - else the yt-dlp padded rule: the file holds [max(0, start − 2), end + 2], window at start − max(0, start − 2)
+    ("padded").
+The verdict is versioned: `valid_rule` names the rule and its thresholds; a clip is re-validated when its fetch
+sha256 or the rule changes, and skipped otherwise (resumable). Every fetched clip gets exactly one latest event.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from tgdp.pipeline.config import StrictConfig
+from tgdp.pipeline.features import audio_metrics, still_score
+from tgdp.pipeline.layout import manifest_path, within_root
+from tgdp.pipeline.ledger import EventWriter, latest
+from tgdp.pipeline.media import MediaError, decode_window, ffmpeg_version, probe
+
+__all__ = [
+    "DROP_REASONS",
+    "METRIC_COLUMNS",
+    "ValidateConfig",
+    "ValidateSummary",
+    "map_clips",
+    "resolve_window",
+    "run_validate",
+    "validate_clip",
+    "validate_tasks",
+]
+
+DROP_REASONS = ("unreadable", "missing_raw", "corrupt_decode", "no_video_stream", "no_audio_stream", "too_short")
+METRIC_COLUMNS = (
+    "has_video",
+    "has_audio",
+    "video_frames",
+    "audio_dur_s",
+    "video_dur_s",
+    "av_offset_s",
+    "rms_dbfs",
+    "silent_frac",
+    "still_score",
+    "is_silent",
+    "is_still",
+    "is_av_offset",
+)
+
+
+class ValidateConfig(StrictConfig):
+    """Thresholds of the valid predicate and of the flags; all of them are named in `valid_rule`."""
+
+    duration_tol_s: float = 0.5
+    min_frames: int = 16
+    pad_s: float = 2.0  # yt-dlp section padding assumed when a fetch event has no section_start_s
+    silence_dbfs: float = -60.0
+    silent_window_s: float = 0.1
+    silent_frac_flag: float = 0.9
+    still_eps: float = 1.0
+    av_offset_flag_s: float = 0.1
+    num_frames: int = 16  # frames sampled for the still score (same rule as the store)
+    ffmpeg_threads: int = 1
+    timeout_s: float = 300.0
+
+    def valid_rule(self) -> str:
+        return (
+            f"v1: readable & decodes(-xerror) & has_video & has_audio"
+            f" & audio_dur,video_dur >= dur-{self.duration_tol_s}"
+            f" & video_frames >= {self.min_frames}; flags only: silent(frac<{self.silence_dbfs}dBFS"
+            f">={self.silent_frac_flag}), still(<{self.still_eps}), av_offset(>{self.av_offset_flag_s}s)"
+        )
+
+
+def resolve_window(
+    start_s: float, end_s: float, fetch: Mapping[str, Any], probe_duration: float | None, cfg: ValidateConfig
+) -> tuple[float, str]:
+    """Where the target window starts inside the fetched file, and which rule said so (module docstring)."""
+    section = fetch.get("section_start_s")
+    if section is not None and not (isinstance(section, float) and math.isnan(section)):
+        return max(0.0, start_s - float(section)), "section"
+    if fetch.get("source") == "import":
+        return start_s, "import"
+    padded_start = max(0.0, start_s - cfg.pad_s)
+    if probe_duration is not None and probe_duration > end_s + cfg.pad_s - padded_start + cfg.duration_tol_s:
+        return start_s, "whole_file"
+    return start_s - padded_start, "padded"
+
+
+def _empty_metrics() -> dict[str, Any]:
+    return {k: None for k in METRIC_COLUMNS}
+
+
+def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
+    """One clip → one validate event (pure: reads the file, writes nothing).
+
+    task: clip_id, path (absolute), start_s, end_s, fetch (the fetch event's section_start_s/source), fetch_sha256,
+    cfg (ValidateConfig as a dict).
+    """
+    cfg = ValidateConfig.model_validate(task["cfg"])
+    event: dict[str, Any] = {
+        "clip_id": task["clip_id"],
+        "status": "failed",
+        "reason": None,
+        "transient": False,
+        "reason_detail": None,
+        "valid": False,
+        "valid_rule": cfg.valid_rule(),
+        "fetch_sha256": task.get("fetch_sha256"),
+        "window_start_s": None,
+        "window_rule": None,
+        "probe_duration_s": None,
+        "video_codec": None,
+        "audio_codec": None,
+        "ffmpeg_version": ffmpeg_version(),
+        **_empty_metrics(),
+    }
+    path = Path(task["path"])
+    if not path.is_file():
+        # The raw file vanished after fetch: the clip needs fetching again, which is not this file's fault.
+        event.update(reason="missing_raw", transient=True, reason_detail=f"raw file not found: {path.name}")
+        return event
+    try:
+        info = probe(path, timeout=min(60.0, cfg.timeout_s))
+    except MediaError as exc:
+        event.update(reason=exc.reason, reason_detail=exc.detail)
+        return event
+    start_s, end_s = float(task["start_s"]), float(task["end_s"])
+    dur = end_s - start_s
+    offset, rule = resolve_window(start_s, end_s, task.get("fetch") or {}, info.duration_s, cfg)
+    has_v, has_a = info.video is not None, info.audio is not None
+    event.update(
+        window_start_s=offset,
+        window_rule=rule,
+        probe_duration_s=info.duration_s,
+        video_codec=(info.video or {}).get("codec"),
+        audio_codec=(info.audio or {}).get("codec"),
+        has_video=has_v,
+        has_audio=has_a,
+    )
+    if has_v and has_a and info.video["start_time"] is not None and info.audio["start_time"] is not None:
+        event["av_offset_s"] = info.audio["start_time"] - info.video["start_time"]
+    decoded = decode_window(
+        path,
+        offset,
+        dur,
+        video=has_v,
+        audio=has_a,
+        num_frames=cfg.num_frames,
+        size=64,  # frames are only used for the still score here; the store decodes at full size
+        threads=cfg.ffmpeg_threads,
+        timeout=cfg.timeout_s,
+    )
+    if decoded.errors or decoded.returncode != 0:
+        event.update(reason="corrupt_decode", reason_detail=decoded.first_error)
+        return event
+    if decoded.pcm is not None:
+        rms, silent, _peak = audio_metrics(decoded.pcm, 16000, cfg.silent_window_s, cfg.silence_dbfs)
+        event.update(
+            audio_dur_s=decoded.pcm.size / 16000.0,
+            rms_dbfs=rms,
+            silent_frac=silent,
+            is_silent=silent >= cfg.silent_frac_flag,
+        )
+    if decoded.video_pts_s is not None:
+        pts = decoded.video_pts_s
+        event["video_frames"] = int(pts.size)
+        if pts.size:
+            step = float(pts[-1] - pts[-2]) if pts.size > 1 else 1.0 / float((info.video or {}).get("fps") or 25.0)
+            event["video_dur_s"] = float(min(dur, pts[-1] + step) - max(0.0, pts[0]))
+        else:
+            event["video_dur_s"] = 0.0
+        event["still_score"] = still_score(decoded.frames, grid=32)
+        event["is_still"] = event["still_score"] < cfg.still_eps
+    if event["av_offset_s"] is not None:
+        event["is_av_offset"] = abs(event["av_offset_s"]) > cfg.av_offset_flag_s
+    if not has_v:
+        event.update(reason="no_video_stream", reason_detail=f"streams: audio {info.audio['codec']}")
+        return event
+    if not has_a:
+        event.update(reason="no_audio_stream", reason_detail=f"streams: video {info.video['codec']}")
+        return event
+    need = dur - cfg.duration_tol_s
+    short = []
+    if event["audio_dur_s"] < need:
+        short.append(f"audio {event['audio_dur_s']:.2f}s")
+    if event["video_dur_s"] < need:
+        short.append(f"video {event['video_dur_s']:.2f}s")
+    if event["video_frames"] < cfg.min_frames:
+        short.append(f"{event['video_frames']} frames < {cfg.min_frames}")
+    if short:
+        detail = f"window [{offset:.2f}, {offset + dur:.2f})s of {info.duration_s}s file ({rule}): " + ", ".join(short)
+        event.update(reason="too_short", reason_detail=detail)
+        return event
+    event.update(status="ok", valid=True)
+    return event
+
+
+def map_clips(fn: Any, items: list, backend: str = "serial", num_workers: int = 2, address: str | None = None):
+    """Results of fn over items in completion order (`tgdp.pipeline.parallel.map_unordered`)."""
+    try:
+        from tgdp.pipeline.parallel import map_unordered
+    except ImportError:  # parallel.py is another issue; serial keeps this stage usable without it
+        if backend != "serial":
+            raise
+        return (fn(item) for item in items)
+    return map_unordered(fn, items, backend=backend, num_workers=num_workers, address=address)
+
+
+@dataclass
+class ValidateSummary:
+    """Accounting of one validate run over the fetched clips."""
+
+    fetched: int = 0
+    skipped_up_to_date: int = 0
+    validated: int = 0
+    valid: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    valid_rule: str = ""
+
+
+def validate_tasks(root: Path, cfg: ValidateConfig, force: bool = False) -> tuple[list[dict[str, Any]], int, int]:
+    """(tasks to run, number of fetched clips, number up to date) for clips whose latest fetch event is ok."""
+    root = Path(root)
+    table = pq.read_table(manifest_path(root), columns=["clip_id", "start_s", "end_s"])
+    rows = {r["clip_id"]: r for r in table.to_pylist()}
+    fetches = latest(root, "fetch")
+    done = {} if force else latest(root, "validate")
+    rule = cfg.valid_rule()
+    tasks, fetched, up_to_date = [], 0, 0
+    cfg_dict = cfg.model_dump()
+    for clip_id in sorted(rows):
+        ev = fetches.get(clip_id)
+        if ev is None or ev.get("status") != "ok" or not ev.get("raw_path"):
+            continue
+        fetched += 1
+        prev = done.get(clip_id)
+        if prev is not None and prev.get("valid_rule") == rule and prev.get("fetch_sha256") == ev.get("sha256"):
+            if not prev.get("transient"):
+                up_to_date += 1
+                continue
+        path = root / ev["raw_path"]
+        if not within_root(root, path):
+            raise ValueError(f"fetch event for {clip_id!r} points outside ROOT: {ev['raw_path']!r}")
+        tasks.append(
+            {
+                "clip_id": clip_id,
+                "path": str(path),
+                "start_s": rows[clip_id]["start_s"],
+                "end_s": rows[clip_id]["end_s"],
+                "fetch": {"section_start_s": ev.get("section_start_s"), "source": ev.get("source")},
+                "fetch_sha256": ev.get("sha256"),
+                "cfg": cfg_dict,
+            }
+        )
+    return tasks, fetched, up_to_date
+
+
+def run_validate(
+    root: Path,
+    cfg: ValidateConfig | None = None,
+    *,
+    backend: str = "serial",
+    num_workers: int = 2,
+    address: str | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> ValidateSummary:
+    """Validate every fetched clip not yet validated under the current rule and fetch sha256; events → ledger."""
+    cfg = cfg or ValidateConfig()
+    tasks, fetched, up_to_date = validate_tasks(root, cfg, force=force)
+    summary = ValidateSummary(fetched=fetched, skipped_up_to_date=up_to_date, valid_rule=cfg.valid_rule())
+    results: Iterator[dict[str, Any]] = map_clips(validate_clip, tasks, backend, num_workers, address)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), unit="clip", desc="validate")
+    with EventWriter(root, "validate") as writer:
+        for event in results:
+            writer.add(event)
+            summary.validated += 1
+            if event["valid"]:
+                summary.valid += 1
+            else:
+                summary.dropped[event["reason"]] = summary.dropped.get(event["reason"], 0) + 1
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return summary

@@ -1,0 +1,109 @@
+"""SIGKILL a real `tgdp-data fetch` mid-run, rerun: no lost or duplicated clips, never a partial file under raw/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tgdp.pipeline import ledger
+from tgdp.pipeline.fetch import FetchConfig, fetch, file_sha256
+from tgdp.pipeline.layout import manifest_path, raw_path_for
+from tgdp.pipeline.serve import FaultSpec, MediaServer
+from tgdp.pipeline.status import funnel
+
+pytestmark = pytest.mark.reliability
+
+
+def _manifest(root: Path, ytids: list[str]) -> list[str]:
+    n = len(ytids)
+    ids = [f"synth:{y}:1000" for y in ytids]
+    table = pa.table(
+        {
+            "clip_id": ids,
+            "video_id": ytids,
+            "dataset": ["synth"] * n,
+            "split": ["synth"] * n,
+            "ytid": ytids,
+            "start_s": pa.array([1.0] * n, pa.float64()),
+            "end_s": pa.array([3.0] * n, pa.float64()),
+            "labels": [["/m/0"]] * n,
+            "leak_eval_overlap": [False] * n,
+            "source_file": ["test"] * n,
+            "source_line": pa.array(range(n), pa.int32()),
+        }
+    )
+    manifest_path(root).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, manifest_path(root))
+    return ids
+
+
+def test_fetch_sigkill_midrun_then_rerun(tmp_path: Path, make_clip: Callable[..., Path]) -> None:
+    ytids = [f"k{i}" for i in range(6)]
+    master = make_clip(tmp_path / "master.mp4", duration=4.0)
+    (tmp_path / "corpus" / "videos").mkdir(parents=True)
+    for y in ytids:
+        shutil.copyfile(master, tmp_path / "corpus" / "videos" / f"{y}.mp4")
+    root = tmp_path / "root"
+    ids = _manifest(root, ytids)
+    # Every request stalls 0.25 s: a clip takes ~1 s, so the kill lands mid-run at a predictable point.
+    slow = {y: FaultSpec(kind="slow", delay_s=0.25) for y in ytids}
+    server = MediaServer(tmp_path / "corpus", faults=slow)
+    with server as base:
+        cmd = [
+            sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root), "--url-template", base + "/v/{ytid}",
+            "--backend", "serial", "--rate-per-hour", "0", "--retries", "0", "--no-progress",
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                done = list((root / "raw").rglob("*.mp4")) if (root / "raw").exists() else []
+                if len(done) >= 2:
+                    break
+                time.sleep(0.05)
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            time.sleep(0.3)  # land inside the next clip's download
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            try:  # ffmpeg children of the killed process: end them (same session we created)
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert proc.returncode == -signal.SIGKILL
+        # After the kill: raw/ holds only complete, final-named files (temp files live in tmp/ only).
+        finals = {raw_path_for(root, cid, ".mp4") for cid in ids}
+        visible = [p for p in (root / "raw").rglob("*") if p.is_file()]
+        assert 2 <= len(visible) < len(ids)
+        assert all(p in finals for p in visible)
+        size = {p.stat().st_size for p in visible}
+        assert len(size) == 1  # identical sources, identical sections: no short (partial) file
+
+        server.set_faults({}, replace=True)
+        fetch(root, FetchConfig(url_template=base + "/v/{ytid}", backend="serial", rate_per_hour=0, retries=0))
+    latest = ledger.latest(root, "fetch")
+    assert set(latest) == set(ids) and all(ev["status"] == "ok" for ev in latest.values())
+    oks = Counter(ev["clip_id"] for ev in ledger.read_events(root, "fetch").to_pylist() if ev["status"] == "ok")
+    assert set(oks.values()) == {1}  # one ok event per clip, no duplicates
+    files = sorted(p for p in (root / "raw").rglob("*") if p.is_file())
+    assert len(files) == len(ids) and set(files) == finals
+    for cid in ids:
+        ev = latest[cid]
+        path = root / ev["raw_path"]
+        assert path.stat().st_size == ev["file_bytes"] and file_sha256(path) == ev["sha256"]
+    assert not list((root / "tmp" / "fetch").iterdir())
+    f = funnel(root)
+    assert f["fetch"]["fetched"] == len(ids) and f["check"]

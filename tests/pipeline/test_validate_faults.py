@@ -1,0 +1,201 @@
+"""validate + export over a ROOT holding one clip per fault case, built here with ffmpeg and the ledger."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tgdp.pipeline.export import run_export
+from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
+from tgdp.pipeline.ledger import append_events, latest
+from tgdp.pipeline.validate import ValidateConfig, resolve_window, run_validate
+
+
+def write_manifest(root: Path, rows: list[dict]) -> None:
+    cols = {
+        "clip_id": pa.string(),
+        "video_id": pa.string(),
+        "dataset": pa.string(),
+        "split": pa.string(),
+        "ytid": pa.string(),
+        "start_s": pa.float64(),
+        "end_s": pa.float64(),
+        "labels": pa.list_(pa.string()),
+        "leak_eval_overlap": pa.bool_(),
+        "source_file": pa.string(),
+        "source_line": pa.int32(),
+    }
+    full = []
+    for i, r in enumerate(rows):
+        full.append(
+            {
+                "clip_id": clip_id_for(r.get("dataset", "audioset"), r["ytid"], r["start_s"]),
+                "video_id": r["ytid"],
+                "dataset": r.get("dataset", "audioset"),
+                "split": r.get("split", "as_bal_train"),
+                "ytid": r["ytid"],
+                "start_s": r["start_s"],
+                "end_s": r["end_s"],
+                "labels": r.get("labels", ["/m/09x0r"]),
+                "leak_eval_overlap": False,
+                "source_file": "test.csv",
+                "source_line": i + 1,
+            }
+        )
+    path = manifest_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(full, schema=pa.schema(cols)), path)
+
+
+def fetch_ok(root: Path, clip_id: str, media: Path, **extra) -> None:
+    dest = raw_path_for(root, clip_id, media.suffix)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(media, dest)
+    data = dest.read_bytes()
+    event = {
+        "clip_id": clip_id,
+        "status": "ok",
+        "reason": None,
+        "transient": False,
+        "raw_path": str(dest.relative_to(root)),
+        "file_bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "source": "fetch",
+    }
+    event.update(extra)
+    append_events(root, "fetch", [event])
+
+
+def ffmpeg_av(ffmpeg_bin: str, path: Path, video: str, audio: str, duration: float = 3.0) -> Path:
+    """A clip from arbitrary lavfi video/audio sources (still or silent cases)."""
+    cmd = [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"{video}:d={duration}"]
+    cmd += ["-f", "lavfi", "-i", f"{audio}:d={duration}", "-c:v", "libx264", "-preset", "ultrafast"]
+    cmd += ["-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fault_root(tmp_path_factory, make_clip, ffmpeg_bin):
+    tmp = tmp_path_factory.mktemp("faults")
+    media = tmp / "media"
+    root = tmp / "root"
+    ok = make_clip(media / "ok.mp4", duration=3.0)
+    files = {"ok": ok}
+    files["no_audio"] = make_clip(media / "no_audio.mp4", duration=3.0, audio=False)
+    files["no_video"] = make_clip(media / "no_video.m4a", duration=3.0, video=False)
+    files["short"] = make_clip(media / "short.mp4", duration=1.5)
+    files["silent"] = ffmpeg_av(ffmpeg_bin, media / "silent.mp4", "testsrc2=s=64x64:r=8", "anullsrc=r=16000:cl=mono")
+    files["still"] = ffmpeg_av(ffmpeg_bin, media / "still.mp4", "color=c=gray:s=64x64:r=8", "sine=f=440")
+    data = ok.read_bytes()
+    (media / "truncated.mp4").write_bytes(data[: len(data) // 2])  # moov is at the end: ffprobe can't open it
+    files["truncated"] = media / "truncated.mp4"
+    (media / "garbage.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    files["garbage"] = media / "garbage.mp4"
+    (media / "empty.mp4").write_bytes(b"")
+    files["empty"] = media / "empty.mp4"
+    ts = make_clip(media / "c.ts", duration=3.0)
+    buf = bytearray(ts.read_bytes())
+    rng = np.random.default_rng(1)
+    for off in range(len(buf) // 4, 3 * len(buf) // 4, 2000):
+        buf[off + 8 : off + 150] = rng.integers(0, 256, 142, dtype=np.uint8).tobytes()
+    (media / "corrupt.ts").write_bytes(bytes(buf))
+    files["corrupt"] = media / "corrupt.ts"
+    # A padded yt-dlp section: source [8, 15) holds the clip [10, 13); no section_start_s → padded rule (offset 2).
+    files["padded"] = make_clip(media / "padded.mp4", duration=7.0)
+
+    rows = [{"ytid": name, "start_s": 0.0, "end_s": 3.0} for name in files if name != "padded"]
+    rows.append({"ytid": "padded", "start_s": 10.0, "end_s": 13.0, "split": "as_eval"})
+    rows.append({"ytid": "never_fetched", "start_s": 0.0, "end_s": 3.0})
+    write_manifest(root, rows)
+    for name, path in files.items():
+        cid = clip_id_for("audioset", name, 10.0 if name == "padded" else 0.0)
+        extra = {} if name == "padded" else {"section_start_s": 0.0}
+        fetch_ok(root, cid, path, **extra)
+    summary = run_validate(root, backend="serial")
+    return root, summary
+
+
+EXPECTED = {
+    "ok": None,
+    "silent": None,
+    "still": None,
+    "padded": None,
+    "no_audio": "no_audio_stream",
+    "no_video": "no_video_stream",
+    "short": "too_short",
+    "truncated": "unreadable",
+    "garbage": "unreadable",
+    "empty": "unreadable",
+    "corrupt": "corrupt_decode",
+}
+
+
+def test_every_fault_lands_in_its_reason(fault_root):
+    root, summary = fault_root
+    events = latest(root, "validate")
+    got = {cid.split(":")[1]: ev for cid, ev in events.items()}
+    assert set(got) == set(EXPECTED)  # the never-fetched clip is not validated, every fetched one is
+    for name, reason in EXPECTED.items():
+        ev = got[name]
+        assert ev["reason"] == reason, (name, ev["reason"], ev["reason_detail"])
+        assert ev["valid"] is (reason is None), name
+        assert ev["valid_rule"].startswith("v1:")
+        if reason:
+            assert ev["status"] == "failed" and ev["reason_detail"], name
+    assert summary.validated == len(EXPECTED) and summary.valid == 4
+    assert got["corrupt"]["reason_detail"]  # first ffmpeg error line kept
+    # flags, not drops
+    assert got["silent"]["is_silent"] and got["silent"]["rms_dbfs"] < -60 and got["silent"]["silent_frac"] == 1.0
+    assert not got["ok"]["is_silent"] and got["ok"]["rms_dbfs"] > -30
+    assert got["still"]["is_still"] and got["still"]["still_score"] < 1.0
+    assert not got["ok"]["is_still"] and got["ok"]["still_score"] > 1.0
+    assert got["ok"]["video_frames"] == 24 and abs(got["ok"]["audio_dur_s"] - 3.0) < 0.1
+    assert got["padded"]["window_rule"] == "padded" and got["padded"]["window_start_s"] == pytest.approx(2.0)
+    assert got["ok"]["window_rule"] == "section"
+
+
+def test_export_writes_filtered_manifest_ids_and_funnel(fault_root, tmp_path):
+    root, _ = fault_root
+    out = tmp_path / "export"
+    result = run_export(root, out)
+    table = pq.read_table(out / "manifest.parquet")
+    assert sorted(table.column("ytid").to_pylist()) == ["ok", "padded", "silent", "still"]
+    assert {"labels", "rms_dbfs", "still_score", "is_silent", "valid_rule", "source_line"} <= set(table.column_names)
+    ids = (out / "clip_ids.txt").read_text().split()
+    assert sorted(ids) == sorted(table.column("clip_id").to_pylist())
+    funnel = json.loads((out / "funnel.json").read_text())
+    assert funnel["source"] == len(EXPECTED) + 1
+    assert funnel["fetch"]["ok"] == len(EXPECTED) and funnel["fetch"]["pending"] == 1
+    assert funnel["validate"]["valid"] == 4
+    assert funnel["validate"]["dropped"]["unreadable"] == 3
+    assert sum(funnel["validate"]["dropped"].values()) + 4 == len(EXPECTED)
+    assert "| valid |" in (out / "funnel.md").read_text()
+    assert result.valid == 4
+
+
+def test_rerun_skips_up_to_date_and_rule_change_revalidates(fault_root):
+    root, _ = fault_root
+    again = run_validate(root, backend="serial")
+    assert again.validated == 0 and again.skipped_up_to_date == len(EXPECTED)
+    strict = ValidateConfig(min_frames=30)  # a new rule version re-validates everything
+    redo = run_validate(root, strict, backend="serial")
+    assert redo.validated == len(EXPECTED)
+    assert latest(root, "validate")[clip_id_for("audioset", "ok", 0.0)]["reason"] == "too_short"
+
+
+def test_window_rules():
+    cfg = ValidateConfig()
+    assert resolve_window(30.0, 40.0, {"section_start_s": 28.0}, 14.0, cfg) == (2.0, "section")
+    assert resolve_window(30.0, 40.0, {"source": "import"}, 300.0, cfg) == (30.0, "import")
+    assert resolve_window(30.0, 40.0, {}, 14.0, cfg) == (2.0, "padded")
+    assert resolve_window(1.0, 11.0, {}, 13.0, cfg) == (1.0, "padded")  # start < pad: the file starts at 0
+    assert resolve_window(30.0, 40.0, {}, 300.0, cfg) == (30.0, "whole_file")  # longer than any padded segment
