@@ -1,10 +1,186 @@
-"""`tgdp-eval`: command-line entry point."""
+"""`tgdp-eval`: embed → retrieval / probe → report. Each command parses options and calls one library function."""
 
 from __future__ import annotations
 
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-app = typer.Typer(name="tgdp-eval", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    name="tgdp-eval",
+    help="TG-DP evaluation: cached embeddings, zero-shot retrieval, probing, report tables and plots.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _dataset_of(clip_ids: list[str]) -> str:
+    prefixes = {c.split(":", 1)[0] for c in clip_ids if ":" in c}
+    return prefixes.pop() if len(prefixes) == 1 else "mixed"
+
+
+def _model_name(meta: dict, emb: Path) -> str:
+    ckpt = meta.get("checkpoint")
+    return Path(ckpt).stem if ckpt else emb.stem
+
+
+@app.command()
+def embed(
+    checkpoint: Path = typer.Option(..., exists=True, dir_okay=False, help="tgdp checkpoint or released state dict"),
+    store: Path = typer.Option(..., exists=True, file_okay=False, help="STORE dir or a split dir"),
+    out: Path = typer.Option(..., help="output embedding table (.arrow)"),
+    split: str = typer.Option("eval", help="store split"),
+    batch_size: int = typer.Option(8, min=1, help="clips per forward batch (each clip = 16 frame/segment pairs)"),
+    list_file: Optional[Path] = typer.Option(
+        None, "--list", exists=True, help="only these clips (ids or CAV-MAE JSON)"
+    ),
+    preset: Optional[str] = typer.Option(None, help="model preset of a released state dict (default cavmae_sync_base)"),
+    features: str = typer.Option("global", help="global (final-normed) | pre_joint (released probe input)"),
+    dtype: str = typer.Option("float16", help="stored dtype: float16 | float32"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    num_workers: int = typer.Option(2, min=0, help="DataLoader workers decoding frames"),
+) -> None:
+    """Embed every clip (or the listed ones) of a store split with the unmasked encoder; write the table."""
+    from tgdp.eval.embed import embed_store, load_encoder, select_clips
+    from tgdp.eval.retrieval import load_id_list
+    from tgdp.eval.table import write_embeddings
+    from tgdp.pipeline.store import Store
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    dev = _device(device)
+    model, info = load_encoder(checkpoint, preset, dev)
+    st = Store.open(store, split=split)
+    rows, missing = select_clips(st, load_id_list(list_file) if list_file else None)
+    table = embed_store(model, st, rows, batch_size, dev, num_workers, features, progress=True)  # type: ignore[arg-type]
+    table.meta.update(info, store=str(store), split=split, list=str(list_file) if list_file else None, missing=missing)
+    write_embeddings(out, table, dtype)
+    typer.echo(
+        f"wrote {out}: {len(table)} clips × {table.num_frames} frames × D={table.dim} ({dtype}); "
+        f"{len(missing)} listed clips missing; {table.meta['clips_per_s']:.1f} clips/s"
+    )
+
+
+@app.command()
+def retrieval(
+    emb: Path = typer.Option(..., exists=True, dir_okay=False, help="embedding table from `embed`"),
+    out: Path = typer.Option(..., help="output directory"),
+    list_file: Optional[Path] = typer.Option(None, "--list", exists=True, help="retrieval list (ids or CAV-MAE JSON)"),
+    strategy: str = typer.Option("diagonal_mean", help="diagonal_mean | single | all_pairs"),
+    frame: Optional[int] = typer.Option(None, help="frame of the `single` strategy (default T//2)"),
+    ties: str = typer.Option("pessimistic", help="pessimistic | optimistic rank for exactly tied similarities"),
+    chunk_size: int = typer.Option(2048, min=1, help="query rows per similarity block"),
+    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    name: Optional[str] = typer.Option(None, help="model name in tables (default: checkpoint file stem)"),
+    dataset: Optional[str] = typer.Option(None, help="dataset name in tables (default: from the clip ids)"),
+    plot_clips: int = typer.Option(64, min=2, help="clips in the similarity-matrix plot"),
+) -> None:
+    """Zero-shot retrieval in both directions; writes retrieval.json/.md, ranks.npz, recall.png, similarity.png."""
+    import numpy as np
+
+    from tgdp.eval.report import plot_recall_curves, plot_similarity, retrieval_table
+    from tgdp.eval.retrieval import run_retrieval, similarity_matrix
+    from tgdp.eval.table import read_embeddings
+
+    table = read_embeddings(emb)
+    res = run_retrieval(
+        table,
+        list_file,
+        strategy,  # type: ignore[arg-type]
+        frame,
+        ties,  # type: ignore[arg-type]
+        chunk_size,
+        _device(device),
+        model=name or _model_name(table.meta, emb),
+        dataset=dataset or _dataset_of(table.clip_ids),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    d = {
+        **res.to_dict(),
+        "embeddings": str(emb),
+        "embedding_meta": {k: table.meta.get(k) for k in ("checkpoint", "model_preset", "features", "step")},
+    }
+    (out / "retrieval.json").write_text(json.dumps(d, indent=2), encoding="utf-8")
+    (out / "retrieval.md").write_text(retrieval_table([d])[0] + "\n", encoding="utf-8")
+    np.savez_compressed(out / "ranks.npz", clip_ids=np.array(res.clip_ids), **res.ranks)
+    plot_recall_curves(res.ranks, out / "recall.png", title=f"{res.model} / {res.dataset}")
+    sub = table.subset([table.clip_ids.index(c) for c in res.clip_ids[:plot_clips]])
+    plot_similarity(similarity_matrix(sub.emb_a, sub.emb_v, strategy, frame), out / "similarity.png")  # type: ignore[arg-type]
+    for direction, m in res.metrics.items():
+        typer.echo(f"{direction}: " + "  ".join(f"{k} {v:.2f}" for k, v in m.items()))
+    if res.missing:
+        typer.echo(f"{len(res.missing)} of {res.n_list} listed clips missing (see retrieval.json)")
+
+
+def _read_classes(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        if not rows or "mid" not in rows[0]:
+            raise typer.BadParameter(f"{path}: expected a CSV with a 'mid' column (index,mid,display_name)")
+        return [r["mid"] for r in rows]
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+@app.command()
+def probe(
+    train_emb: Path = typer.Option(..., exists=True, dir_okay=False),
+    test_emb: Path = typer.Option(..., exists=True, dir_okay=False),
+    task: str = typer.Option(..., help="multilabel (BCE + mAP) | multiclass (CE + top-1)"),
+    out: Path = typer.Option(..., help="output directory"),
+    modality: str = typer.Option("av", help="av | a | v"),
+    linear: bool = typer.Option(False, "--linear", help="mean + BatchNorm + Linear instead of the attention probe"),
+    config: Optional[Path] = typer.Option(None, exists=True, help="ProbeConfig YAML"),
+    overrides: list[str] = typer.Option([], "--set", help="ProbeConfig override key=value (repeatable)"),
+    classes: Optional[Path] = typer.Option(None, exists=True, help="class list (labels CSV with 'mid', or text)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    name: Optional[str] = typer.Option(None),
+    dataset: Optional[str] = typer.Option(None),
+) -> None:
+    """Train a probe on cached train embeddings, evaluate on test embeddings; writes probe.json and probe.md."""
+    from tgdp.eval.probe import ProbeConfig, train_probe
+    from tgdp.eval.report import probe_table
+    from tgdp.eval.table import read_embeddings
+    from tgdp.pipeline.config import load_config
+
+    sets = [f"task={task}", f"modality={modality}", f"linear={str(linear).lower()}", f"device={_device(device)}"]
+    cfg = load_config(ProbeConfig, config, [*sets, *overrides])
+    train, test = read_embeddings(train_emb), read_embeddings(test_emb)
+    res = train_probe(train, test, cfg, _read_classes(classes) if classes else None)
+    res.model = name or _model_name(train.meta, train_emb)
+    res.dataset = dataset or _dataset_of(train.clip_ids)
+    out.mkdir(parents=True, exist_ok=True)
+    d = {**res.to_dict(), "train_embeddings": str(train_emb), "test_embeddings": str(test_emb)}
+    (out / "probe.json").write_text(json.dumps(d, indent=2), encoding="utf-8")
+    (out / "probe.md").write_text(probe_table([d])[0] + "\n", encoding="utf-8")
+    typer.echo(f"{res.metric_name} {res.metric:.2f} ({res.n_train} train / {res.n_test} test clips)")
+
+
+@app.command()
+def report(
+    results: list[Path] = typer.Argument(..., exists=True, help="result JSON files or directories holding them"),
+    out: Path = typer.Option(..., help="output directory for report.md / report.json"),
+) -> None:
+    """Collect retrieval and probe results into tables like the paper's (Markdown + JSON)."""
+    from tgdp.eval.report import load_results, write_report
+
+    found = load_results(results)
+    if not found:
+        raise typer.BadParameter("no retrieval/probe result JSON found")
+    md, js = write_report(found, out)
+    typer.echo(md.read_text(encoding="utf-8"))
+    typer.echo(f"wrote {md} and {js}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,141 @@
+"""`ModelConfig`: every architecture and loss choice of CAV-MAE Sync and TG-DP in one strict, validated config.
+
+Paper vs released code vs here (model-spec §2-§3; [UNVERIFIED] = not in any released code, TG-DP PDF unread):
+
+| choice | Sync released | TG-DP released | default here |
+|---|---|---|---|
+| contrastive direction | single V→A | symmetric (all-gather path) | `contrastive_symmetric`: Sync F, TG-DP T |
+| contrastive negatives | per-replica | global batch (all-gather) | `contrastive_gather`: Sync F, TG-DP T |
+| contrastive τ / λ_contra | 0.05 / 0.01–0.5 | 0.05 / 0.01 | 0.05 / 0.01 |
+| norm_pix_loss | True (dev runs) | False (never passed) | True in both presets (same setting) |
+| contrastive-pass ratio ρ_c | – | 0.75 default, ≈0.5 summary | 0.5 [UNVERIFIED] |
+| keep count k | int(N·(1-ρ)) | `ranked_masking` missing | int() ("floor"); "round" offered |
+| teacher token order | – | shuffled (bug §3.2.1) | original; `teacher_shuffle_bug` = bug |
+| priority direction | – | patch→global attn[:,:,1:,0] | `patch_to_global`; `global_to_patch` |
+| Gumbel ranking | – | softmax(attn/τ)+G, τ=1 (≈uniform) | log(priority)/τ + G, τ=1 (∝ priority) |
+| token selection | – | top-k unless `probe_guide` | `distinct` in `tgdp_base` [UNVERIFIED] |
+| EMA momentum | – | absent | 0.996 → 1.0 cosine [UNVERIFIED] |
+| distillation | – | absent | MSE mean over dims, Σ a/v, λ_dis=1 [UNVERIFIED] |
+| joint-layer loop | does not chain | does not chain | chained (same at depth 1) |
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from tgdp.pipeline.config import StrictConfig
+
+__all__ = ["ModelConfig", "keep_count"]
+
+
+def keep_count(n: int, ratio: float, rounding: str = "floor") -> int:
+    """Visible tokens out of `n` at mask `ratio`: int(n·(1-ratio)) as released ("floor") or round() ("round")."""
+    x = n * (1.0 - ratio)
+    return int(x) if rounding == "floor" else int(round(x))
+
+
+class ModelConfig(StrictConfig):
+    """CAV-MAE Sync backbone + TG-DP options. Defaults are the CAV-MAE Sync ViT-B released architecture."""
+
+    # encoder
+    embed_dim: int = Field(768, gt=0)
+    num_heads: int = Field(12, gt=0)
+    modality_depth: int = Field(11, ge=1, description="modality-specific blocks per modality (blocks_a/blocks_v)")
+    joint_depth: int = Field(1, ge=1, description="joint blocks (blocks_u)")
+    mlp_ratio: float = Field(4.0, gt=0)
+    patch_size: int = Field(16, gt=0)
+    img_size: int = Field(224, gt=0)
+    audio_length: int = Field(416, gt=0, description="T_seg, fbank frames per audio segment")
+    num_mel_bins: int = Field(128, gt=0)
+    num_register_tokens: int = Field(8, ge=0, description="per modality; appended at the end, dropped before joint")
+    # decoder
+    decoder_embed_dim: int = Field(512, gt=0)
+    decoder_depth: int = Field(8, ge=1)
+    decoder_num_heads: int = Field(16, gt=0)
+    # reconstruction pass
+    norm_pix_loss: bool = True
+    mask_ratio_a: float = Field(0.75, gt=0.0, lt=1.0)
+    mask_ratio_v: float = Field(0.75, gt=0.0, lt=1.0)
+    keep_rounding: Literal["floor", "round"] = "floor"
+    # TG-DP dual pass
+    dual_pass: bool = False
+    contrastive_mask_ratio: float = Field(0.5, ge=0.0, lt=1.0, description="0 = the contrastive pass sees all tokens")
+    masking: Literal["random", "distinct", "probabilistic"] = "random"
+    gumbel_tau: float = Field(1.0, gt=0.0)
+    priority_direction: Literal["patch_to_global", "global_to_patch"] = "patch_to_global"
+    teacher_shuffle_bug: bool = False
+    teacher_momentum: float = Field(0.996, ge=0.0, le=1.0)
+    teacher_momentum_end: float = Field(1.0, ge=0.0, le=1.0)
+    teacher_momentum_schedule: Literal["constant", "cosine"] = "cosine"
+    # losses
+    lambda_rec: float = Field(1.0, ge=0.0)
+    lambda_dis: float = Field(0.0, ge=0.0)
+    lambda_contra: float = Field(0.01, ge=0.0)
+    contrastive_temperature: float = Field(0.05, gt=0.0)
+    contrastive_symmetric: bool = False
+    contrastive_gather: bool = False
+    # efficiency
+    grad_checkpointing: bool = False
+
+    @property
+    def use_teacher(self) -> bool:
+        """An EMA teacher exists iff the dual pass is on and something consumes it (guided masking or Ldis)."""
+        return self.dual_pass and (self.masking != "random" or self.lambda_dis > 0)
+
+    @property
+    def audio_grid(self) -> tuple[int, int]:
+        """(freq, time) patch grid, e.g. (8, 26) for 128 bins × 416 frames."""
+        return self.num_mel_bins // self.patch_size, self.audio_length // self.patch_size
+
+    @property
+    def visual_grid(self) -> tuple[int, int]:
+        return self.img_size // self.patch_size, self.img_size // self.patch_size
+
+    @property
+    def num_patches_a(self) -> int:
+        return self.audio_grid[0] * self.audio_grid[1]
+
+    @property
+    def num_patches_v(self) -> int:
+        return self.visual_grid[0] * self.visual_grid[1]
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        errors = []
+        for name, dim, heads in (
+            ("embed_dim", self.embed_dim, self.num_heads),
+            ("decoder_embed_dim", self.decoder_embed_dim, self.decoder_num_heads),
+        ):
+            if dim % heads:
+                errors.append(f"{name}={dim} is not divisible by its heads ({heads})")
+            if dim % 4:
+                errors.append(f"{name}={dim} must be a multiple of 4 (2-D sin-cos positions)")
+        for name, size in (
+            ("img_size", self.img_size),
+            ("num_mel_bins", self.num_mel_bins),
+            ("audio_length", self.audio_length),
+        ):
+            if size % self.patch_size:
+                errors.append(f"{name}={size} is not a multiple of patch_size={self.patch_size}")
+        if not errors:
+            for name, n, ratio in (
+                ("mask_ratio_a", self.num_patches_a, self.mask_ratio_a),
+                ("mask_ratio_v", self.num_patches_v, self.mask_ratio_v),
+                ("contrastive_mask_ratio", self.num_patches_a, self.contrastive_mask_ratio),
+                ("contrastive_mask_ratio", self.num_patches_v, self.contrastive_mask_ratio),
+            ):
+                k = keep_count(n, ratio, self.keep_rounding)
+                if k < 1 or (name.startswith("mask_ratio") and k >= n):
+                    errors.append(f"{name}={ratio} keeps {k} of {n} patches")
+        if not self.dual_pass and (self.masking != "random" or self.lambda_dis > 0):
+            errors.append(
+                f"masking={self.masking!r} / lambda_dis={self.lambda_dis} need dual_pass=true (the single-pass "
+                "CAV-MAE Sync model has no teacher); set masking=random and lambda_dis=0"
+            )
+        if self.teacher_momentum_schedule == "cosine" and self.teacher_momentum_end < self.teacher_momentum:
+            errors.append("teacher_momentum_end must be >= teacher_momentum for the cosine schedule")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self

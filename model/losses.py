@@ -1,0 +1,71 @@
+"""Loss terms: masked-patch MSE (MAE), InfoNCE on global tokens (single/symmetric, local/gathered), distillation."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+__all__ = ["contrastive_loss", "distillation_loss", "mae_loss"]
+
+
+def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix: bool) -> torch.Tensor:
+    """pred, target: [B, N, P]; mask: [B, N] (1 = masked). Per-patch MSE averaged over masked patches only.
+
+    With `norm_pix` the target is standardised per patch ((t - mean) / sqrt(var + 1e-6), unbiased var as MAE).
+    """
+    pred = pred.float()
+    target = target.float()
+    if norm_pix:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    per_patch = (pred - target).pow(2).mean(dim=-1)
+    mask = mask.float()
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All-gather [B, D] across ranks keeping the autograd path; returns ([W·B, D], rank)."""
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0), dist.get_rank()
+
+
+def contrastive_loss(
+    g_a: torch.Tensor,
+    g_v: torch.Tensor,
+    temperature: float = 0.05,
+    symmetric: bool = False,
+    gather: bool = False,
+) -> torch.Tensor:
+    """InfoNCE between global tokens g_a, g_v: [B, D] (L2-normalised here; cosine / temperature, in fp32).
+
+    - single (released CAV-MAE Sync): -mean diag log_softmax(a·vᵀ, dim=0) = CE(v→a), each video against all audios.
+    - symmetric (TG-DP all-gather path): 0.5·(CE(a→v) + CE(v→a)).
+    - gather: negatives from every rank (differentiable all_gather) when torch.distributed is initialised with
+      world size > 1; local queries are scored against the global batch with labels offset by rank.
+    """
+    a = F.normalize(g_a.float(), dim=-1)
+    v = F.normalize(g_v.float(), dim=-1)
+    b = a.shape[0]
+    if gather and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        all_a, rank = _gather_with_grad(a)
+        all_v, _ = _gather_with_grad(v)
+        labels = torch.arange(b, device=a.device) + rank * b
+    else:
+        all_a, all_v = a, v
+        labels = torch.arange(b, device=a.device)
+    loss_v2a = F.cross_entropy(v @ all_a.t() / temperature, labels)
+    if not symmetric:
+        return loss_v2a
+    loss_a2v = F.cross_entropy(a @ all_v.t() / temperature, labels)
+    return 0.5 * (loss_a2v + loss_v2a)
+
+
+def distillation_loss(g_a: torch.Tensor, g_v: torch.Tensor, t_a: torch.Tensor, t_v: torch.Tensor) -> torch.Tensor:
+    """||g_v - ĝ_v||² + ||g_a - ĝ_a||² with MSE averaged over batch and dims, summed over modalities.
+
+    g_*: student global tokens [B, D] (final-normed); t_*: teacher global tokens [B, D] (detached here).
+    """
+    return F.mse_loss(g_v.float(), t_v.detach().float()) + F.mse_loss(g_a.float(), t_a.detach().float())
