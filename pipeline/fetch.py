@@ -309,8 +309,11 @@ class FetchSession:
                 # ffmpeg treats an input read error (a truncated body) as EOF and exits 0 with a short file; -xerror
                 # makes it fail instead, the section-download analogue of --abort-on-unavailable-fragments.
                 # -rw_timeout: ffmpeg's network reads otherwise wait forever on a stalled server.
+                # +bitexact on the output: the Matroska/WebM muxer otherwise writes a random SegmentUID, so a refetch
+                # of the same source would get a new sha256 (and be validated and sharded again).
                 "external_downloader_args": {
-                    "ffmpeg_i": ["-xerror", "-rw_timeout", str(int(self.cfg.socket_timeout * 1e6))]
+                    "ffmpeg_i": ["-xerror", "-rw_timeout", str(int(self.cfg.socket_timeout * 1e6))],
+                    "ffmpeg_o": ["-fflags", "+bitexact"],
                 },
                 "force_keyframes_at_cuts": False,
                 "cachedir": False,
@@ -584,6 +587,8 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
     cfg = cfg or FetchConfig()
     if cfg.cookies is not None and not Path(cfg.cookies).is_file():
         raise FileNotFoundError("the --cookies file does not exist")
+    if cfg.cookies is not None:
+        _check_cookies(Path(cfg.cookies))
     t0 = time.monotonic()
     summary = FetchSummary()
     lock = RootLock(root / "tmp" / "fetch.lock")
@@ -642,6 +647,24 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
         lock.release()
     summary.seconds = time.monotonic() - t0
     return summary
+
+
+def _check_cookies(path: Path) -> None:
+    """Refuse a malformed cookie file before yt-dlp sees it: yt-dlp echoes bad lines (cookie values) to stderr and
+    fails with an error naming the file. Our message names neither the path nor any content."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, start=1):
+            text = line.rstrip("\r\n")
+            if text.startswith("#HttpOnly_"):
+                text = text[len("#HttpOnly_") :]
+            elif not text.strip() or text.startswith("#"):
+                continue
+            fields = len(text.split("\t"))
+            if fields != 7:
+                raise ValueError(
+                    f"the --cookies file is not a Netscape cookies file: line {n} has {fields} tab-separated fields, "
+                    "expected 7"
+                )
 
 
 def _event_files(root: Path) -> int:

@@ -13,6 +13,7 @@ Any other keys are stage-specific columns (nullable); files with different colum
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -111,8 +112,7 @@ class EventWriter:
 
 def read_events(root: Path, stage: str, columns: list[str] | None = None) -> pa.Table:
     """All events of `stage` in write order (file name order, then `seq`); an empty table if there are none."""
-    directory = events_dir(root, stage)
-    files = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.is_dir() else []
+    files = _live_files(_event_files(events_dir(root, stage)))
     if not files:
         return pa.table({"clip_id": pa.array([], pa.string()), "status": pa.array([], pa.string())})
     tables = [pq.read_table(f, columns=columns) for f in files]
@@ -131,16 +131,39 @@ def latest(root: Path, stage: str) -> dict[str, dict[str, Any]]:
 def compact(root: Path, stage: str) -> Path | None:
     """Merge all event files of `stage` into one (same rows, same order), atomically; old files are removed after."""
     directory = events_dir(root, stage)
-    files = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.is_dir() else []
-    if len(files) <= 1:
-        return files[0] if files else None
+    on_disk = _event_files(directory)
+    if len(on_disk) <= 1:
+        return on_disk[0] if on_disk else None
+    files = _live_files(on_disk)
     table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+    # A crash between publishing the merged file and deleting the originals must not double every event: the merged
+    # file names the files it replaces, and readers skip those (`_live_files`).
+    table = table.replace_schema_metadata({_COMPACTS: json.dumps([f.name for f in files]).encode()})
     # The merged file sorts before any later flush but after nothing it replaces: name it after the first file.
     merged = directory / files[0].name.replace(".parquet", "-compact.parquet")
     tmp = directory / f".tmp-{merged.name}"
     pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
     os.replace(tmp, merged)
-    for f in files:
+    for f in on_disk:
         if f != merged:
             f.unlink(missing_ok=True)
     return merged
+
+
+_COMPACTS = b"tgdp_compacts"
+
+
+def _event_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.is_dir() else []
+
+
+def _live_files(files: list[Path]) -> list[Path]:
+    """`files` minus those a compacted file already holds (left behind when a compaction died before cleanup)."""
+    replaced: set[str] = set()
+    for f in files:
+        if f.name.endswith("-compact.parquet"):
+            meta = pq.read_schema(f).metadata or {}
+            replaced.update(json.loads(meta.get(_COMPACTS, b"[]")))
+    return [f for f in files if f.name not in replaced]

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+from pydantic import Field
 
 from tgdp.pipeline.config import StrictConfig
 from tgdp.pipeline.layout import clip_id_for, manifest_path
@@ -431,7 +432,7 @@ class ManifestConfig(StrictConfig):
     labels: str | None = None
     retrieval: list[str] = []
     skip_bad: bool = False
-    download_timeout_s: float = 60.0
+    download_timeout_s: float = Field(60.0, gt=0)
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ class SynthConfig(StrictConfig):
 
     num_clips: int = Field(200, ge=1, le=100_000)
     num_classes: int = Field(8, ge=2, le=64)
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # numpy's default_rng refuses negative seeds
     eval_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     fault_fraction: float = Field(0.15, ge=0.0, le=1.0)
     difficulty: float = Field(0.3, ge=0.0, le=1.0)

@@ -1,10 +1,74 @@
-"""`tgdp-train`: command-line entry point."""
+"""`tgdp-train`: pretrain CAV-MAE Sync / TG-DP from an Arrow store (one process, or under torchrun for DDP).
+
+    tgdp-train --config tiny_tgdp --store STORE --run-dir runs/tiny [--set train.steps=50] [--resume] [--dry-run]
+    torchrun --nproc_per_node=8 -m tgdp.train.cli --config tgdp_base --store STORE --run-dir runs/tgdp
+
+All logic lives in `tgdp.train.loop.fit`; this module parses options, checks the inputs before any work starts and
+turns known errors into one-line messages with a non-zero exit code.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+
 import typer
 
+from tgdp.pipeline.config import ConfigError, dump_config
+from tgdp.train.checkpoint import CheckpointError
+from tgdp.train.config import list_presets, load_run_config
+from tgdp.train.loop import NonFiniteLossError, StoreMismatchError, check_store, fit
+
+__all__ = ["app", "main"]
+
 app = typer.Typer(name="tgdp-train", no_args_is_help=True, add_completion=False)
+
+
+@app.command()
+def main(
+    config: str = typer.Option(..., "--config", "-c", help=f"preset name ({', '.join(list_presets())}) or YAML"),
+    store: Path = typer.Option(None, "--store", help="store root (with train/) or a split directory"),
+    run_dir: Path = typer.Option(None, "--run-dir", help="where config.yaml, metrics and checkpoints go"),
+    set_: list[str] = typer.Option([], "--set", help="override, e.g. --set optim.lr=1e-4 (repeatable)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest good checkpoint in --run-dir"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and parameter count, then exit"),
+) -> None:
+    """Train a model; `--dry-run` only resolves and checks the config (and the store when given)."""
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        cfg = load_run_config(config, list(set_))
+        if store is not None:
+            _, geo = check_store(store, cfg)
+        if dry_run:
+            from tgdp.model import build_model
+
+            full = cfg.model_copy(update={"model": cfg.model_cfg().model_dump(mode="json")})
+            typer.echo(dump_config(full).rstrip())
+            model = build_model(cfg.model_cfg())
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in model.parameters())
+            typer.echo(f"# parameters: {trainable:,} trainable, {total:,} total (incl. EMA teacher)")
+            if store is not None:
+                typer.echo(f"# store: {store} ok ({geo})")
+            return
+        if store is None or run_dir is None:
+            raise ConfigError("--store and --run-dir are required (unless --dry-run)")
+        summary = fit(cfg, store, run_dir, resume=resume)
+    except (ConfigError, StoreMismatchError, CheckpointError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except NonFiniteLossError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(3) from None
+    if rank == 0:
+        typer.echo(
+            f"done: step {summary['step']}/{summary['total_steps']}, {summary['samples_per_s']:.1f} samples/s, "
+            f"checkpoint {summary['checkpoint']}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,134 @@
+"""SIGKILL a real `tgdp-data fetch` and `tgdp-data shard` at random points (fixed seed), rerun, and compare with the
+clean run: nothing partial is ever visible, every clip stays accounted for, and the result is the same."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rel_support import SHARD, assert_funnel_sums, fetch_cfg, make_root, snapshot
+
+from tgdp.pipeline import ledger
+from tgdp.pipeline.fetch import fetch, file_sha256
+from tgdp.pipeline.serve import FaultSpec, MediaServer
+from tgdp.pipeline.shard import run_shard, verify_store
+from tgdp.pipeline.synth import read_ground_truth
+from tgdp.pipeline.validate import run_validate
+
+pytestmark = pytest.mark.reliability
+
+KILL_SEED = 20240917
+
+
+def _kill_when(cmd: list[str], started: Callable[[], bool], delay_s: float, timeout_s: float = 60.0) -> int | None:
+    """Run `cmd`; once `started()` holds, wait `delay_s` and SIGKILL its whole process group. Returns the exit code
+    (None when it was killed, an int when it finished before the kill point)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None and not started():
+            time.sleep(0.02)
+        end = time.monotonic() + delay_s
+        while time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.01)
+        if proc.poll() is not None:
+            assert proc.returncode == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            return proc.returncode
+        os.killpg(proc.pid, signal.SIGKILL)  # our own session: the CLI and its ffmpeg children
+        proc.wait(timeout=10)
+        return None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def test_fetch_killed_at_random_points_converges(tmp_path: Path, tiny_corpus: Path, clean_run: dict[str, Any]) -> None:
+    root = make_root(tmp_path / "root", tiny_corpus)
+    clean = clean_run["snapshot"]
+    ytids = [r["ytid"] for r in read_ground_truth(tiny_corpus)]
+    # Every request stalls a little so a run lasts a few seconds and the kills land inside downloads.
+    slow = {y: FaultSpec(kind="slow", delay_s=0.1) for y in ytids}
+    rng = np.random.default_rng(KILL_SEED)
+    kills = 0
+    with MediaServer(tiny_corpus, faults=slow) as base:
+        cmd = [
+            sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root), "--url-template", base + "/v/{ytid}",
+            "--backend", "serial", "--rate-per-hour", "0", "--retries", "0", "--socket-timeout", "5",
+            "--backoff-s", "0", "--no-progress",
+        ]  # fmt: skip
+        for delay in rng.uniform(0.1, 2.0, size=3):
+            tmp_fetch = root / "tmp" / "fetch"
+            before = set(tmp_fetch.iterdir()) if tmp_fetch.is_dir() else set()
+
+            def started(tmp_fetch: Path = tmp_fetch, before: set = before) -> bool:
+                return tmp_fetch.is_dir() and bool(set(tmp_fetch.iterdir()) - before)
+
+            kills += _kill_when(cmd, started, float(delay)) is None
+            # After the kill: every clip in one bucket; raw/ holds only complete files (identical to the clean run's).
+            assert_funnel_sums(root)
+            visible = [p for p in (root / "raw").rglob("*") if p.is_file()] if (root / "raw").exists() else []
+            latest = ledger.latest(root, "fetch")
+            by_path = {root / e["raw_path"]: c for c, e in latest.items() if e.get("raw_path")}
+            for p in visible:
+                assert not p.name.startswith((".", "-")) and p.suffix in (".mp4", ".webm", ".mkv"), p
+                cid = by_path.get(p)
+                if cid is not None:  # an unrecorded file (killed between rename and event) is redone next run
+                    assert file_sha256(p) == clean["fetched"][cid], p
+        assert kills >= 2  # the seed's kill points land mid-run
+        fetch(root, fetch_cfg(base, retry_now=True, socket_timeout=5))
+    assert_funnel_sums(root)
+    run_validate(root, backend="serial")
+    assert_funnel_sums(root)
+    snap = snapshot(root)
+    assert snap["fetched"] == clean["fetched"] and snap["validate"] == clean["validate"]
+    assert len([p for p in (root / "raw").rglob("*") if p.is_file()]) == len(clean["fetched"])
+
+
+def _tree(path: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_shard_killed_at_random_points_converges(tmp_path: Path, clean_run: dict[str, Any]) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(clean_run["root"], root)
+    store = tmp_path / "store"
+    sets = [f"--set={k}={v}" for k, v in SHARD.model_dump().items()]
+    cmd = [sys.executable, "-m", "tgdp.pipeline.cli", "shard", str(root), "--store", str(store), "--backend", "serial"]
+    cmd += sets
+    rng = np.random.default_rng(KILL_SEED + 1)
+    kills = 0
+    for delay in rng.uniform(0.0, 1.5, size=3):
+        kills += _kill_when(cmd, lambda: (store / ".staging").is_dir(), float(delay)) is None
+        # Readers see no split, or a complete one: never a partial shard or a half-written index.
+        for split in ("train", "eval"):
+            d = store / split
+            if d.exists():
+                assert (d / "index.json").is_file() and not [p for p in d.iterdir() if p.name.startswith(".")]
+                assert verify_store(d).ok
+        staging = store / ".staging"
+        if staging.is_dir():  # staged shards are complete too (the .tmp file of the one being written is not)
+            for side in staging.rglob("shard-*.json"):
+                arrow = side.with_suffix(".arrow")
+                assert not arrow.exists() or arrow.stat().st_size > 0
+    assert kills >= 1
+    run_shard(root, store, SHARD, backend="serial")
+    assert snapshot(root, store) == clean_run["snapshot"]
+    assert _tree(store) == _tree(clean_run["store"])
+    assert verify_store(store).ok

@@ -1,0 +1,148 @@
+"""Loader: sample shapes and modes, augmentations, deterministic rank/worker order and exact resume."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from train_support import FakeStore, fake_open, write_fake_store
+
+from tgdp.train.config import DataConfig
+from tgdp.train.data import ClipDataset, DataState, TrainStream
+from tgdp.train.transforms import IMAGENET_MEAN, IMAGENET_STD, FbankTransform, FrameTransform, decode_frame
+
+
+@pytest.fixture()
+def store_dir(tmp_path: Path) -> Path:
+    return write_fake_store(tmp_path / "store", n=20, frame_size=64)
+
+
+def _ds(store_dir: Path, mode: str = "train", **data: object) -> ClipDataset:
+    return ClipDataset(
+        store_dir, audio_length=128, img_size=96, mode=mode, data=DataConfig(**data), seed=3, open_fn=fake_open
+    )
+
+
+def test_train_sample_shapes_and_alignment(store_dir: Path) -> None:
+    ds = _ds(store_dir)
+    s = ds.sample(4, epoch=0)
+    assert s["audio"].shape == (128, 64) and s["audio"].dtype == torch.float32
+    assert s["frames"].shape == (3, 96, 96)  # 64 px store frames resized to the model's img_size
+    store = FakeStore(n=20, frame_size=64)
+    expected = store.segment(4, s["frame"], length=128)
+    np.testing.assert_allclose(s["audio"].numpy(), expected)
+    # The same clip in the same epoch is the same sample; another epoch may pick another frame.
+    assert torch.equal(ds.sample(4, 0)["audio"], s["audio"])
+    frames = {ds.sample(4, e)["frame"] for e in range(20)}
+    assert len(frames) > 3 and all(0 <= t < 16 for t in frames)
+
+
+def test_eval_and_all_modes(store_dir: Path) -> None:
+    e = _ds(store_dir, "eval", eval_frame=5)[2]
+    assert e["frame"] == 5 and e["audio"].shape == (128, 64)
+    a = _ds(store_dir, "all")[2]
+    assert a["audio"].shape == (16, 128, 64) and a["frames"].shape == (16, 3, 96, 96)
+    assert torch.equal(a["audio"][5], e["audio"]) and torch.allclose(a["frames"][5], e["frames"])
+    with pytest.raises(ValueError, match="eval_frame=16"):
+        _ds(store_dir, "eval", eval_frame=16)[0]
+
+
+def test_frame_normalisation_and_no_resize_error() -> None:
+    img = torch.full((3, 96, 96), 255, dtype=torch.uint8)
+    out = FrameTransform(96)(img)
+    expect = (1.0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(out[:, 0, 0], expect, atol=1e-5)
+    with pytest.raises(ValueError, match="resize_frames is false"):
+        FrameTransform(96, resize=False)(torch.zeros((3, 64, 64), dtype=torch.uint8))
+    jpeg = FakeStore(frame_size=64).frame_jpeg(0, 0)
+    assert decode_frame(jpeg).shape == (3, 64, 64)
+
+
+def test_augmentations_apply_and_are_reproducible(store_dir: Path) -> None:
+    plain = _ds(store_dir).sample(1, 0)
+    aug = _ds(store_dir, random_resized_crop=True, freqm=16, timem=32, time_shifting=0.2)
+    s1, s2 = aug.sample(1, 0), aug.sample(1, 0)
+    assert torch.equal(s1["audio"], s2["audio"]) and torch.equal(s1["frames"], s2["frames"])
+    assert s1["frame"] == plain["frame"]  # augmentation draws do not change the frame choice
+    assert not torch.equal(s1["audio"], plain["audio"]) and not torch.allclose(s1["frames"], plain["frames"])
+    # Augmenting does not consume the caller's torch generator (num_workers=0 shares the process with the model).
+    torch.manual_seed(0)
+    aug.sample(2, 0)
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
+
+
+def test_fbank_transform_masks_and_shift() -> None:
+    x = torch.arange(100 * 8, dtype=torch.float32).reshape(100, 8) + 1
+    torch.manual_seed(0)
+    shifted = FbankTransform(time_shifting=0.1)(x, train=True)
+    shift = int(torch.nonzero(shifted[:, 0] == x[0, 0])[0])
+    assert shift <= 10 or shift >= 90
+    assert torch.equal(torch.roll(x, shift, 0), shifted)
+    masked = FbankTransform(freqm=4, timem=20)(x, train=True)
+    assert (masked == 0).any() and masked.shape == x.shape
+    assert torch.equal(FbankTransform(freqm=4)(x, train=False), x)
+
+
+def test_mixup_mixes_audio_frames_labels(store_dir: Path) -> None:
+    ds = ClipDataset(
+        store_dir,
+        audio_length=128,
+        img_size=96,
+        data=DataConfig(mixup=1.0),
+        seed=0,
+        label_vocab=["class0", "class1", "class2"],
+        open_fn=fake_open,
+    )
+    s = ds.sample(0, 0)
+    lam = s["mix_lambda"]
+    assert 0.0 < lam < 1.0 and lam != 1.0
+    assert s["labels"].sum().item() == pytest.approx(1.0)
+    assert s["labels"][0] >= lam - 1e-6  # clip 0 is class0 with weight >= lambda
+
+
+def _collect(stream: TrainStream, n: int, num_workers: int = 0) -> list[dict]:
+    loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
+    return list(itertools.islice(iter(loader), n))
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_ranks_partition_each_epoch(store_dir: Path, world: int) -> None:
+    ds = _ds(store_dir)
+    seen = []
+    for rank in range(world):
+        s = TrainStream(ds, micro_batch=3, rank=rank, world_size=world, seed=1)
+        n = s.batches_per_epoch
+        batches = _collect(s, n)
+        assert all(b["epoch"] == 0 for b in batches) and [b["batch"] for b in batches] == list(range(n))
+        seen += [int(i) for b in batches for i in b["index"]]
+    assert len(seen) == len(set(seen))  # no clip twice within an epoch, across ranks
+    assert len(seen) == world * ((20 // world) // 3) * 3
+
+
+def test_stream_independent_of_worker_count_and_resumable(store_dir: Path) -> None:
+    ds = _ds(store_dir)
+    mk = lambda start=None: TrainStream(ds, micro_batch=4, rank=1, world_size=2, seed=5, start=start)  # noqa: E731
+    ref = _collect(mk(), 7)  # 2 batches per epoch: crosses three epochs
+    two = _collect(mk(), 7, num_workers=2)
+    for a, b in zip(ref, two, strict=True):
+        assert torch.equal(a["index"], b["index"]) and torch.equal(a["audio"], b["audio"])
+    assert [int(b["epoch"]) for b in ref] == [0, 0, 1, 1, 2, 2, 3]
+    # Resume after the 3rd batch reproduces batches 4..7 exactly, samples included.
+    state = mk().state_after(ref[2])
+    assert state == DataState(epoch=1, batch=1)
+    resumed = _collect(mk(DataState.from_dict(state.as_dict())), 4)
+    for a, b in zip(ref[3:], resumed, strict=True):
+        assert torch.equal(a["index"], b["index"]) and torch.equal(a["frames"], b["frames"])
+    # The epoch permutation changes between epochs.
+    assert not torch.equal(ref[0]["index"], ref[2]["index"])
+
+
+def test_too_few_clips_is_an_error(store_dir: Path) -> None:
+    with pytest.raises(ValueError, match="too few"):
+        TrainStream(_ds(store_dir), micro_batch=16, world_size=2)

@@ -1,0 +1,162 @@
+"""Helpers for the train tests: a small in-memory store with the reader API, and tiny run configs.
+
+`FakeStore` mirrors `tgdp.pipeline.store.Store` (len, meta, clip_ids, labels, frame_jpeg, segment) so the loader and
+loop can be tested without the shard writer. A fake store lives in a directory holding `fake_store.json`; `fake_open`
+(module level, so DataLoader workers can unpickle it) rebuilds it from that file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+
+from tgdp.train.config import RunConfig, load_run_config
+
+__all__ = ["FakeStore", "fake_open", "tiny_config", "write_fake_store"]
+
+NORM_MEAN, NORM_STD = -5.081, 4.4849
+
+
+class FakeStore:
+    """n clips of T frames (size px JPEGs) and a [target_length, mel] fbank; content is a function of (seed, i)."""
+
+    def __init__(
+        self,
+        n: int = 32,
+        num_frames: int = 16,
+        frame_size: int = 96,
+        target_length: int = 256,
+        num_mel_bins: int = 64,
+        seed: int = 0,
+    ) -> None:
+        self.n, self.num_frames, self.seed = n, num_frames, seed
+        self.meta = {
+            "fbank": {"target_length": target_length, "num_mel_bins": num_mel_bins, "mean": NORM_MEAN, "std": NORM_STD},
+            "frames": {"n": num_frames, "size": frame_size, "jpeg_quality": 90},
+        }
+        self.clip_ids = [f"synth:clip{i:04d}:0" for i in range(n)]
+        self._jpeg: dict[tuple[int, int], bytes] = {}
+        self.frame_size, self.target_length, self.num_mel_bins = frame_size, target_length, num_mel_bins
+
+    def __len__(self) -> int:
+        return self.n
+
+    def labels(self, i: int) -> list[str]:
+        return [f"class{i % 3}"]
+
+    def fbank(self, i: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, i])
+        base = rng.normal(-5.0, 3.0, size=(1, self.num_mel_bins))
+        t = np.arange(self.target_length)[:, None]
+        return (base + np.sin(t / (3 + i % 5))).astype(np.float16)
+
+    def frame_jpeg(self, i: int, t: int) -> bytes:
+        key = (i, t)
+        if key not in self._jpeg:
+            # numpy only: the bytes must not depend on torch's thread count (main process vs DataLoader worker).
+            rng = np.random.default_rng([self.seed, i, t])
+            reps = -(-self.frame_size // 8)
+            grid = rng.integers(0, 256, size=(3, 8, 8), dtype=np.uint8)
+            img = np.repeat(np.repeat(grid, reps, axis=1), reps, axis=2)[:, : self.frame_size, : self.frame_size]
+            jpeg = torchvision.io.encode_jpeg(torch.from_numpy(np.ascontiguousarray(img)), quality=90)
+            self._jpeg[key] = jpeg.numpy().tobytes()
+        return self._jpeg[key]
+
+    def segment(self, i: int, t: int, length: int = 416, normalize: bool = True) -> np.ndarray:
+        centre = round(t * self.target_length / self.num_frames)
+        start = min(max(0, centre - length // 2), self.target_length - length)
+        seg = self.fbank(i)[start : start + length].astype(np.float32)
+        return (seg - NORM_MEAN) / NORM_STD if normalize else seg
+
+
+def write_fake_store(path: Path, **params: Any) -> Path:
+    """Create a fake store directory at `path` (split dir `train/` inside) and return `path`."""
+    (path / "train").mkdir(parents=True, exist_ok=True)
+    (path / "fake_store.json").write_text(json.dumps(params))
+    return path
+
+
+def fake_open(path: str | Path, split: str | None = None) -> FakeStore:
+    path = Path(path)
+    spec = path / "fake_store.json"
+    if split is not None and not (path / split).is_dir():
+        raise FileNotFoundError(f"no split {split!r} in {path}")
+    return FakeStore(**json.loads(spec.read_text()))
+
+
+def tiny_config(*overrides: str, preset: str = "tiny_tgdp") -> RunConfig:
+    """A tiny packaged preset with test-friendly loop settings and the given `key=value` overrides."""
+    base = (
+        "train.steps=6",
+        "train.batch_size=8",
+        "train.num_workers=0",
+        "train.log_every=1",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "optim.lr=1e-3",
+    )
+    return load_run_config(preset, [*base, *overrides])
+
+
+_REAL_STORES: dict[tuple, Path] = {}
+
+
+def build_real_store(dest: Path, make_clip: Any, n: int = 12, duration: float = 3.0, **shard: Any) -> Path:
+    """A real store written by `tgdp.pipeline.shard.run_shard` from `n` ffmpeg test clips (split `train`).
+
+    The pipeline ROOT is assembled directly (manifest + fetch/validate events + raw files) instead of running fetch
+    and validate, which have their own tests. Defaults match the tiny presets: 96 px frames, 64 mel bins, 256-frame
+    spectrograms (a 128-frame segment fits). Cached per process by its arguments.
+    """
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
+    from tgdp.pipeline.ledger import append_events
+    from tgdp.pipeline.shard import ShardConfig, run_shard
+
+    params = {"frame_size": 96, "num_mel_bins": 64, "target_length": 256, **shard}
+    key = (n, duration, tuple(sorted(params.items())))
+    if key in _REAL_STORES:
+        return _REAL_STORES[key]
+    root = dest / "root"
+    rows, fetches, validates = [], [], []
+    for i in range(n):
+        ytid = f"trainclip{i:03d}"
+        clip_id = clip_id_for("audioset", ytid, 0.0)
+        raw = raw_path_for(root, clip_id, "mp4")
+        make_clip(raw, duration=duration, size="128x112", fps=8, freq=220 + 40 * i)
+        sha = hashlib.sha256(raw.read_bytes()).hexdigest()
+        rows.append(
+            {
+                "clip_id": clip_id,
+                "video_id": ytid,
+                "dataset": "audioset",
+                "split": "synth",
+                "ytid": ytid,
+                "start_s": 0.0,
+                "end_s": duration,
+                "labels": [f"/m/class{i % 3}"],
+                "leak_eval_overlap": False,
+                "source_file": "train_support",
+                "source_line": i,
+            }
+        )
+        base = {"clip_id": clip_id, "status": "ok", "reason": None, "transient": False}
+        fetches.append({**base, "raw_path": str(raw.relative_to(root)), "sha256": sha})
+        validates.append({**base, "valid": True, "window_start_s": 0.0, "fetch_sha256": sha})
+    manifest_path(root).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), manifest_path(root))
+    append_events(root, "fetch", fetches)
+    append_events(root, "validate", validates)
+    store = dest / "store"
+    run_shard(root, store, ShardConfig(**params))
+    _REAL_STORES[key] = store
+    return store

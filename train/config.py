@@ -1,0 +1,216 @@
+"""Typed training config: `RunConfig` = model preset + ModelConfig overrides + data + optimiser + loop settings.
+
+Design:
+- Every section derives `StrictConfig` (unknown keys are errors). `model` is a plain mapping of `ModelConfig` field
+  overrides; it is validated against `tgdp.model.ModelConfig` when the RunConfig is built, so an unknown model key or
+  an out-of-range value (e.g. a mask ratio >= 1) names `model.<key>`.
+- `batch_size` is the GLOBAL batch per optimiser step (the recipe's "batch 512"); each rank's micro-batch is
+  `batch_size // (world_size * accum)`, which must divide exactly. A preset therefore means the same run on any
+  number of GPUs, and a 2-process run sees exactly the clips of a 1-process run.
+- `train.steps` wins over `train.epochs` when both are set (a tiny run is `--set train.steps=50` on any preset).
+- `RunConfig.resolve(num_clips, world_size)` computes the derived values (micro-batch, steps per epoch, total steps,
+  warmup steps) once; the loop only reads `ResolvedRun`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from tgdp.pipeline.config import ConfigError, StrictConfig, dump_config, load_config
+
+__all__ = [
+    "PRESET_DIR",
+    "DataConfig",
+    "LoopConfig",
+    "OptimConfig",
+    "ResolvedRun",
+    "RunConfig",
+    "list_presets",
+    "load_run_config",
+    "resolve_model_config",
+    "save_run_config",
+]
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+
+class DataConfig(StrictConfig):
+    """Sampling and augmentation (model-spec §1.4-§1.5). Augmentations are off by default, as in the recipe."""
+
+    split: str = "train"  # store split directory read for training
+    eval_frame: int = Field(8, ge=0)  # fixed frame in eval mode (CAV-MAE Sync uses 8; TG-DP hard-codes 5)
+    resize_frames: bool = True  # resize stored frames to the model's img_size when the sizes differ
+    random_resized_crop: bool = False  # RandomResizedCrop(scale 0.08-1, ratio 0.9-1.1) + horizontal flip
+    freqm: int = Field(0, ge=0)  # SpecAugment frequency-mask width (torchaudio FrequencyMasking); 0 = off
+    timem: int = Field(0, ge=0)  # SpecAugment time-mask width (torchaudio TimeMasking); 0 = off
+    time_shifting: float = Field(0.0, ge=0.0, le=1.0)  # circular roll by randint(-s, s), s = int(x * T_seg)
+    mixup: float = Field(0.0, ge=0.0, le=1.0)  # probability of a beta(10, 10) mixup with another clip
+    shuffle: bool = True  # epoch-seeded permutation of the clip order (False: store order)
+
+
+class OptimConfig(StrictConfig):
+    """Optimiser and per-step schedule (model-spec §4.2): Adam, linear warmup then cosine to min_lr_ratio * lr."""
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(2e-4, gt=0.0)
+    betas: tuple[float, float] = (0.95, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+    weight_decay: float = Field(5e-7, ge=0.0)
+    warmup_frac: float = Field(0.1, ge=0.0, lt=1.0)  # fraction of total optimiser steps spent in linear warmup
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)  # cosine floor as a fraction of lr
+    grad_clip: float | None = Field(None, gt=0.0)  # max global grad norm; None = no clipping (the recipe)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"betas must lie in [0, 1), got {v}")
+        return v
+
+
+class LoopConfig(StrictConfig):
+    """Loop length, batch, precision and bookkeeping."""
+
+    steps: int | None = Field(None, gt=0)  # optimiser steps; wins over `epochs` when set
+    epochs: float | None = Field(None, gt=0.0)
+    batch_size: int = Field(8, gt=0)  # GLOBAL clips per optimiser step (all ranks, all micro-steps)
+    accum: int = Field(1, gt=0)  # micro-steps per optimiser step
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0)
+    log_every: int = Field(10, gt=0)
+    ckpt_every: int = Field(1000, gt=0)  # also written at the end and on a non-finite loss
+    keep_last: int = Field(3, gt=0)
+    num_workers: int = Field(2, ge=0)
+    prefetch_factor: int = Field(4, gt=0)
+    find_unused_parameters: bool = False  # DDP; only needed if some student parameter gets no gradient
+    compile: bool = False  # torch.compile the model
+    progress: bool = True  # tqdm bar on rank 0
+    tensorboard: bool = True
+
+    @model_validator(mode="after")
+    def _length_given(self) -> LoopConfig:
+        if self.steps is None and self.epochs is None:
+            raise ValueError("set train.steps or train.epochs")
+        return self
+
+
+def resolve_model_config(preset: str, overrides: dict[str, Any]) -> Any:
+    """`PRESETS[preset]` with `overrides` applied and validated (unknown key / bad value -> ConfigError)."""
+    from tgdp.model import PRESETS, ModelConfig
+
+    if preset not in PRESETS:
+        raise ConfigError(f"model_preset {preset!r} is unknown; presets: {', '.join(sorted(PRESETS))}")
+    data = {**PRESETS[preset].model_dump(), **dict(overrides)}
+    from pydantic import ValidationError
+
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        msgs = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+            if err["type"] == "extra_forbidden":
+                msgs.append(f"unknown key 'model.{loc}'")
+            else:
+                msgs.append(f"model.{loc}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid model config: " + "; ".join(msgs)) from None
+
+
+class RunConfig(StrictConfig):
+    """One training run. `model` holds ModelConfig field overrides on top of `model_preset`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    model_preset: str = "tiny_tgdp"
+    model: dict[str, Any] = Field(default_factory=dict)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: LoopConfig = Field(default_factory=lambda: LoopConfig(steps=100))
+
+    @field_validator("model")
+    @classmethod
+    def _model_overrides_valid(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # ConfigError is a ValueError, so pydantic reports it under `model` with the message intact.
+        if "model_preset" in info.data:
+            resolve_model_config(info.data["model_preset"], v)
+        return v
+
+    def model_cfg(self) -> Any:
+        """The resolved `tgdp.model.ModelConfig`."""
+        return resolve_model_config(self.model_preset, self.model)
+
+    def resolve(self, num_clips: int, world_size: int = 1) -> ResolvedRun:
+        """Derived values for a store of `num_clips` clips on `world_size` ranks (errors name the keys)."""
+        t = self.train
+        per_step = world_size * t.accum
+        if t.batch_size % per_step:
+            raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by world_size*train.accum={per_step}")
+        micro = t.batch_size // per_step
+        batches_per_epoch = (num_clips // world_size) // micro  # per rank; the tail is dropped so ranks stay equal
+        steps_per_epoch = batches_per_epoch // t.accum
+        if steps_per_epoch < 1:
+            raise ConfigError(
+                f"store has {num_clips} clips: too few for one step of train.batch_size={t.batch_size} "
+                f"on {world_size} rank(s)"
+            )
+        total = t.steps if t.steps is not None else max(1, math.ceil(t.epochs * steps_per_epoch))
+        warmup = int(self.optim.warmup_frac * total)
+        return ResolvedRun(
+            world_size=world_size,
+            micro_batch=micro,
+            batch_size=t.batch_size,
+            accum=t.accum,
+            batches_per_epoch=batches_per_epoch,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total,
+            warmup_steps=warmup,
+            num_clips=num_clips,
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """Values derived once from a RunConfig, the store size and the world size."""
+
+    world_size: int
+    micro_batch: int  # clips per rank per micro-step
+    batch_size: int  # effective (global) clips per optimiser step
+    accum: int
+    batches_per_epoch: int  # micro-batches per rank per epoch
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    num_clips: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def list_presets() -> list[str]:
+    """Names of the packaged presets."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_run_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a RunConfig from a preset name or YAML file (`base:` chains resolve against the packaged presets)."""
+    return load_config(RunConfig, source, overrides, preset_dir=PRESET_DIR)
+
+
+def save_run_config(cfg: RunConfig, path: Path, derived: ResolvedRun | None = None) -> str:
+    """Write the config with its model section fully resolved (re-loadable with `--config path`)."""
+    full = cfg.model_copy(update={"model": cfg.model_cfg().model_dump(mode="json")})
+    text = dump_config(full)
+    if derived is not None:
+        header = "".join(f"# derived {k}: {v}\n" for k, v in derived.as_dict().items())
+        text = header + text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return text

@@ -1,0 +1,278 @@
+"""Arrow store -> (fbank segment, frame) samples: a map-style `ClipDataset` and a resumable `TrainStream`.
+
+Design (model-spec §1.4-§1.5):
+- Train mode: one random frame index t ~ U{0..T-1} per clip per epoch, with its aligned segment
+  `store.segment(i, t, length=audio_length)`; eval mode: a fixed frame (`data.eval_frame`); "all" mode: every frame
+  of the clip, stacked ([T, T_seg, F] and [T, 3, H, W]) for retrieval.
+- The store is opened lazily, once per process: a DataLoader worker opens the memory-mapped shards on its first
+  sample and keeps them (the open handle is dropped when the dataset is pickled into a worker).
+- Per-sample randomness (frame index, crop, SpecAugment, shift, mixup) is drawn from generators seeded by
+  (seed, epoch, clip index): the same clip in the same epoch gets the same sample on any rank, any worker count,
+  and after a resume.
+- Order: an epoch-seeded permutation of all clips, strided by rank (`perm[rank::world]`, tail dropped so every
+  rank has the same number of batches), cut into micro-batches; micro-batch k of the rank's stream is built by
+  worker k % num_workers. DataLoader returns workers' batches round-robin, so the stream is identical for any worker
+  count, and the position is just (epoch, micro-batches consumed), saved in checkpoints as `DataState`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, default_collate, get_worker_info
+
+from tgdp.train.config import DataConfig
+from tgdp.train.transforms import FbankTransform, FrameTransform, decode_frame, mix
+
+__all__ = ["ClipDataset", "DataState", "TrainStream", "open_store", "store_geometry"]
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["train", "eval", "all"]
+
+
+def open_store(path: str | Path, split: str | None = None) -> Any:
+    """`tgdp.pipeline.store.Store.open(path, split=split)` (imported lazily: workers pay for it once)."""
+    from tgdp.pipeline.store import Store
+
+    return Store.open(path, split=split) if split is not None else Store.open(path)
+
+
+def _get(meta: dict, *keys: str, default: Any = None) -> Any:
+    node: Any = meta
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return default
+        node = node[k]
+    return node
+
+
+def store_geometry(meta: dict) -> dict[str, int]:
+    """{num_frames, frame_size, target_length, num_mel_bins} from store metadata (missing entries -> 0)."""
+    size = _get(meta, "frames", "size", default=0)
+    if isinstance(size, (list, tuple)):
+        size = min(size)
+    return {
+        "num_frames": int(_get(meta, "frames", "n", default=0) or _get(meta, "frames", "num_frames", default=0)),
+        "frame_size": int(size or 0),
+        "target_length": int(_get(meta, "fbank", "target_length", default=0)),
+        "num_mel_bins": int(_get(meta, "fbank", "num_mel_bins", default=0)),
+    }
+
+
+def _sample_seed(seed: int, epoch: int, index: int, salt: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, index, salt])
+
+
+class ClipDataset(Dataset):
+    """Clip i -> {"audio" [T_seg, F], "frames" [3, S, S], "index", "frame", ["labels" [C]], "mix_lambda"}.
+
+    In "all" mode "audio" is [T, T_seg, F] and "frames" [T, 3, S, S]. `__getitem__` uses epoch 0; training calls
+    `sample(i, epoch)`.
+    """
+
+    def __init__(
+        self,
+        store_path: str | Path,
+        *,
+        audio_length: int,
+        img_size: int,
+        mode: Mode = "train",
+        data: DataConfig | None = None,
+        seed: int = 0,
+        label_vocab: Sequence[str] | None = None,
+        open_fn: Callable[[str | Path, str | None], Any] = open_store,
+        split: str | None = None,
+    ) -> None:
+        self.store_path = store_path
+        self.data = data if data is not None else DataConfig()
+        self.split = split if split is not None else self.data.split
+        self.audio_length = audio_length
+        self.img_size = img_size
+        self.mode = mode
+        self.seed = seed
+        self.open_fn = open_fn
+        self.label_index = {name: k for k, name in enumerate(label_vocab)} if label_vocab is not None else None
+        self.frame_tf = FrameTransform(img_size, self.data.random_resized_crop, self.data.resize_frames)
+        self.fbank_tf = FbankTransform(self.data.freqm, self.data.timem, self.data.time_shifting)
+        self._store: Any = None
+        self._num_frames: int | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_store"] = None  # each worker maps the shards itself
+        return state
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            self._store = self.open_fn(self.store_path, self.split)
+        return self._store
+
+    @property
+    def num_frames(self) -> int:
+        if self._num_frames is None:
+            n = store_geometry(self.store.meta)["num_frames"]
+            self._num_frames = n if n > 0 else 16
+        return self._num_frames
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.sample(int(index), epoch=0)
+
+    # -- pieces -------------------------------------------------------------------------------------------------
+    def _pair(self, index: int, t: int, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        seg = self.store.segment(index, t, length=self.audio_length, normalize=True)
+        audio = torch.from_numpy(np.ascontiguousarray(seg, dtype=np.float32))
+        frame = self.frame_tf(decode_frame(self.store.frame_jpeg(index, t)), train=train)
+        return audio, frame
+
+    def _labels(self, index: int) -> torch.Tensor:
+        assert self.label_index is not None
+        y = torch.zeros(len(self.label_index), dtype=torch.float32)
+        for name in self.store.labels(index):
+            k = self.label_index.get(name)
+            if k is not None:
+                y[k] = 1.0
+        return y
+
+    def sample(self, index: int, epoch: int) -> dict[str, Any]:
+        """One sample of clip `index`; all randomness is a function of (seed, epoch, index)."""
+        out: dict[str, Any] = {"index": index}
+        if self.mode == "all":
+            pairs = [self._pair(index, t, train=False) for t in range(self.num_frames)]
+            out["audio"] = torch.stack([a for a, _ in pairs])
+            out["frames"] = torch.stack([f for _, f in pairs])
+            out["frame"] = -1
+            if self.label_index is not None:
+                out["labels"] = self._labels(index)
+            return out
+        if self.mode == "eval":
+            if self.data.eval_frame >= self.num_frames:
+                raise ValueError(f"data.eval_frame={self.data.eval_frame} but clips have {self.num_frames} frames")
+            audio, frame = self._pair(index, self.data.eval_frame, train=False)
+            out.update(audio=audio, frames=frame, frame=self.data.eval_frame, mix_lambda=1.0)
+            if self.label_index is not None:
+                out["labels"] = self._labels(index)
+            return out
+
+        rng = _sample_seed(self.seed, epoch, index)
+        t = int(rng.integers(self.num_frames))
+        do_mix = self.data.mixup > 0 and rng.random() < self.data.mixup
+        augment = self.data.random_resized_crop or self.fbank_tf.active
+        torch_seed = int(rng.integers(2**62))
+        # fork_rng keeps torchvision/torchaudio draws off the caller's generator (num_workers=0 runs in-process).
+        with torch.random.fork_rng(devices=[], enabled=augment):
+            if augment:
+                torch.manual_seed(torch_seed)
+            audio, frame = self._pair(index, t, train=True)
+            labels = self._labels(index) if self.label_index is not None else None
+            lam = 1.0
+            if do_mix:
+                j = int(rng.integers(len(self)))
+                t2 = int(rng.integers(self.num_frames))
+                lam = float(rng.beta(10.0, 10.0))
+                audio2, frame2 = self._pair(j, t2, train=True)
+                audio, frame = mix(audio, audio2, lam), mix(frame, frame2, lam)
+                if labels is not None:
+                    labels = mix(labels, self._labels(j), lam)
+            audio = self.fbank_tf(audio, train=True)
+        out.update(audio=audio, frames=frame, frame=t, mix_lambda=lam)
+        if labels is not None:
+            out["labels"] = labels
+        return out
+
+
+@dataclass
+class DataState:
+    """Position of a rank's stream: `batch` micro-batches of `epoch` consumed (every rank is at the same place)."""
+
+    epoch: int = 0
+    batch: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> DataState:
+        return cls(epoch=int(d["epoch"]), batch=int(d["batch"])) if d else cls()
+
+
+class TrainStream(IterableDataset):
+    """Endless stream of this rank's collated micro-batches, starting at `start`; each batch carries its position.
+
+    A yielded batch holds "epoch" and "batch" (its own position); after consuming it the stream's state is
+    `DataState(epoch, batch + 1)` (normalised to the next epoch at the end of one).
+    """
+
+    def __init__(
+        self,
+        dataset: ClipDataset,
+        *,
+        micro_batch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        start: DataState | None = None,
+    ) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.micro_batch = micro_batch
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.start = start if start is not None else DataState()
+        self.num_clips = len(dataset)
+        self.batches_per_epoch = (self.num_clips // world_size) // micro_batch
+        if self.batches_per_epoch < 1:
+            raise ValueError(
+                f"{self.num_clips} clips are too few for micro-batch {micro_batch} on {world_size} rank(s)"
+            )
+        self.start = self.normalise(self.start)
+
+    def normalise(self, state: DataState) -> DataState:
+        """Carry a position past the end of an epoch into the next one."""
+        extra, batch = divmod(state.batch, self.batches_per_epoch)
+        return DataState(state.epoch + extra, batch)
+
+    def rank_order(self, epoch: int) -> np.ndarray:
+        """Clip indices this rank reads in `epoch`, [batches_per_epoch * micro_batch]."""
+        if self.shuffle:
+            perm = np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(self.num_clips)
+        else:
+            perm = np.arange(self.num_clips)
+        return perm[self.rank :: self.world_size][: self.batches_per_epoch * self.micro_batch]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        epoch, batch = self.start.epoch, self.start.batch
+        g = 0  # global micro-batch counter of this stream since `start`
+        order = self.rank_order(epoch)
+        while True:
+            if g % num_workers == worker:
+                idx = order[batch * self.micro_batch : (batch + 1) * self.micro_batch]
+                samples = [self.dataset.sample(int(i), epoch) for i in idx]
+                out = default_collate(samples)
+                out["epoch"] = epoch
+                out["batch"] = batch
+                yield out
+            g += 1
+            batch += 1
+            if batch == self.batches_per_epoch:
+                epoch, batch = epoch + 1, 0
+                order = self.rank_order(epoch)
+
+    def state_after(self, batch: dict[str, Any]) -> DataState:
+        """The stream position once `batch` (a yielded micro-batch) has been consumed."""
+        return self.normalise(DataState(int(batch["epoch"]), int(batch["batch"]) + 1))

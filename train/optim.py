@@ -1,0 +1,41 @@
+"""Optimiser and learning-rate schedule (model-spec §4.2: Adam, betas 0.95/0.999, wd 5e-7; warmup + cosine).
+
+Design: the schedule is a pure function of the optimiser step (`lr_at`), so a resumed run needs no scheduler state;
+the loop writes it into every param group before each step. Every trainable parameter gets the same weight decay, as
+the released recipe (Adam's L2 on everything); AdamW is offered as an option.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from tgdp.train.config import OptimConfig
+
+__all__ = ["build_optimizer", "lr_at", "set_lr"]
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr_ratio: float) -> float:
+    """LR for optimiser step `step` (0-based): linear warmup to `base_lr`, then cosine to `min_lr_ratio*base_lr`."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    min_lr = base_lr * min_lr_ratio
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0.0, (step - warmup_steps) / span))
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Adam (the recipe) or AdamW over the trainable `params`."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,114 @@
+"""Per-sample transforms for frames and fbank segments (model-spec §1.5), all off by default.
+
+Design:
+- The released Sync/TG-DP loaders parse `freqm`, `timem`, `noise` and `mixup` but never apply them (or crash); here
+  each one is applied for real when enabled.
+- Randomness comes from the torch CPU generator, which the caller seeds per sample from (seed, epoch, clip) inside
+  `torch.random.fork_rng`, so a resumed run redraws exactly the same crops, masks, shifts and mixup partners.
+- Frames: JPEG bytes -> `torchvision.io.decode_jpeg` -> uint8 [3, H, W] -> short-side resize + centre crop to the
+  model's img_size when the stored size differs (Sync: Resize + CenterCrop) -> float in [0, 1] -> ImageNet norm.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+import torchvision
+from torchvision.transforms import v2
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "FbankTransform",
+    "FrameTransform",
+    "decode_frame",
+    "mix",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def decode_frame(jpeg: bytes) -> torch.Tensor:
+    """JPEG bytes -> uint8 [3, H, W] (grey JPEGs are expanded to RGB)."""
+    data = torch.frombuffer(bytearray(jpeg), dtype=torch.uint8)
+    return torchvision.io.decode_jpeg(data, mode=torchvision.io.ImageReadMode.RGB)
+
+
+class FrameTransform:
+    """uint8 [3, H, W] -> normalised float [3, S, S], S = img_size; optional RandomResizedCrop + flip (train only)."""
+
+    def __init__(self, img_size: int, random_resized_crop: bool = False, resize: bool = True) -> None:
+        self.img_size = img_size
+        self.random_resized_crop = random_resized_crop
+        self.resize = resize
+        # Bicubic like the released loader's Resize(224, BICUBIC); antialias because tiny presets downscale 224 -> 96.
+        self._fixed = v2.Compose(
+            [
+                v2.Resize(img_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+                v2.CenterCrop(img_size),
+            ]
+        )
+        self._augment = v2.Compose(
+            [
+                v2.RandomResizedCrop(
+                    img_size,
+                    scale=(0.08, 1.0),
+                    ratio=(0.9, 1.1),
+                    interpolation=v2.InterpolationMode.BICUBIC,
+                    antialias=True,
+                ),
+                v2.RandomHorizontalFlip(0.5),
+            ]
+        )
+        self._normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+
+    def __call__(self, frame_u8: torch.Tensor, train: bool = False) -> torch.Tensor:
+        if train and self.random_resized_crop:
+            frame_u8 = self._augment(frame_u8)
+        elif frame_u8.shape[-2:] != (self.img_size, self.img_size):
+            if not self.resize:
+                raise ValueError(
+                    f"frame is {tuple(frame_u8.shape[-2:])} but the model needs {self.img_size}x{self.img_size} "
+                    "and data.resize_frames is false"
+                )
+            frame_u8 = self._fixed(frame_u8)
+        # Bicubic can overshoot [0, 255] in float; uint8 input keeps values clamped.
+        return self._normalize(frame_u8.float().div_(255.0))
+
+
+class FbankTransform:
+    """Normalised fbank [T, F] -> [T, F] with optional SpecAugment and circular time shift (train only)."""
+
+    def __init__(self, freqm: int = 0, timem: int = 0, time_shifting: float = 0.0) -> None:
+        self.freqm = torchaudio.transforms.FrequencyMasking(freqm) if freqm > 0 else None
+        self.timem = torchaudio.transforms.TimeMasking(timem) if timem > 0 else None
+        self.time_shifting = time_shifting
+
+    @property
+    def active(self) -> bool:
+        return self.freqm is not None or self.timem is not None or self.time_shifting > 0
+
+    def __call__(self, fbank: torch.Tensor, train: bool = False) -> torch.Tensor:
+        if not train or not self.active:
+            return fbank
+        x = fbank
+        if self.freqm is not None or self.timem is not None:
+            # torchaudio masks expect [..., freq, time]; masked values are 0 = the dataset mean after normalisation.
+            spec = x.t().unsqueeze(0)
+            if self.freqm is not None:
+                spec = self.freqm(spec)
+            if self.timem is not None:
+                spec = self.timem(spec)
+            x = spec.squeeze(0).t().contiguous()
+        if self.time_shifting > 0:
+            s = int(self.time_shifting * x.shape[0])
+            if s > 0:
+                shift = int(torch.randint(-s, s + 1, ()).item())
+                x = torch.roll(x, shifts=shift, dims=0)
+        return x
+
+
+def mix(x1: torch.Tensor, x2: torch.Tensor, lam: float) -> torch.Tensor:
+    """Convex combination lam * x1 + (1 - lam) * x2 (fbank, image or multi-hot labels)."""
+    return lam * x1 + (1.0 - lam) * x2
