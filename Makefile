@@ -38,7 +38,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 demo: setup
-	$(BIN)/python -m tgdp.pipeline.demo --out $(DEMO_DIR)
+	$(BIN)/python -m tgdp.eval.demo --out $(DEMO_DIR)
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all

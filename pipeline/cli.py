@@ -247,7 +247,7 @@ def shard_cmd(
     force: bool = typer.Option(False, help="rebuild splits even when their inputs are unchanged"),
     set_: list[str] = typer.Option([], "--set", help="ShardConfig override key=value (repeatable)"),
 ) -> None:
-    """Decode valid clips once each into 16 JPEG frames + fbank rows, in memory-mappable Arrow shards."""
+    """Pack valid clips (validate's cached JPEG frames + fbank, else one decode) into memory-mappable Arrow shards."""
     from tgdp.pipeline.shard import ShardConfig, ShardError, run_shard
 
     cfg = _stage_config(ShardConfig, set_)
@@ -261,7 +261,7 @@ def shard_cmd(
     for split in sorted(s.rows):
         note = " (up to date)" if split in s.up_to_date else ""
         typer.echo(f"{split}: {s.rows[split]} rows in {s.shards[split]} shards{note}")
-    typer.echo(f"decoded {s.decoded}, reused staged shards {s.reused_shards}")
+    typer.echo(f"from validate's cache {s.from_cache}, decoded {s.decoded}, reused staged shards {s.reused_shards}")
     for clip_id, reason in sorted(s.failed.items()):
         typer.echo(f"  not sharded {clip_id}: {reason}")
 

@@ -1,7 +1,12 @@
 """`tgdp-data shard ROOT --store STORE` and `tgdp-data verify STORE`: valid clips → memory-mappable Arrow shards.
 
-Per clip (`shard_clip`, pure): ONE ffmpeg decode of the validated window (`media.decode_window`: 16 kHz mono first
-channel PCM + the T sampled frames, short side → 224 + centre crop, on pipes), kaldi fbank (`features`), JPEG q90.
+Per clip: the payload (16 JPEG q90 frames, kaldi fbank) that `validate` already computed from its own decode and left
+in the feature cache ROOT/features/<bb>/<safe_name>.npz (`features.read_feature_cache`, used only when its key —
+fetch sha256, window, `FeatureParams`, valid_rule, ffmpeg version — matches). Clips without a matching entry fall back
+to `shard_clip`: ONE ffmpeg decode of the validated window (`media.decode_window`: 16 kHz mono first channel PCM +
+the T sampled frames, short side → 224 + centre crop, on pipes), kaldi fbank, JPEG q90 (`features.clip_payload`, the
+code validate runs, so both paths give the same bytes). Once a split is in place its cache entries are removed unless
+`keep_feature_cache`.
 
 Driver (`run_shard`): clips whose latest validate event is valid, split by manifest split (*eval*/*test* → eval,
 else train), sorted by clip id. Clips are decoded in windows of `window_clips` through `map_unordered`; each
@@ -33,9 +38,17 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from tgdp.pipeline.config import StrictConfig
-from tgdp.pipeline.features import FBANK_PARAMS, encode_jpegs, fbank_from_pcm
+from tgdp.pipeline.features import (
+    FBANK_PARAMS,
+    FeatureParams,
+    cache_key,
+    clip_payload,
+    feature_cache_path,
+    read_feature_cache,
+)
 from tgdp.pipeline.layout import manifest_path, within_root
 from tgdp.pipeline.ledger import latest
 from tgdp.pipeline.media import decode_window, ffmpeg_version
@@ -67,17 +80,28 @@ class ShardError(RuntimeError):
 class ShardConfig(StrictConfig):
     """Store contents and sharding; everything that changes the bytes is in the store metadata."""
 
-    num_frames: int = 16
-    frame_size: int = 224
-    jpeg_quality: int = 90
-    sample_rate: int = 16000
-    num_mel_bins: int = 128
-    target_length: int = 1024
-    shard_bytes: int = 1_000_000_000  # close a shard once its payload reaches this (~1 GB)
-    batch_rows: int = 64  # rows per Arrow record batch (~32 MB)
-    window_clips: int = 128  # clips decoded in parallel before being written in order (bounds memory)
-    ffmpeg_threads: int = 1
-    timeout_s: float = 300.0
+    num_frames: int = Field(16, ge=1)
+    frame_size: int = Field(224, ge=16)
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    sample_rate: int = Field(16000, ge=8000)
+    num_mel_bins: int = Field(128, ge=8)
+    target_length: int = Field(1024, ge=16)
+    shard_bytes: int = Field(1_000_000_000, ge=1)  # close a shard once its payload reaches this (~1 GB)
+    batch_rows: int = Field(64, ge=1)  # rows per Arrow record batch (~32 MB)
+    window_clips: int = Field(128, ge=1)  # clips decoded in parallel before being written in order (bounds memory)
+    ffmpeg_threads: int = Field(1, ge=0)
+    timeout_s: float = Field(300.0, gt=0)
+    keep_feature_cache: bool = False  # keep ROOT/features entries after their split is written (disk: ~store size)
+
+    def feature_params(self) -> FeatureParams:
+        return FeatureParams(
+            num_frames=self.num_frames,
+            frame_size=self.frame_size,
+            jpeg_quality=self.jpeg_quality,
+            sample_rate=self.sample_rate,
+            num_mel_bins=self.num_mel_bins,
+            target_length=self.target_length,
+        )
 
 
 def split_group(split: str) -> str:
@@ -139,8 +163,26 @@ def store_features(cfg: ShardConfig):
 # -- per clip ----------------------------------------------------------------------------------------------
 
 
+def cached_clip(task: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The shard_clip result from the feature cache, or None when the task's entry is missing, stale or damaged."""
+    if not task.get("cache_path") or not task.get("cache_key"):
+        return None
+    payload = read_feature_cache(Path(task["cache_path"]), task["cache_key"])
+    if payload is None:
+        return None
+    cfg = task["cfg"]
+    if len(payload["frames_jpeg"]) != cfg["num_frames"] or payload["fbank"].shape != (
+        cfg["target_length"],
+        cfg["num_mel_bins"],
+    ):
+        return None
+    row = dict(task["row"])
+    row.update(payload)
+    return {"clip_id": task["clip_id"], "row": row, "reason": None}
+
+
 def shard_clip(task: Mapping[str, Any]) -> dict[str, Any]:
-    """One valid clip → {"clip_id", "row": dict | None, "reason": str | None}. Pure: reads the file only.
+    """One valid clip → {"clip_id", "row": dict | None, "reason": str | None} by decoding. Pure: reads the file only.
 
     task: clip_id, path, window_start_s, duration_s, row (manifest + validate columns to copy), cfg.
     """
@@ -158,18 +200,11 @@ def shard_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     )
     if decoded.errors or decoded.returncode != 0:
         return {"clip_id": clip_id, "row": None, "reason": f"corrupt_decode: {decoded.first_error}"}
-    if decoded.frames is None or len(decoded.frames) != cfg.num_frames or decoded.pcm is None:
-        return {"clip_id": clip_id, "row": None, "reason": "too_short: no frames or audio in the window"}
-    fbank, n_frames = fbank_from_pcm(decoded.pcm, cfg.sample_rate, cfg.num_mel_bins, cfg.target_length)
-    if n_frames == 0 or not np.isfinite(fbank).all():
-        return {"clip_id": clip_id, "row": None, "reason": "bad_fbank: empty or non-finite"}
+    payload, reason = clip_payload(decoded.frames, decoded.frame_pts_s, decoded.pcm, cfg.feature_params())
+    if payload is None:
+        return {"clip_id": clip_id, "row": None, "reason": reason}
     row = dict(task["row"])
-    row.update(
-        frames_jpeg=encode_jpegs(decoded.frames, cfg.jpeg_quality),
-        frame_pts_s=[float(x) for x in decoded.frame_pts_s],
-        fbank=fbank,
-        fbank_frames=n_frames,
-    )
+    row.update(payload)
     return {"clip_id": clip_id, "row": row, "reason": None}
 
 
@@ -320,7 +355,8 @@ class ShardSummary:
 
     rows: dict[str, int] = field(default_factory=dict)
     shards: dict[str, int] = field(default_factory=dict)
-    decoded: int = 0
+    decoded: int = 0  # clips decoded here (no usable feature cache entry)
+    from_cache: int = 0  # clips packed from validate's feature cache
     reused_shards: int = 0
     up_to_date: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -331,6 +367,7 @@ def _tasks(root: Path, cfg: ShardConfig) -> dict[str, list[dict[str, Any]]]:
     fetches = latest(root, "fetch")
     validates = latest(root, "validate")
     cfg_dict = cfg.model_dump()
+    params, ff_version = cfg.feature_params(), ffmpeg_version()
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in sorted(table.to_pylist(), key=lambda r: r["clip_id"]):
         ev = validates.get(row["clip_id"])
@@ -353,14 +390,18 @@ def _tasks(root: Path, cfg: ShardConfig) -> dict[str, list[dict[str, Any]]]:
             fetch_sha256=fe.get("sha256"),
             **{k: ev.get(k) for k in (*_METRICS_F32, *_FLAGS)},
         )
+        dur = float(row["end_s"]) - float(row["start_s"])
+        key = cache_key(fe.get("sha256"), float(ev["window_start_s"]), dur, params, ev.get("valid_rule"), ff_version)
         groups.setdefault(split_group(row["split"]), []).append(
             {
                 "clip_id": row["clip_id"],
                 "path": str(path),
                 "window_start_s": float(ev["window_start_s"]),
-                "duration_s": float(row["end_s"]) - float(row["start_s"]),
+                "duration_s": dur,
                 "row": copy,
                 "cfg": cfg_dict,
+                "cache_path": str(feature_cache_path(root, row["clip_id"])),
+                "cache_key": key,
             }
         )
     return groups
@@ -396,6 +437,7 @@ def _shard_split(
         if old.get("inputs_sha256") == inputs_sha256 and all((final_dir / s["file"]).is_file() for s in old["shards"]):
             summary.up_to_date.append(split)
             summary.rows[split], summary.shards[split] = old["num_rows"], len(old["shards"])
+            _drop_cache(tasks, cfg)
             return
 
     features = store_features(cfg)
@@ -434,8 +476,16 @@ def _shard_split(
     try:
         for w in range(pos, len(tasks), cfg.window_clips):
             window = tasks[w : w + cfg.window_clips]
-            results = {r["clip_id"]: r for r in map_clips(shard_clip, window, backend, num_workers, address)}
-            summary.decoded += len(window)
+            results = {}
+            for task in window:  # cached payloads are a file read: done here, not worth a worker round trip
+                res = cached_clip(task)
+                if res is not None:
+                    results[task["clip_id"]] = res
+            todo = [t for t in window if t["clip_id"] not in results]
+            summary.from_cache += len(results)
+            if todo:
+                results.update((r["clip_id"], r) for r in map_clips(shard_clip, todo, backend, num_workers, address))
+            summary.decoded += len(todo)
             for k, task in enumerate(window):
                 res = results[task["clip_id"]]
                 if res["row"] is None:
@@ -452,6 +502,16 @@ def _shard_split(
         if bar is not None:
             bar.close()
     _assemble(store, split, staging, writer.shards, cfg, features, meta, inputs_sha256, summary)
+    _drop_cache(tasks, cfg)
+
+
+def _drop_cache(tasks: list[dict[str, Any]], cfg: ShardConfig) -> None:
+    """Remove the feature cache entries of a split that is now in place (unless asked to keep them)."""
+    if cfg.keep_feature_cache:
+        return
+    for task in tasks:
+        if task.get("cache_path"):
+            Path(task["cache_path"]).unlink(missing_ok=True)
 
 
 def _assemble(

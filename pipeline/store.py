@@ -7,19 +7,25 @@ layout `datasets.save_to_disk` uses, so `datasets.load_from_disk(dir)` opens it 
 Each shard is memory-mapped (`pa.memory_map` + `pa.ipc.open_stream(...).read_all()`), so `fbank(i)` is a zero-copy
 numpy view into the page cache and a DataLoader worker costs a few MB. Mmaps are opened lazily, per process: a
 pickled or forked Store re-opens its files in the worker on first use.
+
+Hot path (a training sample = one frame + its segment): row → (batch, offset) is a `bisect` over precomputed batch
+starts, JPEG and fbank offsets are numpy views of the Arrow buffers computed once per record batch, and `segment`
+converts + normalises float16 → float32 in ONE gather through a 65,536-entry table (bit-identical to
+`(x.astype(float32) − mean) / std`), so no Arrow scalar or Python object is built per sample.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["FBANK_MEAN", "FBANK_STD", "Store", "segment_start"]
+__all__ = ["FBANK_MEAN", "FBANK_STD", "Store", "StoreError", "segment_start"]
 
 FBANK_MEAN = -5.081
 FBANK_STD = 4.4849
@@ -61,6 +67,10 @@ class _Batch:
         self.num_frames = num_frames
 
 
+class StoreError(RuntimeError):
+    """A store split cannot be read as its index.json describes it; the message names the shard."""
+
+
 class Store:
     """One split of the clip store. `Store.open(path, split="train")`; see module docstring."""
 
@@ -76,7 +86,8 @@ class Store:
         self._num_rows = int(self.index["num_rows"])
         self._pid: int | None = None
         self._batches: list[_Batch] = []
-        self._starts = np.zeros(0, np.int64)
+        self._starts: list[int] = []
+        self._lut: np.ndarray | None = None
         self._clip_ids: list[str] | None = None
         self._id_to_row: dict[str, int] | None = None
 
@@ -95,14 +106,32 @@ class Store:
         batches: list[_Batch] = []
         starts = [0]
         for shard in self.index["shards"]:
-            source = pa.memory_map(str(self.path / shard["file"]), "r")
-            table = pa.ipc.open_stream(source).read_all()
+            table = self._open_shard(shard)
             for rb in table.to_batches():
                 batches.append(_Batch(rb, self._fb["target_length"], self._fb["num_mel_bins"], self._frames["n"]))
                 starts.append(starts[-1] + rb.num_rows)
         if starts[-1] != self._num_rows:
             raise ValueError(f"{self.path}: index.json says {self._num_rows} rows, shards hold {starts[-1]}")
-        self._batches, self._starts, self._pid = batches, np.asarray(starts, np.int64), os.getpid()
+        self._batches, self._starts, self._pid = batches, starts, os.getpid()
+
+    def _open_shard(self, shard: dict[str, Any]) -> pa.Table:
+        """Memory-map one shard; a missing, resized or unreadable shard is an error that names it (cheap checks
+        only: sha256 over every byte is `tgdp-data verify`'s job)."""
+        path = self.path / shard["file"]
+        hint = f"shard {shard['file']} of {self.path} is damaged"
+        if not path.is_file():
+            raise StoreError(f"{hint}: file missing; run `tgdp-data verify` and re-run `tgdp-data shard`")
+        size = path.stat().st_size
+        if "bytes" in shard and size != shard["bytes"]:
+            raise StoreError(f"{hint}: {size} bytes, index.json says {shard['bytes']}; run `tgdp-data verify`")
+        try:
+            table = pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all()
+            table.validate()
+        except (pa.ArrowException, OSError) as exc:
+            raise StoreError(f"{hint}: {exc}; run `tgdp-data verify`") from exc
+        if "rows" in shard and table.num_rows != shard["rows"]:
+            raise StoreError(f"{hint}: {table.num_rows} rows, index.json says {shard['rows']}; run `tgdp-data verify`")
+        return table
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": str(self.path)}
@@ -111,12 +140,15 @@ class Store:
         self.__init__(Path(state["path"]))
 
     def _locate(self, i: int) -> tuple[_Batch, int]:
+        i = int(i)
         if not -self._num_rows <= i < self._num_rows:
             raise IndexError(f"row {i} out of range for {self._num_rows} rows")
-        i = i % self._num_rows if i < 0 else i
-        self._ensure()
-        b = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return self._batches[b], i - int(self._starts[b])
+        if i < 0:
+            i += self._num_rows
+        if self._pid != os.getpid():
+            self._ensure()
+        b = bisect_right(self._starts, i) - 1
+        return self._batches[b], i - self._starts[b]
 
     # -- public API ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -160,6 +192,19 @@ class Store:
         k = r * b.num_frames + t
         return b.jpeg_data[b.jpeg_offsets[k] : b.jpeg_offsets[k + 1]].tobytes()
 
+    def frame(self, i: int, t: int):
+        """Sampled frame t of row i decoded by `torchvision.io.decode_jpeg`: torch uint8 [3, size, size] RGB."""
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        b, r = self._locate(i)
+        if not 0 <= t < b.num_frames:
+            raise IndexError(f"frame {t} out of range 0..{b.num_frames - 1}")
+        k = r * b.num_frames + t
+        # One small copy out of the read-only map (decode_jpeg wants a writable uint8 tensor).
+        data = torch.from_numpy(b.jpeg_data[b.jpeg_offsets[k] : b.jpeg_offsets[k + 1]].copy())
+        return decode_jpeg(data, mode=ImageReadMode.RGB)
+
     def fbank(self, i: int) -> np.ndarray:
         """Un-normalised log-Mel [target_length, num_mel_bins] float16, a read-only view of the memory map."""
         b, r = self._locate(i)
@@ -173,10 +218,18 @@ class Store:
         if length > target:
             raise ValueError(f"segment length {length} exceeds the stored {target} frames")
         s = segment_start(t, self._frames["n"], target, length)
-        seg = self.fbank(i)[s : s + length].astype(np.float32)
-        if normalize:
-            seg = (seg - np.float32(self._fb["mean"])) / np.float32(self._fb["std"])
-        return seg
+        view = self.fbank(i)[s : s + length]
+        if not normalize:
+            return view.astype(np.float32)
+        return np.take(self._norm_table(), view.view(np.uint16))
+
+    def _norm_table(self) -> np.ndarray:
+        """float16 bit pattern → normalised float32, [65536]: conversion and normalisation in one gather."""
+        if self._lut is None:
+            every = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+            with np.errstate(invalid="ignore"):  # the NaN patterns stay NaN
+                self._lut = (every - np.float32(self._fb["mean"])) / np.float32(self._fb["std"])
+        return self._lut
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, rows={self._num_rows}, shards={len(self.index['shards'])})"

@@ -1,7 +1,9 @@
 """`tgdp-data validate ROOT`: probe and fully decode each fetched clip's target window, record metrics and a verdict.
 
 Per clip (data-spec D4), in this order, the first failing check is the drop reason:
-  1. ffprobe (JSON) opens the file and finds a stream, else `unreadable` (0-byte, garbage, LFS pointer, no moov);
+  1. the file opens and has an audio or video stream, else `unreadable` (0-byte, garbage, LFS pointer, no moov);
+     when the window is known up front (section / import) this is read from the decoding ffmpeg itself
+     (`media.probe_decode`, no ffprobe process), else from ffprobe (JSON);
   2. the target window of every present stream decodes with errors fatal (`-xerror`; any error-level log line
      counts), else `corrupt_decode` with the first error line as `reason_detail`;
   3. a video and an audio stream exist, else `no_video_stream` / `no_audio_stream`;
@@ -21,6 +23,13 @@ Where the target window lies inside the file (`window_start_s`, recorded in the 
     ("padded").
 The verdict is versioned: `valid_rule` names the rule and its thresholds; a clip is re-validated when its fetch
 sha256 or the rule changes, and skipped otherwise (resumable). Every fetched clip gets exactly one latest event.
+
+One decode per clip: the decode that validates the window already produces the store's inputs (the T sampled frames
+at the store size, 16 kHz PCM), so for a valid clip the worker also encodes the store payload (16 JPEGs, fbank;
+`features.clip_payload`, the same code `shard` runs) and writes it atomically to the feature cache
+ROOT/features/<bb>/<safe_name>.npz, keyed by fetch sha256 + window + `FeatureParams` + valid_rule + ffmpeg version.
+`shard` packs cached payloads and decodes only clips without a matching entry. The still score and the audio metrics
+come from that same decode. `feature_cache: false` turns the cache off (validate then decodes frames at 64 px).
 """
 
 from __future__ import annotations
@@ -32,12 +41,21 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from tgdp.pipeline.config import StrictConfig
-from tgdp.pipeline.features import audio_metrics, still_score
+from tgdp.pipeline.features import (
+    FeatureParams,
+    audio_metrics,
+    cache_key,
+    clip_payload,
+    feature_cache_path,
+    still_score,
+    write_feature_cache,
+)
 from tgdp.pipeline.layout import manifest_path, within_root
 from tgdp.pipeline.ledger import EventWriter, latest
-from tgdp.pipeline.media import MediaError, decode_window, ffmpeg_version, probe
+from tgdp.pipeline.media import MediaError, decode_window, ffmpeg_version, probe, probe_decode
 
 __all__ = [
     "DROP_REASONS",
@@ -71,17 +89,20 @@ METRIC_COLUMNS = (
 class ValidateConfig(StrictConfig):
     """Thresholds of the valid predicate and of the flags; all of them are named in `valid_rule`."""
 
-    duration_tol_s: float = 0.5
-    min_frames: int = 16
-    pad_s: float = 2.0  # yt-dlp section padding assumed when a fetch event has no section_start_s
+    duration_tol_s: float = Field(0.5, ge=0)
+    min_frames: int = Field(16, ge=1)
+    pad_s: float = Field(2.0, ge=0)  # yt-dlp section padding assumed when a fetch event has no section_start_s
     silence_dbfs: float = -60.0
-    silent_window_s: float = 0.1
-    silent_frac_flag: float = 0.9
-    still_eps: float = 1.0
-    av_offset_flag_s: float = 0.1
-    num_frames: int = 16  # frames sampled for the still score (same rule as the store)
-    ffmpeg_threads: int = 1
-    timeout_s: float = 300.0
+    silent_window_s: float = Field(0.1, gt=0)
+    silent_frac_flag: float = Field(0.9, ge=0, le=1)
+    still_eps: float = Field(1.0, ge=0)
+    av_offset_flag_s: float = Field(0.1, ge=0)
+    num_frames: int = Field(16, ge=2)  # frames sampled for the still score (same rule as the store)
+    ffmpeg_threads: int = Field(1, ge=0)
+    timeout_s: float = Field(300.0, gt=0)
+    use_ffprobe: bool = False  # probe with a separate ffprobe even when the window is known (costs ~0.09 CPU-s/clip)
+    feature_cache: bool = True  # write each valid clip's store payload to ROOT/features for `shard`
+    features: FeatureParams = FeatureParams()  # must equal the ShardConfig's for shard to use the cache
 
     def valid_rule(self) -> str:
         return (
@@ -115,7 +136,7 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     """One clip → one validate event (pure: reads the file, writes nothing).
 
     task: clip_id, path (absolute), start_s, end_s, fetch (the fetch event's section_start_s/source), fetch_sha256,
-    cfg (ValidateConfig as a dict).
+    cfg (ValidateConfig as a dict), optional cache_path: where a valid clip's store payload goes (the only write).
     """
     cfg = ValidateConfig.model_validate(task["cfg"])
     event: dict[str, Any] = {
@@ -133,21 +154,43 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
         "video_codec": None,
         "audio_codec": None,
         "ffmpeg_version": ffmpeg_version(),
+        "feature_cache": None,  # "cached", or why a valid clip's payload was not cached
         **_empty_metrics(),
     }
+    cache_path = task.get("cache_path") if cfg.feature_cache else None
+    if cache_path:
+        Path(cache_path).unlink(missing_ok=True)  # whatever the verdict, an entry from an earlier run is stale
     path = Path(task["path"])
     if not path.is_file():
         # The raw file vanished after fetch: the clip needs fetching again, which is not this file's fault.
         event.update(reason="missing_raw", transient=True, reason_detail=f"raw file not found: {path.name}")
         return event
+    start_s, end_s = float(task["start_s"]), float(task["end_s"])
+    dur = end_s - start_s
+    fetch = task.get("fetch") or {}
+    feats = cfg.features
+    if cache_path and feats.num_frames != cfg.num_frames:
+        cache_path = None  # the still score and the store must sample the same frames to share one decode
+    decode_kw = {
+        "num_frames": cfg.num_frames,
+        # With the cache these are the store's frames; without it they only feed the still score.
+        "size": feats.frame_size if cache_path else 64,
+        "sample_rate": feats.sample_rate if cache_path else 16000,
+        "threads": cfg.ffmpeg_threads,
+        "timeout": cfg.timeout_s,
+    }
+    offset, rule = resolve_window(start_s, end_s, fetch, None, cfg)
     try:
-        info = probe(path, timeout=min(60.0, cfg.timeout_s))
+        if rule in ("section", "import") and not cfg.use_ffprobe:
+            # The window does not depend on the file's duration: one ffmpeg process probes and decodes.
+            info, decoded = probe_decode(path, offset, dur, **decode_kw)
+        else:
+            info = probe(path, timeout=min(60.0, cfg.timeout_s))
+            offset, rule = resolve_window(start_s, end_s, fetch, info.duration_s, cfg)
+            decoded = None
     except MediaError as exc:
         event.update(reason=exc.reason, reason_detail=exc.detail)
         return event
-    start_s, end_s = float(task["start_s"]), float(task["end_s"])
-    dur = end_s - start_s
-    offset, rule = resolve_window(start_s, end_s, task.get("fetch") or {}, info.duration_s, cfg)
     has_v, has_a = info.video is not None, info.audio is not None
     event.update(
         window_start_s=offset,
@@ -160,24 +203,16 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     )
     if has_v and has_a and info.video["start_time"] is not None and info.audio["start_time"] is not None:
         event["av_offset_s"] = info.audio["start_time"] - info.video["start_time"]
-    decoded = decode_window(
-        path,
-        offset,
-        dur,
-        video=has_v,
-        audio=has_a,
-        num_frames=cfg.num_frames,
-        size=64,  # frames are only used for the still score here; the store decodes at full size
-        threads=cfg.ffmpeg_threads,
-        timeout=cfg.timeout_s,
-    )
+    if decoded is None:
+        decoded = decode_window(path, offset, dur, video=has_v, audio=has_a, **decode_kw)
     if decoded.errors or decoded.returncode != 0:
         event.update(reason="corrupt_decode", reason_detail=decoded.first_error)
         return event
     if decoded.pcm is not None:
-        rms, silent, _peak = audio_metrics(decoded.pcm, 16000, cfg.silent_window_s, cfg.silence_dbfs)
+        sr = feats.sample_rate if cache_path else 16000
+        rms, silent, _peak = audio_metrics(decoded.pcm, sr, cfg.silent_window_s, cfg.silence_dbfs)
         event.update(
-            audio_dur_s=decoded.pcm.size / 16000.0,
+            audio_dur_s=decoded.pcm.size / float(sr),
             rms_dbfs=rms,
             silent_frac=silent,
             is_silent=silent >= cfg.silent_frac_flag,
@@ -213,7 +248,26 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
         event.update(reason="too_short", reason_detail=detail)
         return event
     event.update(status="ok", valid=True)
+    if cache_path:
+        _cache_payload(Path(cache_path), task, event, decoded, cfg)
     return event
+
+
+def _cache_payload(path: Path, task: Mapping[str, Any], event: dict[str, Any], decoded: Any, cfg: ValidateConfig):
+    """Encode and write the store payload of a valid clip; a failure only costs `shard` a decode."""
+    payload, reason = clip_payload(decoded.frames, decoded.frame_pts_s, decoded.pcm, cfg.features)
+    if payload is None:
+        event["feature_cache"] = f"not cached: {reason}"
+        return
+    dur = float(task["end_s"]) - float(task["start_s"])
+    key = cache_key(
+        task.get("fetch_sha256"), event["window_start_s"], dur, cfg.features, event["valid_rule"], ffmpeg_version()
+    )
+    try:
+        write_feature_cache(path, key, payload)
+        event["feature_cache"] = "cached"
+    except OSError as exc:  # e.g. a full disk: the verdict stands, shard falls back to decoding
+        event["feature_cache"] = f"not cached: {exc.strerror or exc}"
 
 
 def map_clips(fn: Any, items: list, backend: str = "serial", num_workers: int = 2, address: str | None = None):
@@ -271,6 +325,7 @@ def validate_tasks(root: Path, cfg: ValidateConfig, force: bool = False) -> tupl
                 "fetch": {"section_start_s": ev.get("section_start_s"), "source": ev.get("source")},
                 "fetch_sha256": ev.get("sha256"),
                 "cfg": cfg_dict,
+                "cache_path": str(feature_cache_path(root, clip_id)) if cfg.feature_cache else None,
             }
         )
     return tasks, fetched, up_to_date

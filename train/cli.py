@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 
 from tgdp.pipeline.config import ConfigError, dump_config
+from tgdp.pipeline.store import StoreError
 from tgdp.train.checkpoint import CheckpointError
 from tgdp.train.config import list_presets, load_run_config
 from tgdp.train.loop import NonFiniteLossError, StoreMismatchError, check_store, fit
@@ -58,7 +59,7 @@ def main(
         if store is None or run_dir is None:
             raise ConfigError("--store and --run-dir are required (unless --dry-run)")
         summary = fit(cfg, store, run_dir, resume=resume)
-    except (ConfigError, StoreMismatchError, CheckpointError) as exc:
+    except (ConfigError, StoreMismatchError, StoreError, CheckpointError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except NonFiniteLossError as exc:

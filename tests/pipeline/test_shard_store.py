@@ -97,8 +97,11 @@ def built(tmp_path_factory, make_clip):
 def test_valid_clips_reach_the_store_and_datasets_loads_it(built):
     import datasets
 
-    _root, store, _files, summary = built
+    root, store, _files, summary = built
     assert summary.rows == {"train": 3, "eval": 1} and not summary.failed
+    # validate's decode fed the store (one decode per clip); the cache is gone once the splits are in place
+    assert summary.from_cache == 4 and summary.decoded == 0
+    assert not list((root / "features").rglob("*.npz"))
     assert summary.shards["train"] == 3  # tiny shard_bytes → one clip per shard
     assert sorted(p.name for p in (store / "train").glob("*.arrow")) == [
         f"data-{k:05d}-of-00003.arrow" for k in range(3)
@@ -168,7 +171,7 @@ def test_rerun_is_idempotent_and_byte_identical(built):
     again = run_shard(root, store, SMALL, backend="serial")
     assert sorted(again.up_to_date) == ["eval", "train"] and again.decoded == 0
     forced = run_shard(root, store, SMALL, backend="serial", force=True)
-    assert forced.decoded == 4
+    assert forced.decoded == 4 and forced.from_cache == 0  # the decode fallback writes the same bytes as the cache
     assert _tree(store) == before
 
 
@@ -235,3 +238,26 @@ def test_disk_full_is_a_clear_error_and_nothing_is_half_written(built, tmp_path,
     assert not (out / "train").exists()
     leftovers = [p.name for p in (out / ".staging" / "train").iterdir()]
     assert leftovers == []
+
+
+def test_stale_or_damaged_cache_falls_back_to_decoding(built, tmp_path):
+    from tgdp.pipeline.features import feature_cache_path
+    from tgdp.pipeline.ledger import latest
+
+    root, store, _files, _ = built
+    before = _tree(store)
+    run_validate(root, backend="serial", force=True)  # rewrites every valid clip's cache entry
+    entries = {cid: feature_cache_path(root, cid) for cid, ev in latest(root, "validate").items() if ev["valid"]}
+    assert len(entries) == 4 and all(p.is_file() for p in entries.values())
+    a1, a2, a3, e1 = (entries[clip_id_for("audioset", y, 0.0)] for y in ("a1", "a2", "a3", "e1"))
+    a1.write_bytes(a1.read_bytes()[:1000])  # truncated
+    shutil.copyfile(a3, a2)  # a readable entry under another clip's key
+    keep = ShardConfig(**{**SMALL.model_dump(), "keep_feature_cache": True})
+    out = tmp_path / "store"
+    summary = run_shard(root, out, keep, backend="serial")
+    assert summary.decoded == 2 and summary.from_cache == 2 and not summary.failed
+    data = {k: v for k, v in before.items() if k.endswith(".arrow")}
+    assert {k: v for k, v in _tree(out).items() if k.endswith(".arrow")} == data  # index.json names the config
+    assert a3.is_file() and e1.is_file()  # kept on request
+    run_shard(root, tmp_path / "store2", SMALL, backend="serial")
+    assert not any(p.is_file() for p in entries.values())

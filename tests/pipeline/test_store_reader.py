@@ -90,9 +90,23 @@ def test_cli_pipeline_and_reader(cli_store):
     seg = train.segment(i, 13)
     assert seg.shape == (416, 128) and seg.dtype == np.float32
     np.testing.assert_allclose(seg, (fb[608:].astype(np.float32) + 5.081) / 4.4849, rtol=1e-6)
+    # the lookup-table path is bit-identical to converting then normalising in float32
+    exact = (fb[608:].astype(np.float32) - np.float32(-5.081)) / np.float32(4.4849)
+    np.testing.assert_array_equal(seg, exact)
+    assert seg.flags.writeable and seg.flags.owndata  # the caller's own array, not a view of the map
     raw = train.segment(i, 0, length=96, normalize=False)
     np.testing.assert_array_equal(raw, fb[:96].astype(np.float32))
     assert train.frame_jpeg(i, 0)[:3] == b"\xff\xd8\xff"
+    import io
+
+    from PIL import Image
+
+    img = train.frame(i, 7)
+    assert img.shape == (3, 224, 224) and str(img.dtype) == "torch.uint8"
+    ref = np.asarray(Image.open(io.BytesIO(train.frame_jpeg(i, 7))).convert("RGB")).transpose(2, 0, 1)
+    assert np.abs(img.numpy().astype(int) - ref).mean() < 1.0
+    with pytest.raises(IndexError):
+        train.frame(i, -1)
     assert train.labels(i) == ["label 1"] and train.row(i)["video_id"] == "t2_000000"
     with pytest.raises(IndexError):
         train.frame_jpeg(i, 16)

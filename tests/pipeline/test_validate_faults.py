@@ -199,3 +199,43 @@ def test_window_rules():
     assert resolve_window(30.0, 40.0, {}, 14.0, cfg) == (2.0, "padded")
     assert resolve_window(1.0, 11.0, {}, 13.0, cfg) == (1.0, "padded")  # start < pad: the file starts at 0
     assert resolve_window(30.0, 40.0, {}, 300.0, cfg) == (30.0, "whole_file")  # longer than any padded segment
+
+
+def test_valid_clips_leave_a_feature_cache_entry_and_dropped_ones_none(fault_root):
+    from tgdp.pipeline.features import feature_cache_path
+
+    root, _ = fault_root
+    events = latest(root, "validate")
+    for cid, ev in events.items():
+        cached = feature_cache_path(root, cid).is_file()
+        assert cached is bool(ev["valid"]), (cid, ev["reason"])
+        assert ev["feature_cache"] == ("cached" if ev["valid"] else None)
+    assert not list(root.glob("features/*/.tmp-*"))
+
+
+def test_single_process_probe_agrees_with_ffprobe(fault_root, ffmpeg_bin, tmp_path):
+    from tgdp.pipeline.validate import validate_clip, validate_tasks
+
+    root, _ = fault_root
+    # An extra file whose audio starts 0.5 s after its video (a flag, not a drop).
+    src = root.parent / "media"
+    offset = tmp_path / "offset.mkv"
+    cmd = [ffmpeg_bin, "-v", "error", "-y", "-i", str(src / "ok.mp4"), "-itsoffset", "0.5", "-i", str(src / "ok.mp4")]
+    subprocess.run(cmd + ["-map", "0:v", "-map", "1:a", "-c", "copy", str(offset)], check=True)
+    tasks, _, _ = validate_tasks(root, ValidateConfig(min_frames=16), force=True)
+    tasks.append({**tasks[0], "clip_id": "offset", "path": str(offset), "cache_path": None})
+    fields = ("reason", "valid", "has_video", "has_audio", "video_codec", "audio_codec", "video_frames")
+    fields += ("window_start_s", "is_av_offset", "is_silent", "is_still")
+    for task in tasks:
+        fast = validate_clip({**task, "cache_path": None})
+        slow = validate_clip({**task, "cache_path": None, "cfg": {**task["cfg"], "use_ffprobe": True}})
+        assert {k: fast[k] for k in fields} == {k: slow[k] for k in fields}, task["clip_id"]
+        for k in ("probe_duration_s", "av_offset_s", "audio_dur_s", "still_score", "rms_dbfs"):
+            if slow[k] is None:
+                assert fast[k] is None, (task["clip_id"], k)
+            else:
+                assert fast[k] == pytest.approx(slow[k], abs=0.011), (task["clip_id"], k)
+        if slow["reason"]:
+            assert fast["reason_detail"], task["clip_id"]
+    # 0.5 s less the AAC priming the stream copy exposes; both paths agree on it (checked above).
+    assert fast["clip_id"] == "offset" and 0.3 < fast["av_offset_s"] < 0.6 and fast["is_av_offset"]

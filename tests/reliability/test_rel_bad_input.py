@@ -175,7 +175,6 @@ def _stage_configs() -> dict[str, tuple[type[BaseModel], dict[str, Any]]]:
     }
 
 
-_NO_BOUNDS = "validate.py/shard.py declare no Field bounds: out-of-range values are accepted (reported, not fixed)"
 BAD_VALUES = [
     ("synth", "num_clips", 0),
     ("synth", "difficulty", 1.5),
@@ -185,12 +184,12 @@ BAD_VALUES = [
     ("fetch", "max_attempts", 0),
     ("fetch", "socket_timeout", 0),
     ("fetch", "url_template", "file:///etc/passwd?{ytid}"),
-    pytest.param("validate", "min_frames", 0, marks=pytest.mark.xfail(strict=True, reason=_NO_BOUNDS)),
-    pytest.param("validate", "duration_tol_s", -1.0, marks=pytest.mark.xfail(strict=True, reason=_NO_BOUNDS)),
-    pytest.param("validate", "timeout_s", 0, marks=pytest.mark.xfail(strict=True, reason=_NO_BOUNDS)),
-    pytest.param("shard", "num_frames", 0, marks=pytest.mark.xfail(strict=True, reason=_NO_BOUNDS)),
-    pytest.param("shard", "jpeg_quality", 101, marks=pytest.mark.xfail(strict=True, reason=_NO_BOUNDS)),
-    pytest.param("shard", "shard_bytes", 0, marks=pytest.mark.xfail(strict=True, reason=_NO_BOUNDS)),
+    ("validate", "min_frames", 0),
+    ("validate", "duration_tol_s", -1.0),
+    ("validate", "timeout_s", 0),
+    ("shard", "num_frames", 0),
+    ("shard", "jpeg_quality", 101),
+    ("shard", "shard_bytes", 0),
 ]
 
 

@@ -106,11 +106,6 @@ def _damage(store: Path, kind: str) -> str:
     return target.name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/store.py Store._ensure opens shards without naming the file in errors, and train never checks "
-    "shard sha256 (verify only): a damaged shard surfaces as a bare pyarrow ArrowInvalid",
-)
 @pytest.mark.parametrize("kind", ["truncate", "zeroed"])
 def test_damaged_shard_under_training_names_the_shard(tmp_path: Path, clean_run: dict[str, Any], kind: str) -> None:
     store = tmp_path / "store"
