@@ -38,7 +38,7 @@ class DemoConfig(StrictConfig):
     sessions: int = Field(2, ge=1)  # fetch download sessions (Ray actors)
     backend: str = "ray"  # fetch/validate/shard parallelism: ray | serial
     workers: int = Field(2, ge=1)
-    train_steps: int = Field(300, ge=1)  # per model, same budget for TG-DP and the baseline
+    train_steps: int = Field(150, ge=1)  # per model, same budget for TG-DP and the baseline
     batch_size: int = Field(16, ge=2)
     frame_size: int = 96
     num_mel_bins: int = 64

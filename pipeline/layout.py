@@ -5,6 +5,7 @@ ROOT/
   manifest/source.meta.json    input files, their hashes and row counts
   events/<stage>/*.parquet     append-only event log, one file per flush (see `tgdp.pipeline.ledger`)
   raw/<bucket>/<name>.<ext>    downloaded or imported media (`fetch`, `import`)
+  features/<bucket>/<name>.npz validate's cached store payload per valid clip, packed and removed by `shard`
   export/                      filtered manifest and funnel (`export`)
 
 Clip ids come from untrusted CSVs (`--exec=...`, `../../etc/passwd`), so no file name is ever built from one

@@ -40,7 +40,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from tgdp.pipeline.config import StrictConfig
 from tgdp.pipeline.features import (
     FBANK_PARAMS,
     FeatureParams,
@@ -77,15 +76,10 @@ class ShardError(RuntimeError):
     """The store could not be written; the message names the file and the cause."""
 
 
-class ShardConfig(StrictConfig):
-    """Store contents and sharding; everything that changes the bytes is in the store metadata."""
+class ShardConfig(FeatureParams):
+    """Store contents (the inherited `FeatureParams`: frames, JPEG quality, fbank) and sharding; everything that
+    changes the bytes is in the store metadata."""
 
-    num_frames: int = Field(16, ge=1)
-    frame_size: int = Field(224, ge=16)
-    jpeg_quality: int = Field(90, ge=1, le=100)
-    sample_rate: int = Field(16000, ge=8000)
-    num_mel_bins: int = Field(128, ge=8)
-    target_length: int = Field(1024, ge=16)
     shard_bytes: int = Field(1_000_000_000, ge=1)  # close a shard once its payload reaches this (~1 GB)
     batch_rows: int = Field(64, ge=1)  # rows per Arrow record batch (~32 MB)
     window_clips: int = Field(128, ge=1)  # clips decoded in parallel before being written in order (bounds memory)
@@ -94,14 +88,7 @@ class ShardConfig(StrictConfig):
     keep_feature_cache: bool = False  # keep ROOT/features entries after their split is written (disk: ~store size)
 
     def feature_params(self) -> FeatureParams:
-        return FeatureParams(
-            num_frames=self.num_frames,
-            frame_size=self.frame_size,
-            jpeg_quality=self.jpeg_quality,
-            sample_rate=self.sample_rate,
-            num_mel_bins=self.num_mel_bins,
-            target_length=self.target_length,
-        )
+        return FeatureParams(**{k: getattr(self, k) for k in FeatureParams.model_fields})
 
 
 def split_group(split: str) -> str:
