@@ -2,7 +2,10 @@
 
 A file matches a manifest row when its stem (name without the last extension) equals the row's `clip_id`,
 `layout.safe_name(clip_id)`, `video_id` (VGGSound `<ytid>_<start:06d>`), or `ytid` (the CAV-MAE `<ytid>.mp4`
-convention; such a file holds the labelled segment, so `section_start_s` is recorded as the clip's `start_s`).
+convention). Where the imported file's t=0 lies is decided from its duration: a file at least as long as the
+clip's `end_s` (within 0.1 s) is a whole video (`section_mode="import_full"`, `section_start_s` 0); a shorter one
+holds the labelled segment (`section_mode="import"`, `section_start_s` = the clip's `start_s`, the CAV-MAE mirrors'
+convention). A file ffprobe cannot read is recorded as a segment and dropped by `validate` with its reason.
 A ytid that names several clips matches all of them only through their clip ids / video ids, never by ytid alone
 (one trimmed `<ytid>.mp4` cannot be two segments). Clips already fetched are left alone.
 
@@ -65,6 +68,19 @@ def _place(src: Path, tmp_dir: Path, final: Path, copy: bool) -> None:
     os.replace(tmp, final)
 
 
+def _time_origin(path: Path, start_s: float, end_s: float) -> dict[str, Any]:
+    """`section_mode` / `section_start_s` of an imported file: whole video or the labelled segment (module doc)."""
+    from tgdp.pipeline.media import MediaError, probe
+
+    try:
+        duration = probe(path).duration_s
+    except MediaError:
+        duration = None
+    if start_s > 0 and duration is not None and duration >= end_s - 0.1:
+        return {"section_mode": "import_full", "section_start_s": 0.0}
+    return {"section_mode": "import", "section_start_s": start_s}
+
+
 def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport:
     """Import matching media files under `from_dir` (recursively) into ROOT/raw as fetched clips."""
     root, from_dir = Path(root).resolve(), Path(from_dir)
@@ -120,8 +136,7 @@ def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport
                     "raw_path": final.relative_to(root).as_posix(),
                     "file_bytes": final.stat().st_size,
                     "sha256": file_sha256(final),
-                    "section_mode": "import",
-                    "section_start_s": float(row["start_s"]),
+                    **_time_origin(final, float(row["start_s"]), float(row["end_s"])),
                     "yt_dlp_version": ytv,
                     "ffmpeg_version": ffv,
                     "gave_up": False,

@@ -241,6 +241,18 @@ def test_fetch_redoes_clip_whose_file_vanished(tmp_path: Path, master_clip: Path
     assert len(raw_files(root)) == 1 and funnel(root)["fetch"]["fetched"] == 1
 
 
+def test_import_time_origin_segment_vs_whole_video(tmp_path: Path, make_clip: Callable[..., Path]) -> None:
+    root = tmp_path / "root"
+    ids = write_manifest(root, ["cut01", "whole1"], start_s=5.0, end_s=7.0)
+    src = tmp_path / "mine"
+    make_clip(src / "cut01.mp4", duration=2.0)  # the labelled segment only (CAV-MAE mirrors)
+    make_clip(src / "whole1.mp4", duration=8.0)  # the whole video
+    assert import_clips(root, src).imported == 2
+    latest = ledger.latest(root, "fetch")
+    assert (latest[ids[0]]["section_mode"], latest[ids[0]]["section_start_s"]) == ("import", 5.0)
+    assert (latest[ids[1]]["section_mode"], latest[ids[1]]["section_start_s"]) == ("import_full", 0.0)
+
+
 def test_import_matches_ytid_clipid_and_reports_unmatched(tmp_path: Path, master_clip: Path) -> None:
     root = tmp_path / "root"
     ids = write_manifest(root, ["yt1", "yt2", "-yt3", "yt4"])
@@ -257,7 +269,9 @@ def test_import_matches_ytid_clipid_and_reports_unmatched(tmp_path: Path, master
     latest = ledger.latest(root, "fetch")
     for cid in ids[:3]:
         ev = latest[cid]
-        assert ev["status"] == "ok" and ev["source"] == "import" and ev["section_start_s"] == 1.0
+        # a 4-s file for the clip [1, 3) is the whole video: its t=0 is source time 0
+        assert ev["status"] == "ok" and ev["source"] == "import" and ev["section_start_s"] == 0.0
+        assert ev["section_mode"] == "import_full"
         path = root / ev["raw_path"]
         assert path.stat().st_size == ev["file_bytes"] == master_clip.stat().st_size
     assert (root / latest[ids[0]]["raw_path"]).stat().st_ino == (src / "yt1.mp4").stat().st_ino  # hard link
