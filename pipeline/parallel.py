@@ -146,7 +146,11 @@ def run_sessions(
     with ray_session(num_cpus=num_cpus, address=address) as ray:
         actor_cls = ray.remote(_SessionHost)
         actors = [
-            actor_cls.options(num_cpus=0, max_concurrency=in_flight, max_restarts=0).remote(make_session, sid)
+            # SPREAD: on a cluster, sessions land on different nodes (egress IPs) where Ray can place them, since
+            # download throughput is limited per session/IP, not per core.
+            actor_cls.options(
+                num_cpus=0, max_concurrency=in_flight, max_restarts=0, scheduling_strategy="SPREAD"
+            ).remote(make_session, sid)
             for sid in ids
         ]
         load = [0] * sessions
