@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = ["DemoConfig", "main", "run_demo"]
 
@@ -82,57 +83,54 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def _loss_plot(runs: dict[str, Path], path: Path) -> Path:
+def _panels(n: int, width: float) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    terms = ("loss", "rec_loss", "contrastive_loss", "dis_loss")
-    fig, axes = plt.subplots(1, len(terms), figsize=(4.2 * len(terms), 3.4))
+    return plt.subplots(1, n, figsize=(width * n, 3.5))
+
+
+def _finish(fig: Any, axes: Any, titles: list[str], xlabel: str, path: Path, ylabel: str = "") -> Path:
+    import matplotlib.pyplot as plt
+
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _loss_plot(runs: dict[str, Path], path: Path) -> Path:
+    terms = ["loss", "rec_loss", "contrastive_loss", "dis_loss"]
+    fig, axes = _panels(len(terms), 4.2)
     for name, run_dir in runs.items():
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if "loss" in r and r.get("loss") is not None]
         for ax, term in zip(axes, terms, strict=True):
             pts = [(r["step"], r[term]) for r in rows if r.get(term) is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), label=name)
-    for ax, term in zip(axes, terms, strict=True):
-        ax.set_title(term)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, axes, terms, "step", path)
 
 
 def _recall_plot(results: dict[str, Path], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     from tgdp.eval.metrics import recall_curve
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = _panels(2, 4.5)
     for name, out_dir in results.items():
         ranks = np.load(out_dir / "ranks.npz")
         for ax, direction in zip(axes, ("a2v", "v2a"), strict=True):
             curve = recall_curve(ranks[direction])
-            ax.plot(np.arange(1, len(curve) + 1), 100 * curve, label=name)
-    for ax, title in zip(axes, ("A→V", "V→A"), strict=True):
-        ax.set_title(f"recall@K, {title}")
-        ax.set_xlabel("K")
-        ax.set_ylabel("%")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+            ax.plot(np.arange(1, len(curve) + 1), curve, label=name)  # already in percent
+    return _finish(fig, axes, ["recall@K, A→V", "recall@K, V→A"], "K", path, ylabel="%")
 
 
 def run_demo(out: Path, cfg: DemoConfig) -> Path:
