@@ -23,7 +23,7 @@ from benchmarks.harness import Figure, write_section
 __all__ = ["main"]
 
 NUM_CLIPS = 32
-STEPS = 24
+STEPS = 96
 BATCH = 8
 WORKERS = 1
 
