@@ -32,7 +32,7 @@ from tgdp.pipeline.config import StrictConfig
 
 
 class DemoConfig(StrictConfig):
-    """Sizes of the demo; the defaults ran in about 7.5 minutes on 2 idle CPU cores (README)."""
+    """Sizes of the demo; the defaults ran in 449 s on 2 idle CPU cores (BENCHMARKS.md, `demo`)."""
 
     num_clips: int = Field(200, ge=8)
     seed: int = 0
