@@ -50,22 +50,6 @@ def take_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def _global_query_block(blk: Block, x: torch.Tensor, modality: str) -> torch.Tensor:
-    """Last joint block evaluated for the global token only. x: [B, 1+N, D] -> [B, D] (SDPA)."""
-    n1, n2 = blk._norms(modality)
-    attn = blk.attn
-    b, n, c = x.shape
-    h = attn.num_heads
-    qkv = attn.qkv(n1(x)).reshape(b, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    out = nn.functional.scaled_dot_product_attention(q[:, :, :1], k, v)  # [B, H, 1, hd]
-    out = attn.proj(attn.norm(out.transpose(1, 2).reshape(b, 1, c)))
-    g = x[:, :1] + out
-    g = g + blk.mlp(n2(g))
-    return g[:, 0]
-
-
 class EncoderMixin:
     """Encoder computations shared by the student and the teacher (both hold the `TEACHER_PARTS` attributes)."""
 
@@ -103,7 +87,7 @@ class EncoderMixin:
     def joint_global(self, u: torch.Tensor, modality: str) -> torch.Tensor:
         """u: [B, 1+n, D] unimodal output -> final-normed global token [B, D] (joint blocks, modality norms)."""
         u = self._blocks(self.blocks_u[:-1], u, modality)
-        g = _global_query_block(self.blocks_u[-1], u, modality)
+        g = self.blocks_u[-1].forward_global(u, modality)
         return self.norm_a(g) if modality == "a" else self.norm_v(g)
 
 

@@ -53,6 +53,29 @@ class Block(nn.Module):
         x = x + self.attn(n1(x))
         return x + self.mlp(n2(x))
 
+    def _qkv(self, x: torch.Tensor, modality: str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: [B, N, D] -> q, k, v: [B, H, N, hd] (normed input, q/k norms applied)."""
+        n1, _ = self._norms(modality)
+        b, n, c = x.shape
+        h = self.attn.num_heads
+        q, k, v = self.attn.qkv(n1(x)).reshape(b, n, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+        return self.attn.q_norm(q), self.attn.k_norm(k), v
+
+    def _global_out(self, x: torch.Tensor, out: torch.Tensor, modality: str | None) -> torch.Tensor:
+        """Residual, projection and MLP for the global query only. out: [B, H, 1, hd] -> [B, D]."""
+        _, n2 = self._norms(modality)
+        b, _, c = x.shape
+        g = x[:, :1] + self.attn.proj(self.attn.norm(out.to(x.dtype).transpose(1, 2).reshape(b, 1, c)))
+        g = g + self.mlp(n2(g))
+        return g[:, 0]
+
+    def forward_global(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """The block evaluated for the global token only (SDPA). x: [B, 1+N, D] -> [B, D].
+
+        Exact for the global token: keys and values still come from every token."""
+        q, k, v = self._qkv(x, modality)
+        return self._global_out(x, nn.functional.scaled_dot_product_attention(q[:, :, :1], k, v), modality)
+
     def forward_global_with_attn(
         self, x: torch.Tensor, modality: str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,22 +85,12 @@ class Block(nn.Module):
         bf16 ties matter). Only the global token's output is wanted, so attention-times-values, the projection
         and the MLP run for that one query instead of all 1+N.
         """
-        n1, n2 = self._norms(modality)
-        attn_mod = self.attn
-        b, n, c = x.shape
-        h = attn_mod.num_heads
-        qkv = attn_mod.qkv(n1(x)).reshape(b, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = attn_mod.q_norm(q), attn_mod.k_norm(k)
+        q, k, v = self._qkv(x, modality)
         with torch.autocast(device_type=x.device.type, enabled=False):
             q32, k32, v32 = q.float(), k.float(), v.float()
-            attn = torch.softmax((q32 * attn_mod.scale) @ k32.transpose(-2, -1), dim=-1)  # [B, H, 1+N, 1+N]
+            attn = torch.softmax((q32 * self.attn.scale) @ k32.transpose(-2, -1), dim=-1)  # [B, H, 1+N, 1+N]
             out = attn[:, :, :1] @ v32  # [B, H, 1, hd]
-        out = out.to(x.dtype).transpose(1, 2).reshape(b, 1, c)
-        out = attn_mod.proj(attn_mod.norm(out))
-        g = x[:, :1] + out
-        g = g + self.mlp(n2(g))
-        return g[:, 0], attn
+        return self._global_out(x, out, modality), attn
 
 
 def sincos_pos_embed_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import hashlib
 import os
 import re
 import shutil
@@ -46,7 +45,7 @@ from pydantic import Field, field_validator
 
 from tgdp.pipeline import ledger
 from tgdp.pipeline.config import StrictConfig
-from tgdp.pipeline.layout import manifest_path, raw_path_for, safe_name, within_root
+from tgdp.pipeline.layout import file_sha256, manifest_path, raw_path_for, safe_name, within_root
 from tgdp.pipeline.parallel import run_sessions
 
 __all__ = [
@@ -162,14 +161,6 @@ def tool_versions() -> tuple[str, str]:
     except (OSError, subprocess.SubprocessError, IndexError):
         ffv = "missing"
     return ytv, ffv
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class FetchConfig(StrictConfig):

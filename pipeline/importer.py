@@ -27,8 +27,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from tgdp.pipeline import ledger
-from tgdp.pipeline.fetch import EVENT_COLUMNS, RootLock, clip_states, file_sha256, tool_versions
-from tgdp.pipeline.layout import manifest_path, raw_path_for, safe_name, within_root
+from tgdp.pipeline.fetch import EVENT_COLUMNS, RootLock, clip_states, tool_versions
+from tgdp.pipeline.layout import file_sha256, manifest_path, raw_path_for, safe_name, within_root
 
 __all__ = ["ImportReport", "import_clips"]
 

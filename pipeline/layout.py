@@ -22,6 +22,7 @@ from pathlib import Path
 __all__ = [
     "clip_id_for",
     "events_dir",
+    "file_sha256",
     "manifest_path",
     "raw_dir",
     "raw_path_for",
@@ -72,3 +73,12 @@ def within_root(root: Path, path: Path) -> bool:
     except ValueError:
         return False
     return True
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (the identity recorded for raw clips and shards)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -48,7 +48,7 @@ from tgdp.pipeline.features import (
     feature_cache_path,
     read_feature_cache,
 )
-from tgdp.pipeline.layout import manifest_path, within_root
+from tgdp.pipeline.layout import file_sha256, manifest_path, within_root
 from tgdp.pipeline.ledger import latest
 from tgdp.pipeline.media import decode_window, ffmpeg_version
 from tgdp.pipeline.validate import map_clips
@@ -203,14 +203,6 @@ def _open_sink(path: Path) -> BinaryIO:
     return open(path, "wb", buffering=8 << 20)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(8 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class _ShardWriter:
     """Streams ordered rows into contiguous shards under a staging directory."""
 
@@ -292,7 +284,7 @@ class _ShardWriter:
             "file": name,
             "rows": len(self._ids),
             "bytes": final.stat().st_size,
-            "sha256": _sha256(final),
+            "sha256": file_sha256(final),
             "clip_ids": self._ids,
             "digest": hashlib.sha256("\n".join(self._digests).encode()).hexdigest(),
         }
@@ -658,7 +650,7 @@ def verify_store(store: Path, decode_jpegs: bool = True) -> VerifyReport:
             if not path.is_file():
                 report.problems.append(f"{where}: missing")
                 continue
-            if _sha256(path) != shard["sha256"]:
+            if file_sha256(path) != shard["sha256"]:
                 report.problems.append(f"{where}: sha256 mismatch (index {shard['sha256'][:12]}…)")
             try:
                 table = pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all()

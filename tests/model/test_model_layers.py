@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from tgdp.model.cavmae_sync import _global_query_block
 from tgdp.model.config import ModelConfig
 from tgdp.model.layers import Block, audio_to_image, patchify, sincos_pos_embed_2d
 from tgdp.model.presets import PRESETS
@@ -78,7 +77,7 @@ def test_global_paths_match_full_block(modality: str | None) -> None:
     ref = torch.softmax(q[:, 2] @ k[:, 2].transpose(-1, -2) / math.sqrt(8), dim=-1)
     assert torch.allclose(attn[:, 2], ref, atol=1e-5)
     if modality is not None:
-        assert torch.allclose(_global_query_block(blk, x, modality), full[:, 0], atol=1e-5)
+        assert torch.allclose(blk.forward_global(x, modality), full[:, 0], atol=1e-5)
 
 
 def test_global_attention_is_fp32_under_bf16_autocast() -> None:
