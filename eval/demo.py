@@ -258,6 +258,13 @@ def run_demo(out: Path, cfg: DemoConfig) -> Path:
                     "--set", "batch_size=32",
                 )
             )  # fmt: skip
+        if not _fresh(ev / "health.json", ckpt):
+            _run(
+                _cli(
+                    eval_cli, "health", "--checkpoint", str(ckpt), "--store", str(store), "--split", "eval",
+                    "--out", str(ev / "health.json"), "--device", "cpu",
+                )
+            )  # fmt: skip
         results[preset] = ev / "retrieval"
         result_files += [str(ev / "retrieval" / "retrieval.json"), str(ev / "probe" / "probe.json")]
         timings[f"eval {preset}"] = time.perf_counter() - t
@@ -301,6 +308,33 @@ def _fault_table(out: Path) -> str:
     )
 
 
+def _health_table(out: Path, cfg: DemoConfig) -> str:
+    """Training-time and held-out representation health of each trained model (docs/MODEL.md)."""
+    import math
+
+    rows = []
+    for preset in cfg.models:
+        h = json.loads((out / "eval" / preset / "health.json").read_text(encoding="utf-8"))
+        logged = [
+            json.loads(line)
+            for line in (out / "train" / preset / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+        tail = [r["contrastive_loss"] for r in logged[int(len(logged) * 0.8) :] if r.get("contrastive_loss")]
+        train_nce = f"{sum(tail) / len(tail):.3f}" if tail else "–"
+        warn = "; ".join(h["collapse_warnings"]) or "none"
+        rows.append(
+            f"| {preset} | {train_nce} / {math.log(cfg.batch_size):.3f} | {h['heldout_nce']:.3f} / "
+            f"{h['heldout_nce_chance']:.3f} | {h['a_cos']:.3f} / {h['v_cos']:.3f} | "
+            f"{h['a_std_iso']:.3f} / {h['v_std_iso']:.3f} | {h['a_erank']:.2f} / {h['v_erank']:.2f} | {warn} |"
+        )
+    head = (
+        "| model | train InfoNCE, last 20% / ln B | held-out InfoNCE / ln N | pairwise cos a / v | std·√D a / v "
+        "| effective rank a / v | collapse rules fired |\n|---|---|---|---|---|---|---|\n"
+    )
+    return head + "\n".join(rows)
+
+
 def _write_report(
     out: Path, cfg: DemoConfig, timings: dict[str, float], total_s: float, loss_png: Path, recall_png: Path
 ) -> Path:
@@ -317,6 +351,14 @@ media server, validated, sharded ({cfg.frame_size}-px frames, {cfg.num_mel_bins}
 tiny CAV-MAE Sync trained for the same budget ({cfg.train_steps} steps × batch {cfg.batch_size}) and evaluated
 on the held-out split. These are smoke-scale numbers that show the chain works; REPRODUCTION.md has the
 controlled comparison.
+
+## Representation health
+
+Held-out figures from `tgdp-eval health` on the eval split (one frame/segment pair per clip, unmasked encoder);
+an InfoNCE at its chance level ln(N) means the model has not learnt the audio-visual correspondence, and a pairwise
+cosine near 1 with a small std·√D means the global token no longer depends on the input (rules in docs/MODEL.md).
+
+{_health_table(out, cfg)}
 
 ## Funnel
 
