@@ -239,3 +239,60 @@ def test_single_process_probe_agrees_with_ffprobe(fault_root, ffmpeg_bin, tmp_pa
             assert fast["reason_detail"], task["clip_id"]
     # 0.5 s less the AAC priming the stream copy exposes; both paths agree on it (checked above).
     assert fast["clip_id"] == "offset" and 0.3 < fast["av_offset_s"] < 0.6 and fast["is_av_offset"]
+
+
+@pytest.mark.parametrize("err", ["EACCES", "ENOSPC", "EIO", "EMFILE"])
+def test_environment_errors_are_transient_and_retried(tmp_path, make_clip, monkeypatch, err):
+    """A permission, disk, I/O or fd-limit error says nothing about the clip: it is retried on the next run."""
+    import errno
+    import os
+
+    from tgdp.pipeline import media
+    from tgdp.pipeline import validate as validate_mod
+
+    root = tmp_path / "root"
+    write_manifest(root, [{"ytid": "envenvenv01", "start_s": 0.0, "end_s": 3.0}])
+    cid = clip_id_for("audioset", "envenvenv01", 0.0)
+    fetch_ok(root, cid, make_clip(tmp_path / "m" / "a.mp4", duration=3.0), section_start_s=0.0)
+    code = getattr(errno, err)
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    # EACCES/EIO when the file is opened, EMFILE/ENOSPC when ffmpeg is started: both ends of the same verdict.
+    if err in ("EACCES", "EIO"):
+        real_open = open
+        raw = str(root / "raw")
+        monkeypatch.setattr(
+            validate_mod,
+            "open",
+            lambda p, *a, **k: refuse() if str(p).startswith(raw) else real_open(p, *a, **k),
+            raising=False,
+        )
+    else:
+        monkeypatch.setattr(media.subprocess, "Popen", refuse)
+    s1 = run_validate(root, backend="serial")
+    ev = latest(root, "validate")[cid]
+    assert (ev["valid"], ev["reason"], ev["transient"]) == (False, "io_error", True), ev
+    assert err in ev["reason_detail"] or os.strerror(code) in ev["reason_detail"]
+    assert s1.dropped == {"io_error": 1}
+    monkeypatch.undo()
+    s2 = run_validate(root, backend="serial")
+    assert (s2.skipped_up_to_date, s2.validated, s2.valid) == (0, 1, 1)
+
+
+def test_ffmpeg_reporting_an_environment_error_is_transient(tmp_path, make_clip, monkeypatch):
+    from tgdp.pipeline import validate as validate_mod
+    from tgdp.pipeline.media import MediaError
+
+    def denied(*a, **k):
+        raise MediaError("unreadable", "/x/raw/ab/c_x.mp4: Permission denied")
+
+    root = tmp_path / "root"
+    write_manifest(root, [{"ytid": "envenvenv02", "start_s": 0.0, "end_s": 3.0}])
+    cid = clip_id_for("audioset", "envenvenv02", 0.0)
+    fetch_ok(root, cid, make_clip(tmp_path / "m" / "a.mp4", duration=3.0), section_start_s=0.0)
+    monkeypatch.setattr(validate_mod, "probe_decode", denied)
+    run_validate(root, backend="serial")
+    ev = latest(root, "validate")[cid]
+    assert (ev["reason"], ev["transient"]) == ("io_error", True), ev
