@@ -100,12 +100,14 @@ _RULES: list[tuple[str, bool, re.Pattern[str]]] = [
         ("http_403", True, r"HTTP Error 403|forbidden"),
         ("http_5xx", True, r"HTTP Error 5\d\d"),
         ("timeout", True, r"timed? ?out"),
+        # The server answered with no body: not a network fault, and not worth retrying within the attempt.
+        ("empty_download", True, r"did not get any data blocks|downloaded file is empty|empty output file"),
         (
             "network",
             True,
             r"connection (reset|refused|aborted)|remote end closed|incompleteread|bytes read, \d+ more|"
             r"name or service not known|temporary failure in name resolution|network is unreachable|"
-            r"did not get any data blocks|transporterror|\bEOF\b",
+            r"transporterror|\bEOF\b",
         ),
         (
             "sabr_or_format_error",
@@ -402,6 +404,8 @@ class FetchSession:
             names = sorted(p.name for p in directory.iterdir())
             return {**facts, **self._fail(f"expected one output file, found {names}", "tool_error", True)}
         out = outputs[0]
+        if out.stat().st_size == 0:
+            return {**facts, **self._fail("empty output file (0 bytes)", "empty_download", True)}
         final = raw_path_for(self.root, task["clip_id"], out.suffix)
         if not within_root(self.root, final):
             raise RuntimeError(f"refusing to write outside ROOT: {final}")

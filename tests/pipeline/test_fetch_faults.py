@@ -311,3 +311,20 @@ def test_import_matches_ytid_clipid_and_reports_unmatched(tmp_path: Path, master
 )  # fmt: skip
 def test_fetch_classify_error(message: str, reason: str, transient: bool) -> None:
     assert classify_error(message) == (reason, transient)
+
+
+def test_zero_byte_download_has_its_own_reason_and_stops_at_the_cap(tmp_path: Path, master_clip: Path) -> None:
+    corpus = make_corpus(tmp_path / "corpus", master_clip, ["fine0000001"])
+    (corpus / "videos" / "empty000001.mp4").write_bytes(b"")  # the server answers 200 with no body
+    root = tmp_path / "root"
+    write_manifest(root, ["fine0000001", "empty000001"])
+    with MediaServer(corpus) as base:
+        runs = [fetch(root, cfg(base, max_attempts=2)) for _ in range(3)]
+    assert [r.failed.get("empty_download", 0) for r in runs] == [1, 1, 0]
+    assert runs[2].attempted == 0 and runs[2].skipped == {"done": 1, "gave_up": 1}
+    evs = [e for e in events(root) if e["clip_id"] == "synth:empty000001:1000"]
+    assert [(e["reason"], e["transient"], e["gave_up"]) for e in evs] == [
+        ("empty_download", True, False),
+        ("empty_download", True, True),
+    ]
+    assert classify_error("ERROR: Did not get any data blocks") == ("empty_download", True)
