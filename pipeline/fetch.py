@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -524,20 +526,60 @@ class FetchSummary:
 
 
 class RootLock:
-    """Exclusive per-ROOT lock (released by the kernel if the process dies), so two fetches never share tmp/."""
+    """Exclusive lock on a directory's lock file, held for a whole run (fetch/import on ROOT, shard on STORE).
 
-    def __init__(self, path: Path) -> None:
+    `flock` is released by the kernel if the process dies, so a stale file never blocks a rerun. The holder writes
+    its pid, host, start time and `what` into the file, and a refused run's error quotes them. The file is removed on
+    release (so it never shows up in a finished store); a run that locked a file another one had just removed checks
+    the inode and locks the new file instead.
+    """
+
+    def __init__(self, path: Path, what: str = "fetch/import") -> None:
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(path, "a+")  # noqa: SIM115 - held for the whole run
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.fh.close()
-            raise RuntimeError(f"another fetch/import holds {path}") from None
+        self.path = path
+        while True:
+            fh = open(path, "a+")  # noqa: SIM115 - held for the whole run
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = _holder_text(fh.read())
+                fh.close()
+                raise RuntimeError(f"another {what} run holds {path}{holder}; wait for it or stop it") from None
+            try:
+                same = os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            fh.close()  # the previous holder removed the file between our open and our lock: lock the new one
+        self.fh = fh
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "what": what,
+        }
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps(info) + "\n")
+        fh.flush()
 
     def release(self) -> None:
+        if self.fh.closed:
+            return
+        self.path.unlink(missing_ok=True)  # while still locked: nobody can be holding the file we remove
         fcntl.flock(self.fh, fcntl.LOCK_UN)
         self.fh.close()
+
+
+def _holder_text(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f" (pid {info['pid']} on {info['host']}, started {info['started']})"
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def _tasks(root: Path, cfg: FetchConfig, summary: FetchSummary) -> list[dict[str, Any]]:

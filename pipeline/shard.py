@@ -20,7 +20,9 @@ names their clips and an input digest). A rerun reuses the staged prefix whose c
 decodes the rest. Only when every shard is done is the split assembled in a temporary directory (named
 `data-XXXXX-of-NNNNN.arrow`, `dataset_info.json`, `state.json`, `index.json`) and renamed into place, so STORE/<split>
 is always either the previous complete store or the new complete one. A write error (ENOSPC) removes the partial
-file and raises `ShardError` naming it.
+file and raises `ShardError` naming it. One run at a time per store: `run_shard` holds an exclusive `flock` on
+STORE/.shard.lock (removed at the end); a second run fails at once with a `ShardError` naming the holder's pid, host
+and start time.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ __all__ = [
     "shard_clip",
     "split_group",
     "store_features",
+    "store_lock",
     "store_meta",
     "verify_store",
 ]
@@ -74,6 +77,19 @@ _FLAGS = ("is_silent", "is_still", "is_av_offset")
 
 class ShardError(RuntimeError):
     """The store could not be written; the message names the file and the cause."""
+
+
+STORE_LOCK = ".shard.lock"
+
+
+def store_lock(store: Path | str) -> Any:
+    """Take the exclusive lock of STORE (`STORE/.shard.lock`) for one shard run; ShardError names the holder."""
+    from tgdp.pipeline.fetch import RootLock
+
+    try:
+        return RootLock(Path(store) / STORE_LOCK, what="`tgdp-data shard`")
+    except RuntimeError as exc:
+        raise ShardError(str(exc)) from None
 
 
 class ShardConfig(FeatureParams):
@@ -585,25 +601,29 @@ def run_shard(
     store.mkdir(parents=True, exist_ok=True)
     summary = ShardSummary()
     groups = _tasks(root, cfg)
-    for split in ("train", "eval"):
-        tasks = groups.get(split, [])
-        if not tasks:
-            continue
-        _shard_split(
-            store,
-            split,
-            tasks,
-            cfg,
-            summary,
-            backend=backend,
-            num_workers=num_workers,
-            address=address,
-            force=force,
-            progress=progress,
-        )
-    staging_root = store / ".staging"
-    if staging_root.is_dir() and not any(staging_root.iterdir()):
-        staging_root.rmdir()
+    lock = store_lock(store)  # two runs on one store would share .staging/ and .tmp-<split>/
+    try:
+        for split in ("train", "eval"):
+            tasks = groups.get(split, [])
+            if not tasks:
+                continue
+            _shard_split(
+                store,
+                split,
+                tasks,
+                cfg,
+                summary,
+                backend=backend,
+                num_workers=num_workers,
+                address=address,
+                force=force,
+                progress=progress,
+            )
+        staging_root = store / ".staging"
+        if staging_root.is_dir() and not any(staging_root.iterdir()):
+            staging_root.rmdir()
+    finally:
+        lock.release()
     return summary
 
 
