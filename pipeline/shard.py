@@ -19,8 +19,9 @@ Crash safety: finished shards go to STORE/.staging/<split>/ (written as .tmp, fs
 names their clips and an input digest). A rerun reuses the staged prefix whose clips and digest still match and
 decodes the rest. Only when every shard is done is the split assembled in a temporary directory (named
 `data-XXXXX-of-NNNNN.arrow`, `dataset_info.json`, `state.json`, `index.json`) and renamed into place, so STORE/<split>
-is always either the previous complete store or the new complete one. A write error (ENOSPC) removes the partial
-file and raises `ShardError` naming it. One run at a time per store: `run_shard` holds an exclusive `flock` on
+is always either the previous complete store or the new complete one. At the end STORE/dataset_dict.json names the
+complete splits, so `datasets.load_from_disk(STORE)` opens the whole store as a DatasetDict. A write error (ENOSPC)
+removes the partial file and raises `ShardError` naming it. One run at a time per store: `run_shard` holds an exclusive `flock` on
 STORE/.shard.lock (removed at the end); a second run fails at once with a `ShardError` naming the holder's pid, host
 and start time.
 """
@@ -584,6 +585,16 @@ def _assemble(
     summary.rows[split], summary.shards[split] = index["num_rows"], n
 
 
+def _write_dataset_dict(store: Path) -> None:
+    """STORE/dataset_dict.json (`{"splits": [...]}`), what `datasets.load_from_disk(STORE)` looks for to open the
+    store as a DatasetDict. It names the complete splits only (those with index.json) and holds nothing else, so
+    identical stores stay byte-identical; no index.json lists it, and verify checks it against the split folders."""
+    splits = [s for s in ("train", "eval") if (store / s / "index.json").is_file()]
+    if splits:
+        try:
+            _write_json(store / "dataset_dict.json", {"splits": splits})
+        except OSError as exc:
+            raise ShardError(f"writing {store / 'dataset_dict.json'}: {exc.strerror or exc}") from exc
 def run_shard(
     root: Path,
     store: Path,
@@ -622,6 +633,7 @@ def run_shard(
         staging_root = store / ".staging"
         if staging_root.is_dir() and not any(staging_root.iterdir()):
             staging_root.rmdir()
+        _write_dataset_dict(store)
     finally:
         lock.release()
     return summary
@@ -709,6 +721,16 @@ def verify_store(store: Path, decode_jpegs: bool = True) -> VerifyReport:
         if total != index["num_rows"]:
             report.problems.append(f"{split_dir.name}: {total} rows in shards, index says {index['num_rows']}")
         report.splits[split_dir.name] = total
+    dd = store / "dataset_dict.json"
+    if dd.is_file():
+        try:
+            listed = json.loads(dd.read_text(encoding="utf-8"))["splits"]
+        except (ValueError, KeyError, TypeError) as exc:
+            report.problems.append(f"dataset_dict.json: unreadable ({exc})")
+        else:
+            missing = [s for s in listed if s not in report.splits]
+            if missing:
+                report.problems.append(f"dataset_dict.json: lists {missing}, which have no index.json")
     return report
 
 

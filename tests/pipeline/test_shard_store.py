@@ -286,3 +286,14 @@ def test_a_second_shard_on_the_same_store_is_refused_naming_the_holder(built):
         holder.wait(timeout=60)
     assert sorted(run_shard(root, store, SMALL, backend="serial").up_to_date) == ["eval", "train"]
     assert _tree(store) == before  # no lock file is left behind
+
+
+def test_the_store_root_opens_as_a_datasetdict(built):
+    import datasets
+
+    _root, store, _files, _ = built
+    dd = datasets.load_from_disk(str(store))
+    assert isinstance(dd, datasets.DatasetDict) and sorted(dd) == ["eval", "train"]
+    assert (len(dd["train"]), len(dd["eval"])) == (3, 1)
+    assert dd["eval"][0]["clip_id"] == clip_id_for("audioset", "e1", 0.0)
+    assert verify_store(store).splits == {"eval": 1, "train": 3}
