@@ -21,9 +21,9 @@ decodes the rest. Only when every shard is done is the split assembled in a temp
 `data-XXXXX-of-NNNNN.arrow`, `dataset_info.json`, `state.json`, `index.json`) and renamed into place, so STORE/<split>
 is always either the previous complete store or the new complete one. At the end STORE/dataset_dict.json names the
 complete splits, so `datasets.load_from_disk(STORE)` opens the whole store as a DatasetDict. A write error (ENOSPC)
-removes the partial file and raises `ShardError` naming it. One run at a time per store: `run_shard` holds an exclusive `flock` on
-STORE/.shard.lock (removed at the end); a second run fails at once with a `ShardError` naming the holder's pid, host
-and start time.
+removes the partial file and raises `ShardError` naming it. One run at a time per store: `run_shard` holds an
+exclusive `flock` on STORE/.shard.lock (removed at the end); a second run fails at once with a `ShardError` naming
+the holder's pid, host and start time.
 """
 
 from __future__ import annotations
