@@ -595,6 +595,8 @@ def _write_dataset_dict(store: Path) -> None:
             _write_json(store / "dataset_dict.json", {"splits": splits})
         except OSError as exc:
             raise ShardError(f"writing {store / 'dataset_dict.json'}: {exc.strerror or exc}") from exc
+
+
 def run_shard(
     root: Path,
     store: Path,
