@@ -5,7 +5,9 @@ One attempt per clip per run, each recorded as a `fetch` event (`tgdp.pipeline.l
   time `section_start_s`; "full": the section download failed in ffmpeg and the whole stream was fetched, so
   `section_start_s` is 0), format facts from yt-dlp's info dict, tool versions, `session_id`.
 - failed: `reason` from `classify_error` (taxonomy in data-spec D2 / docs/FETCH.md), `transient`, `reason_detail`
-  (first error line, ≤500 chars). Transient failures get `next_attempt_after` (exponential backoff, honoured by later
+  (first error line, ≤500 chars). A 5xx or connection failure (`RETRY_IN_ATTEMPT`) is first retried inside the
+  attempt, `retries` times with a short doubling delay (`retry_backoff_s`, capped at `retry_backoff_max_s`);
+  `in_attempt_retries` counts them. Transient failures get `next_attempt_after` (exponential backoff, honoured by later
   runs unless `retry_now`); after `max_attempts` transient failures a clip is `gave_up` (still pending-transient,
   never "gone": raise `--max-attempts` to resume it). Permanent failures are not retried.
 
@@ -55,6 +57,7 @@ __all__ = [
     "DEFAULT_URL_TEMPLATE",
     "EVENT_COLUMNS",
     "PERMANENT_REASONS",
+    "RETRY_IN_ATTEMPT",
     "RootLock",
     "TRANSIENT_REASONS",
     "FetchConfig",
@@ -119,6 +122,10 @@ _RULES: list[tuple[str, bool, re.Pattern[str]]] = [
         ("unavailable", False, r"video unavailable|HTTP Error 404|HTTP Error 410|not available|does not exist"),
     ]
 ]
+# A server blip (5xx, a reset or a cut-off body) usually clears within seconds: retried inside the attempt with a short
+# exponential backoff (`retries` times) before the clip is parked for the cross-run backoff. 429 and the bot check
+# are a verdict on the session, so they keep the long backoff only.
+RETRY_IN_ATTEMPT = frozenset({"http_5xx", "network"})
 PERMANENT_REASONS = tuple(r for r, t, _ in _RULES if not t) + ("segment_out_of_range",)
 TRANSIENT_REASONS = tuple(r for r, t, _ in _RULES if t) + ("tool_error",)
 
@@ -128,7 +135,7 @@ EVENT_COLUMNS = (
     "clip_id", "status", "reason", "transient", "reason_detail", "attempt", "session_id", "source",
     "raw_path", "file_bytes", "sha256", "section_mode", "section_start_s", "section_end_s", "source_duration_s",
     "format_id", "vcodec", "acodec", "height", "fps", "yt_dlp_version", "ffmpeg_version", "elapsed_s",
-    "next_attempt_after", "gave_up",
+    "next_attempt_after", "gave_up", "in_attempt_retries",
 )  # fmt: skip
 
 
@@ -183,7 +190,11 @@ class FetchConfig(StrictConfig):
     backoff_max_s: float = Field(86400.0, ge=0)
     retry_now: bool = False
     socket_timeout: float = Field(30.0, gt=0)
-    retries: int = Field(3, ge=0, description="yt-dlp retries / fragment_retries / extractor_retries")
+    retries: int = Field(
+        3, ge=0, description="yt-dlp retries / fragment_retries / extractor_retries; in-attempt retries of 5xx/reset"
+    )
+    retry_backoff_s: float = Field(1.0, ge=0, description="first in-attempt retry delay; doubles per retry")
+    retry_backoff_max_s: float = Field(8.0, ge=0, description="cap of the in-attempt retry delay")
     duration_tolerance_s: float = Field(1.0, ge=0)
     limit: int | None = Field(None, ge=0)
     splits: list[str] = []
@@ -334,8 +345,15 @@ class FetchSession:
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
         t0 = time.monotonic()
         self.bucket.acquire()
-        event = self._attempt(task)
+        retried = 0
+        while True:
+            event = self._attempt(task)
+            if event["status"] == "ok" or event["reason"] not in RETRY_IN_ATTEMPT or retried >= self.cfg.retries:
+                break
+            time.sleep(min(self.cfg.retry_backoff_max_s, self.cfg.retry_backoff_s * 2**retried))
+            retried += 1
         event.update(
+            in_attempt_retries=retried,
             clip_id=task["clip_id"],
             attempt=task["attempt"],
             session_id=self.session_id,

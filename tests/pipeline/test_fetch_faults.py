@@ -328,3 +328,30 @@ def test_zero_byte_download_has_its_own_reason_and_stops_at_the_cap(tmp_path: Pa
         ("empty_download", True, True),
     ]
     assert classify_error("ERROR: Did not get any data blocks") == ("empty_download", True)
+
+
+def test_transient_http_is_retried_inside_the_attempt(tmp_path: Path, master_clip: Path) -> None:
+    """503 twice then fine, one reset: fetched in the FIRST run (the retries are counted in the event); a server that
+    keeps failing is parked for the cross-run backoff after `retries`; 429 is never retried within the attempt."""
+    ytids = ["twice503", "reset1", "always503", "once429"]
+    corpus = make_corpus(tmp_path / "corpus", master_clip, ytids)
+    root = tmp_path / "root"
+    write_manifest(root, ytids)
+    faults = {
+        "twice503": FaultSpec(kind="http", status=503, times=2),
+        "reset1": FaultSpec(kind="reset", times=1),
+        "always503": FaultSpec(kind="http", status=503),
+        "once429": FaultSpec(kind="http", status=429, times=1),
+    }
+    with MediaServer(corpus, faults=faults) as base:
+        s = fetch(root, cfg(base, retries=3, retry_backoff_s=0.01, retry_backoff_max_s=0.02, backoff_s=900))
+    assert s.ok == 2 and s.failed == {"http_5xx": 1, "http_429": 1}, s.as_dict()
+    latest = ledger.latest(root, "fetch")
+    got = {c.split(":")[1]: (e["status"], e["in_attempt_retries"], e["attempt"]) for c, e in latest.items()}
+    assert got == {
+        "twice503": ("ok", 2, 1),
+        "reset1": ("ok", 1, 1),
+        "always503": ("failed", 3, 1),
+        "once429": ("failed", 0, 1),
+    }
+    assert latest["synth:always503:1000"]["next_attempt_after"] is not None  # then the long, cross-run backoff
