@@ -116,7 +116,9 @@ def fetch_cmd(
     ),
     sessions: int = typer.Option(1, help="download sessions (Ray actors; one per egress IP/account)"),
     in_flight: int = typer.Option(2, help="clips in flight per session"),
-    rate_per_hour: float = typer.Option(300.0, help="clip starts per hour per session (0 = unlimited)"),
+    rate_per_hour: float = typer.Option(
+        300.0, help="clip starts per hour per session (0 = unlimited: use it for a local `serve`)"
+    ),
     max_attempts: int = typer.Option(5, help="transient failures before a clip is parked as gave_up"),
     backoff_s: float = typer.Option(900.0, help="first retry delay after a transient failure (doubles)"),
     retry_now: bool = typer.Option(False, help="ignore next_attempt_after backoff"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -135,7 +136,7 @@ EVENT_COLUMNS = (
     "clip_id", "status", "reason", "transient", "reason_detail", "attempt", "session_id", "source",
     "raw_path", "file_bytes", "sha256", "section_mode", "section_start_s", "section_end_s", "source_duration_s",
     "format_id", "vcodec", "acodec", "height", "fps", "yt_dlp_version", "ffmpeg_version", "elapsed_s",
-    "next_attempt_after", "gave_up", "in_attempt_retries",
+    "next_attempt_after", "gave_up", "in_attempt_retries", "rate_wait_s",
 )  # fmt: skip
 
 
@@ -229,6 +230,7 @@ class TokenBucket:
         self.burst = max(1, burst)
         self.tokens = float(self.burst)
         self.last = time.monotonic()
+        self.next_token_s = 0.0  # after the last acquire: seconds until the bucket holds a whole token again
         self._lock = threading.Lock()
 
     def acquire(self) -> float:
@@ -243,6 +245,7 @@ class TokenBucket:
                 self.last = now
                 if self.tokens >= 1:
                     self.tokens -= 1
+                    self.next_token_s = (1 - self.tokens) / self.rate if self.tokens < 1 else 0.0
                     return waited
                 need = (1 - self.tokens) / self.rate
             time.sleep(need)
@@ -344,7 +347,8 @@ class FetchSession:
 
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
         t0 = time.monotonic()
-        self.bucket.acquire()
+        waited = self.bucket.acquire()
+        next_token_at = time.time() + self.bucket.next_token_s if self.cfg.rate_per_hour > 0 else None
         retried = 0
         while True:
             event = self._attempt(task)
@@ -354,6 +358,8 @@ class FetchSession:
             retried += 1
         event.update(
             in_attempt_retries=retried,
+            rate_wait_s=round(waited, 3),
+            _next_token_at=next_token_at,  # for the driver's progress note only (not an event column)
             clip_id=task["clip_id"],
             attempt=task["attempt"],
             session_id=self.session_id,
@@ -628,12 +634,51 @@ def _tasks(root: Path, cfg: FetchConfig, summary: FetchSummary) -> list[dict[str
     return tasks
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
+class _Progress:
+    """The fetch bar: done/ok/failed, and "rate-limited, next start in N s" while the rate limit is what it waits for.
 
-    return tqdm(total=total, unit="clip", dynamic_ncols=True, smoothing=0.1)
+    The token buckets live in the sessions (Ray actors), so each event brings back when its session's next token is
+    due (`_next_token_at`, wall clock; not recorded); a 0.5-s ticker keeps the note current while sessions sleep."""
+
+    def __init__(self, total: int, cfg: FetchConfig) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="clip", dynamic_ncols=True, smoothing=0.1)
+        self.total, self.done, self.ok, self.failed = total, 0, 0, 0
+        self.limited = cfg.rate_per_hour > 0
+        self.next_at: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._ticker = threading.Thread(target=self._tick, name="tgdp-fetch-progress", daemon=True)
+        self._ticker.start()
+
+    def note(self) -> str:
+        text = f"ok={self.ok}, failed={self.failed}"
+        if self.limited and self.next_at and self.done < self.total:
+            wait = min(self.next_at.values()) - time.time()
+            if wait > 0.05:
+                text += f", rate-limited, next start in {math.ceil(wait)} s"
+        return text
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            with self._lock:
+                self.bar.set_postfix_str(self.note(), refresh=True)
+
+    def update(self, ok: bool, session: str | None, next_token_at: float | None) -> None:
+        with self._lock:
+            if session is not None and next_token_at is not None:
+                self.next_at[session] = next_token_at
+            self.done += 1
+            self.ok += ok
+            self.failed += not ok
+            self.bar.update(1)
+            self.bar.set_postfix_str(self.note(), refresh=False)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._ticker.join()
+        self.bar.close()
 
 
 def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
@@ -664,7 +709,7 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
             str(run_dir),
             str(Path(cfg.cookies).resolve()) if cfg.cookies else None,
         )
-        bar = _progress(len(tasks), cfg.progress)
+        bar = _Progress(len(tasks), cfg) if cfg.progress else None
         with ledger.EventWriter(root, "fetch", flush_every=16, flush_seconds=5.0) as writer:
             results: Iterator[dict[str, Any]] = run_sessions(
                 make,
@@ -691,8 +736,7 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
                 else:
                     summary.failed[event["reason"]] += 1
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(ok=summary.ok, failed=sum(summary.failed.values()), refresh=False)
+                    bar.update(event["status"] == "ok", event.get("session_id"), event.get("_next_token_at"))
         if bar is not None:
             bar.close()
         _remove(run_dir)

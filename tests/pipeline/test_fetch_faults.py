@@ -355,3 +355,18 @@ def test_transient_http_is_retried_inside_the_attempt(tmp_path: Path, master_cli
         "once429": ("failed", 0, 1),
     }
     assert latest["synth:always503:1000"]["next_attempt_after"] is not None  # then the long, cross-run backoff
+
+
+def test_progress_bar_says_when_it_waits_for_the_rate_limit(
+    tmp_path: Path, master_clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ytids = ["rate1", "rate2", "rate3"]
+    corpus = make_corpus(tmp_path / "corpus", master_clip, ytids)
+    root = tmp_path / "root"
+    write_manifest(root, ytids)
+    with MediaServer(corpus) as base:
+        s = fetch(root, cfg(base, rate_per_hour=1200, in_flight=1, progress=True))  # one start per 3 s
+    assert s.ok == 3
+    assert "rate-limited, next start in" in capsys.readouterr().err
+    waits = sorted(e["rate_wait_s"] for e in events(root))
+    assert waits[0] == 0.0 and waits[-1] > 0.3  # the first start takes the bucket's token, a later one waits
