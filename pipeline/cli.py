@@ -135,7 +135,7 @@ def fetch_cmd(
 ) -> None:
     """Download every pending clip's padded segment with yt-dlp (resumable; every attempt is an event)."""
     from tgdp.pipeline.config import validate_config
-    from tgdp.pipeline.fetch import FetchConfig, fetch
+    from tgdp.pipeline.fetch import FetchConfig, FetchInterrupted, fetch
 
     cfg = validate_config(
         FetchConfig,
@@ -158,7 +158,11 @@ def fetch_cmd(
             progress=progress,
         ),
     )
-    summary = fetch(root, cfg)
+    try:
+        summary = fetch(root, cfg)
+    except FetchInterrupted as exc:  # Ctrl-C: say what was kept, exit as a shell does after SIGINT
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(130) from None
     typer.echo(_json.dumps(summary.as_dict(), indent=None if as_json else 2))
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "RootLock",
     "TRANSIENT_REASONS",
     "FetchConfig",
+    "FetchInterrupted",
     "FetchSession",
     "FetchSummary",
     "TokenBucket",
@@ -549,6 +550,23 @@ class FetchSummary:
         }
 
 
+class FetchInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGINT during `fetch`: the finished attempts are in the event log; the message says what was kept."""
+
+    def __init__(self, summary: FetchSummary) -> None:
+        self.summary = summary
+        failed = sum(summary.failed.values())
+        super().__init__(
+            f"fetch interrupted after {summary.attempted} attempt(s) in {summary.seconds:.0f} s: kept {summary.ok} "
+            f"fetched clip(s) and {failed} recorded failure(s) in ROOT/events/fetch; raw/ holds complete files only "
+            "(the download in progress is dropped with ROOT/tmp/fetch on the next run); rerun the same command to "
+            "resume"
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class RootLock:
     """Exclusive lock on a directory's lock file, held for a whole run (fetch/import on ROOT, shard on STORE).
 
@@ -710,33 +728,40 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
             str(Path(cfg.cookies).resolve()) if cfg.cookies else None,
         )
         bar = _Progress(len(tasks), cfg) if cfg.progress else None
-        with ledger.EventWriter(root, "fetch", flush_every=16, flush_seconds=5.0) as writer:
-            results: Iterator[dict[str, Any]] = run_sessions(
-                make,
-                tasks,
-                sessions=cfg.sessions,
-                in_flight=cfg.in_flight,
-                backend=cfg.backend,
-                address=cfg.address,
-                num_cpus=cfg.num_cpus,
-                session_prefix=f"{run_dir.name}-s",
-            )
-            for event in results:
-                if event["status"] == "failed" and event["transient"]:
-                    n = prior.get(event["clip_id"], 0) + 1
-                    delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (n - 1))
-                    event["next_attempt_after"] = datetime.now(timezone.utc) + timedelta(seconds=delay)
-                    event["gave_up"] = n >= cfg.max_attempts
-                else:
-                    event["gave_up"] = False
-                writer.add({k: event.get(k) for k in EVENT_COLUMNS})
-                summary.attempted += 1
-                if event["status"] == "ok":
-                    summary.ok += 1
-                else:
-                    summary.failed[event["reason"]] += 1
-                if bar is not None:
-                    bar.update(event["status"] == "ok", event.get("session_id"), event.get("_next_token_at"))
+        try:
+            with ledger.EventWriter(root, "fetch", flush_every=16, flush_seconds=5.0) as writer:
+                results: Iterator[dict[str, Any]] = run_sessions(
+                    make,
+                    tasks,
+                    sessions=cfg.sessions,
+                    in_flight=cfg.in_flight,
+                    backend=cfg.backend,
+                    address=cfg.address,
+                    num_cpus=cfg.num_cpus,
+                    session_prefix=f"{run_dir.name}-s",
+                )
+                for event in results:
+                    if event["status"] == "failed" and event["transient"]:
+                        n = prior.get(event["clip_id"], 0) + 1
+                        delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (n - 1))
+                        event["next_attempt_after"] = datetime.now(timezone.utc) + timedelta(seconds=delay)
+                        event["gave_up"] = n >= cfg.max_attempts
+                    else:
+                        event["gave_up"] = False
+                    writer.add({k: event.get(k) for k in EVENT_COLUMNS})
+                    summary.attempted += 1
+                    if event["status"] == "ok":
+                        summary.ok += 1
+                    else:
+                        summary.failed[event["reason"]] += 1
+                    if bar is not None:
+                        bar.update(event["status"] == "ok", event.get("session_id"), event.get("_next_token_at"))
+        except KeyboardInterrupt:
+            # The EventWriter has flushed on the way out: every finished attempt is in the log.
+            if bar is not None:
+                bar.close()
+            summary.seconds = time.monotonic() - t0
+            raise FetchInterrupted(summary) from None
         if bar is not None:
             bar.close()
         _remove(run_dir)
