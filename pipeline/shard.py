@@ -192,16 +192,17 @@ def shard_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     """
     cfg = ShardConfig.model_validate(task["cfg"])
     clip_id = task["clip_id"]
-    decoded = decode_window(
-        Path(task["path"]),
-        float(task["window_start_s"]),
-        float(task["duration_s"]),
+    kw = dict(
         num_frames=cfg.num_frames,
         size=cfg.frame_size,
         sample_rate=cfg.sample_rate,
         threads=cfg.ffmpeg_threads,
         timeout=cfg.timeout_s,
     )
+    path, start, dur = Path(task["path"]), float(task["window_start_s"]), float(task["duration_s"])
+    decoded = decode_window(path, start, dur, **kw)
+    if start > 0 and (decoded.errors or decoded.returncode != 0):
+        decoded = decode_window(path, start, dur, from_start=True, **kw)  # as validate does after a seek error
     if decoded.errors or decoded.returncode != 0:
         return {"clip_id": clip_id, "row": None, "reason": f"corrupt_decode: {decoded.first_error}"}
     payload, reason = clip_payload(decoded.frames, decoded.frame_pts_s, decoded.pcm, cfg.feature_params())

@@ -24,6 +24,11 @@ Where the target window lies inside the file (`window_start_s`, recorded in the 
     more than tol, the file must be the whole video → absolute times ("whole_file");
   - else the yt-dlp padded rule: the file holds [max(0, start − 2), end + 2], window at start − max(0, start − 2)
     ("padded").
+Which decode decided is recorded as `decode_path`: "start" (the window starts at 0 s, no seek), "seek" (a fast input
+seek to the window), or "from_start": after a seeked decode with an error (or fewer than `min_frames` video frames),
+the window is decoded again from the file's first packet with the cut made in the filter graph
+(`decode_window(from_start=True)`), and that decode gives the verdict. A seek that lands on a frame the decoder
+cannot start from (a broken index, x264 intra refresh) then no longer reads as a corrupt or short file.
 The verdict is versioned: `valid_rule` names the rule and its thresholds; a clip is re-validated when its fetch
 sha256 or the rule changes, and skipped otherwise (resumable). Every fetched clip gets exactly one latest event.
 
@@ -178,6 +183,7 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
         "audio_codec": None,
         "ffmpeg_version": ffmpeg_version(),
         "feature_cache": None,  # "cached", or why a valid clip's payload was not cached
+        "decode_path": None,  # which decode gave the verdict: start (window at 0), seek, or from_start (module doc)
         **_empty_metrics(),
     }
     cache_path = task.get("cache_path") if cfg.feature_cache else None
@@ -241,6 +247,21 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
             if exc.errno in _ENV_ERRNOS:
                 return _env_error(event, f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror or exc}")
             raise
+    event["decode_path"] = "seek" if offset > 0 else "start"
+    few_frames = has_v and (decoded.video_pts_s is None or decoded.video_pts_s.size < cfg.min_frames)
+    if offset > 0 and (decoded.errors or decoded.returncode != 0 or few_frames):
+        if _ENV_TEXT.search(decoded.first_error):
+            return _env_error(event, decoded.first_error)
+        # A seek can land on a frame the decoder cannot start from (broken index, intra refresh): the errors or the
+        # missing frames are then the seek's, not the file's. Decode the window again from the file start (no demuxer
+        # seek) and let that decide.
+        try:
+            decoded = decode_window(path, offset, dur, video=has_v, audio=has_a, from_start=True, **decode_kw)
+        except OSError as exc:
+            if exc.errno in _ENV_ERRNOS:
+                return _env_error(event, f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror or exc}")
+            raise
+        event["decode_path"] = "from_start"
     if decoded.errors or decoded.returncode != 0:
         if _ENV_TEXT.search(decoded.first_error):
             return _env_error(event, decoded.first_error)

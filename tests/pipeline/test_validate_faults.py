@@ -296,3 +296,35 @@ def test_ffmpeg_reporting_an_environment_error_is_transient(tmp_path, make_clip,
     run_validate(root, backend="serial")
     ev = latest(root, "validate")[cid]
     assert (ev["reason"], ev["transient"]) == ("io_error", True), ev
+
+
+def test_a_seek_error_is_decoded_again_from_the_start_before_the_verdict(tmp_path, ffmpeg_bin, make_clip):
+    """x264 intra refresh (no IDR after the first frame): a seek lands on a recovery point and the decoder logs
+    "mmco: unref short failure", yet the file decodes cleanly from its start. The verdict must be the file's."""
+    from tgdp.pipeline.shard import ShardConfig, shard_clip
+
+    media = tmp_path / "m"
+    media.mkdir()
+    ir = media / "intra_refresh.mp4"
+    cmd = [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=64x64:r=8:d=6"]
+    cmd += ["-f", "lavfi", "-i", "sine=f=440:d=6", "-c:v", "libx264", "-preset", "veryfast"]
+    cmd += ["-x264-params", "intra-refresh=1:keyint=16", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(ir)]
+    subprocess.run(cmd, check=True)
+    plain = make_clip(media / "plain.mp4", duration=6.0)
+    root = tmp_path / "root"
+    write_manifest(root, [{"ytid": y, "start_s": s, "end_s": s + 2.0} for y, s in [("iririririr1", 3.0),
+                          ("plainplain1", 3.0), ("plainplain0", 0.0)]])  # fmt: skip
+    for ytid, path, start in [("iririririr1", ir, 3.0), ("plainplain1", plain, 3.0), ("plainplain0", plain, 0.0)]:
+        fetch_ok(root, clip_id_for("audioset", ytid, start), path, section_start_s=0.0)
+    run_validate(root, backend="serial")
+    ev = latest(root, "validate")
+    got = {c.split(":")[1]: (e["valid"], e["reason"], e["decode_path"]) for c, e in ev.items()}
+    assert got == {
+        "iririririr1": (True, None, "from_start"),  # was corrupt_decode: mmco: unref short failure
+        "plainplain1": (True, None, "seek"),
+        "plainplain0": (True, None, "start"),
+    }
+    # shard decodes with the same fallback when validate's cache entry is gone
+    task = {"clip_id": "x", "path": str(ir), "window_start_s": 3.0, "duration_s": 2.0, "row": {"clip_id": "x"}}
+    res = shard_clip({**task, "cfg": ShardConfig(num_mel_bins=64, frame_size=32).model_dump()})
+    assert res["reason"] is None and len(res["row"]["frames_jpeg"]) == 16
