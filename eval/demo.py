@@ -136,6 +136,7 @@ def _recall_plot(results: dict[str, Path], path: Path) -> Path:
 def run_demo(out: Path, cfg: DemoConfig) -> Path:
     """Run (or resume) the demo chain under `out`; returns the path of the report."""
     from tgdp.pipeline.serve import MediaServer
+    from tgdp.pipeline.synth import LABELS_FILE, SEGMENT_FILES
 
     t_start = time.perf_counter()
     out = out.resolve()
@@ -147,7 +148,7 @@ def run_demo(out: Path, cfg: DemoConfig) -> Path:
     t = _stage("1. synth: the synthetic audio-visual corpus (real media, fault cases, ground truth)")
     stamp = corpus / "demo-config.json"
     want = json.dumps({"num_clips": cfg.num_clips, "seed": cfg.seed})
-    if stamp.exists() and stamp.read_text() == want and (corpus / "ground_truth.csv").exists():
+    if stamp.exists() and stamp.read_text() == want and (corpus / LABELS_FILE).exists():
         print(f"reusing {corpus}")
     else:
         _run(_cli(data, "synth", str(corpus), "--num-clips", str(cfg.num_clips), "--seed", str(cfg.seed)))
@@ -161,9 +162,9 @@ def run_demo(out: Path, cfg: DemoConfig) -> Path:
         _run(
             _cli(
                 data, "manifest", str(root), "--dataset", "audioset",
-                "--csv", f"{corpus / 'train_segments.csv'}:as_bal_train",
-                "--csv", f"{corpus / 'eval_segments.csv'}:as_eval",
-                "--labels", str(corpus / "class_labels_indices.csv"),
+                "--csv", f"{corpus / SEGMENT_FILES['as_bal_train']}:as_bal_train",
+                "--csv", f"{corpus / SEGMENT_FILES['as_eval']}:as_eval",
+                "--labels", str(corpus / LABELS_FILE),
             )
         )  # fmt: skip
     timings["manifest"] = time.perf_counter() - t
