@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 
 import typer
@@ -65,6 +66,15 @@ def main(
     except NonFiniteLossError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None
+    if summary["status"] == "interrupted":
+        sig = signal.Signals(summary["signal"])
+        if rank == 0:
+            typer.echo(
+                f"interrupted by {sig.name} after step {summary['step']}/{summary['total_steps']}: checkpoint "
+                f"{summary['checkpoint']}; continue with the same command plus --resume",
+                err=True,
+            )
+        raise typer.Exit(128 + int(sig))
     if rank == 0:
         typer.echo(
             f"done: step {summary['step']}/{summary['total_steps']}, {summary['samples_per_s']:.1f} samples/s, "

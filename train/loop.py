@@ -12,12 +12,17 @@ Design:
   guard, so all ranks stop together; the optimiser step is skipped, the last good state is checkpointed and
   `NonFiniteLossError` names the step.
 - Rank 0 writes `config.yaml`, metrics and checkpoints; the other ranks wait at a barrier after a checkpoint.
+- SIGINT/SIGTERM (Ctrl-C, SLURM preemption) only set a flag (`_StopRequest`); the flag rides on the per-step loss
+  all-reduce, so every rank finishes the same optimiser step, the state is checkpointed and `fit` returns
+  status "interrupted" with the signal number. A second signal stops at once (KeyboardInterrupt, no checkpoint).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,6 +122,37 @@ def check_store(
     if problems:
         raise StoreMismatchError(f"{where} does not match model {cfg.model_preset!r}: " + "; ".join(problems))
     return store, geo
+
+
+class _StopRequest:
+    """Context manager: while active, SIGINT/SIGTERM record the signal instead of killing the process (main thread
+    only; elsewhere signals keep their handlers). A second signal raises KeyboardInterrupt."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping without a checkpoint")
+        self.signum = signum
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader worker init: Ctrl-C reaches the whole process group; the main process decides, not the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _precision(kind: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
@@ -283,6 +319,7 @@ def _fit(
         num_workers=t.num_workers,
         pin_memory=info.device.type == "cuda",
         prefetch_factor=t.prefetch_factor if t.num_workers > 0 else None,
+        worker_init_fn=_ignore_sigint if t.num_workers > 0 else None,
     )
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
@@ -326,11 +363,14 @@ def _fit(
     run_t0 = time.perf_counter()
     start_step = step
     last_ckpt: Path | None = None
+    ckpt_step = -1
     terms: tuple[str, ...] | None = None
     status = "completed"
     model.train()
+    stop = _StopRequest()
     it = iter(loader)
     try:
+        stop.__enter__()
         while step < resolved.total_steps:
             step_t0 = time.perf_counter()
             lr = lr_at(step, resolved.total_steps, resolved.warmup_steps, cfg.optim.lr, cfg.optim.min_lr_ratio)
@@ -359,7 +399,10 @@ def _fit(
                 sums = vals / resolved.accum if sums is None else sums + vals / resolved.accum
                 data_state = stream.state_after(batch)
             assert sums is not None and terms is not None
-            stats = all_reduce_mean(sums, info).cpu()
+            # The stop flag rides on the loss all-reduce: any rank signalled -> every rank stops after this step.
+            flag = torch.tensor([1.0 if stop.signum else 0.0], device=sums.device)
+            reduced = all_reduce_mean(torch.cat([sums, flag]), info).cpu()
+            stats, stop_after = reduced[:-1], bool(reduced[-1] > 0)
             loss_value = float(stats[0])
             if not np.isfinite(loss_value):
                 optimizer.zero_grad(set_to_none=True)
@@ -403,14 +446,22 @@ def _fit(
             if on_step is not None:
                 on_step(step, row)
             if step % t.ckpt_every == 0 and step < resolved.total_steps:
-                last_ckpt = checkpoint(step, data_state)
-        last_ckpt = checkpoint(step, data_state) if step > start_step or last_ckpt is None else last_ckpt
+                last_ckpt, ckpt_step = checkpoint(step, data_state), step
+            if stop_after and step < resolved.total_steps:
+                status = "interrupted"
+                break
+        if ckpt_step != step and (step > start_step or last_ckpt is None):
+            last_ckpt = checkpoint(step, data_state)
+        if status == "interrupted":
+            metrics.log(step, {"event": "interrupted", "signal": signal.Signals(stop.signum or signal.SIGTERM).name})
     finally:
+        stop.__exit__()
         del it
         metrics.close()
     elapsed = time.perf_counter() - run_t0
     return {
         "status": status,
+        "signal": int(stop.signum or signal.SIGTERM) if status == "interrupted" else None,
         "step": step,
         "total_steps": resolved.total_steps,
         "resumed_from": str(ckpt_path) if ckpt_path else None,
