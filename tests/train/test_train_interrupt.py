@@ -54,7 +54,7 @@ def test_cli_sigterm_saves_checkpoint_and_says_where(
     run = tmp_path / "run"
     sets = ["train.steps=100000", "train.batch_size=4", "train.num_workers=1", "train.log_every=1",
             "train.progress=false", "train.tensorboard=false"]  # fmt: skip
-    cmd = [sys.executable, "-m", "tgdp.train.cli", "--config", "tiny_tgdp", "--store", str(store), "--run-dir", str(run)]
+    cmd = [sys.executable, "-m", "tgdp.train.cli", "-c", "tiny_tgdp", "--store", str(store), "--run-dir", str(run)]
     proc = subprocess.Popen(
         [*cmd, *[x for s in sets for x in ("--set", s)]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
