@@ -133,6 +133,16 @@ class Store:
             raise StoreError(f"{hint}: {table.num_rows} rows, index.json says {shard['rows']}; run `tgdp-data verify`")
         return table
 
+    def check(self) -> None:
+        """Pre-flight check of every shard against index.json: present, byte size, readable, row count (raises
+        StoreError naming the first damaged shard). Cheap (metadata reads over the mmaps); sha256 over every byte
+        is `tgdp-data verify`'s job."""
+        total = sum(self._open_shard(shard).num_rows for shard in self.index["shards"])
+        if total != self._num_rows:
+            raise StoreError(
+                f"{self.path}: index.json says {self._num_rows} rows, its shards hold {total}; run `tgdp-data verify`"
+            )
+
     def __getstate__(self) -> dict[str, Any]:
         return {"path": str(self.path)}
 

@@ -85,9 +85,10 @@ def check_store(
 ) -> tuple[Any, dict[str, int]]:
     """Open the training split and check it against the model; returns (store, geometry) or raises a clear error.
 
-    Rules: the store's fbank target_length must be >= the model's audio_length (a segment is cut from it), its mel
-    bins must equal the model's, clips need more than `data.eval_frame` frames, and stored frames must equal the
-    model's img_size unless `data.resize_frames` (then any size is resized; upsampling logs a warning).
+    Rules: every shard matches index.json (`Store.check`: present, byte size, row count); the store's fbank
+    target_length must be >= the model's audio_length (a segment is cut from it), its mel bins must equal the
+    model's, clips need more than `data.eval_frame` frames, and stored frames must equal the model's img_size unless
+    `data.resize_frames` (then any size is resized; upsampling logs a warning).
     """
     path = Path(store_path)
     if not path.exists():
@@ -96,6 +97,8 @@ def check_store(
         store = open_fn(path, cfg.data.split)
     except Exception as exc:
         raise StoreMismatchError(f"cannot open split {cfg.data.split!r} of store {path}: {exc}") from exc
+    if hasattr(store, "check"):  # shards against index.json (sizes, rows): fail here, not in a DataLoader worker
+        store.check()
     m = cfg.model_cfg()
     geo = store_geometry(store.meta)
     where = f"store {path} (split {cfg.data.split!r})"
