@@ -196,9 +196,21 @@ from pathlib import Path as _VPath  # noqa: E402 - section-local imports keep th
 
 
 def _stage_config(cls, overrides: list[str]):
+    """The store's feature parameters are `features.<key>` in validate and shard alike (shard's flat key is kept,
+    with a deprecation note)."""
     from tgdp.pipeline.config import ConfigError, load_config
+    from tgdp.pipeline.features import FeatureParams
 
     try:
+        for item in overrides:
+            key = item.partition("=")[0].strip()
+            if key in FeatureParams.model_fields and key not in cls.model_fields:
+                raise ConfigError(f"unknown key {key!r}: store feature parameters are set as features.{key}=VALUE")
+            if key in FeatureParams.model_fields:
+                typer.echo(
+                    f"note: --set {item} is deprecated; use --set features.{item.strip()} (the key validate takes)",
+                    err=True,
+                )
         return load_config(cls, None, overrides)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

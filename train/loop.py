@@ -109,7 +109,12 @@ def check_store(
             "(a segment must fit inside the stored spectrogram)"
         )
     if geo["num_mel_bins"] and geo["num_mel_bins"] != m.num_mel_bins:
-        problems.append(f"store has {geo['num_mel_bins']} mel bins but the model expects {m.num_mel_bins}")
+        problems.append(
+            f"store has {geo['num_mel_bins']} mel bins but the model expects {m.num_mel_bins}: build a matching store "
+            f"with `tgdp-data validate ROOT --set features.num_mel_bins={m.num_mel_bins}` and `tgdp-data shard ROOT "
+            f"--store NEW_STORE --set features.num_mel_bins={m.num_mel_bins}`, or train with "
+            f"--set model.num_mel_bins={geo['num_mel_bins']}"
+        )
     if geo["frame_size"] and geo["frame_size"] != m.img_size:
         if not cfg.data.resize_frames:
             problems.append(

@@ -97,3 +97,17 @@ def test_damaged_store_is_refused_before_the_run_dir_exists(
     assert shard["file"] in result.output and "tgdp-data verify" in result.output
     assert "Traceback" not in result.output
     assert not run.exists()
+
+
+def test_training_mel_mismatch_names_the_fix(tmp_path: Path) -> None:
+    from train_support import fake_open, tiny_config, write_fake_store
+
+    from tgdp.train.loop import StoreMismatchError, check_store
+
+    # The tiny presets need a 64-bin store; the error says how to build one (the same key in validate and shard).
+    store = write_fake_store(tmp_path / "store", n=8, num_mel_bins=128)
+    with pytest.raises(StoreMismatchError) as info:
+        check_store(store, tiny_config(), fake_open)
+    msg = str(info.value)
+    assert "128 mel bins" in msg and "--set features.num_mel_bins=64" in msg
+    assert "tgdp-data validate" in msg and "tgdp-data shard" in msg and "model.num_mel_bins=128" in msg
