@@ -33,4 +33,3 @@ def test_cli_flat_key_is_deprecated_in_shard_and_named_in_validate(tmp_path: Pat
     validate = runner.invoke(app, ["validate", str(root), "--set", "num_mel_bins=64"])
     assert validate.exit_code == 2
     assert "features.num_mel_bins" in validate.output and "Traceback" not in validate.output
-
