@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["FBANK_MEAN", "FBANK_STD", "Store", "StoreError", "segment_start"]
+__all__ = ["FBANK_MEAN", "FBANK_STD", "Store", "StoreError", "StoreMismatchError", "segment_start"]
 
 FBANK_MEAN = -5.081
 FBANK_STD = 4.4849
@@ -69,6 +69,11 @@ class _Batch:
 
 class StoreError(RuntimeError):
     """A store split cannot be read as its index.json describes it; the message names the shard."""
+
+
+class StoreMismatchError(ValueError):
+    """The store cannot feed this model (missing, wrong segment length, mel bins or frame size); the message says
+    how to build a store that fits."""
 
 
 class Store:

@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from tgdp.pipeline.config import ConfigError
+from tgdp.pipeline.store import StoreMismatchError
 from tgdp.train.checkpoint import (
     CheckpointError,
     git_revision,
@@ -69,10 +70,6 @@ class NonFiniteLossError(RuntimeError):
         super().__init__(message)
         self.step = step
         self.checkpoint = checkpoint
-
-
-class StoreMismatchError(ValueError):
-    """The store cannot feed this model (missing, wrong segment length, mel bins or frame size)."""
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
