@@ -3,7 +3,7 @@
 For clip i and each of its T (=16) frames t, the aligned pair (fbank segment `store.segment(i, t, T_seg)`, frame t)
 goes through the unmasked student encoder in eval mode (`model.encode`; bf16 autocast on CUDA, fp32 on CPU) and
 gives g_a[i, t], g_v[i, t] (final-normed global tokens, not L2-normalised). `features="pre_joint"` stores instead
-the un-normed global tokens after the modality-specific blocks (the released CAV-MAE Sync probe input, §2.5).
+the un-normed global tokens after the modality-specific blocks (the released CAV-MAE Sync probe input, docs/EVAL.md).
 
 Checkpoints: a tgdp training checkpoint (a dict with `model` = student state dict and `config` = resolved RunConfig
 with `model_preset` + `model` overrides), or a released CAV-MAE Sync / TG-DP state dict (raw, `module.` keys, or

@@ -1,4 +1,4 @@
-"""Probing on cached embeddings: the paper's attention probe (model-spec §2.5) and a MAE-style linear probe.
+"""Probing on cached embeddings: the paper's attention probe (docs/EVAL.md) and a MAE-style linear probe.
 
 Input per clip: the 16 per-frame tokens — `[g_v, g_a]` concatenated (2D) for `modality="av"`, or only g_a / g_v.
 - Attention probe: a learnable CLS + `depth` timm Blocks (no positional embedding) + LayerNorm + Linear on the CLS.
@@ -6,7 +6,7 @@ Input per clip: the 16 per-frame tokens — `[g_v, g_a]` concatenated (2D) for `
 
 The encoder is frozen by construction (its outputs are cached), and `assert_trainable` still checks that the set of
 trainable parameters in the graph is exactly the probe's, and that every probe parameter is trainable and in the
-optimizer: the released CAV-MAE Sync code froze its probe blocks at random init through a name mismatch (§5.2).
+optimizer: the released CAV-MAE Sync code froze its probe blocks at random init through a name mismatch (docs/EVAL.md).
 
 Loss/metric: BCE-with-logits + mAP (percent, classes with ≥ 1 test positive) for `multilabel` (AS20K style);
 cross-entropy + top-1 accuracy (percent) for `multiclass` (VGGSound style). Adam + linear warm-up + cosine.

@@ -1,6 +1,6 @@
 """`ModelConfig`: every architecture and loss choice of CAV-MAE Sync and TG-DP in one strict, validated config.
 
-Paper vs released code vs here (model-spec §2-§3; [UNVERIFIED] = not in any released code, TG-DP PDF unread):
+Paper vs released code vs here (docs/MODEL.md; [UNVERIFIED] = not in any released code, TG-DP PDF unread):
 
 | choice | Sync released | TG-DP released | default here |
 |---|---|---|---|
@@ -10,7 +10,7 @@ Paper vs released code vs here (model-spec §2-§3; [UNVERIFIED] = not in any re
 | norm_pix_loss | True (dev runs) | False (never passed) | True in both presets (same setting) |
 | contrastive-pass ratio ρ_c | – | 0.75 default, ≈0.5 summary | 0.5 [UNVERIFIED] |
 | keep count k | int(N·(1-ρ)) | `ranked_masking` missing | int() ("floor"); "round" offered |
-| teacher token order | – | shuffled (bug §3.2.1) | original; `teacher_shuffle_bug` = bug |
+| teacher token order | – | shuffled (bug, docs/MODEL.md) | original; `teacher_shuffle_bug` = bug |
 | priority direction | – | patch→global attn[:,:,1:,0] | `patch_to_global`; `global_to_patch` |
 | Gumbel ranking | – | softmax(attn/τ)+G, τ=1 (≈uniform) | log(priority)/τ + G, τ=1 (∝ priority) |
 | token selection | – | top-k unless `probe_guide` | `distinct` in `tgdp_base` [UNVERIFIED] |

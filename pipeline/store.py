@@ -33,7 +33,7 @@ _HEAVY = ("fbank", "frames_jpeg")
 
 
 def segment_start(t: int, num_frames: int = 16, target_length: int = 1024, length: int = 416) -> int:
-    """First fbank frame of the `length`-frame segment aligned with video frame `t` (model-spec §1.4).
+    """First fbank frame of the `length`-frame segment aligned with video frame `t` (docs/STORE.md, Reader).
 
     Centre round(t·target_length/num_frames), start max(0, centre − length//2), shifted left so that
     start + length ≤ target_length. For the defaults: t 0–3 → 0, 4 → 48, 5 → 112, …, 12 → 560, 13–15 → 608.
