@@ -79,3 +79,37 @@ def test_cli_sigterm_saves_checkpoint_and_says_where(
     assert "Traceback" not in err
     last = json.loads(metrics.read_text().splitlines()[-1])
     assert last["step"] == step
+
+
+def _rank_main(rank: int, world: int, port: int, store: str, run_dir: str) -> None:
+    import torch
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    torch.set_num_threads(1)
+
+    def preempt_rank1(step: int, row: dict) -> None:
+        if rank == 1 and step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # only one rank is signalled
+
+    cfg = tiny_config("train.steps=6", "train.batch_size=8", "train.ckpt_every=100")
+    summary = fit(cfg, store, run_dir, open_fn=fake_open, on_step=preempt_rank1)
+    Path(run_dir, f"rank{rank}.json").write_text(json.dumps({k: summary[k] for k in ("status", "step", "checkpoint")}))
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_together_when_one_is_signalled(tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    store = write_fake_store(tmp_path / "store", n=24)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_main, args=(2, port, str(store), str(tmp_path / "ddp")), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [(r["status"], r["step"]) for r in ranks] == [("interrupted", 3), ("interrupted", 3)]
+    assert Path(ranks[0]["checkpoint"]).name == "step_00000003.pt" and ranks[1]["checkpoint"] is None
+    assert [p.name for p in list_checkpoints(tmp_path / "ddp")] == ["step_00000003.pt"]
