@@ -103,7 +103,8 @@ def check_store(
     if geo["target_length"] and geo["target_length"] < m.audio_length:
         problems.append(
             f"fbank target_length {geo['target_length']} < model audio_length {m.audio_length} "
-            "(a segment must fit inside the stored spectrogram)"
+            "(a segment must fit inside the stored spectrogram): shard with "
+            f"--set features.target_length={m.audio_length} or more"
         )
     if geo["num_mel_bins"] and geo["num_mel_bins"] != m.num_mel_bins:
         problems.append(
