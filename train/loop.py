@@ -156,9 +156,12 @@ class _StopRequest:
             signal.signal(sig, old)
 
 
-def _ignore_sigint(worker_id: int) -> None:
-    """DataLoader worker init: Ctrl-C reaches the whole process group; the main process decides, not the workers."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker init: Ctrl-C reaches the whole process group and SLURM signals every process of the job
+    step, so workers ignore SIGINT/SIGTERM and keep serving until the main process, which decides, shuts them down
+    (its normal shutdown; torch's own SIGTERM handler here would kill the worker and crash the main process)."""
+    for sig in _StopRequest.SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _precision(kind: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
@@ -325,7 +328,7 @@ def _fit(
         num_workers=t.num_workers,
         pin_memory=info.device.type == "cuda",
         prefetch_factor=t.prefetch_factor if t.num_workers > 0 else None,
-        worker_init_fn=_ignore_sigint if t.num_workers > 0 else None,
+        worker_init_fn=_ignore_stop_signals if t.num_workers > 0 else None,
     )
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------

@@ -56,7 +56,11 @@ def test_cli_sigterm_saves_checkpoint_and_says_where(
             "train.progress=false", "train.tensorboard=false"]  # fmt: skip
     cmd = [sys.executable, "-m", "tgdp.train.cli", "-c", "tiny_tgdp", "--store", str(store), "--run-dir", str(run)]
     proc = subprocess.Popen(
-        [*cmd, *[x for s in sets for x in ("--set", s)]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*cmd, *[x for s in sets for x in ("--set", s)]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, signalled as a whole below
     )
     try:
         deadline = time.monotonic() + 120
@@ -65,12 +69,21 @@ def test_cli_sigterm_saves_checkpoint_and_says_where(
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "training never logged a step"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
+        # SLURM signals every process of the job step, DataLoader workers included: the workers must not die of it.
+        os.killpg(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err
+    for _ in range(50):  # the workers that ignored the signal are shut down with the main process
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("DataLoader workers outlived tgdp-train")
     [ckpt] = list_checkpoints(run)
     step = load_checkpoint(ckpt)["step"]
     assert step >= 2
