@@ -384,11 +384,12 @@ def _stage_config(cls, overrides: list[str]):
     from tgdp.pipeline.features import FeatureParams
 
     try:
+        nested = "features" in cls.model_fields  # validate nests them; shard inherits them flat
         for item in overrides:
             key = item.partition("=")[0].strip()
-            if key in FeatureParams.model_fields and key not in cls.model_fields:
+            if nested and key in FeatureParams.model_fields and key not in cls.model_fields:
                 raise ConfigError(f"unknown key {key!r}: store feature parameters are set as features.{key}=VALUE")
-            if key in FeatureParams.model_fields:
+            if not nested and key in FeatureParams.model_fields:
                 typer.echo(
                     f"note: --set {item} is deprecated; use --set features.{item.strip()} (the key validate takes)",
                     err=True,

@@ -33,3 +33,10 @@ def test_cli_flat_key_is_deprecated_in_shard_and_named_in_validate(tmp_path: Pat
     validate = runner.invoke(app, ["validate", str(root), "--set", "num_mel_bins=64"])
     assert validate.exit_code == 2
     assert "features.num_mel_bins" in validate.output and "Traceback" not in validate.output
+
+
+def test_validate_own_num_frames_is_not_a_feature_key(tmp_path: Path) -> None:
+    """ValidateConfig has its own `num_frames` (still score) beside `features.num_frames`: no note, no error."""
+    out = CliRunner().invoke(app, ["validate", str(tmp_path / "missing"), "--set", "num_frames=8"])
+    assert "deprecated" not in out.output and "features.num_frames" not in out.output
+    assert "does not exist" in out.output  # it got past the config to the ROOT check
