@@ -6,16 +6,20 @@ import csv
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
+
+from tgdp.pipeline.cli import ErrorsGroup, app_callback
 
 app = typer.Typer(
     name="tgdp-eval",
     help="TG-DP evaluation: cached embeddings, zero-shot retrieval, probing, report tables and plots.",
     no_args_is_help=True,
     add_completion=False,
+    cls=ErrorsGroup,  # expected errors: one line and exit 2 (--debug shows the traceback)
 )
+app.callback()(app_callback("tgdp-eval"))
 
 
 def _device(device: str) -> str:
@@ -47,8 +51,10 @@ def embed(
         None, "--list", exists=True, help="only these clips (ids or CAV-MAE JSON)"
     ),
     preset: Optional[str] = typer.Option(None, help="model preset of a released state dict (default cavmae_sync_base)"),
-    features: str = typer.Option("global", help="global (final-normed) | pre_joint (released probe input)"),
-    dtype: str = typer.Option("float16", help="stored dtype: float16 | float32"),
+    features: Literal["global", "pre_joint"] = typer.Option(
+        "global", help="global (final-normed) | pre_joint (released probe input)"
+    ),
+    dtype: Literal["float16", "float32"] = typer.Option("float16", help="stored dtype"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     num_workers: int = typer.Option(2, min=0, help="DataLoader workers decoding frames"),
 ) -> None:
@@ -77,9 +83,9 @@ def retrieval(
     emb: Path = typer.Option(..., exists=True, dir_okay=False, help="embedding table from `embed`"),
     out: Path = typer.Option(..., help="output directory"),
     list_file: Optional[Path] = typer.Option(None, "--list", exists=True, help="retrieval list (ids or CAV-MAE JSON)"),
-    strategy: str = typer.Option("diagonal_mean", help="diagonal_mean | single | all_pairs"),
+    strategy: Literal["diagonal_mean", "single", "all_pairs"] = typer.Option("diagonal_mean", help="similarity"),
     frame: Optional[int] = typer.Option(None, help="frame of the `single` strategy (default T//2)"),
-    ties: str = typer.Option("pessimistic", help="pessimistic | optimistic rank for exactly tied similarities"),
+    ties: Literal["pessimistic", "optimistic"] = typer.Option("pessimistic", help="rank of exactly tied similarities"),
     chunk_size: int = typer.Option(2048, min=1, help="query rows per similarity block"),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     name: Optional[str] = typer.Option(None, help="model name in tables (default: checkpoint file stem)"),
@@ -137,9 +143,9 @@ def _read_classes(path: Path) -> list[str]:
 def probe(
     train_emb: Path = typer.Option(..., exists=True, dir_okay=False),
     test_emb: Path = typer.Option(..., exists=True, dir_okay=False),
-    task: str = typer.Option(..., help="multilabel (BCE + mAP) | multiclass (CE + top-1)"),
+    task: Literal["multilabel", "multiclass"] = typer.Option(..., help="BCE + mAP | CE + top-1"),
     out: Path = typer.Option(..., help="output directory"),
-    modality: str = typer.Option("av", help="av | a | v"),
+    modality: Literal["av", "a", "v"] = typer.Option("av", help="probe input tokens"),
     linear: bool = typer.Option(False, "--linear", help="mean + BatchNorm + Linear instead of the attention probe"),
     config: Optional[Path] = typer.Option(None, exists=True, help="ProbeConfig YAML"),
     overrides: list[str] = typer.Option([], "--set", help="ProbeConfig override key=value (repeatable)"),

@@ -194,11 +194,10 @@ def run_demo(out: Path, cfg: DemoConfig) -> Path:
     timings["validate"] = time.perf_counter() - t
 
     t = _stage("5. shard + verify: 16 JPEG frames + log-Mel fbank per clip into Arrow shards")
-    shard_sets = [f"frame_size={cfg.frame_size}", f"num_mel_bins={cfg.num_mel_bins}"]
     _run(
         _cli(
             data, "shard", str(root), "--store", str(store), "--backend", cfg.backend, "--workers", str(cfg.workers),
-            *[a for f in shard_sets for a in ("--set", f)],
+            *[a for f in feats for a in ("--set", f)],
         )
     )  # fmt: skip
     _run(_cli(data, "verify", str(store)))

@@ -3,7 +3,7 @@
 For clip i and each of its T (=16) frames t, the aligned pair (fbank segment `store.segment(i, t, T_seg)`, frame t)
 goes through the unmasked student encoder in eval mode (`model.encode`; bf16 autocast on CUDA, fp32 on CPU) and
 gives g_a[i, t], g_v[i, t] (final-normed global tokens, not L2-normalised). `features="pre_joint"` stores instead
-the un-normed global tokens after the modality-specific blocks (the released CAV-MAE Sync probe input, §2.5).
+the un-normed global tokens after the modality-specific blocks (the released CAV-MAE Sync probe input, docs/EVAL.md).
 
 Checkpoints: a tgdp training checkpoint (a dict with `model` = student state dict and `config` = resolved RunConfig
 with `model_preset` + `model` overrides), or a released CAV-MAE Sync / TG-DP state dict (raw, `module.` keys, or
@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tgdp.eval.retrieval import MissingClipsWarning
 from tgdp.eval.table import EmbeddingTable, video_id_from_clip_id
+from tgdp.pipeline.store import StoreMismatchError
 
 __all__ = ["EmbedDataset", "embed_store", "load_encoder", "model_config_from_checkpoint", "select_clips"]
 
@@ -133,14 +134,18 @@ def _check_geometry(store: Any, cfg: Any) -> int:
     fb, fr = store.meta.get("fbank", {}), store.meta.get("frames", {})
     problems = []
     if fb.get("num_mel_bins") and fb["num_mel_bins"] != cfg.num_mel_bins:
-        problems.append(f"store has {fb['num_mel_bins']} mel bins, the model expects {cfg.num_mel_bins}")
+        problems.append(
+            f"store has {fb['num_mel_bins']} mel bins, the model expects {cfg.num_mel_bins}: embed a store built with "
+            f"--set features.num_mel_bins={cfg.num_mel_bins} (tgdp-data validate and shard), or a checkpoint of a "
+            f"{fb['num_mel_bins']}-bin model"
+        )
     if fb.get("target_length") and fb["target_length"] < cfg.audio_length:
         problems.append(f"stored fbank ({fb['target_length']} frames) is shorter than audio_length {cfg.audio_length}")
     num_frames = int(fr.get("n") or 0)
     if num_frames < 1:
         problems.append("store metadata has no frames.n")
     if problems:
-        raise ValueError("store does not fit the model: " + "; ".join(problems))
+        raise StoreMismatchError("store does not fit the model: " + "; ".join(problems))
     return num_frames
 
 

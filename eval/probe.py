@@ -1,4 +1,4 @@
-"""Probing on cached embeddings: the paper's attention probe (model-spec §2.5) and a MAE-style linear probe.
+"""Probing on cached embeddings: the paper's attention probe (docs/EVAL.md) and a MAE-style linear probe.
 
 Input per clip: the 16 per-frame tokens — `[g_v, g_a]` concatenated (2D) for `modality="av"`, or only g_a / g_v.
 - Attention probe: a learnable CLS + `depth` timm Blocks (no positional embedding) + LayerNorm + Linear on the CLS.
@@ -6,7 +6,7 @@ Input per clip: the 16 per-frame tokens — `[g_v, g_a]` concatenated (2D) for `
 
 The encoder is frozen by construction (its outputs are cached), and `assert_trainable` still checks that the set of
 trainable parameters in the graph is exactly the probe's, and that every probe parameter is trainable and in the
-optimizer: the released CAV-MAE Sync code froze its probe blocks at random init through a name mismatch (§5.2).
+optimizer: the released CAV-MAE Sync code froze its probe blocks at random init through a name mismatch (docs/EVAL.md).
 
 Loss/metric: BCE-with-logits + mAP (percent, classes with ≥ 1 test positive) for `multilabel` (AS20K style);
 cross-entropy + top-1 accuracy (percent) for `multiclass` (VGGSound style). Adam + linear warm-up + cosine.
@@ -30,7 +30,7 @@ from torch import nn
 
 from tgdp.eval.metrics import mean_average_precision, top1_accuracy
 from tgdp.eval.table import EmbeddingTable
-from tgdp.pipeline.config import StrictConfig
+from tgdp.pipeline.config import ConfigError, StrictConfig
 
 __all__ = [
     "AttentionProbe",
@@ -41,6 +41,7 @@ __all__ = [
     "build_probe",
     "encode_labels",
     "probe_features",
+    "probe_heads",
     "train_probe",
 ]
 
@@ -53,7 +54,7 @@ class ProbeConfig(StrictConfig):
     modality: Literal["av", "a", "v"] = "av"
     linear: bool = False
     depth: int = Field(2, ge=1)
-    num_heads: int = Field(12, ge=1)
+    num_heads: int | None = Field(None, ge=1)  # None: derived from the probe width (`probe_heads`)
     mlp_ratio: float = Field(4.0, gt=0)
     epochs: int = Field(25, ge=1)
     batch_size: int = Field(48, ge=1)
@@ -67,13 +68,32 @@ class ProbeConfig(StrictConfig):
     device: str = "cpu"
 
 
+MAX_HEADS = 12  # the paper's probe: 12 heads on the base model's 768 (a, v) or 1536 (av) wide tokens
+
+
+def probe_heads(dim: int, num_heads: int | None = None) -> int:
+    """Attention heads for a probe of width `dim`: `num_heads` when it divides `dim`, else (None) the largest count
+    <= 12 that does (12 for the base model, 8 for the tiny presets' 64/128). ConfigError names the setting to use."""
+    if num_heads is None:
+        return max(h for h in range(1, MAX_HEADS + 1) if dim % h == 0)
+    if dim % num_heads:
+        ok = [h for h in range(1, min(dim, 2 * MAX_HEADS) + 1) if dim % h == 0]
+        raise ConfigError(
+            f"probe num_heads={num_heads} does not divide the probe width {dim}: use --set num_heads="
+            f"{probe_heads(dim)} (or any of {', '.join(map(str, ok))}), or leave num_heads unset to derive it"
+        )
+    return num_heads
+
+
 class AttentionProbe(nn.Module):
     """x [B, T, D] → logits [B, C] through a CLS token and `depth` transformer blocks."""
 
-    def __init__(self, dim: int, num_classes: int, depth: int = 2, num_heads: int = 12, mlp_ratio: float = 4.0):
+    def __init__(
+        self, dim: int, num_classes: int, depth: int = 2, num_heads: int | None = None, mlp_ratio: float = 4.0
+    ):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"probe dim {dim} is not divisible by num_heads {num_heads}")
+        num_heads = probe_heads(dim, num_heads)
+        self.num_heads = num_heads
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
@@ -183,6 +203,7 @@ class ProbeResult:
     per_class_ap: list[float | None] = field(default_factory=list)
     model: str = ""
     dataset: str = ""
+    num_heads: int | None = None  # the attention probe's (derived) head count; None for the linear probe
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -198,6 +219,7 @@ class ProbeResult:
             "n_test": self.n_test,
             "n_classes": len(self.classes),
             "n_trainable": self.n_trainable,
+            "num_heads": self.num_heads,
             "unknown_test_labels": self.unknown_test_labels,
             "history": self.history,
             "config": self.config,
@@ -304,4 +326,5 @@ def train_probe(
         n_trainable=sum(p.numel() for p in probe.parameters()),
         unknown_test_labels=unknown_test,
         per_class_ap=[None if np.isnan(v) else float(v) for v in ap] if ap is not None else [],
+        num_heads=getattr(probe, "num_heads", None),
     )

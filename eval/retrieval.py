@@ -1,4 +1,4 @@
-"""Zero-shot audio↔visual retrieval over cached per-frame global tokens (model-spec §5.1).
+"""Zero-shot audio↔visual retrieval over cached per-frame global tokens (docs/EVAL.md).
 
 Similarity (`strategy`):
 - `diagonal_mean` (released default): sim(i, j) = (1/T) Σ_t cos(a_{i,t}, v_{j,t}). With every token L2-normalised

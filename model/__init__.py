@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from tgdp.pipeline import __version__ as __version__  # also sets tgdp.__version__ (see tgdp/pipeline/__init__.py)
+
 __all__ = [
     "PRESETS",
     "CavMaeSync",

@@ -1,6 +1,6 @@
 """CAV-MAE Sync student (`CavMaeSync`, parameter names = the released state dict) and the EMA teacher encoder.
 
-Token flow (model-spec §2): patch embed + fixed sin-cos position + learned modality embedding → (masking) →
+Token flow (docs/MODEL.md, "One step"): patch embed + fixed sin-cos position + learned modality embedding → (masking) →
 prepend the global token, append R registers → modality blocks → drop registers → joint block(s), run three ways:
 fused visible patches (no global tokens, shared norms) → `norm` → joint decoder; audio stream (audio norms) and
 visual stream (visual norms) → `norm_a(ca[:, 0])`, `norm_v(cv[:, 0])` = the global tokens g_a, g_v.

@@ -151,7 +151,7 @@ def adapt_mae_imagenet(
     state_dict: Mapping[str, torch.Tensor], modality_depth: int | None = None
 ) -> dict[str, torch.Tensor]:
     """Map an ImageNet MAE ViT (timm/MAE names: `blocks.i.*`, `norm`, `patch_embed.proj`, `cls_token`, `decoder_*`)
-    to CAV-MAE Sync names, as CAV-MAE's `adapt_vmae_weights.py` does (model-spec §4.1):
+    to CAV-MAE Sync names, as CAV-MAE's `adapt_vmae_weights.py` does (docs/MODEL.md, init):
 
     - blocks 0..modality_depth-1 → `blocks_a.i` and `blocks_v.i`; the remaining blocks → `blocks_u.j`, with MAE
       norm1/norm2 copied into all three norm sets;

@@ -8,11 +8,11 @@ Paper (TG-DP, §3.2-§3.3 and §4.4) vs released code vs here; "ours" = the pape
 | contrastive negatives | – | per-replica | global batch (all-gather) | `contrastive_gather`: Sync F, TG-DP T |
 | contrastive τ / λ_contra | not given | 0.05 / 0.01–0.5 | 0.05 / 0.01 | 0.05 / 0.01 |
 | norm_pix_loss | – | True (dev runs) | False (never passed) | True in both presets (same setting) |
-| contrastive-pass ratio ρ_c | 0.5 (§3.3, Table 6) | – | 0.75 code default | 0.5 |
+| contrastive-pass ratio ρ_c | 0.5 (paper §3.3, T. 6) | – | 0.75 code default | 0.5 |
 | keep count k | – | int(N·(1-ρ)) | `ranked_masking` missing | int() ("floor"); "round" offered |
 | teacher token order | full unmasked input | – | shuffled (bug) | original; `teacher_shuffle_bug` = bug |
 | priority direction | patch-global attention | – | patch→global attn[:,:,1:,0] | `patch_to_global`; `global_to_patch` |
-| token selection | deterministic top-k (§3.3, Table 8) | – | top-k unless `probe_guide` | `distinct` |
+| token selection | top-k (paper §3.3, Table 8) | – | top-k unless `probe_guide` | `distinct` |
 | Gumbel ranking | noise on the scores | – | softmax(attn/τ)+G, τ=1 | log(priority)/τ + G, τ=1 |
 | distillation form | Eq. 6: ‖g − ĝ‖²₂ (sum over dims) | – | absent | `dis_reduction` sum, `dis_target` l2norm (ours) |
 | λ1 / λ2 / λ3 | not given | – | – | 1 / 0.01 / 0.01 (λ_dis ours, measured) |

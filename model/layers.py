@@ -107,7 +107,7 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
 
     Layout as in MAE/CAV-MAE `get_2d_sincos_pos_embed`: dims [0, dim/2) encode the column (w) index, dims
     [dim/2, dim) the row (h) index. For audio the grid is (freq=h, time=w), so token k = f·W + t carries the time
-    index in the first half and the frequency index in the second (model-spec §2.1).
+    index in the first half and the frequency index in the second.
     """
     if dim % 4:
         raise ValueError(f"2-D sin-cos dim must be a multiple of 4, got {dim}")

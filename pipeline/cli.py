@@ -1,15 +1,171 @@
-"""`tgdp-data`: the ingestion CLI. Each command builds a config and calls one stage function; no logic here."""
+"""`tgdp-data`: the ingestion CLI. Each command builds a config and calls one stage function; no logic here.
+
+The first section is shared by the three CLIs (`tgdp-data`, `tgdp-train`, `tgdp-eval`): `--version`, `--debug`, and
+the one way expected errors end a command (docs/RELIABILITY.md, "CLI errors"): an exception of a class in
+`expected_errors()` prints one line `error: <culprit and fix>` on stderr and exits 2; anything else is a bug and keeps
+its traceback. `--debug` (or TGDP_DEBUG=1) shows the traceback of expected errors too.
+"""
 
 from __future__ import annotations
 
+import errno as _errno
+import json as _json
+import os as _os
+import sys as _sys
+
+import click as _click
 import typer
+from typer.core import TyperCommand as _TyperCommand
+from typer.core import TyperGroup as _TyperGroup
+
+# --- section: shared by the three CLIs (errors, --version, --debug) ---
+
+EXIT_EXPECTED = 2  # bad input or environment: one line, no traceback
+# The expected-error classes, by module: a module that was never imported cannot have raised its error, so the
+# lookup imports nothing (the CLIs stay fast to start and `tgdp.model` keeps its light imports).
+_EXPECTED = {
+    "tgdp.pipeline.config": ("ConfigError",),
+    "tgdp.pipeline.store": ("StoreError", "StoreMismatchError"),
+    "tgdp.pipeline.manifest": ("ManifestError",),
+    "tgdp.pipeline.shard": ("ShardError",),
+    "tgdp.train.checkpoint": ("CheckpointError",),
+    "tgdp.model.checkpoint": ("CheckpointError",),
+}
+# Environment errors that are the user's to fix (a path, a permission, a full or read-only disk), with the fix.
+_OS_FIX = {
+    _errno.ENOENT: "check the path",
+    _errno.ENOTDIR: "check the path",
+    _errno.EISDIR: "give a file, not a directory",
+    _errno.EEXIST: "remove it or choose another path",
+    _errno.EACCES: "permission denied: fix its permissions or choose a writable location",
+    _errno.EPERM: "permission denied: fix its permissions or choose a writable location",
+    _errno.EROFS: "read-only file system: choose a writable location",
+    _errno.ENOSPC: "no space left on the device: free space or choose another disk",
+    _errno.EDQUOT: "disk quota exceeded: free space or choose another disk",
+}
+
+
+def tgdp_version() -> str:
+    from tgdp.pipeline import __version__
+
+    return __version__
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes a command reports as one line (documented in docs/RELIABILITY.md)."""
+    found: list[type[BaseException]] = []
+    for module, names in _EXPECTED.items():
+        mod = _sys.modules.get(module)
+        if mod is not None:
+            found += [getattr(mod, n) for n in names if hasattr(mod, n)]
+    return tuple(found)
+
+
+def error_line(exc: BaseException) -> str | None:
+    """One line naming the culprit and the fix for an expected error; None for anything else (a bug)."""
+    if isinstance(exc, OSError) and exc.errno in _OS_FIX:
+        what = exc.filename if exc.filename is not None else ""
+        detail = exc.strerror or str(exc)
+        return f"{what}: {detail}; {_OS_FIX[exc.errno]}" if what else f"{detail}; {_OS_FIX[exc.errno]}"
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError)) or isinstance(
+        exc, expected_errors()
+    ):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return None
+
+
+def _debug(ctx: _click.Context) -> bool:
+    return bool(ctx.meta.get("tgdp.debug")) or _os.environ.get("TGDP_DEBUG", "") not in ("", "0")
+
+
+def _report(ctx: _click.Context, exc: Exception) -> None:
+    line = None if _debug(ctx) else error_line(exc)
+    if line is None:
+        raise exc
+    typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(EXIT_EXPECTED) from None
+
+
+class ErrorsGroup(_TyperGroup):
+    """A command group whose commands end expected errors with one line (see the module docstring)."""
+
+    def invoke(self, ctx: _click.Context):
+        try:
+            return super().invoke(ctx)
+        except (_click.exceptions.Exit, _click.ClickException, _click.Abort):
+            raise
+        except Exception as exc:
+            _report(ctx, exc)
+
+
+class ErrorsCommand(_TyperCommand):
+    """A single-command app (`tgdp-train`) with the same error handling; its `--debug` option sets the flag."""
+
+    def invoke(self, ctx: _click.Context):
+        ctx.meta["tgdp.debug"] = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except (_click.exceptions.Exit, _click.ClickException, _click.Abort):
+            raise
+        except Exception as exc:
+            _report(ctx, exc)
+
+
+def version_callback(name: str):
+    """Eager `--version` option callback printing `<name> <version>`."""
+
+    def show(value: bool) -> None:
+        if value:
+            typer.echo(f"{name} {tgdp_version()}")
+            raise typer.Exit()
+
+    return show
+
+
+def app_callback(name: str):
+    """Group callback adding `--version` and `--debug` to a multi-command app."""
+
+    def callback(
+        ctx: typer.Context,
+        version: bool = typer.Option(
+            False, "--version", is_eager=True, callback=version_callback(name), help="print the version and exit"
+        ),
+        debug: bool = typer.Option(False, "--debug", help="show tracebacks of expected errors too (or TGDP_DEBUG=1)"),
+    ) -> None:
+        ctx.meta["tgdp.debug"] = debug
+
+    return callback
+
+
+def require_root(root) -> None:
+    """A pipeline ROOT must exist and hold the source manifest before any stage reads or creates anything in it."""
+    from pathlib import Path
+
+    from tgdp.pipeline.layout import manifest_path
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"pipeline ROOT {root} does not exist: pass the ROOT that `tgdp-data manifest` wrote, or create it with "
+            f"`tgdp-data manifest {root} --dataset audioset|vggsound`"
+        )
+    if not manifest_path(root).is_file():
+        raise FileNotFoundError(
+            f"{root} has no source manifest ({manifest_path(root)}): run "
+            f"`tgdp-data manifest {root} --dataset audioset|vggsound` first"
+        )
+
+
+# --- end section: shared by the three CLIs ---
 
 app = typer.Typer(
     name="tgdp-data",
     help="TG-DP data pipeline: manifest → fetch → validate → export → shard → verify.",
     no_args_is_help=True,
     add_completion=False,
+    cls=ErrorsGroup,
 )
+app.callback()(app_callback("tgdp-data"))
 
 # --- section: manifest + synth (owner: manifest/synth) ---
 from pathlib import Path as _MPath  # noqa: E402 - section-local imports keep the sections independent
@@ -23,6 +179,7 @@ def manifest_cmd(
     labels: _MPath | None = typer.Option(None, help="label index csv (index,mid,display_name): checks labels"),
     retrieval: list[_MPath] = typer.Option([], help="retrieval/eval list (CAV-MAE json or csv) for leak flags"),
     skip_bad: bool = typer.Option(False, help="write malformed rows to rejected.parquet instead of failing"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Build the source manifest from the official clip lists (hash and row-count checked)."""
     from rich.console import Console
@@ -47,6 +204,22 @@ def manifest_cmd(
     except (ConfigError, ManifestError) as exc:
         console.print(f"[red]manifest failed:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(
+            _json.dumps(
+                {
+                    "manifest": str(result.manifest),
+                    "meta": str(result.meta),
+                    "rejected_file": str(result.rejected) if result.rejected else None,
+                    "rows": result.rows,
+                    "split_counts": result.split_counts,
+                    "leak_eval_overlap": result.leak_count,
+                    "rejected": len(result.issues),
+                    "warnings": list(result.warnings),
+                }
+            )
+        )
+        return
     table = Table(title=f"{result.manifest} ({result.rows} clips)")
     table.add_column("split")
     table.add_column("clips", justify="right")
@@ -92,8 +265,7 @@ def synth_cmd(
 # --- end section: manifest + synth ---
 
 # --- section: serve + fetch + import + status (owner: fetch) ---
-import json as _json  # noqa: E402 - section-local imports keep the sections independent
-import pathlib  # noqa: E402
+import pathlib  # noqa: E402 - section-local imports keep the sections independent
 
 
 @app.command("serve")
@@ -137,6 +309,7 @@ def fetch_cmd(
     from tgdp.pipeline.config import validate_config
     from tgdp.pipeline.fetch import FetchConfig, FetchInterrupted, fetch
 
+    require_root(root)
     cfg = validate_config(
         FetchConfig,
         dict(
@@ -163,7 +336,14 @@ def fetch_cmd(
     except FetchInterrupted as exc:  # Ctrl-C: say what was kept, exit as a shell does after SIGINT
         typer.echo(str(exc), err=True)
         raise typer.Exit(130) from None
-    typer.echo(_json.dumps(summary.as_dict(), indent=None if as_json else 2))
+    d = summary.as_dict()
+    if as_json:
+        typer.echo(_json.dumps(d))
+        return
+    typer.echo(f"selected {d['selected']}, attempted {d['attempted']}, ok {d['ok']} in {d['seconds']:.1f} s")
+    for kind in ("failed", "skipped"):
+        for reason, n in sorted(d[kind].items()):
+            typer.echo(f"  {kind} {reason}: {n}")
 
 
 @app.command("import")
@@ -175,6 +355,7 @@ def import_cmd(
     """Register already-downloaded files (named by ytid, video id or clip id) as fetched clips."""
     from tgdp.pipeline.importer import import_clips
 
+    require_root(root)
     report = import_clips(root, from_dir, copy=copy)
     typer.echo(_json.dumps(report.as_dict(), indent=2))
 
@@ -188,6 +369,7 @@ def status_cmd(
     """Print the funnel: source → fetched / gone by reason / pending transient / never tried (→ validate, shard)."""
     from tgdp.pipeline.status import format_funnel, funnel
 
+    require_root(root)
     f = funnel(root, max_attempts=max_attempts)
     typer.echo(_json.dumps(f, indent=2) if as_json else format_funnel(f))
     if not f["check"]:
@@ -202,9 +384,22 @@ from pathlib import Path as _VPath  # noqa: E402 - section-local imports keep th
 
 
 def _stage_config(cls, overrides: list[str]):
+    """The store's feature parameters are `features.<key>` in validate and shard alike (shard's flat key is kept,
+    with a deprecation note)."""
     from tgdp.pipeline.config import ConfigError, load_config
+    from tgdp.pipeline.features import FeatureParams
 
     try:
+        nested = "features" in cls.model_fields  # validate nests them; shard inherits them flat
+        for item in overrides:
+            key = item.partition("=")[0].strip()
+            if nested and key in FeatureParams.model_fields and key not in cls.model_fields:
+                raise ConfigError(f"unknown key {key!r}: store feature parameters are set as features.{key}=VALUE")
+            if not nested and key in FeatureParams.model_fields:
+                typer.echo(
+                    f"note: --set {item} is deprecated; use --set features.{item.strip()} (the key validate takes)",
+                    err=True,
+                )
         return load_config(cls, None, overrides)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -218,13 +413,24 @@ def validate_cmd(
     workers: int = typer.Option(2, help="parallel workers"),
     address: str | None = typer.Option(None, help="Ray cluster address (default: start a local one)"),
     force: bool = typer.Option(False, help="re-validate clips already validated under the current rule"),
-    set_: list[str] = typer.Option([], "--set", help="ValidateConfig override key=value (repeatable)"),
+    set_: list[str] = typer.Option(
+        [], "--set", help="ValidateConfig override key=value (repeatable); store features as features.KEY=VALUE"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Probe and decode every fetched clip; record metrics and the versioned verdict as validate events."""
+    from dataclasses import asdict
+
     from tgdp.pipeline.validate import ValidateConfig, run_validate
 
     cfg = _stage_config(ValidateConfig, set_)
-    s = run_validate(root, cfg, backend=backend, num_workers=workers, address=address, force=force, progress=True)
+    require_root(root)
+    s = run_validate(
+        root, cfg, backend=backend, num_workers=workers, address=address, force=force, progress=not as_json
+    )
+    if as_json:
+        typer.echo(_json.dumps(asdict(s)))
+        return
     typer.echo(f"rule: {s.valid_rule}")
     typer.echo(f"fetched {s.fetched}, up to date {s.skipped_up_to_date}, validated {s.validated}: valid {s.valid}")
     for reason, n in sorted(s.dropped.items()):
@@ -235,12 +441,19 @@ def validate_cmd(
 def export_cmd(
     root: _VPath = typer.Argument(..., help="pipeline ROOT"),
     out: _VPath = typer.Option(..., help="output directory (manifest.parquet, clip_ids.txt, funnel.json/.md)"),
+    as_json: bool = typer.Option(False, "--json", help="print {out, files, valid, funnel} as JSON"),
 ) -> None:
     """Write the valid clips (filtered manifest + id list) and the funnel that accounts for every source clip."""
     from tgdp.pipeline.export import funnel_markdown, run_export
 
+    require_root(root)
     result = run_export(root, out)
+    files = [str(out / name) for name in ("manifest.parquet", "clip_ids.txt", "funnel.json", "funnel.md")]
+    if as_json:
+        typer.echo(_json.dumps({"out": str(out), "files": files, "valid": result.valid, "funnel": result.funnel}))
+        return
     typer.echo(funnel_markdown(result.funnel, result.paper_line))
+    typer.echo(f"wrote {out}: manifest.parquet ({result.valid} valid clips), clip_ids.txt, funnel.json, funnel.md")
 
 
 @app.command("shard")
@@ -251,19 +464,24 @@ def shard_cmd(
     workers: int = typer.Option(2, help="parallel workers"),
     address: str | None = typer.Option(None, help="Ray cluster address"),
     force: bool = typer.Option(False, help="rebuild splits even when their inputs are unchanged"),
-    set_: list[str] = typer.Option([], "--set", help="ShardConfig override key=value (repeatable)"),
+    set_: list[str] = typer.Option(
+        [], "--set", help="ShardConfig override key=value (repeatable); store features as features.KEY=VALUE"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Pack valid clips (validate's cached JPEG frames + fbank, else one decode) into memory-mappable Arrow shards."""
-    from tgdp.pipeline.shard import ShardConfig, ShardError, run_shard
+    from dataclasses import asdict
+
+    from tgdp.pipeline.shard import ShardConfig, run_shard
 
     cfg = _stage_config(ShardConfig, set_)
-    try:
-        s = run_shard(
-            root, store, cfg, backend=backend, num_workers=workers, address=address, force=force, progress=True
-        )
-    except ShardError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    require_root(root)  # before anything is created: no empty STORE for a wrong ROOT
+    s = run_shard(
+        root, store, cfg, backend=backend, num_workers=workers, address=address, force=force, progress=not as_json
+    )
+    if as_json:
+        typer.echo(_json.dumps({"store": str(store), **asdict(s)}))
+        return
     for split in sorted(s.rows):
         note = " (up to date)" if split in s.up_to_date else ""
         typer.echo(f"{split}: {s.rows[split]} rows in {s.shards[split]} shards{note}")
@@ -275,11 +493,21 @@ def shard_cmd(
 @app.command("verify")
 def verify_cmd(
     store: _VPath = typer.Argument(..., help="store directory or one split directory"),
+    as_json: bool = typer.Option(False, "--json", help="print {store, ok, splits, problems} as JSON"),
 ) -> None:
     """Check shard checksums, row counts, that every JPEG decodes to size×size×3 and every fbank is finite."""
     from tgdp.pipeline.shard import verify_store
 
+    if not store.is_dir():
+        raise FileNotFoundError(f"store {store} does not exist: pass the --store directory `tgdp-data shard` wrote")
     report = verify_store(store)
+    if as_json:
+        typer.echo(
+            _json.dumps({"store": str(store), "ok": report.ok, "splits": report.splits, "problems": report.problems})
+        )
+        if not report.ok:
+            raise typer.Exit(1)
+        return
     for split, n in sorted(report.splits.items()):
         typer.echo(f"{split}: {n} rows checked")
     for problem in report.problems:

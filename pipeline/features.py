@@ -1,4 +1,4 @@
-"""Per-clip features for the store: CAV-MAE log-Mel fbank (model-spec §1.3), JPEG frames, audio/video metrics, and
+"""Per-clip features for the store: CAV-MAE log-Mel fbank (docs/STORE.md), JPEG frames, audio/video metrics, and
 the per-clip feature cache that lets `validate` hand its decode to `shard` (docs/STORE.md, "One decode per clip").
 
 The fbank recipe is CAV-MAE Sync's `_wav2fbank`: waveform − mean, `torchaudio.compliance.kaldi.fbank(htk_compat=True,

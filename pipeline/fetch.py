@@ -4,7 +4,7 @@ One attempt per clip per run, each recorded as a `fetch` event (`tgdp.pipeline.l
 - ok: `raw_path` (relative to ROOT), `file_bytes`, `sha256`, `section_mode` ("section": the file starts at source
   time `section_start_s`; "full": the section download failed in ffmpeg and the whole stream was fetched, so
   `section_start_s` is 0), format facts from yt-dlp's info dict, tool versions, `session_id`.
-- failed: `reason` from `classify_error` (taxonomy in data-spec D2 / docs/FETCH.md), `transient`, `reason_detail`
+- failed: `reason` from `classify_error` (taxonomy in docs/FETCH.md), `transient`, `reason_detail`
   (first error line, ≤500 chars). A 5xx or connection failure (`RETRY_IN_ATTEMPT`) is first retried inside the
   attempt, `retries` times with a short doubling delay (`retry_backoff_s`, capped at `retry_backoff_max_s`);
   `in_attempt_retries` counts them. Transient failures get `next_attempt_after` (exponential backoff, honoured by later
@@ -414,7 +414,7 @@ class FetchSession:
                 reason, _ = classify_error(str(exc))
                 if reason != "tool_error":
                     return {**facts, **self._fail(str(exc))}
-                # ffmpeg could not cut this source (data-spec D3 fallback): fetch the whole stream, trim in `shard`.
+                # ffmpeg could not cut this source (section_mode "full", docs/FETCH.md): fetch it whole, trim later.
                 for stale in directory.iterdir():
                     _remove(stale)
                 mode = "full"

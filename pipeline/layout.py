@@ -34,7 +34,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def clip_id_for(dataset: str, ytid: str, start_s: float) -> str:
-    """Stable, sortable clip id `"{dataset}:{ytid}:{start_ms}"` (data-spec D1)."""
+    """Stable, sortable clip id `"{dataset}:{ytid}:{start_ms}"` (docs/ARCHITECTURE.md)."""
     return f"{dataset}:{ytid}:{int(round(start_s * 1000))}"
 
 

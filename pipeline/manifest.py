@@ -7,7 +7,7 @@ and compared with the definition; its data-row count is compared with the defini
 because public copies differ (Excel-mangled ids, a VGGSound copy with 199,467 rows) and the funnel must start from
 what was really read.
 
-Formats (data-spec §A):
+Formats (docs/DATA.md):
 - `audioset`: `YTID, start, end, "mid1,mid2"`; `#` header lines before the first row; a space after each comma.
 - `vggsound`: `ytid,start,label,train|test`, no header, labels with commas quoted; clip = [start, start+10).
 - `vgg_list`: `ytid_SSSSSS.mp4,label` (VGGSound test.csv), no header.

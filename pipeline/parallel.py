@@ -4,7 +4,7 @@ Two shapes of work:
 - `map_unordered(fn, items, ...)`: CPU-bound per-item work (validate, shard), one Ray task per item with
   `num_workers` in flight, results yielded as they finish (order not kept).
 - `run_sessions(make_session, items, ...)`: I/O-bound work whose throughput is bounded per download session (per
-  egress IP / account), not per core (data-spec D3). Each session is one long-lived Ray actor holding its own state
+  egress IP / account), not per core (docs/FETCH.md). Each session is one long-lived Ray actor holding its own state
   (a yt-dlp instance, a rate limiter); it runs `in_flight` items at once on threads. Actors reserve no CPU, so a
   2-core machine can host several sessions. Scale by adding sessions, not threads.
 

@@ -41,7 +41,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tgdp.pipeline.features import (
     FBANK_PARAMS,
@@ -103,6 +103,18 @@ class ShardConfig(FeatureParams):
     ffmpeg_threads: int = Field(1, ge=0)
     timeout_s: float = Field(300.0, gt=0)
     keep_feature_cache: bool = False  # keep ROOT/features entries after their split is written (disk: ~store size)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nested_features(cls, data: Any) -> Any:
+        """`features.<key>` (validate's key, so one name serves both stages) sets the inherited field `<key>`;
+        an unknown one stays `features.<key>` so the error names it."""
+        if not isinstance(data, dict) or not isinstance(data.get("features"), dict):
+            return data
+        data = dict(data)
+        for key, value in data.pop("features").items():
+            data[key if key in FeatureParams.model_fields else f"features.{key}"] = value
+        return data
 
     def feature_params(self) -> FeatureParams:
         return FeatureParams(**{k: getattr(self, k) for k in FeatureParams.model_fields})

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["FBANK_MEAN", "FBANK_STD", "Store", "StoreError", "segment_start"]
+__all__ = ["FBANK_MEAN", "FBANK_STD", "Store", "StoreError", "StoreMismatchError", "segment_start"]
 
 FBANK_MEAN = -5.081
 FBANK_STD = 4.4849
@@ -33,7 +33,7 @@ _HEAVY = ("fbank", "frames_jpeg")
 
 
 def segment_start(t: int, num_frames: int = 16, target_length: int = 1024, length: int = 416) -> int:
-    """First fbank frame of the `length`-frame segment aligned with video frame `t` (model-spec §1.4).
+    """First fbank frame of the `length`-frame segment aligned with video frame `t` (docs/STORE.md, Reader).
 
     Centre round(t·target_length/num_frames), start max(0, centre − length//2), shifted left so that
     start + length ≤ target_length. For the defaults: t 0–3 → 0, 4 → 48, 5 → 112, …, 12 → 560, 13–15 → 608.
@@ -69,6 +69,11 @@ class _Batch:
 
 class StoreError(RuntimeError):
     """A store split cannot be read as its index.json describes it; the message names the shard."""
+
+
+class StoreMismatchError(ValueError):
+    """The store cannot feed this model (missing, wrong segment length, mel bins or frame size); the message says
+    how to build a store that fits."""
 
 
 class Store:
@@ -132,6 +137,16 @@ class Store:
         if "rows" in shard and table.num_rows != shard["rows"]:
             raise StoreError(f"{hint}: {table.num_rows} rows, index.json says {shard['rows']}; run `tgdp-data verify`")
         return table
+
+    def check(self) -> None:
+        """Pre-flight check of every shard against index.json: present, byte size, readable, row count (raises
+        StoreError naming the first damaged shard). Cheap (metadata reads over the mmaps); sha256 over every byte
+        is `tgdp-data verify`'s job."""
+        total = sum(self._open_shard(shard).num_rows for shard in self.index["shards"])
+        if total != self._num_rows:
+            raise StoreError(
+                f"{self.path}: index.json says {self._num_rows} rows, its shards hold {total}; run `tgdp-data verify`"
+            )
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": str(self.path)}

@@ -1,6 +1,6 @@
 """`tgdp-data validate ROOT`: probe and fully decode each fetched clip's target window, record metrics and a verdict.
 
-Per clip (data-spec D4), in this order, the first failing check is the drop reason:
+Per clip (docs/STORE.md, "tgdp-data validate"), in this order, the first failing check is the drop reason:
   1. the file opens and has an audio or video stream, else `unreadable` (0-byte, garbage, LFS pointer, no moov);
      when the window is known up front (section / import) this is read from the decoding ffmpeg itself
      (`media.probe_decode`, no ffprobe process), else from ffprobe (JSON);

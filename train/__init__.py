@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RunConfig", "fit", "load_run_config"]
+from tgdp.pipeline import __version__  # also sets tgdp.__version__ (see tgdp/pipeline/__init__.py)
+
+__all__ = ["RunConfig", "__version__", "fit", "load_run_config"]
 
 
 def __getattr__(name: str) -> Any:

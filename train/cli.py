@@ -4,29 +4,33 @@
     torchrun --nproc_per_node=8 -m tgdp.train.cli --config tgdp_base --store STORE --run-dir runs/tgdp
 
 All logic lives in `tgdp.train.loop.fit`; this module parses options, checks the inputs before any work starts and
-turns known errors into one-line messages with a non-zero exit code.
+turns known errors into one-line messages with a non-zero exit code (the shared handling of `tgdp.pipeline.cli`).
+
+Exit status: 0 done; 2 bad input (config, store, checkpoint, path or permission: one line, `--debug` for the
+traceback); 3 non-finite loss (the last good state is checkpointed); 128 + N when stopped by signal N (130 SIGINT,
+143 SIGTERM) after checkpointing, so `--resume` continues.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 
 import typer
 
+from tgdp.pipeline.cli import ErrorsCommand, version_callback
 from tgdp.pipeline.config import ConfigError, dump_config
-from tgdp.pipeline.store import StoreError
-from tgdp.train.checkpoint import CheckpointError
 from tgdp.train.config import list_presets, load_run_config
-from tgdp.train.loop import NonFiniteLossError, StoreMismatchError, check_store, fit
+from tgdp.train.loop import NonFiniteLossError, check_store, fit
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(name="tgdp-train", no_args_is_help=True, add_completion=False)
 
 
-@app.command()
+@app.command(cls=ErrorsCommand)
 def main(
     config: str = typer.Option(..., "--config", "-c", help=f"preset name ({', '.join(list_presets())}) or YAML"),
     store: Path = typer.Option(None, "--store", help="store root (with train/) or a split directory"),
@@ -34,6 +38,10 @@ def main(
     set_: list[str] = typer.Option([], "--set", help="override, e.g. --set optim.lr=1e-4 (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest good checkpoint in --run-dir"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and parameter count, then exit"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks of expected errors too (or TGDP_DEBUG=1)"),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=version_callback("tgdp-train"), help="print the version and exit"
+    ),
 ) -> None:
     """Train a model; `--dry-run` only resolves and checks the config (and the store when given)."""
     rank = int(os.environ.get("RANK", "0"))
@@ -59,12 +67,18 @@ def main(
         if store is None or run_dir is None:
             raise ConfigError("--store and --run-dir are required (unless --dry-run)")
         summary = fit(cfg, store, run_dir, resume=resume)
-    except (ConfigError, StoreMismatchError, StoreError, CheckpointError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     except NonFiniteLossError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None
+    if summary["status"] == "interrupted":
+        sig = signal.Signals(summary["signal"])
+        if rank == 0:
+            typer.echo(
+                f"interrupted by {sig.name} after step {summary['step']}/{summary['total_steps']}: checkpoint "
+                f"{summary['checkpoint']}; continue with the same command plus --resume",
+                err=True,
+            )
+        raise typer.Exit(128 + int(sig))
     if rank == 0:
         typer.echo(
             f"done: step {summary['step']}/{summary['total_steps']}, {summary['samples_per_s']:.1f} samples/s, "

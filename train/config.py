@@ -40,7 +40,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
 class DataConfig(StrictConfig):
-    """Sampling and augmentation (model-spec §1.4-§1.5). Augmentations are off by default, as in the recipe."""
+    """Sampling and augmentation (docs/TRAINING.md, Data). Augmentations are off by default, as in the recipe."""
 
     split: str = "train"  # store split directory read for training
     eval_frame: int = Field(8, ge=0)  # fixed frame in eval mode (CAV-MAE Sync uses 8; TG-DP hard-codes 5)
@@ -54,7 +54,7 @@ class DataConfig(StrictConfig):
 
 
 class OptimConfig(StrictConfig):
-    """Optimiser and per-step schedule (model-spec §4.2): Adam, linear warmup then cosine to min_lr_ratio * lr."""
+    """Optimiser and per-step schedule (docs/TRAINING.md): Adam, linear warmup then cosine to min_lr_ratio * lr."""
 
     name: Literal["adam", "adamw"] = "adam"
     lr: float = Field(2e-4, gt=0.0)

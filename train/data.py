@@ -1,6 +1,6 @@
 """Arrow store -> (fbank segment, frame) samples: a map-style `ClipDataset` and a resumable `TrainStream`.
 
-Design (model-spec §1.4-§1.5):
+Design (docs/TRAINING.md, Data):
 - Train mode: one random frame index t ~ U{0..T-1} per clip per epoch, with its aligned segment
   `store.segment(i, t, length=audio_length)`; eval mode: a fixed frame (`data.eval_frame`); "all" mode: every frame
   of the clip, stacked ([T, T_seg, F] and [T, 3, H, W]) for retrieval.

@@ -12,6 +12,9 @@ Design:
   guard, so all ranks stop together; the optimiser step is skipped, the last good state is checkpointed and
   `NonFiniteLossError` names the step.
 - Rank 0 writes `config.yaml`, metrics and checkpoints; the other ranks wait at a barrier after a checkpoint.
+- SIGINT/SIGTERM (Ctrl-C, SLURM preemption) only set a flag (`_StopRequest`); the flag rides on the per-step loss
+  all-reduce, so every rank finishes the same optimiser step, the state is checkpointed and `fit` returns
+  status "interrupted" with the signal number. A second signal stops at once (KeyboardInterrupt, no checkpoint).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from tgdp.model.health import collapse_warnings, health_metrics
 from tgdp.pipeline.config import ConfigError
+from tgdp.pipeline.store import StoreMismatchError
 from tgdp.train.checkpoint import (
     CheckpointError,
     git_revision,
@@ -68,10 +74,6 @@ class NonFiniteLossError(RuntimeError):
         self.checkpoint = checkpoint
 
 
-class StoreMismatchError(ValueError):
-    """The store cannot feed this model (missing, wrong segment length, mel bins or frame size)."""
-
-
 def step_seed(seed: int, step: int, rank: int) -> int:
     """Torch seed for optimiser step `step` on `rank` (masking noise is then a function of the step)."""
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
@@ -82,9 +84,10 @@ def check_store(
 ) -> tuple[Any, dict[str, int]]:
     """Open the training split and check it against the model; returns (store, geometry) or raises a clear error.
 
-    Rules: the store's fbank target_length must be >= the model's audio_length (a segment is cut from it), its mel
-    bins must equal the model's, clips need more than `data.eval_frame` frames, and stored frames must equal the
-    model's img_size unless `data.resize_frames` (then any size is resized; upsampling logs a warning).
+    Rules: every shard matches index.json (`Store.check`: present, byte size, row count); the store's fbank
+    target_length must be >= the model's audio_length (a segment is cut from it), its mel bins must equal the
+    model's, clips need more than `data.eval_frame` frames, and stored frames must equal the model's img_size unless
+    `data.resize_frames` (then any size is resized; upsampling logs a warning).
     """
     path = Path(store_path)
     if not path.exists():
@@ -93,6 +96,8 @@ def check_store(
         store = open_fn(path, cfg.data.split)
     except Exception as exc:
         raise StoreMismatchError(f"cannot open split {cfg.data.split!r} of store {path}: {exc}") from exc
+    if hasattr(store, "check"):  # shards against index.json (sizes, rows): fail here, not in a DataLoader worker
+        store.check()
     m = cfg.model_cfg()
     geo = store_geometry(store.meta)
     where = f"store {path} (split {cfg.data.split!r})"
@@ -100,10 +105,16 @@ def check_store(
     if geo["target_length"] and geo["target_length"] < m.audio_length:
         problems.append(
             f"fbank target_length {geo['target_length']} < model audio_length {m.audio_length} "
-            "(a segment must fit inside the stored spectrogram)"
+            "(a segment must fit inside the stored spectrogram): shard with "
+            f"--set features.target_length={m.audio_length} or more"
         )
     if geo["num_mel_bins"] and geo["num_mel_bins"] != m.num_mel_bins:
-        problems.append(f"store has {geo['num_mel_bins']} mel bins but the model expects {m.num_mel_bins}")
+        problems.append(
+            f"store has {geo['num_mel_bins']} mel bins but the model expects {m.num_mel_bins}: build a matching store "
+            f"with `tgdp-data validate ROOT --set features.num_mel_bins={m.num_mel_bins}` and `tgdp-data shard ROOT "
+            f"--store NEW_STORE --set features.num_mel_bins={m.num_mel_bins}`, or train with "
+            f"--set model.num_mel_bins={geo['num_mel_bins']}"
+        )
     if geo["frame_size"] and geo["frame_size"] != m.img_size:
         if not cfg.data.resize_frames:
             problems.append(
@@ -119,6 +130,40 @@ def check_store(
     if problems:
         raise StoreMismatchError(f"{where} does not match model {cfg.model_preset!r}: " + "; ".join(problems))
     return store, geo
+
+
+class _StopRequest:
+    """Context manager: while active, SIGINT/SIGTERM record the signal instead of killing the process (main thread
+    only; elsewhere signals keep their handlers). A second signal raises KeyboardInterrupt."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping without a checkpoint")
+        self.signum = signum
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker init: Ctrl-C reaches the whole process group and SLURM signals every process of the job
+    step, so workers ignore SIGINT/SIGTERM and keep serving until the main process, which decides, shuts them down
+    (its normal shutdown; torch's own SIGTERM handler here would kill the worker and crash the main process)."""
+    for sig in _StopRequest.SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _precision(kind: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
@@ -285,6 +330,7 @@ def _fit(
         num_workers=t.num_workers,
         pin_memory=info.device.type == "cuda",
         prefetch_factor=t.prefetch_factor if t.num_workers > 0 else None,
+        worker_init_fn=_ignore_stop_signals if t.num_workers > 0 else None,
     )
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
@@ -334,11 +380,14 @@ def _fit(
     run_t0 = time.perf_counter()
     start_step = step
     last_ckpt: Path | None = None
+    ckpt_step = -1
     terms: tuple[str, ...] | None = None
     status = "completed"
     model.train()
+    stop = _StopRequest()
     it = iter(loader)
     try:
+        stop.__enter__()
         while step < resolved.total_steps:
             step_t0 = time.perf_counter()
             lr = lr_at(step, resolved.total_steps, resolved.warmup_steps, cfg.optim.lr, cfg.optim.min_lr_ratio)
@@ -373,7 +422,10 @@ def _fit(
                 sums = vals / resolved.accum if sums is None else sums + vals / resolved.accum
                 data_state = stream.state_after(batch)
             assert sums is not None and terms is not None
-            stats = all_reduce_mean(sums, info).cpu()
+            # The stop flag rides on the loss all-reduce: any rank signalled -> every rank stops after this step.
+            flag = torch.tensor([1.0 if stop.signum else 0.0], device=sums.device)
+            reduced = all_reduce_mean(torch.cat([sums, flag]), info).cpu()
+            stats, stop_after = reduced[:-1], bool(reduced[-1] > 0)
             loss_value = float(stats[0])
             if not np.isfinite(loss_value):
                 optimizer.zero_grad(set_to_none=True)
@@ -433,14 +485,22 @@ def _fit(
             if on_step is not None:
                 on_step(step, row)
             if step % t.ckpt_every == 0 and step < resolved.total_steps:
-                last_ckpt = checkpoint(step, data_state)
-        last_ckpt = checkpoint(step, data_state) if step > start_step or last_ckpt is None else last_ckpt
+                last_ckpt, ckpt_step = checkpoint(step, data_state), step
+            if stop_after and step < resolved.total_steps:
+                status = "interrupted"
+                break
+        if ckpt_step != step and (step > start_step or last_ckpt is None):
+            last_ckpt = checkpoint(step, data_state)
+        if status == "interrupted":
+            metrics.log(step, {"event": "interrupted", "signal": signal.Signals(stop.signum or signal.SIGTERM).name})
     finally:
+        stop.__exit__()
         del it
         metrics.close()
     elapsed = time.perf_counter() - run_t0
     return {
         "status": status,
+        "signal": int(stop.signum or signal.SIGTERM) if status == "interrupted" else None,
         "step": step,
         "total_steps": resolved.total_steps,
         "resumed_from": str(ckpt_path) if ckpt_path else None,

@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule (model-spec §4.2: Adam, betas 0.95/0.999, wd 5e-7; warmup + cosine).
+"""Optimiser and learning-rate schedule (docs/TRAINING.md: Adam, betas 0.95/0.999, wd 5e-7; warmup + cosine).
 
 Design: the schedule is a pure function of the optimiser step (`lr_at`), so a resumed run needs no scheduler state;
 the loop writes it into every param group before each step. Every trainable parameter gets the same weight decay, as

@@ -1,4 +1,4 @@
-"""Per-sample transforms for frames and fbank segments (model-spec §1.5), all off by default.
+"""Per-sample transforms for frames and fbank segments (docs/TRAINING.md, Data), all off by default.
 
 Design:
 - The released Sync/TG-DP loaders parse `freqm`, `timem`, `noise` and `mixup` but never apply them (or crash); here

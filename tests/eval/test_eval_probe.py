@@ -124,3 +124,18 @@ def test_linear_probe_learns_multiclass() -> None:
     assert res.metric >= 90.0
     assert res.to_dict()["probe"] == "linear"
     assert isinstance(LinearProbe(8, 2).bn, nn.BatchNorm1d) and not list(LinearProbe(8, 2).bn.parameters())
+
+
+def test_probe_heads_derived_from_the_width() -> None:
+    """A tiny model's width (64 per modality, 128 for av) is not divisible by the base model's 12 heads."""
+    assert ProbeConfig().num_heads is None
+    train, test = _separable(32, 4, 0, False, d=64), _separable(16, 4, 1, False, d=64)
+    res = train_probe(train, test, _small_cfg(task="multiclass", num_heads=None, epochs=1))
+    assert res.to_dict()["num_heads"] == 8  # the largest count <= 12 dividing 128
+    assert AttentionProbe(768, 3).blocks[0].attn.num_heads == 12  # the paper's probe on the base model
+
+
+def test_probe_heads_that_do_not_divide_the_width_name_the_fix() -> None:
+    train, test = _separable(32, 4, 0, False, d=64), _separable(16, 4, 1, False, d=64)
+    with pytest.raises(ConfigError, match=r"num_heads=12 does not divide the probe width 128.*--set num_heads=8"):
+        train_probe(train, test, _small_cfg(task="multiclass", num_heads=12, epochs=1))

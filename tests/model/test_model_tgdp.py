@@ -49,7 +49,7 @@ def test_forward_backward_loss_dict(name: str) -> None:
 
 
 def _reference_sync_loss(model: TgdpModel, audio: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """Independent CAV-MAE Sync step written from model-spec §2 using the student's layers (noise: audio, visual)."""
+    """Independent CAV-MAE Sync step written from docs/MODEL.md using the student's layers (noise: audio, visual)."""
     s, cfg = model.student, model.cfg
     b, r = audio.shape[0], cfg.num_register_tokens
 

@@ -1,4 +1,4 @@
-"""Store reader: §1.4 segment windows, zero-copy views, pickling into DataLoader workers; the CLI end to end."""
+"""Store reader: segment windows (docs/STORE.md), zero-copy views, pickling into DataLoader workers; the CLI."""
 
 from __future__ import annotations
 

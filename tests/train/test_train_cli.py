@@ -67,3 +67,47 @@ def test_cli_trains_on_a_real_store(make_clip, tmp_path_factory: pytest.TempPath
     resumed = runner.invoke(app, [*args, "--resume", "--set", "train.steps=4", "--set", "train.batch_size=4"])
     assert resumed.exit_code == 0, resumed.output
     assert "done: step 4/4" in resumed.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["truncate", "rows"])
+def test_damaged_store_is_refused_before_the_run_dir_exists(
+    make_clip, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, kind: str
+) -> None:
+    import shutil
+
+    from train_support import build_real_store
+
+    store = tmp_path / "store"
+    shutil.copytree(build_real_store(tmp_path_factory.mktemp("real"), make_clip, n=10), store)
+    index_file = store / "train" / "index.json"
+    index = json.loads(index_file.read_text())
+    shard = index["shards"][-1]
+    if kind == "truncate":
+        target = store / "train" / shard["file"]
+        target.write_bytes(target.read_bytes()[: shard["bytes"] // 2])
+    else:  # index.json disagrees with the shard's row count
+        shard["rows"] += 1
+        index["num_rows"] += 1
+        index_file.write_text(json.dumps(index))
+    run = tmp_path / "run"
+    args = ["--config", "tiny_tgdp", "--store", str(store), "--run-dir", str(run), "--set", "train.batch_size=4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert shard["file"] in result.output and "tgdp-data verify" in result.output
+    assert "Traceback" not in result.output
+    assert not run.exists()
+
+
+def test_training_mel_mismatch_names_the_fix(tmp_path: Path) -> None:
+    from train_support import fake_open, tiny_config, write_fake_store
+
+    from tgdp.train.loop import StoreMismatchError, check_store
+
+    # The tiny presets need a 64-bin store; the error says how to build one (the same key in validate and shard).
+    store = write_fake_store(tmp_path / "store", n=8, num_mel_bins=128)
+    with pytest.raises(StoreMismatchError) as info:
+        check_store(store, tiny_config(), fake_open)
+    msg = str(info.value)
+    assert "128 mel bins" in msg and "--set features.num_mel_bins=64" in msg
+    assert "tgdp-data validate" in msg and "tgdp-data shard" in msg and "model.num_mel_bins=128" in msg
