@@ -4,6 +4,11 @@ Design (model-spec §1.4-§1.5):
 - Train mode: one random frame index t ~ U{0..T-1} per clip per epoch, with its aligned segment
   `store.segment(i, t, length=audio_length)`; eval mode: a fixed frame (`data.eval_frame`); "all" mode: every frame
   of the clip, stacked ([T, T_seg, F] and [T, 3, H, W]) for retrieval.
+- Samples leave the worker compact and are normalised on the device by `batch_to_device`: frames as uint8 pixels
+  (float32 pixel values in [0, 255] when mixup is on, since a mix is not an integer), audio as the stored float16
+  fbank (float32, already normalised, when SpecAugment, time shift or mixup is on: those act on normalised values).
+  A float32 224-px frame is 4× the bytes of the uint8 one, and converting + normalising it per sample in a worker
+  cost more than decoding the JPEG. The normalised values are exactly those of the per-sample path.
 - The store is opened lazily, once per process: a DataLoader worker opens the memory-mapped shards on its first
   sample and keeps them (the open handle is dropped when the dataset is pickled into a worker).
 - Per-sample randomness (frame index, crop, SpecAugment, shift, mixup) is drawn from generators seeded by
@@ -28,9 +33,16 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, default_collate, get_worker_info
 
 from tgdp.train.config import DataConfig
-from tgdp.train.transforms import FbankTransform, FrameTransform, decode_frame, mix
+from tgdp.train.transforms import (
+    FbankTransform,
+    FrameTransform,
+    decode_frame,
+    mix,
+    normalize_fbank,
+    normalize_frames,
+)
 
-__all__ = ["ClipDataset", "DataState", "TrainStream", "open_store", "store_geometry"]
+__all__ = ["ClipDataset", "DataState", "TrainStream", "batch_to_device", "fbank_stats", "open_store", "store_geometry"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +78,27 @@ def store_geometry(meta: dict) -> dict[str, int]:
     }
 
 
+def fbank_stats(meta: dict) -> tuple[float, float]:
+    """(mean, std) that normalise the store's fbank, from its metadata."""
+    fb = meta.get("fbank", {})
+    if "mean" not in fb or "std" not in fb:
+        raise ValueError("store metadata has no fbank mean/std")
+    return float(fb["mean"]), float(fb["std"])
+
+
+def batch_to_device(
+    batch: dict[str, Any], device: torch.device, stats: tuple[float, float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch -> (audio [B, T_seg, F], frames [B, 3, S, S]) normalised float32 on `device`.
+
+    The copies are non-blocking (pinned batches overlap with compute on CUDA); the normalisation runs on the device.
+    `stats` = `fbank_stats(store.meta)`; float32 audio is already normalised and passes through.
+    """
+    audio = batch["audio"].to(device, non_blocking=True)
+    frames = batch["frames"].to(device, non_blocking=True)
+    return normalize_fbank(audio, *stats), normalize_frames(frames)
+
+
 def _sample_seed(seed: int, epoch: int, index: int, salt: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index, salt])
 
@@ -74,7 +107,8 @@ class ClipDataset(Dataset):
     """Clip i -> {"audio" [T_seg, F], "frames" [3, S, S], "index", "frame", ["labels" [C]], "mix_lambda"}.
 
     In "all" mode "audio" is [T, T_seg, F] and "frames" [T, 3, S, S]. `__getitem__` uses epoch 0; training calls
-    `sample(i, epoch)`.
+    `sample(i, epoch)`. "audio" is the stored float16 fbank (float32 normalised if `normalizes_audio`), "frames" uint8
+    pixels (float32 pixel values with mixup): `batch_to_device` finishes both.
     """
 
     def __init__(
@@ -125,15 +159,30 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.store)
 
+    @property
+    def normalizes_audio(self) -> bool:
+        """True when the worker must normalise audio itself (train-time SpecAugment, shift or mixup)."""
+        return self.mode == "train" and (self.fbank_tf.active or self.data.mixup > 0)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.sample(int(index), epoch=0)
 
     # -- pieces -------------------------------------------------------------------------------------------------
     def _pair(self, index: int, t: int, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        seg = self.store.segment(index, t, length=self.audio_length, normalize=True)
-        audio = torch.from_numpy(np.ascontiguousarray(seg, dtype=np.float32))
-        frame = self.frame_tf(decode_frame(self.store.frame_jpeg(index, t)), train=train)
+        """(audio [T_seg, F], frame uint8 [3, S, S]); audio float32 normalised or the stored float16 (see class)."""
+        if self.normalizes_audio:
+            seg = self.store.segment(index, t, length=self.audio_length, normalize=True)
+            audio = torch.from_numpy(np.ascontiguousarray(seg, dtype=np.float32))
+        else:
+            audio = torch.from_numpy(self._raw_segment(index, t))
+        frame = self.frame_tf.pixels(decode_frame(self.store.frame_jpeg(index, t)), train=train)
         return audio, frame
+
+    def _raw_segment(self, index: int, t: int) -> np.ndarray:
+        """The stored float16 segment [T_seg, F] aligned with frame t (the float16 -> float32 -> float16 trip is
+        exact; it keeps the store reader's own alignment rule)."""
+        seg = self.store.segment(index, t, length=self.audio_length, normalize=False)
+        return np.ascontiguousarray(seg, dtype=np.float16)
 
     def _labels(self, index: int) -> torch.Tensor:
         assert self.label_index is not None
@@ -181,10 +230,12 @@ class ClipDataset(Dataset):
                 t2 = int(rng.integers(self.num_frames))
                 lam = float(rng.beta(10.0, 10.0))
                 audio2, frame2 = self._pair(j, t2, train=True)
-                audio, frame = mix(audio, audio2, lam), mix(frame, frame2, lam)
+                audio, frame = mix(audio, audio2, lam), mix(frame.float(), frame2.float(), lam)
                 if labels is not None:
                     labels = mix(labels, self._labels(j), lam)
             audio = self.fbank_tf(audio, train=True)
+        if self.data.mixup > 0:
+            frame = frame.float()  # one dtype per batch, mixed or not
         out.update(audio=audio, frames=frame, frame=t, mix_lambda=lam)
         if labels is not None:
             out["labels"] = labels

@@ -40,7 +40,15 @@ from tgdp.train.checkpoint import (
     save_checkpoint,
 )
 from tgdp.train.config import ResolvedRun, RunConfig, save_run_config
-from tgdp.train.data import ClipDataset, DataState, TrainStream, open_store, store_geometry
+from tgdp.train.data import (
+    ClipDataset,
+    DataState,
+    TrainStream,
+    batch_to_device,
+    fbank_stats,
+    open_store,
+    store_geometry,
+)
 from tgdp.train.dist import DistInfo, all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed
 from tgdp.train.metrics import MetricsLogger, StepTimer
 from tgdp.train.optim import build_optimizer, lr_at, set_lr
@@ -277,6 +285,7 @@ def _fit(
         shuffle=cfg.data.shuffle,
         start=data_state,
     )
+    norm_stats = fbank_stats(store.meta)  # the batch leaves the workers raw and is normalised on the device
     loader = DataLoader(
         stream,
         batch_size=None,
@@ -342,8 +351,7 @@ def _fit(
                 d0 = time.perf_counter()
                 batch = next(it)
                 timer.data_s += time.perf_counter() - d0
-                audio = batch["audio"].to(info.device, non_blocking=True)
-                frames = batch["frames"].to(info.device, non_blocking=True)
+                audio, frames = batch_to_device(batch, info.device, norm_stats)
                 sync = ddp is not None and micro < resolved.accum - 1
                 with ddp.no_sync() if sync else contextlib.nullcontext():
                     with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -359,7 +367,17 @@ def _fit(
                 sums = vals / resolved.accum if sums is None else sums + vals / resolved.accum
                 data_state = stream.state_after(batch)
             assert sums is not None and terms is not None
-            stats = all_reduce_mean(sums, info).cpu()
+            reduced = all_reduce_mean(sums, info)
+            grad_norm_t: torch.Tensor | None = None
+            if cfg.optim.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                grad_norm_t = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+                reduced = torch.cat([reduced, grad_norm_t.detach().float().reshape(1)])
+            # The step's only host sync: the finite guard must see this step's loss before the optimiser step is
+            # launched (skipping it on a NaN keeps the last good state exact), so loss terms and grad norm come back
+            # in one small copy; everything before it (data copy, forward, backward, clipping) is already queued.
+            host = reduced.cpu()
+            stats = host[: len(terms)]
             loss_value = float(stats[0])
             if not np.isfinite(loss_value):
                 optimizer.zero_grad(set_to_none=True)
@@ -373,10 +391,7 @@ def _fit(
                 metrics.message(msg)
                 metrics.log(step + 1, {"event": "nonfinite_loss", "loss": loss_value})
                 raise NonFiniteLossError(msg, step + 1, path)
-            grad_norm = None
-            if cfg.optim.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
+            grad_norm = float(host[-1]) if grad_norm_t is not None else None
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
