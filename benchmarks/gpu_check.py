@@ -263,7 +263,7 @@ def max_batch(
     with torch.device(device):
         model = build_model(preset)
 
-    def fits(b: int) -> bool:
+    def try_batch(b: int) -> bool:
         rig = None
         try:
             rig = StepRig(preset, b, device, precision=precision, fused=fused, model=model)
@@ -276,7 +276,11 @@ def max_batch(
         finally:
             del rig
             model.zero_grad(set_to_none=True)
-            _free()
+
+    def fits(b: int) -> bool:
+        ok = try_batch(b)
+        _free()  # here, once the failed step's frames (and the tensors they hold) are gone
+        return ok
 
     tried: dict[int, bool] = {}
     ok, bad = 0, None
@@ -325,15 +329,15 @@ def preset_step_sections(
     def variant(batch: int = b48, **kw: Any) -> Callable[[], dict[str, Any]]:
         def fn() -> dict[str, Any]:
             b = batch
-            last: BaseException | None = None
+            last = ""
             # At the edge of memory a fragmented allocator may refuse what the search fitted: retry 7/8 smaller.
             for _ in range(3 if batch != b48 else 1):
                 rig = None
                 try:
                     rig = StepRig(preset, b, device, model=shared_model(), **kw)
                     return _with_mfu(rig.run(opts.warmup, w, k), rig.model, peak)
-                except torch.OutOfMemoryError as exc:
-                    last, b = exc, max(8, b * 7 // 8 // 8 * 8)
+                except torch.OutOfMemoryError as exc:  # keep the text only: the traceback pins the step's tensors
+                    last, b = f"batch {b}: {exc}", max(8, b * 7 // 8 // 8 * 8)
                 finally:
                     del rig
                     m = shared_model()
@@ -343,8 +347,7 @@ def preset_step_sections(
                             if isinstance(conv, torch.nn.Conv2d):
                                 conv.to(memory_format=torch.contiguous_format)
                     _free()
-            assert last is not None
-            raise last
+            raise torch.OutOfMemoryError(last)
 
         return fn
 
@@ -446,24 +449,6 @@ def step_sections(
 
 
 # ------------------------------------------------------------------------------------------------ the loader
-class WorkerNormalisedDataset:
-    """The previous loader path, for comparison: the worker normalises to float32 (frames and audio) itself."""
-
-    def __init__(self, dataset: Any, stats: tuple[float, float]) -> None:
-        self.dataset, self.stats = dataset, stats
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def sample(self, index: int, epoch: int) -> dict[str, Any]:
-        from tgdp.train.transforms import normalize_fbank, normalize_frames
-
-        out = self.dataset.sample(index, epoch)
-        out["audio"] = normalize_fbank(out["audio"], *self.stats)
-        out["frames"] = normalize_frames(out["frames"])
-        return out
-
-
 def build_bench_store(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     """A real store of synthetic ffmpeg clips (testsrc2 + sine) written by the shard stage."""
     from benchmarks.bench_train import build_store
@@ -490,8 +475,11 @@ def loader_rate(
     min_batches: int,
     min_s: float,
     previous_path: bool = False,
+    device_step: bool = True,
 ) -> dict[str, Any]:
-    """Samples/s of TrainStream -> DataLoader -> device (normalised there), excluding worker start-up."""
+    """Samples/s of TrainStream -> DataLoader -> device (normalised there), excluding worker start-up.
+
+    device_step=False stops at the DataLoader: what the workers deliver, before the main process touches it."""
     from torch.utils.data import DataLoader
 
     from tgdp.model import PRESETS
@@ -499,10 +487,9 @@ def loader_rate(
 
     m = PRESETS[preset]
     stats = fbank_stats(open_store(store, "train").meta)
-    ds: Any = ClipDataset(store, audio_length=m.audio_length, img_size=m.img_size)
-    if previous_path:
-        ds = WorkerNormalisedDataset(ds, stats)
-    stream = TrainStream(ds, micro_batch=batch)  # type: ignore[arg-type]
+    # previous_path: float32, normalised in the worker (as before issue 16; still what CPU training with workers does)
+    ds = ClipDataset(store, audio_length=m.audio_length, img_size=m.img_size, normalize_in_worker=previous_path)
+    stream = TrainStream(ds, micro_batch=batch)
     loader = DataLoader(
         stream,
         batch_size=None,
@@ -514,11 +501,9 @@ def loader_rate(
     try:
         first = next(it)
         n, t0 = 0, time.perf_counter()
+        a = f = first["audio"]
         for b in it:
-            if previous_path:
-                a = b["audio"].to(device, non_blocking=True)
-                f = b["frames"].to(device, non_blocking=True)
-            else:
+            if device_step:
                 a, f = batch_to_device(b, device, stats)
             n += 1
             if n >= min_batches and time.perf_counter() - t0 >= min_s:
@@ -534,7 +519,8 @@ def loader_rate(
         "batches": n,
         "audio_dtype_from_workers": str(first["audio"].dtype),
         "frames_dtype_from_workers": str(first["frames"].dtype),
-        "device_dtype": str(a.dtype) + "/" + str(f.dtype),
+        "device_dtype": str(a.dtype) + "/" + str(f.dtype) if device_step else None,
+        "device_step": device_step,
     }
 
 
@@ -582,7 +568,11 @@ def loader_sections(
     lres: dict[str, Any] = {}
     results["loader"] = lres
     if opts.store:
-        lres["store"] = {"path": opts.store, "reused": True}
+        from tgdp.train.data import open_store, store_geometry
+
+        reused = open_store(opts.store, "train")
+        geo = store_geometry(reused.meta)
+        lres["store"] = {"path": opts.store, "reused": True, "clips": len(reused), **geo}
     else:
         run_section(lres, "store", lambda: build_bench_store(opts, work), budget, opts.est_store_s)
     store_info = lres.get("store") or {}
@@ -590,24 +580,27 @@ def loader_sections(
         return
     store = Path(store_info["path"])
     preset = opts.loader_preset
-    for nw in opts.loader_workers:
-        run_section(
-            lres,
-            f"workers_{nw}",
-            lambda nw=nw: loader_rate(store, preset, opts.loader_batch, nw, device, opts.loader_batches, opts.loader_s),
-            budget,
-            opts.loader_s + 5,
-        )
-    for nw in opts.previous_path_workers:
-        run_section(
-            lres,
-            f"previous_path_workers_{nw}",
-            lambda nw=nw: loader_rate(
-                store, preset, opts.loader_batch, nw, device, opts.loader_batches, opts.loader_s, previous_path=True
-            ),
-            budget,
-            opts.loader_s + 5,
-        )
+
+    def measure(nw: int, previous: bool, device_step: bool = True) -> dict[str, Any]:
+        b, mb, ms = opts.loader_batch, opts.loader_batches, opts.loader_s
+        runs = [
+            loader_rate(store, preset, b, nw, device, mb, ms, previous, device_step) for _ in range(opts.loader_repeats)
+        ]
+        rates = sorted(r["samples_per_s"] for r in runs)
+        return {**runs[0], "samples_per_s": rates[len(rates) // 2], "samples_per_s_runs": rates}
+
+    # The previous path is measured right after the current one at the same worker count (shared machines drift).
+    for nw in sorted(set(opts.loader_workers) | set(opts.previous_path_workers)):
+        if nw in opts.loader_workers:
+            run_section(lres, f"workers_{nw}", lambda nw=nw: measure(nw, False), budget, opts.loader_s + 5)
+        if nw in opts.previous_path_workers:
+            run_section(lres, f"previous_path_workers_{nw}", lambda nw=nw: measure(nw, True), budget, opts.loader_s + 5)
+        if opts.loader_no_device_step:  # the workers' own output rate, both paths
+            for prev, key in (
+                (False, f"workers_{nw}_no_device_step"),
+                (True, f"previous_path_workers_{nw}_no_device_step"),
+            ):
+                run_section(lres, key, lambda nw=nw, p=prev: measure(nw, p, False), budget, opts.loader_s + 5)
     run_section(lres, "jpeg_decode", lambda: jpeg_decode(store, device, opts.jpeg_images), budget, 10)
 
 
@@ -622,9 +615,9 @@ def real_run(opts: argparse.Namespace, results: dict[str, Any], work: Path, devi
     best = (step.get("max_batch_search") or {}).get("max_batch") or opts.batch
     batch = max(8, min(int(best), clips) // 8 * 8)
     rates = {
-        int(k.split("_")[-1]): v["samples_per_s"]
+        int(v["workers"]): v["samples_per_s"]
         for k, v in results.get("loader", {}).items()
-        if k.startswith("workers_") and isinstance(v, dict) and "samples_per_s" in v
+        if k.startswith("workers_") and isinstance(v, dict) and "samples_per_s" in v and v.get("device_step", True)
     }
     workers = max(rates, key=rates.get) if rates else min(opts.cores, 8)
     fused = step.get("fastest_optimizer", "fused" if device.type == "cuda" else "foreach") == "fused"
@@ -748,10 +741,12 @@ def figures(results: dict[str, Any]) -> list[Figure]:
         )
     for key, r in results.get("loader", {}).items():
         if isinstance(r, dict) and "samples_per_s" in r:
-            path = "float32 normalised in workers (previous)" if key.startswith("previous") else "uint8/fp16 out"
-            figs.append(
-                Figure(f"loader {r['workers']} workers, batch {r['batch']}, {path}", [r["samples_per_s"]], "samples/s")
-            )
+            prev = key.startswith("previous")
+            path = "float32 normalised in workers" if prev else "uint8/fp16 out, normalised on device"
+            if not r.get("device_step", True):
+                path = ("float32 normalised in workers" if prev else "uint8/fp16 out") + ", DataLoader output only"
+            rates = r.get("samples_per_s_runs") or [r["samples_per_s"]]
+            figs.append(Figure(f"loader {r['workers']} workers, batch {r['batch']}, {path}", rates, "samples/s"))
     jd = results.get("loader", {}).get("jpeg_decode")
     if isinstance(jd, dict) and "cpu_images_per_s_one_core" in jd:
         figs.append(Figure("JPEG decode, CPU, one core", [jd["cpu_images_per_s_one_core"]], unit="images/s"))
@@ -773,23 +768,39 @@ def figures(results: dict[str, Any]) -> list[Figure]:
     return figs
 
 
-def _notes(results: dict[str, Any]) -> str:
+def _notes(results: dict[str, Any], extra: str = "") -> str:
     meta = results["meta"]
     errors = [
         f"{k}" for k, v in _walk(results) if isinstance(v, dict) and ("error" in v or "skipped" in v) and k != "meta"
     ]
+    peak = meta.get("peak_tflops")
     lines = [
-        f"Device: {meta['device_name']}; bf16 dense peak {meta.get('peak_tflops')} TFLOPS ({meta['peak_source']}).",
-        f"Mode: {meta['mode']}; total wall {meta.get('wall_s', 0):.0f} s of a {meta['budget_s']:.0f} s budget. "
-        "Step figures: synthetic batch on the device, forward + backward + Adam + EMA update, median of "
-        f"{meta['windows']} windows of {meta['steps_per_window']} steps after {meta['warmup']} warm-up steps. "
-        "MFU = `flops_per_step` (analytic matmul FLOPs, model/flops.py) / step time / peak. "
-        "Loader: TrainStream → DataLoader → device (normalised there), store of synthetic ffmpeg clips built on "
-        "the machine. Real run: `tgdp-train`, data wait = the loop's data_wait_frac over the windows after the first.",
-        "JSON with every figure, the SDPA op names and any errors: written by `benchmarks/gpu_check.py --out`.",
+        f"Device: {meta['device_name']}; bf16 dense peak {peak} TFLOPS ({meta['peak_source']})."
+        if peak or meta["mode"] == "cuda"
+        else f"Device: CPU ({meta['device_name']}), no MFU.",
+        f"Mode: {meta['mode']}; total wall {meta.get('wall_s', 0):.0f} s of a {meta['budget_s']:.0f} s budget.",
     ]
+    if "step" in results:
+        lines.append(
+            "Step figures: synthetic batch on the device, forward + backward + Adam + EMA update, median of "
+            f"{meta['windows']} windows of {meta['steps_per_window']} steps after {meta['warmup']} warm-up steps. "
+            "MFU = `flops_per_step` (analytic matmul FLOPs, model/flops.py) / step time / peak."
+        )
+    if "loader" in results:
+        store = results["loader"].get("store") or {}
+        geo = f"({store.get('clips')} clips, {store.get('frame_size')} px, {store.get('num_mel_bins')} mel)"
+        lines.append(
+            "Loader: TrainStream → DataLoader → device (normalised there; `previous` = float32 normalised in the "
+            f"workers, as before issue 16), store of synthetic ffmpeg clips built by the shard stage {geo}".rstrip()
+            + "; worker start-up excluded."
+        )
+    if "real_run" in results:
+        lines.append("Real run: `tgdp-train`, data wait = the loop's data_wait_frac over the windows after the first.")
+    lines.append("JSON with every figure, the SDPA op names and any errors: `benchmarks/gpu_check.py --out`.")
     if errors:
         lines.append(f"Errored or skipped sections: {', '.join(errors)} (details in the JSON).")
+    if extra:
+        lines.append(extra)
     return " ".join(lines)
 
 
@@ -818,12 +829,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak of the device (overrides table)")
     p.add_argument("--sections", default="step,loader,run", help="comma list of step, loader, run")
     p.add_argument("--quick", action="store_true", help="minimal counts (the CPU test)")
+    p.add_argument("--notes", default="", help="text appended to the BENCHMARKS.md section's notes")
     p.add_argument("--work-dir", default=None, help="where the bench store and the run go (default: a temp dir)")
     p.add_argument("--store", default=None, help="reuse this store instead of building one")
     p.add_argument("--loader-geometry", choices=["base", "tiny"], default=None)
     p.add_argument("--loader-batch", type=int, default=None)
     p.add_argument("--loader-workers", default=None, help="comma list (default 0,1,2,4,... up to the cores)")
     p.add_argument("--previous-path-workers", default=None, help="comma list for the float32-in-worker comparison")
+    p.add_argument("--loader-repeats", type=int, default=1, help="runs per loader setting (median reported)")
+    p.add_argument(
+        "--loader-no-device-step", action="store_true", help="also measure the DataLoader output alone (both paths)"
+    )
     p.add_argument("--store-clips", type=int, default=None)
     p.add_argument("--run-steps", type=int, default=None)
     p.add_argument("--max-batch-cap", type=int, default=None)
@@ -929,7 +945,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
     print(f"[gpu_check] wrote {out}", flush=True)
     if opts.md:
-        write_section(opts.section_name, figures(results), _notes(results), path=Path(opts.md))
+        write_section(opts.section_name, figures(results), _notes(results, opts.notes), path=Path(opts.md))
     return results
 
 

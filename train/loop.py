@@ -275,6 +275,8 @@ def _fit(
         data=cfg.data,
         seed=t.seed,
         open_fn=open_fn,
+        # CPU training with workers: normalising in the main process would serialise work the workers do in parallel.
+        normalize_in_worker=info.device.type == "cpu" and t.num_workers > 0,
     )
     stream = TrainStream(
         dataset,

@@ -121,10 +121,14 @@ class FbankTransform:
 
 
 def normalize_frames(pixels: torch.Tensor) -> torch.Tensor:
-    """Pixel values (uint8, or float in [0, 255] after mixup) [..., 3, H, W] -> ImageNet-normalised float32.
+    """uint8 pixels [..., 3, H, W] -> ImageNet-normalised float32 (float32 input is taken as normalised: returned).
 
     The same float32 operations as `v2.Normalize` on `x / 255` (so the same values), with the mean/std tensors
     cached per device: building them per call would be a blocking host-to-device copy in every training step."""
+    if pixels.dtype == torch.float32:
+        return pixels
+    if pixels.dtype != torch.uint8:
+        raise TypeError(f"frames must be uint8 (pixels) or float32 (normalised), got {pixels.dtype}")
     mean, std = _constants(IMAGENET_MEAN, IMAGENET_STD, pixels.device)
     return (pixels.float() / 255.0).sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
 
