@@ -287,7 +287,7 @@ def _fit(
         shuffle=cfg.data.shuffle,
         start=data_state,
     )
-    norm_stats = fbank_stats(store.meta)  # the batch leaves the workers raw and is normalised on the device
+    norm_stats = fbank_stats(store.meta)  # batch_to_device normalises raw (uint8/float16) batches on the device
     loader = DataLoader(
         stream,
         batch_size=None,
