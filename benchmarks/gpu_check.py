@@ -5,12 +5,13 @@ On CUDA it measures, for `cavmae_sync_base` and `tgdp_base`:
   largest batch that fits: steps/s, samples/s, peak memory, MFU = `flops_per_step` / step time / the device's bf16
   dense peak (named in the output; `--peak-tflops` overrides the table);
 - variants at batch 48: bf16 autocast vs fp32, fused Adam, channels_last patch embedding, the loop's per-step host
-  sync, torch.compile; and the SDPA backend the attention actually dispatched to (from the profiler's op names);
+  sync; the teacher forward alone; and the SDPA kernels the attention actually dispatched to (profiler op names);
 - the loader from a store built here (synthetic ffmpeg clips, 224 px, 128 mel, 1024 frames): samples/s with N
   workers up to the core count, uint8/float16 out of the workers and normalised on the device (the current path)
   vs float32 normalised in the workers (the previous path); JPEG decoding on the CPU vs batched on the GPU;
-- a real `tgdp-train` run of `tgdp_base` (200 steps, bf16, fused Adam, the best batch the store allows, the best
-  worker count): samples/s and the data-wait fraction.
+- a real `tgdp-train` run of `tgdp_base` (200 steps, bf16, fused Adam if it was faster, the largest batch that fits
+  and the store allows, the fastest worker count): samples/s and the data-wait fraction;
+- torch.compile (inductor) at batch 48, last, as it is the slowest to set up (skipped if the budget is spent).
 
 Every section is fail-soft: an exception is recorded in the JSON (`error`, `traceback`) and the next one runs; a
 section that would overrun the time budget is recorded as skipped. Output: a JSON file (`--out`) and, with `--md`,
@@ -425,16 +426,21 @@ def preset_step_sections(
 def step_sections(
     results: dict[str, Any], opts: argparse.Namespace, device: torch.device, budget: Budget, peak: float | None
 ) -> None:
-    """Step figures for each preset: baseline, variants, largest batch, compile (cheapest and most needed first)."""
-    from tgdp.model import build_model
-
+    """Step figures for each preset: baseline, variants, largest batch (cheapest and most needed first)."""
     for preset in opts.presets:
         res: dict[str, Any] = {}
         results.setdefault("step", {})[preset] = res
         preset_step_sections(preset, res, opts, device, budget, peak)
-    # torch.compile last: it is the slowest to set up and the least likely to be the default.
+
+
+def compile_sections(
+    results: dict[str, Any], opts: argparse.Namespace, device: torch.device, budget: Budget, peak: float | None
+) -> None:
+    """torch.compile, run last of all: the slowest to set up and the least likely to be the default."""
+    from tgdp.model import build_model
+
     for preset in opts.compile_presets:
-        res = results["step"][preset]
+        res = results.setdefault("step", {}).setdefault(preset, {})
 
         def compiled(preset: str = preset) -> dict[str, Any]:
             with torch.device(device):
@@ -827,7 +833,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--section-name", default=None, help="BENCHMARKS.md section (default gpu, or gpu-check-cpu)")
     p.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget for all sections")
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak of the device (overrides table)")
-    p.add_argument("--sections", default="step,loader,run", help="comma list of step, loader, run")
+    p.add_argument(
+        "--sections", default="step,loader,run,compile", help="comma list of step, loader, run, compile (in that order)"
+    )
     p.add_argument("--quick", action="store_true", help="minimal counts (the CPU test)")
     p.add_argument("--notes", default="", help="text appended to the BENCHMARKS.md section's notes")
     p.add_argument("--work-dir", default=None, help="where the bench store and the run go (default: a temp dir)")
@@ -930,6 +938,8 @@ def run_checks(opts: argparse.Namespace) -> dict[str, Any]:
         if "run" in opts.sections:
             est = 150 if opts.cuda else 20
             run_section(results, "real_run", lambda: real_run(opts, results, work, device), budget, est)
+        if "compile" in opts.sections:
+            compile_sections(results, opts, device, budget, peak)
     results["targets"] = _targets(results)
     results["meta"]["wall_s"] = budget.seconds - budget.left()
     return results

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import benchmarks.gpu_check as gpu_check  # noqa: E402
 from benchmarks.gpu_check import Budget, peak_tflops, run_section  # noqa: E402
 
 
@@ -58,6 +59,33 @@ def test_sections_are_fail_soft_and_budgeted() -> None:
     assert results["too_long"]["skipped"].startswith("time budget")
 
 
+def test_largest_batch_search_doubles_then_bisects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out-of-memory above 100 (simulated): the search doubles from 8, then bisects to within 1/8 below 100."""
+    import torch
+
+    tried: list[int] = []
+
+    class FakeRig:
+        def __init__(self, preset: str, batch: int, device: torch.device, **kw: Any) -> None:
+            tried.append(batch)
+            self.batch = batch
+
+        def step(self) -> None:
+            if self.batch > 100:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(gpu_check, "StepRig", FakeRig)
+    out = gpu_check.max_batch("tiny_cavmae_sync", torch.device("cpu"), 8, 2048, Budget(600), False, "fp32")
+    assert tried[:5] == [8, 16, 32, 64, 128]
+    assert out["first_oom"] > 100 >= out["max_batch"] >= 88 and out["max_batch"] % 8 == 0
+    assert out["tried"]["128"] is False and out["tried"][str(out["max_batch"])] is True
+    # No out-of-memory below the cap: the cap itself is tried and taken.
+    tried.clear()
+    assert gpu_check.max_batch("tiny_cavmae_sync", torch.device("cpu"), 8, 40, Budget(600), False, "fp32")[
+        "max_batch"
+    ] == 40 and tried == [8, 16, 32, 40]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_cpu_quick_mode_end_to_end(ffmpeg_bin: str, tmp_path: Path) -> None:
@@ -65,7 +93,7 @@ def test_cpu_quick_mode_end_to_end(ffmpeg_bin: str, tmp_path: Path) -> None:
     loader (store built by the shard stage), JPEG decode and a real `tgdp-train` run; JSON and md section written."""
     out, md = tmp_path / "gpu_check.json", tmp_path / "BENCHMARKS.md"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "benchmarks.gpu_check", "--device", "cpu", "--quick"]
+    cmd = [sys.executable, "-m", "benchmarks.gpu_check", "--device", "cpu", "--quick", "--peak-tflops", "0.5"]
     cmd += ["--out", str(out), "--md", str(md), "--work-dir", str(tmp_path / "work")]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=230)
@@ -73,10 +101,11 @@ def test_cpu_quick_mode_end_to_end(ffmpeg_bin: str, tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert _errors(res) == [], _errors(res)
     assert res["meta"]["mode"] == "cpu quick" and res["meta"]["wall_s"] <= time.monotonic() - t0
+    assert res["meta"]["peak_tflops"] == 0.5 and res["meta"]["peak_source"] == "--peak-tflops 0.5"
     sync, tg = res["step"]["tiny_cavmae_sync"], res["step"]["tiny_tgdp"]
     for r in (sync["base"], tg["base"], sync["fused_adam"], sync["channels_last"], sync["compile"]):
         assert r["step_s"] > 0 and r["samples_per_s"] == pytest.approx(r["batch"] / r["step_s"])
-        assert r["flops_per_step"] > 0 and r["mfu"] is None  # no CPU peak unless --peak-tflops
+        assert r["flops_per_step"] > 0 and r["mfu"] == pytest.approx(r["achieved_tflops"] / 0.5)
     assert tg["base"]["flops_per_step"] > sync["base"]["flops_per_step"]
     assert sync["sdpa"]["fp32"]["backends"] and "math" not in sync["sdpa"]["fp32"]["backends"]
     assert tg["teacher_forward"]["grad_enabled_output"] is False
@@ -94,3 +123,4 @@ def test_cpu_quick_mode_end_to_end(ffmpeg_bin: str, tmp_path: Path) -> None:
     assert res["targets"]["flop_ratio"] > 1 and res["targets"]["step_ratio"] > 0
     text = md.read_text()
     assert "<!-- bench:gpu-check-cpu -->" in text and "TG-DP / Sync step time" in text and "data wait" in text
+    assert "base (fp32), batch 4: MFU" in text and "--peak-tflops 0.5" in text
