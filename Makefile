@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tgdp-installed
 TGDP_NO_APT ?=
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup ffmpeg test test-fast lint demo bench reproduce reproduce-short wheel-check clean
+.PHONY: setup ffmpeg test test-fast lint demo bench gpu-check reproduce reproduce-short wheel-check clean
 
 setup: ffmpeg $(STAMP)
 
@@ -42,6 +42,10 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all
+
+# On a GPU machine (<= 8 min on one H100/H200): step, MFU, loader, a real run -> runs/gpu_check.json + BENCHMARKS.md.
+gpu-check: setup
+	$(BIN)/python -m benchmarks.gpu_check --out runs/gpu_check.json --md BENCHMARKS.md
 
 reproduce: setup
 	$(BIN)/python benchmarks/reproduce.py --out runs/reproduce

@@ -14,6 +14,7 @@ import os
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -28,13 +29,13 @@ BATCH = 8
 WORKERS = 1
 
 
-def _make_clip(path: Path, freq: int, duration: float = 3.0) -> None:
+def _make_clip(path: Path, freq: int, duration: float = 3.0, size: str = "128x112") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     src = [
         "-f",
         "lavfi",
         "-i",
-        f"testsrc2=size=128x112:rate=8:duration={duration}",
+        f"testsrc2=size={size}:rate=8:duration={duration}",
         "-f",
         "lavfi",
         "-i",
@@ -44,8 +45,13 @@ def _make_clip(path: Path, freq: int, duration: float = 3.0) -> None:
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *src, *enc, str(path)], check=True)
 
 
-def build_store(dest: Path, n: int = NUM_CLIPS, duration: float = 3.0) -> Path:
-    """A real store (split train) of `n` synthetic clips, via a hand-assembled pipeline ROOT and `run_shard`."""
+def build_store(
+    dest: Path, n: int = NUM_CLIPS, duration: float = 3.0, size: str = "128x112", encoders: int = 1, **shard: int
+) -> Path:
+    """A real store (split train) of `n` synthetic clips, via a hand-assembled pipeline ROOT and `run_shard`.
+
+    `shard` overrides the tiny geometry (frame_size 96, num_mel_bins 64, target_length 256); `size` is the clips'
+    WxH, `encoders` how many ffmpeg encodes run at once (the shard stage itself is serial)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -55,11 +61,12 @@ def build_store(dest: Path, n: int = NUM_CLIPS, duration: float = 3.0) -> Path:
 
     root = dest / "root"
     rows, fetches, validates = [], [], []
-    for i in range(n):
+    raws = [raw_path_for(root, clip_id_for("audioset", f"benchclip{i:03d}", 0.0), "mp4") for i in range(n)]
+    with ThreadPoolExecutor(max(1, encoders)) as pool:
+        list(pool.map(lambda k: _make_clip(raws[k], 220 + 30 * k, duration, size), range(n)))
+    for i, raw in enumerate(raws):
         ytid = f"benchclip{i:03d}"
         clip_id = clip_id_for("audioset", ytid, 0.0)
-        raw = raw_path_for(root, clip_id, "mp4")
-        _make_clip(raw, 220 + 30 * i, duration)
         sha = hashlib.sha256(raw.read_bytes()).hexdigest()
         rows.append(
             {
@@ -84,7 +91,8 @@ def build_store(dest: Path, n: int = NUM_CLIPS, duration: float = 3.0) -> Path:
     append_events(root, "fetch", fetches)
     append_events(root, "validate", validates)
     store = dest / "store"
-    run_shard(root, store, ShardConfig(frame_size=96, num_mel_bins=64, target_length=256))
+    params = {"frame_size": 96, "num_mel_bins": 64, "target_length": 256, **shard}
+    run_shard(root, store, ShardConfig(**params))
     return store
 
 

@@ -64,6 +64,7 @@ class OptimConfig(StrictConfig):
     warmup_frac: float = Field(0.1, ge=0.0, lt=1.0)  # fraction of total optimiser steps spent in linear warmup
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)  # cosine floor as a fraction of lr
     grad_clip: float | None = Field(None, gt=0.0)  # max global grad norm; None = no clipping (the recipe)
+    fused: bool = False  # torch's fused (single-kernel) Adam/AdamW: fewer launches per step on CUDA
 
     @field_validator("betas")
     @classmethod

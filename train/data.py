@@ -4,6 +4,13 @@ Design (docs/TRAINING.md, Data):
 - Train mode: one random frame index t ~ U{0..T-1} per clip per epoch, with its aligned segment
   `store.segment(i, t, length=audio_length)`; eval mode: a fixed frame (`data.eval_frame`); "all" mode: every frame
   of the clip, stacked ([T, T_seg, F] and [T, 3, H, W]) for retrieval.
+- Samples leave the worker compact and are normalised on the device by `batch_to_device`: frames as uint8 pixels,
+  audio as the stored float16 fbank. A float32 224-px frame is 4× the bytes of the uint8 one, and converting +
+  normalising it per sample in a worker cost more than decoding the JPEG; on a GPU it is free. The dtype says which
+  is which: uint8 / float16 = raw, float32 = already normalised in the worker. The worker normalises audio when
+  SpecAugment, time shift or mixup is on (they act on normalised values), frames when mixup is on (a mix is not an
+  integer), and both with `normalize_in_worker=True` (training on the CPU with workers: the main process is then
+  the bottleneck, so the work stays parallel). Values are exactly those of the per-sample path either way.
 - The store is opened lazily, once per process: a DataLoader worker opens the memory-mapped shards on its first
   sample and keeps them (the open handle is dropped when the dataset is pickled into a worker).
 - Per-sample randomness (frame index, crop, SpecAugment, shift, mixup) is drawn from generators seeded by
@@ -28,9 +35,16 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, default_collate, get_worker_info
 
 from tgdp.train.config import DataConfig
-from tgdp.train.transforms import FbankTransform, FrameTransform, decode_frame, mix
+from tgdp.train.transforms import (
+    FbankTransform,
+    FrameTransform,
+    decode_frame,
+    mix,
+    normalize_fbank,
+    normalize_frames,
+)
 
-__all__ = ["ClipDataset", "DataState", "TrainStream", "open_store", "store_geometry"]
+__all__ = ["ClipDataset", "DataState", "TrainStream", "batch_to_device", "fbank_stats", "open_store", "store_geometry"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +80,27 @@ def store_geometry(meta: dict) -> dict[str, int]:
     }
 
 
+def fbank_stats(meta: dict) -> tuple[float, float]:
+    """(mean, std) that normalise the store's fbank, from its metadata."""
+    fb = meta.get("fbank", {})
+    if "mean" not in fb or "std" not in fb:
+        raise ValueError("store metadata has no fbank mean/std")
+    return float(fb["mean"]), float(fb["std"])
+
+
+def batch_to_device(
+    batch: dict[str, Any], device: torch.device, stats: tuple[float, float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch -> (audio [B, T_seg, F], frames [B, 3, S, S]) normalised float32 on `device`.
+
+    The copies are non-blocking (pinned batches overlap with compute on CUDA); the normalisation runs on the device.
+    `stats` = `fbank_stats(store.meta)`; float32 audio or frames are already normalised and pass through.
+    """
+    audio = batch["audio"].to(device, non_blocking=True)
+    frames = batch["frames"].to(device, non_blocking=True)
+    return normalize_fbank(audio, *stats), normalize_frames(frames)
+
+
 def _sample_seed(seed: int, epoch: int, index: int, salt: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index, salt])
 
@@ -74,7 +109,8 @@ class ClipDataset(Dataset):
     """Clip i -> {"audio" [T_seg, F], "frames" [3, S, S], "index", "frame", ["labels" [C]], "mix_lambda"}.
 
     In "all" mode "audio" is [T, T_seg, F] and "frames" [T, 3, S, S]. `__getitem__` uses epoch 0; training calls
-    `sample(i, epoch)`.
+    `sample(i, epoch)`. "audio" is the stored float16 fbank and "frames" uint8 pixels, or either one float32 and
+    normalised already (`normalizes_audio`, `normalizes_frames`): `batch_to_device` finishes both.
     """
 
     def __init__(
@@ -89,10 +125,12 @@ class ClipDataset(Dataset):
         label_vocab: Sequence[str] | None = None,
         open_fn: Callable[[str | Path, str | None], Any] = open_store,
         split: str | None = None,
+        normalize_in_worker: bool = False,
     ) -> None:
         self.store_path = store_path
         self.data = data if data is not None else DataConfig()
         self.split = split if split is not None else self.data.split
+        self.normalize_in_worker = normalize_in_worker
         self.audio_length = audio_length
         self.img_size = img_size
         self.mode = mode
@@ -125,15 +163,37 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.store)
 
+    @property
+    def normalizes_audio(self) -> bool:
+        """True when the worker normalises audio itself (asked to, or train-time SpecAugment, shift or mixup)."""
+        return self.normalize_in_worker or (self.mode == "train" and (self.fbank_tf.active or self.data.mixup > 0))
+
+    @property
+    def normalizes_frames(self) -> bool:
+        """True when the worker normalises frames itself (asked to, or train-time mixup)."""
+        return self.normalize_in_worker or (self.mode == "train" and self.data.mixup > 0)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.sample(int(index), epoch=0)
 
     # -- pieces -------------------------------------------------------------------------------------------------
     def _pair(self, index: int, t: int, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        seg = self.store.segment(index, t, length=self.audio_length, normalize=True)
-        audio = torch.from_numpy(np.ascontiguousarray(seg, dtype=np.float32))
-        frame = self.frame_tf(decode_frame(self.store.frame_jpeg(index, t)), train=train)
+        """(audio [T_seg, F], frame [3, S, S]): raw (float16, uint8) or normalised in the worker (float32)."""
+        if self.normalizes_audio:
+            seg = self.store.segment(index, t, length=self.audio_length, normalize=True)
+            audio = torch.from_numpy(np.ascontiguousarray(seg, dtype=np.float32))
+        else:
+            audio = torch.from_numpy(self._raw_segment(index, t))
+        frame = self.frame_tf.pixels(decode_frame(self.store.frame_jpeg(index, t)), train=train)
+        if self.normalizes_frames:
+            frame = normalize_frames(frame)
         return audio, frame
+
+    def _raw_segment(self, index: int, t: int) -> np.ndarray:
+        """The stored float16 segment [T_seg, F] aligned with frame t (the float16 -> float32 -> float16 trip is
+        exact; it keeps the store reader's own alignment rule)."""
+        seg = self.store.segment(index, t, length=self.audio_length, normalize=False)
+        return np.ascontiguousarray(seg, dtype=np.float16)
 
     def _labels(self, index: int) -> torch.Tensor:
         assert self.label_index is not None

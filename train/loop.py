@@ -48,7 +48,15 @@ from tgdp.train.checkpoint import (
     save_checkpoint,
 )
 from tgdp.train.config import ResolvedRun, RunConfig, save_run_config
-from tgdp.train.data import ClipDataset, DataState, TrainStream, open_store, store_geometry
+from tgdp.train.data import (
+    ClipDataset,
+    DataState,
+    TrainStream,
+    batch_to_device,
+    fbank_stats,
+    open_store,
+    store_geometry,
+)
 from tgdp.train.dist import DistInfo, all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed
 from tgdp.train.metrics import MetricsLogger, StepTimer
 from tgdp.train.optim import build_optimizer, lr_at, set_lr
@@ -314,6 +322,8 @@ def _fit(
         data=cfg.data,
         seed=t.seed,
         open_fn=open_fn,
+        # CPU training with workers: normalising in the main process would serialise work the workers do in parallel.
+        normalize_in_worker=info.device.type == "cpu" and t.num_workers > 0,
     )
     stream = TrainStream(
         dataset,
@@ -324,6 +334,7 @@ def _fit(
         shuffle=cfg.data.shuffle,
         start=data_state,
     )
+    norm_stats = fbank_stats(store.meta)  # batch_to_device normalises raw (uint8/float16) batches on the device
     loader = DataLoader(
         stream,
         batch_size=None,
@@ -401,8 +412,7 @@ def _fit(
                 d0 = time.perf_counter()
                 batch = next(it)
                 timer.data_s += time.perf_counter() - d0
-                audio = batch["audio"].to(info.device, non_blocking=True)
-                frames = batch["frames"].to(info.device, non_blocking=True)
+                audio, frames = batch_to_device(batch, info.device, norm_stats)
                 sync = ddp is not None and micro < resolved.accum - 1
                 with ddp.no_sync() if sync else contextlib.nullcontext():
                     with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -424,8 +434,17 @@ def _fit(
             assert sums is not None and terms is not None
             # The stop flag rides on the loss all-reduce: any rank signalled -> every rank stops after this step.
             flag = torch.tensor([1.0 if stop.signum else 0.0], device=sums.device)
-            reduced = all_reduce_mean(torch.cat([sums, flag]), info).cpu()
-            stats, stop_after = reduced[:-1], bool(reduced[-1] > 0)
+            reduced = all_reduce_mean(torch.cat([sums, flag]), info)
+            grad_norm_t: torch.Tensor | None = None
+            if cfg.optim.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                grad_norm_t = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+                reduced = torch.cat([reduced, grad_norm_t.detach().float().reshape(1)])
+            # The step's only host sync: the finite guard must see this step's loss before the optimiser step is
+            # launched (skipping it on a NaN keeps the last good state exact), so loss terms, stop flag and grad norm
+            # come back in one small copy; everything before it (data copy, forward, backward, clipping) is queued.
+            host = reduced.cpu()
+            stats, stop_after = host[: len(terms)], bool(host[len(terms)] > 0)
             loss_value = float(stats[0])
             if not np.isfinite(loss_value):
                 optimizer.zero_grad(set_to_none=True)
@@ -439,10 +458,7 @@ def _fit(
                 metrics.message(msg)
                 metrics.log(step + 1, {"event": "nonfinite_loss", "loss": loss_value})
                 raise NonFiniteLossError(msg, step + 1, path)
-            grad_norm = None
-            if cfg.optim.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
+            grad_norm = float(host[-1]) if grad_norm_t is not None else None
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)

@@ -28,12 +28,20 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Adam (the recipe) or AdamW over the trainable `params`."""
+    """Adam (the recipe) or AdamW over the trainable `params` (`cfg.fused`: torch's fused implementation)."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    # fused=None leaves torch's default (foreach on CUDA); True asks for the fused kernels (CUDA, or CPU in torch>=2.4).
+    return cls(
+        params,
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        fused=True if cfg.fused else None,
+    )
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -7,9 +7,15 @@ Design:
   `torch.random.fork_rng`, so a resumed run redraws exactly the same crops, masks, shifts and mixup partners.
 - Frames: JPEG bytes -> `torchvision.io.decode_jpeg` -> uint8 [3, H, W] -> short-side resize + centre crop to the
   model's img_size when the stored size differs (Sync: Resize + CenterCrop) -> float in [0, 1] -> ImageNet norm.
+- The training loader stops at uint8 pixels (`FrameTransform.pixels`) and the raw float16 fbank: `normalize_frames`
+  and `normalize_fbank` run on the batch once it is on the device. A float32 frame is 4× the bytes of a uint8 one
+  and converting it per sample in a worker costs more than decoding the JPEG; the device does it for free. Both
+  functions give exactly the values the per-sample path gives (same float32 operations in the same order).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torchaudio
@@ -23,6 +29,8 @@ __all__ = [
     "FrameTransform",
     "decode_frame",
     "mix",
+    "normalize_fbank",
+    "normalize_frames",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -61,9 +69,12 @@ class FrameTransform:
                 v2.RandomHorizontalFlip(0.5),
             ]
         )
-        self._normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
     def __call__(self, frame_u8: torch.Tensor, train: bool = False) -> torch.Tensor:
+        return normalize_frames(self.pixels(frame_u8, train=train))
+
+    def pixels(self, frame_u8: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """uint8 [3, H, W] -> uint8 [3, S, S]: the resize/crop/flip part only (normalise later, on the device)."""
         if train and self.random_resized_crop:
             frame_u8 = self._augment(frame_u8)
         elif frame_u8.shape[-2:] != (self.img_size, self.img_size):
@@ -74,7 +85,7 @@ class FrameTransform:
                 )
             frame_u8 = self._fixed(frame_u8)
         # Bicubic can overshoot [0, 255] in float; uint8 input keeps values clamped.
-        return self._normalize(frame_u8.float().div_(255.0))
+        return frame_u8
 
 
 class FbankTransform:
@@ -107,6 +118,43 @@ class FbankTransform:
                 shift = int(torch.randint(-s, s + 1, ()).item())
                 x = torch.roll(x, shifts=shift, dims=0)
         return x
+
+
+def normalize_frames(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels [..., 3, H, W] -> ImageNet-normalised float32 (float32 input is taken as normalised: returned).
+
+    The same float32 operations as `v2.Normalize` on `x / 255` (so the same values), with the mean/std tensors
+    cached per device: building them per call would be a blocking host-to-device copy in every training step."""
+    if pixels.dtype == torch.float32:
+        return pixels
+    if pixels.dtype != torch.uint8:
+        raise TypeError(f"frames must be uint8 (pixels) or float32 (normalised), got {pixels.dtype}")
+    mean, std = _constants(IMAGENET_MEAN, IMAGENET_STD, pixels.device)
+    return (pixels.float() / 255.0).sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
+
+
+def normalize_fbank(fbank: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """Stored float16 log-Mel [..., T, F] -> (x - mean) / std in float32 (bit-identical to `Store.segment`).
+
+    float32 input is taken as already normalised and returned as is (the loader normalises in the worker when
+    SpecAugment or mixup has to work on the normalised values)."""
+    if fbank.dtype == torch.float32:
+        return fbank
+    if fbank.dtype != torch.float16:
+        raise TypeError(f"fbank must be float16 (stored) or float32 (normalised), got {fbank.dtype}")
+    # 1-element tensors, not Python scalars: a scalar divisor may become a multiply by its reciprocal.
+    m, s = _constants((mean,), (std,), fbank.device)
+    return fbank.float().sub_(m).div_(s)
+
+
+@functools.cache
+def _constants(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return (
+        torch.tensor(mean, dtype=torch.float32, device=device),
+        torch.tensor(std, dtype=torch.float32, device=device),
+    )
 
 
 def mix(x1: torch.Tensor, x2: torch.Tensor, lam: float) -> torch.Tensor:

@@ -9,11 +9,20 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from train_support import FakeStore, fake_open, write_fake_store
+from torchvision.transforms import v2
+from train_support import NORM_MEAN, NORM_STD, FakeStore, fake_open, write_fake_store
 
 from tgdp.train.config import DataConfig
-from tgdp.train.data import ClipDataset, DataState, TrainStream
-from tgdp.train.transforms import IMAGENET_MEAN, IMAGENET_STD, FbankTransform, FrameTransform, decode_frame
+from tgdp.train.data import ClipDataset, DataState, TrainStream, batch_to_device
+from tgdp.train.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FbankTransform,
+    FrameTransform,
+    decode_frame,
+    normalize_fbank,
+    normalize_frames,
+)
 
 
 @pytest.fixture()
@@ -30,11 +39,12 @@ def _ds(store_dir: Path, mode: str = "train", **data: object) -> ClipDataset:
 def test_train_sample_shapes_and_alignment(store_dir: Path) -> None:
     ds = _ds(store_dir)
     s = ds.sample(4, epoch=0)
-    assert s["audio"].shape == (128, 64) and s["audio"].dtype == torch.float32
-    assert s["frames"].shape == (3, 96, 96)  # 64 px store frames resized to the model's img_size
+    # Samples leave the worker raw: the stored float16 fbank and uint8 pixels.
+    assert s["audio"].shape == (128, 64) and s["audio"].dtype == torch.float16
+    assert s["frames"].shape == (3, 96, 96) and s["frames"].dtype == torch.uint8  # 64 px frames resized to 96
     store = FakeStore(n=20, frame_size=64)
     expected = store.segment(4, s["frame"], length=128)
-    np.testing.assert_allclose(s["audio"].numpy(), expected)
+    np.testing.assert_array_equal(normalize_fbank(s["audio"], NORM_MEAN, NORM_STD).numpy(), expected)
     # The same clip in the same epoch is the same sample; another epoch may pick another frame.
     assert torch.equal(ds.sample(4, 0)["audio"], s["audio"])
     frames = {ds.sample(4, e)["frame"] for e in range(20)}
@@ -46,7 +56,7 @@ def test_eval_and_all_modes(store_dir: Path) -> None:
     assert e["frame"] == 5 and e["audio"].shape == (128, 64)
     a = _ds(store_dir, "all")[2]
     assert a["audio"].shape == (16, 128, 64) and a["frames"].shape == (16, 3, 96, 96)
-    assert torch.equal(a["audio"][5], e["audio"]) and torch.allclose(a["frames"][5], e["frames"])
+    assert torch.equal(a["audio"][5], e["audio"]) and torch.equal(a["frames"][5], e["frames"])
     with pytest.raises(ValueError, match="eval_frame=16"):
         _ds(store_dir, "eval", eval_frame=16)[0]
 
@@ -62,10 +72,38 @@ def test_frame_normalisation_and_no_resize_error() -> None:
     assert decode_frame(jpeg).shape == (3, 64, 64)
 
 
+def test_device_normalisation_equals_the_per_sample_path(store_dir: Path) -> None:
+    """uint8/float16 out of the loader + `batch_to_device` gives exactly the old per-sample float32 values."""
+    store = FakeStore(n=20, frame_size=64)
+    tf = FrameTransform(96)
+    pixels = torch.stack([tf.pixels(decode_frame(store.frame_jpeg(i, 3))) for i in range(4)])
+    want = torch.stack([v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)(p.float().div_(255.0)) for p in pixels])
+    assert torch.equal(normalize_frames(pixels), want) and torch.equal(tf(pixels[0]), want[0])
+    batch = next(iter(DataLoader(TrainStream(_ds(store_dir), micro_batch=4), batch_size=None)))
+    audio, frames = batch_to_device(batch, torch.device("cpu"), (NORM_MEAN, NORM_STD))
+    assert audio.dtype == frames.dtype == torch.float32 and frames.shape == (4, 3, 96, 96)
+    for k, (i, t) in enumerate(zip(batch["index"].tolist(), batch["frame"].tolist(), strict=True)):
+        np.testing.assert_array_equal(audio[k].numpy(), store.segment(i, t, length=128))
+        assert torch.equal(frames[k], tf(decode_frame(store.frame_jpeg(i, t))))
+    with pytest.raises(TypeError, match="float16"):
+        normalize_fbank(torch.zeros(2, dtype=torch.float64), NORM_MEAN, NORM_STD)
+    # normalize_in_worker (CPU training with workers): float32 out of the worker, passed through, same values.
+    ds = ClipDataset(
+        store_dir, audio_length=128, img_size=96, data=DataConfig(), seed=3, open_fn=fake_open, normalize_in_worker=True
+    )
+    wb = next(iter(DataLoader(TrainStream(ds, micro_batch=4), batch_size=None)))
+    assert wb["audio"].dtype == wb["frames"].dtype == torch.float32
+    w_audio, w_frames = batch_to_device(wb, torch.device("cpu"), (NORM_MEAN, NORM_STD))
+    assert torch.equal(w_audio, audio) and torch.equal(w_frames, frames)
+
+
 def test_augmentations_apply_and_are_reproducible(store_dir: Path) -> None:
     plain = _ds(store_dir).sample(1, 0)
     aug = _ds(store_dir, random_resized_crop=True, freqm=16, timem=32, time_shifting=0.2)
     s1, s2 = aug.sample(1, 0), aug.sample(1, 0)
+    # SpecAugment works on normalised values, so the worker normalises audio itself (and says so by its dtype).
+    assert s1["audio"].dtype == torch.float32 and s1["frames"].dtype == torch.uint8
+    plain = {**plain, "audio": normalize_fbank(plain["audio"], NORM_MEAN, NORM_STD)}
     assert torch.equal(s1["audio"], s2["audio"]) and torch.equal(s1["frames"], s2["frames"])
     assert s1["frame"] == plain["frame"]  # augmentation draws do not change the frame choice
     assert not torch.equal(s1["audio"], plain["audio"]) and not torch.allclose(s1["frames"], plain["frames"])
@@ -100,6 +138,7 @@ def test_mixup_mixes_audio_frames_labels(store_dir: Path) -> None:
         open_fn=fake_open,
     )
     s = ds.sample(0, 0)
+    assert s["frames"].dtype == s["audio"].dtype == torch.float32  # mixed in the worker, hence normalised there
     lam = s["mix_lambda"]
     assert 0.0 < lam < 1.0 and lam != 1.0
     assert s["labels"].sum().item() == pytest.approx(1.0)

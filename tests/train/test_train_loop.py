@@ -172,3 +172,11 @@ def test_accumulation_matches_full_batch(store: Path, tmp_path: Path, monkeypatc
     b = load_checkpoint(list_checkpoints(tmp_path / "two")[0])["optimizer"]["state"]
     for k in a:  # exp_avg after step 1 = (1 - beta1) * gradient
         torch.testing.assert_close(b[k]["exp_avg"], a[k]["exp_avg"], rtol=1e-4, atol=1e-9)
+
+
+def test_grad_clip_norm_is_logged_from_the_steps_one_host_copy(store: Path, tmp_path: Path) -> None:
+    """With clipping on, the pre-clip grad norm comes back with the loss terms and lands in every row."""
+    summary = fit(tiny_config("train.steps=3", "optim.grad_clip=1e-3"), store, tmp_path / "run", open_fn=fake_open)
+    norms = [h["grad_norm"] for h in summary["history"]]
+    assert len(norms) == 3 and all(n > 1e-3 and n == n for n in norms)
+    assert all(h["loss"] == h["loss"] for h in summary["history"])
