@@ -41,7 +41,8 @@ MAE_INIT_ALLOWED_MISSING = (
 
 
 class CheckpointError(RuntimeError):
-    """A state dict does not fit the model; the message carries the key report."""
+    """A checkpoint that cannot be used: a state dict that does not fit the model (the message carries the key
+    report), no readable training checkpoint, or a config that differs from the run's (raised by tgdp.train too)."""
 
 
 @dataclass

@@ -28,7 +28,6 @@ _EXPECTED = {
     "tgdp.pipeline.store": ("StoreError", "StoreMismatchError"),
     "tgdp.pipeline.manifest": ("ManifestError",),
     "tgdp.pipeline.shard": ("ShardError",),
-    "tgdp.train.checkpoint": ("CheckpointError",),
     "tgdp.model.checkpoint": ("CheckpointError",),
 }
 # Environment errors that are the user's to fix (a path, a permission, a full or read-only disk), with the fix.

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tgdp.model.checkpoint import CheckpointError
+
 __all__ = [
     "CheckpointError",
     "checkpoint_dir",
@@ -35,10 +37,6 @@ log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("model", "optimizer", "step", "data_state", "config")
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
-
-
-class CheckpointError(RuntimeError):
-    """No usable checkpoint (all candidates unreadable, or a config mismatch)."""
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

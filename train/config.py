@@ -65,6 +65,9 @@ class OptimConfig(StrictConfig):
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)  # cosine floor as a fraction of lr
     grad_clip: float | None = Field(None, gt=0.0)  # max global grad norm; None = no clipping (the recipe)
     fused: bool = False  # torch's fused (single-kernel) Adam/AdamW: fewer launches per step on CUDA
+    # False = the released recipe: weight decay on every trainable tensor. True = no decay on the token-like
+    # parameters the model names in `no_weight_decay()` (global/register/mask tokens, modality embeddings).
+    exclude_no_decay: bool = False
 
     @field_validator("betas")
     @classmethod

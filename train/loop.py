@@ -286,7 +286,9 @@ def _fit(
     amp_dtype, use_scaler = _precision(t.precision, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=use_scaler)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, cfg.optim)
+    no_decay_names = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    no_decay = [p for n, p in model.named_parameters() if n in no_decay_names]
+    optimizer = build_optimizer(params, cfg.optim, no_decay)
     step = 0
     data_state = DataState()
     if ckpt is not None:

@@ -2,13 +2,15 @@
 
 Design: the schedule is a pure function of the optimiser step (`lr_at`), so a resumed run needs no scheduler state;
 the loop writes it into every param group before each step. Every trainable parameter gets the same weight decay, as
-the released recipe (Adam's L2 on everything); AdamW is offered as an option.
+the released recipe (Adam's L2 on everything); `optim.exclude_no_decay` exempts the model's token-like parameters
+(`TgdpModel.no_weight_decay()`); AdamW is offered as an option.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -27,15 +29,24 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Adam (the recipe) or AdamW over the trainable `params` (`cfg.fused`: torch's fused implementation)."""
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], cfg: OptimConfig, no_decay: Iterable[torch.nn.Parameter] = ()
+) -> torch.optim.Optimizer:
+    """Adam (the recipe) or AdamW over the trainable `params` (`cfg.fused`: torch's fused implementation).
+
+    With `cfg.exclude_no_decay`, the tensors in `no_decay` form a second group with weight_decay 0."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    groups: list[Any] = params
+    skip = {id(p) for p in no_decay} if cfg.exclude_no_decay else set()
+    if skip:
+        decay = [p for p in params if id(p) not in skip]
+        groups = [{"params": decay}, {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0}]
     # fused=None leaves torch's default (foreach on CUDA); True asks for the fused kernels (CUDA, or CPU in torch>=2.4).
     return cls(
-        params,
+        groups,
         lr=cfg.lr,
         betas=tuple(cfg.betas),
         eps=cfg.eps,

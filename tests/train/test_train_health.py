@@ -54,3 +54,22 @@ def test_legacy_preset_is_exactly_the_old_setting() -> None:
     assert old.contrastive_symmetric and old.contrastive_gather and old.masking == "distinct"
     new = load_run_config("tgdp_base").model_cfg()
     assert (new.dis_reduction, new.dis_target) == ("sum", "l2norm") and new.lambda_dis < new.lambda_contra * 10
+
+
+def test_exclude_no_decay_puts_the_models_tokens_in_a_zero_decay_group() -> None:
+    from tgdp.model import build_model
+    from tgdp.train.optim import build_optimizer
+
+    model = build_model("tiny_tgdp")
+    params = [p for p in model.parameters() if p.requires_grad]
+    names = model.no_weight_decay()
+    tokens = [p for n, p in model.named_parameters() if n in names and p.requires_grad]
+    assert tokens and "student.cls_token_a" in names
+    released = build_optimizer(params, load_run_config("tiny_tgdp").optim, tokens)
+    assert len(released.param_groups) == 1  # the recipe: decay on everything
+    cfg = load_run_config("tiny_tgdp", ["optim.exclude_no_decay=true"]).optim
+    opt = build_optimizer(params, cfg, tokens)
+    decay, skip = opt.param_groups
+    assert decay["weight_decay"] == cfg.weight_decay > 0 and skip["weight_decay"] == 0.0
+    assert {id(p) for p in skip["params"]} == {id(p) for p in tokens}
+    assert len(decay["params"]) + len(skip["params"]) == len(params)
