@@ -23,17 +23,14 @@ _TGDP = dict(
 )
 # Exactly the TG-DP setting of tgdp 0.1 (before the collapse study): λ_dis 1 on mean-over-dims MSE of the raw tokens,
 # EMA 0.996 → 1 (cosine, absolute), symmetric InfoNCE as in the released TG-DP code.
-_TGDP_LEGACY = dict(
-    dual_pass=True,
-    contrastive_mask_ratio=0.5,
-    masking="distinct",
-    lambda_dis=1.0,
-    dis_reduction="mean",
-    dis_target="raw",
-    teacher_momentum_schedule="cosine",
-    contrastive_symmetric=True,
-    contrastive_gather=True,
-)
+_TGDP_LEGACY = {
+    **_TGDP,
+    "lambda_dis": 1.0,
+    "dis_reduction": "mean",
+    "dis_target": "raw",
+    "teacher_momentum_schedule": "cosine",
+    "contrastive_symmetric": True,
+}
 # Tiny: 64-d, 2 modality blocks + 1 joint, 96-px frames (6×6 patches), 128 frames × 64 bins audio (4×8 patches),
 # 1 register, 64-d × 1-block decoder: forward+backward of batch 8 runs in tens of ms on a CPU core.
 _TINY = dict(

@@ -12,6 +12,7 @@ import errno as _errno
 import json as _json
 import os as _os
 import sys as _sys
+from typing import Any
 
 import click as _click
 import typer
@@ -85,16 +86,21 @@ def _report(ctx: _click.Context, exc: Exception) -> None:
     raise typer.Exit(EXIT_EXPECTED) from None
 
 
+def _invoke_reporting(invoke: Any, ctx: _click.Context) -> Any:
+    """Run a click `invoke`; click's own exits pass through, any other exception goes to `_report`."""
+    try:
+        return invoke(ctx)
+    except (_click.exceptions.Exit, _click.ClickException, _click.Abort):
+        raise
+    except Exception as exc:
+        _report(ctx, exc)
+
+
 class ErrorsGroup(_TyperGroup):
     """A command group whose commands end expected errors with one line (see the module docstring)."""
 
     def invoke(self, ctx: _click.Context):
-        try:
-            return super().invoke(ctx)
-        except (_click.exceptions.Exit, _click.ClickException, _click.Abort):
-            raise
-        except Exception as exc:
-            _report(ctx, exc)
+        return _invoke_reporting(super().invoke, ctx)
 
 
 class ErrorsCommand(_TyperCommand):
@@ -102,12 +108,7 @@ class ErrorsCommand(_TyperCommand):
 
     def invoke(self, ctx: _click.Context):
         ctx.meta["tgdp.debug"] = bool(ctx.params.get("debug"))
-        try:
-            return super().invoke(ctx)
-        except (_click.exceptions.Exit, _click.ClickException, _click.Abort):
-            raise
-        except Exception as exc:
-            _report(ctx, exc)
+        return _invoke_reporting(super().invoke, ctx)
 
 
 def version_callback(name: str):

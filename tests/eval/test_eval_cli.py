@@ -6,21 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from tgdp.eval.cli import app
 from tgdp.eval.report import probe_table, retrieval_table
 from tgdp.eval.retrieval import MissingClipsWarning
 from tgdp.eval.table import EmbeddingTable, write_embeddings
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _write(path, n: int, seed: int, noise: float) -> None:

@@ -16,14 +16,6 @@ from tgdp.eval.table import EmbeddingTable, read_embeddings, write_embeddings
 MEAN, STD = -5.081, 4.4849
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class FakeStore:
     """The Store reader API over synthetic content: fbank[t] rises with the clip index, frames are flat colours."""
 

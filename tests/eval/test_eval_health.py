@@ -12,14 +12,6 @@ from torch import nn
 from tgdp.eval.health import heldout_infonce, load_teacher, store_health
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_heldout_infonce_matches_a_naive_loop() -> None:
     g = torch.Generator().manual_seed(0)
     a, v = torch.randn(10, 6, generator=g), torch.randn(10, 6, generator=g)

@@ -20,15 +20,6 @@ from tgdp.eval.table import EmbeddingTable
 from tgdp.pipeline.config import ConfigError, validate_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on the shared 2-core machine (40x slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _separable(n: int, n_classes: int, seed: int, multilabel: bool, d: int = 8, signal: str = "a") -> EmbeddingTable:
     """Class k adds a fixed direction to one modality's tokens; the other modality is noise."""
     rng = np.random.default_rng(seed)
