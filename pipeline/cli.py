@@ -179,10 +179,10 @@ def status_cmd(
     max_attempts: int = typer.Option(5, help="the cap the fetch runs used (decides gave_up)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable funnel"),
 ) -> None:
-    """Print the funnel: source → fetched / gone by reason / pending transient / never tried (→ validate, shard)."""
+    """Print the funnel: source → fetched / gone by reason / pending transient / never tried → validate → shard."""
     from tgdp.pipeline.status import format_funnel, funnel
 
-    f = funnel(root, max_attempts=max_attempts)
+    f = funnel(root, max_attempts=max_attempts, progress=True)
     typer.echo(_json.dumps(f, indent=2) if as_json else format_funnel(f))
     if not f["check"]:
         raise typer.Exit(1)
@@ -229,12 +229,14 @@ def validate_cmd(
 def export_cmd(
     root: _VPath = typer.Argument(..., help="pipeline ROOT"),
     out: _VPath = typer.Option(..., help="output directory (manifest.parquet, clip_ids.txt, funnel.json/.md)"),
+    max_attempts: int = typer.Option(5, help="the cap the fetch runs used (decides gave_up)"),
 ) -> None:
     """Write the valid clips (filtered manifest + id list) and the funnel that accounts for every source clip."""
     from tgdp.pipeline.export import funnel_markdown, run_export
 
-    result = run_export(root, out)
+    result = run_export(root, out, max_attempts=max_attempts, progress=True)
     typer.echo(funnel_markdown(result.funnel, result.paper_line))
+    typer.echo(f"wrote {result.valid:,} valid clips to {out}/manifest.parquet, clip_ids.txt, funnel.json, funnel.md")
 
 
 @app.command("shard")
@@ -258,6 +260,8 @@ def shard_cmd(
     except ShardError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if not s.rows:
+        typer.echo(f"warning: no valid clips to shard in {root}: run validate first (`tgdp-data status`)", err=True)
     for split in sorted(s.rows):
         note = " (up to date)" if split in s.up_to_date else ""
         typer.echo(f"{split}: {s.rows[split]} rows in {s.shards[split]} shards{note}")

@@ -9,6 +9,10 @@ Required event keys: `clip_id`, `status` ("ok" | "failed"), `reason` (None when 
 The ledger adds `stage`, `attempted_at` (UTC), `worker` (host:pid) and `seq` (monotonic within a flush file).
 Any other keys are stage-specific columns (nullable); files with different columns concatenate by name.
 `compact()` merges many small files into one, atomically.
+
+At 2 M clips a stage has millions of events: `latest_table()` reduces them to the last event per clip in columns
+(pyarrow + numpy), reading the log in chunks of `chunk_rows` events, so memory is bounded by the number of clips plus
+one chunk, whatever the number of events. `latest()` (one dict per clip) is for small ROOTs and tests.
 """
 
 from __future__ import annotations
@@ -18,17 +22,32 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tgdp.pipeline.layout import events_dir
 
-__all__ = ["EventWriter", "append_events", "compact", "latest", "read_events"]
+__all__ = [
+    "EventWriter",
+    "LatestEvents",
+    "append_events",
+    "append_table",
+    "compact",
+    "compact_if_many",
+    "count_events",
+    "iter_event_chunks",
+    "latest",
+    "latest_table",
+    "read_events",
+]
 
 REQUIRED = ("clip_id", "status", "reason", "transient")
 STATUSES = ("ok", "failed")
@@ -74,6 +93,33 @@ def append_events(root: Path, stage: str, events: Iterable[Mapping[str, Any]]) -
     # from_pylist takes its columns from the first row only: build the union so no stage column is dropped.
     keys = list(dict.fromkeys(k for row in rows for k in row))
     table = pa.Table.from_pylist([{k: row.get(k) for k in keys} for row in rows])
+    return _write_atomic(table, events_dir(root, stage))
+
+
+def append_table(root: Path, stage: str, table: pa.Table) -> Path | None:
+    """Write a whole table of events (one row each, REQUIRED columns present) as one event file, columnar.
+
+    For stages that settle many clips at once (`shard` writes one event per packed clip): no dict per clip.
+    """
+    if table.num_rows == 0:
+        return None
+    missing = [k for k in REQUIRED if k not in table.column_names]
+    if missing:
+        raise ValueError(f"{stage} events lack {missing}")
+    bad = pc.invert(pc.is_in(table.column("status"), value_set=pa.array(STATUSES)))
+    if pc.any(bad).as_py():
+        raise ValueError(f"{stage} event status must be one of {STATUSES}")
+    no_reason = pc.and_(pc.equal(table.column("status"), "failed"), pc.is_null(table.column("reason")))
+    if pc.any(no_reason).as_py():
+        raise ValueError(f"a failed {stage} event has no reason")
+    n = table.num_rows
+    now = pa.scalar(datetime.now(timezone.utc), pa.timestamp("us", tz="UTC"))
+    if "attempted_at" not in table.column_names:
+        table = table.append_column("attempted_at", pa.repeat(now, n))
+    if "worker" not in table.column_names:
+        table = table.append_column("worker", pa.repeat(pa.scalar(f"{socket.gethostname()}:{os.getpid()}"), n))
+    table = table.append_column("stage", pa.repeat(pa.scalar(stage), n))
+    table = table.append_column("seq", pa.array(np.arange(n, dtype=np.int64)))
     return _write_atomic(table, events_dir(root, stage))
 
 
@@ -128,6 +174,14 @@ def latest(root: Path, stage: str) -> dict[str, dict[str, Any]]:
     return state
 
 
+def compact_if_many(root: Path, stage: str, max_files: int = 256) -> Path | None:
+    """Compact `stage` when it has more than `max_files` event files (each run ends with this: thousands of small
+    flush files would make every later read slow)."""
+    if len(_event_files(events_dir(root, stage))) > max_files:
+        return compact(root, stage)
+    return None
+
+
 def compact(root: Path, stage: str) -> Path | None:
     """Merge all event files of `stage` into one (same rows, same order), atomically; old files are removed after."""
     directory = events_dir(root, stage)
@@ -167,3 +221,114 @@ def _live_files(files: list[Path]) -> list[Path]:
             meta = pq.read_schema(f).metadata or {}
             replaced.update(json.loads(meta.get(_COMPACTS, b"[]")))
     return [f for f in files if f.name not in replaced]
+
+
+# ------------------------------------------------------------------------------------------- columnar reading
+
+
+def count_events(root: Path, stage: str) -> int:
+    """Number of events of `stage` (from the Parquet footers, no data read)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in _live_files(_event_files(events_dir(root, stage))))
+
+
+def iter_event_chunks(
+    root: Path, stage: str, columns: Mapping[str, pa.DataType], chunk_rows: int = 1 << 20
+) -> Iterator[pa.Table]:
+    """The events of `stage` in write order as tables of about `chunk_rows` rows with exactly `columns` (plus
+    `clip_id`), cast to the given types; a column a file lacks is null. Memory: one chunk."""
+    wanted = {"clip_id": pa.string(), **columns}
+    buf: list[pa.Table] = []
+    rows = 0
+    for f in _live_files(_event_files(events_dir(root, stage))):
+        pf = pq.ParquetFile(f)
+        names = set(pf.schema_arrow.names)
+        dict_cols = [c for c, t in wanted.items() if c in names and pa.types.is_dictionary(t)]
+        pf = pq.ParquetFile(f, read_dictionary=dict_cols) if dict_cols else pf
+        table = pf.read(columns=[c for c in wanted if c in names])
+        arrays = []
+        for c, t in wanted.items():
+            if c in names:
+                col = table.column(c)
+                arrays.append(col if col.type == t else col.cast(t))
+            else:
+                arrays.append(pa.nulls(table.num_rows, t))
+        buf.append(pa.table(arrays, names=list(wanted)))
+        rows += table.num_rows
+        if rows >= chunk_rows:
+            yield pa.concat_tables(buf)
+            buf, rows = [], 0
+    if buf:
+        yield pa.concat_tables(buf)
+
+
+@dataclass
+class LatestEvents:
+    """The last event per clip of one stage, aligned with the ids it was asked for (row i ↔ ids[i]).
+
+    table: the requested columns of each clip's last event (all null where a clip has none);
+    has_event: (n,) bool; events: (n,) int64 events per clip; transient_failures: (n,) int64 failed+transient events;
+    orphan_ids: clip ids that have events but are not among the ids.
+    """
+
+    table: pa.Table
+    has_event: np.ndarray
+    events: np.ndarray
+    transient_failures: np.ndarray
+    orphan_ids: set[str]
+
+    def column(self, name: str) -> pa.Array:
+        return self.table.column(name).combine_chunks()
+
+
+def latest_table(
+    root: Path,
+    stage: str,
+    ids: pa.Array,
+    columns: Mapping[str, pa.DataType],
+    chunk_rows: int = 1 << 20,
+    on_chunk: Callable[[int], None] | None = None,
+) -> LatestEvents:
+    """Reduce the event log of `stage` to the last event per clip of `ids` (unique), in columns.
+
+    Per chunk of events: clip ids → row numbers (`pc.index_in`), the chunk's last event per clip (numpy), and a
+    merge into the per-clip state (`take`). Memory is the per-clip state plus one chunk: flat in the number of
+    events. `on_chunk(rows)` is called after each chunk (progress bars).
+    """
+    n = len(ids)
+    cols = {c: t for c, t in columns.items() if c != "clip_id"}
+    need = dict(cols)
+    need.setdefault("status", pa.string())
+    need.setdefault("transient", pa.bool_())
+    state = {c: pa.nulls(n, t) for c, t in cols.items()}
+    has = np.zeros(n, dtype=bool)
+    events = np.zeros(n, dtype=np.int64)
+    tfail = np.zeros(n, dtype=np.int64)
+    orphans: set[str] = set()
+    for chunk in iter_event_chunks(root, stage, need, chunk_rows):
+        pos = pc.index_in(chunk.column("clip_id"), value_set=ids)
+        if pos.null_count:
+            orphan = chunk.column("clip_id").filter(pc.is_null(pos))
+            orphans.update(pc.unique(orphan).to_pylist())
+        p = pc.fill_null(pos, -1).to_numpy().astype(np.int64)
+        rows = np.flatnonzero(p >= 0)
+        p = p[rows]
+        events += np.bincount(p, minlength=n)
+        failed_t = pc.and_(pc.equal(chunk.column("status"), "failed"), pc.fill_null(chunk.column("transient"), False))
+        ft = np.asarray(failed_t.to_numpy(zero_copy_only=False), dtype=bool)[rows]
+        tfail += np.bincount(p[ft], minlength=n)
+        # last event of each clip within the chunk (events are in write order)
+        uniq, first_in_rev = np.unique(p[::-1], return_index=True)
+        last_rows = rows[p.size - 1 - first_in_rev]
+        has[uniq] = True
+        selector = np.arange(n, dtype=np.int64)
+        selector[uniq] = n + np.arange(uniq.size, dtype=np.int64)
+        sel = pa.array(selector)
+        take_rows = pa.array(last_rows)
+        for c in cols:
+            new = chunk.column(c).take(take_rows).combine_chunks()
+            state[c] = pa.concat_arrays([state[c], new]).take(sel)
+        if on_chunk is not None:
+            on_chunk(chunk.num_rows)
+        del chunk
+    table = pa.table(list(state.values()), names=list(state)) if state else pa.table({})
+    return LatestEvents(table, has, events, tfail, orphans)
