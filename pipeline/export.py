@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from tgdp.pipeline.layout import manifest_path
 from tgdp.pipeline.status import STATES, clip_states, funnel_from_states
 from tgdp.pipeline.validate import METRIC_COLUMNS
 
@@ -89,10 +90,15 @@ def _by_split(split: pa.Array, state: np.ndarray) -> dict[str, dict[str, int]]:
 def run_export(root: Path, out: Path, max_attempts: int | None = 5, progress: bool = False) -> ExportResult:
     """Write the filtered manifest, the id list and the funnel for ROOT into `out`."""
     root, out = Path(root), Path(out)
-    cs = clip_states(root, max_attempts, manifest_columns=None, validate_columns=_EXPORT_TYPES, progress=progress)
+    cs = clip_states(
+        root,
+        max_attempts,
+        validate_columns=_EXPORT_TYPES,
+        progress=progress,
+        sha_type=pa.string(),  # the whole sha256 goes into the exported manifest
+    )
     funnel = funnel_from_states(cs)
     valid_mask = np.isin(cs.state, [STATES.index("valid"), STATES.index("sharded")])
-    keep = np.flatnonzero(valid_mask)
     rules: dict[str, int] = {}
     if cs.validate is not None:
         settled = np.isin(cs.state, [STATES.index(s) for s in ("valid", "sharded", "dropped")])
@@ -100,7 +106,7 @@ def run_export(root: Path, out: Path, max_attempts: int | None = 5, progress: bo
         rules = {str(r["values"]): int(r["counts"]) for r in vc.to_pylist()}
     funnel["valid_rules"] = rules
     funnel["by_split"] = _by_split(cs.manifest.column("split").combine_chunks(), cs.state)
-    result = ExportResult(valid=int(keep.size), funnel=funnel, out=out)
+    result = ExportResult(valid=int(valid_mask.sum()), funnel=funnel, out=out)
     per_split = funnel["by_split"]
     if "as_unbal_train" in per_split:
         as_train = sum(per_split.get(s, {}).get("valid", 0) for s in ("as_bal_train", "as_unbal_train"))
@@ -110,31 +116,78 @@ def run_export(root: Path, out: Path, max_attempts: int | None = 5, progress: bo
             f"vs paper {PAPER_VALID_PAIRS:,} ({as_train / PAPER_VALID_PAIRS:.1%})"
         )
         funnel["paper"] = {"valid_pairs": PAPER_VALID_PAIRS, "as_train_valid": as_train, "as_unbal_valid": unbal}
-
-    idx = pa.array(keep)
-    table = cs.manifest.take(idx)
-    for name in (*METRIC_COLUMNS, *_EXTRA):
-        t = _EXPORT_TYPES[name]
-        if cs.validate is not None:
-            col = cs.validate.column(name).take(idx)
-        else:
-            col = pa.nulls(len(keep), t)
-        table = table.append_column(name, col.cast(t.value_type) if pa.types.is_dictionary(t) else col)
-    table = table.append_column("fetch_sha256", cs.fetch.column("sha256").take(idx))
-    table = table.append_column("raw_path", cs.fetch.column("raw_path").take(idx))
-    table = table.take(pc.sort_indices(table, sort_keys=[("clip_id", "ascending")]))
-    del cs
-
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "manifest.parquet", lambda p: pq.write_table(table, p))
-    ids = pa.table({"clip_id": table.column("clip_id")})
-    opts = pacsv.WriteOptions(include_header=False, quoting_style="none")
-    _write_atomic(out / "clip_ids.txt", lambda p: pacsv.write_csv(ids, p, opts))
+    _write_valid(root, out, cs, valid_mask)
     text = json.dumps(funnel, indent=1, sort_keys=True) + "\n"
     _write_atomic(out / "funnel.json", lambda p: p.write_text(text, encoding="utf-8"))
     md = funnel_markdown(funnel, result.paper_line)
     _write_atomic(out / "funnel.md", lambda p: p.write_text(md, encoding="utf-8"))
     return result
+
+
+def _extra_columns(cs: Any, idx: pa.Array) -> list[tuple[str, pa.Array]]:
+    """Validator metrics, rule, window and codecs of the last validate event, and the fetch sha256 and raw path."""
+    cols = []
+    for name in (*METRIC_COLUMNS, *_EXTRA):
+        t = _EXPORT_TYPES[name]
+        col = cs.validate.column(name).take(idx) if cs.validate is not None else pa.nulls(len(idx), t)
+        cols.append((name, col.cast(t.value_type) if pa.types.is_dictionary(t) else col))
+    cols.append(("fetch_sha256", cs.fetch.column("sha256").take(idx)))
+    cols.append(("raw_path", cs.fetch.column("raw_path").take(idx)))
+    return cols
+
+
+def _write_valid(root: Path, out: Path, cs: Any, valid_mask: np.ndarray) -> None:
+    """manifest.parquet and clip_ids.txt of the valid clips, sorted by clip id, streamed in batches from
+    source.parquet (written sorted by `manifest`), so memory holds one batch of rows, not the filtered manifest."""
+    source = pq.ParquetFile(manifest_path(root))
+    ids = cs.manifest.column("clip_id")
+    ordered = len(ids) < 2 or pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py()
+    keep_row = np.zeros(source.metadata.num_rows, dtype=bool)
+    keep_row[cs.source_rows[valid_mask]] = True
+    clip_of_row = np.full(source.metadata.num_rows, -1, dtype=np.int64)
+    clip_of_row[cs.source_rows] = np.arange(len(cs.source_rows))
+    schema = pa.schema(
+        list(source.schema_arrow)
+        + [pa.field(n, t.value_type if pa.types.is_dictionary(t) else t) for n, t in _EXPORT_TYPES.items()]
+        + [pa.field("fetch_sha256", pa.string()), pa.field("raw_path", pa.string())]
+    )
+    tmp_m, tmp_i = out / ".tmp-manifest.parquet", out / ".tmp-clip_ids.txt"
+    opts = pacsv.WriteOptions(include_header=False, quoting_style="none")
+    id_schema = pa.schema([("clip_id", pa.string())])
+    with pq.ParquetWriter(tmp_m, schema) as writer, pacsv.CSVWriter(tmp_i, id_schema, write_options=opts) as ids_out:
+        if not ordered:  # a hand-made, unsorted manifest (small): sort in memory
+            idx = pa.array(np.flatnonzero(valid_mask))
+            table = pq.read_table(manifest_path(root)).take(pa.array(cs.source_rows)).take(idx)
+            for name, col in _extra_columns(cs, idx):
+                table = table.append_column(name, col)
+            batches = [table.sort_by("clip_id")]
+        else:
+            batches = _valid_batches(cs, source, keep_row, clip_of_row)
+        from tqdm import tqdm
+
+        with tqdm(total=int(valid_mask.sum()), unit="clip", desc="writing", leave=False, disable=None) as bar:
+            for table in batches:
+                table = table.cast(schema)
+                writer.write_table(table)
+                ids_out.write_table(table.select(["clip_id"]))
+                bar.update(table.num_rows)
+    os.replace(tmp_m, out / "manifest.parquet")
+    os.replace(tmp_i, out / "clip_ids.txt")
+
+
+def _valid_batches(cs: Any, source: pq.ParquetFile, keep_row: np.ndarray, clip_of_row: np.ndarray) -> Any:
+    """The valid rows of source.parquet with their extra columns, one batch of the file at a time."""
+    start = 0
+    for batch in source.iter_batches(batch_size=1 << 16):
+        rows = np.flatnonzero(keep_row[start : start + batch.num_rows])
+        clip_idx = pa.array(clip_of_row[start + rows])
+        start += batch.num_rows
+        if rows.size:
+            table = pa.Table.from_batches([batch]).take(pa.array(rows))
+            for name, col in _extra_columns(cs, clip_idx):
+                table = table.append_column(name, col)
+            yield table
 
 
 def funnel_markdown(funnel: dict[str, Any], paper_line: str | None = None) -> str:

@@ -232,33 +232,39 @@ def count_events(root: Path, stage: str) -> int:
 
 
 def iter_event_chunks(
-    root: Path, stage: str, columns: Mapping[str, pa.DataType], chunk_rows: int = 1 << 20
+    root: Path,
+    stage: str,
+    columns: Mapping[str, pa.DataType],
+    chunk_rows: int = 1 << 20,
+    with_clip_id: bool = True,
 ) -> Iterator[pa.Table]:
     """The events of `stage` in write order as tables of about `chunk_rows` rows with exactly `columns` (plus
-    `clip_id`), cast to the given types; a column a file lacks is null. Memory: one chunk."""
-    wanted = {"clip_id": pa.string(), **columns}
+    `clip_id` first, unless `with_clip_id` is False), cast to the given types; a column a file lacks is null.
+    Files are read in batches, so memory holds one chunk whatever the size of a (compacted) file."""
+    wanted = {"clip_id": pa.string(), **columns} if with_clip_id else dict(columns)
     buf: list[pa.Table] = []
     rows = 0
     for f in _live_files(_event_files(events_dir(root, stage))):
-        pf = pq.ParquetFile(f)
-        names = set(pf.schema_arrow.names)
+        names = set(pq.read_schema(f).names)
         dict_cols = [c for c, t in wanted.items() if c in names and pa.types.is_dictionary(t)]
-        pf = pq.ParquetFile(f, read_dictionary=dict_cols) if dict_cols else pf
-        table = pf.read(columns=[c for c in wanted if c in names])
-        arrays = []
-        for c, t in wanted.items():
-            if c in names:
-                col = table.column(c)
-                arrays.append(col if col.type == t else col.cast(t))
-            else:
-                arrays.append(pa.nulls(table.num_rows, t))
-        buf.append(pa.table(arrays, names=list(wanted)))
-        rows += table.num_rows
-        if rows >= chunk_rows:
-            yield pa.concat_tables(buf)
-            buf, rows = [], 0
+        pf = pq.ParquetFile(f, read_dictionary=dict_cols or None)
+        present = [c for c in wanted if c in names]
+        for batch in pf.iter_batches(batch_size=min(chunk_rows, 1 << 18), columns=present or None):
+            n = batch.num_rows
+            arrays = []
+            for c, t in wanted.items():
+                if c in names:
+                    col = batch.column(c)
+                    arrays.append(col if col.type == t else col.cast(t))
+                else:
+                    arrays.append(pa.nulls(n, t))
+            buf.append(pa.table(arrays, names=list(wanted)))
+            rows += n
+            if rows >= chunk_rows:
+                yield pa.concat_tables(buf).combine_chunks()
+                buf, rows = [], 0
     if buf:
-        yield pa.concat_tables(buf)
+        yield pa.concat_tables(buf).combine_chunks()
 
 
 @dataclass
@@ -285,50 +291,78 @@ def latest_table(
     stage: str,
     ids: pa.Array,
     columns: Mapping[str, pa.DataType],
-    chunk_rows: int = 1 << 20,
+    chunk_rows: int = 1 << 19,
     on_chunk: Callable[[int], None] | None = None,
 ) -> LatestEvents:
     """Reduce the event log of `stage` to the last event per clip of `ids` (unique), in columns.
 
-    Per chunk of events: clip ids → row numbers (`pc.index_in`), the chunk's last event per clip (numpy), and a
-    merge into the per-clip state (`take`). Memory is the per-clip state plus one chunk: flat in the number of
-    events. `on_chunk(rows)` is called after each chunk (progress bars).
+    Two passes over the log: (1) the clip id column alone → each event's row in `ids` (`pc.index_in`, one hash
+    table) and each clip's last event; (2) per chunk of the other columns, the values of the last events it holds
+    (`take`), scattered into per-clip columns at the end. Memory: the per-clip columns plus one chunk (and 8 bytes
+    per event for the row numbers), flat in the number of events. A column typed `pa.binary(k)` keeps the first k
+    bytes of a string column (a sha256 prefix to compare
+    downloads at a quarter of the memory). `on_chunk(rows)` is called after each chunk (progress bars).
     """
     n = len(ids)
     cols = {c: t for c, t in columns.items() if c != "clip_id"}
-    need = dict(cols)
-    need.setdefault("status", pa.string())
-    need.setdefault("transient", pa.bool_())
-    state = {c: pa.nulls(n, t) for c, t in cols.items()}
-    has = np.zeros(n, dtype=bool)
-    events = np.zeros(n, dtype=np.int64)
-    tfail = np.zeros(n, dtype=np.int64)
+    read = {c: (pa.string() if _is_prefix(t) else t) for c, t in cols.items()}
+    read.setdefault("status", pa.string())
+    read.setdefault("transient", pa.bool_())
     orphans: set[str] = set()
-    for chunk in iter_event_chunks(root, stage, need, chunk_rows):
-        pos = pc.index_in(chunk.column("clip_id"), value_set=ids)
+    # Pass 1: every event's clip id → its row in `ids` (one hash table for the whole log, clip ids only), and from
+    # those each clip's last event (its global index in write order).
+    id_chunks = [c.column("clip_id") for c in iter_event_chunks(root, stage, {}, chunk_rows)]
+    positions = np.zeros(0, dtype=np.int64)
+    if id_chunks:
+        all_ids = pa.chunked_array([c for ch in id_chunks for c in ch.chunks], pa.string())
+        del id_chunks
+        pos = pc.index_in(all_ids, value_set=ids)
         if pos.null_count:
-            orphan = chunk.column("clip_id").filter(pc.is_null(pos))
-            orphans.update(pc.unique(orphan).to_pylist())
-        p = pc.fill_null(pos, -1).to_numpy().astype(np.int64)
-        rows = np.flatnonzero(p >= 0)
-        p = p[rows]
-        events += np.bincount(p, minlength=n)
+            orphans.update(pc.unique(all_ids.filter(pc.is_null(pos))).to_pylist())
+        del all_ids
+        positions = pc.fill_null(pos, -1).to_numpy().astype(np.int64)
+        del pos
+    known = np.flatnonzero(positions >= 0)
+    last = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(last, positions[known], known)
+    has = last >= 0
+    events = np.bincount(positions[known], minlength=n).astype(np.int64)
+    tfail = np.zeros(n, dtype=np.int64)
+    # clips in the order of their last event: each chunk holds a contiguous run of them
+    winners = np.flatnonzero(has)
+    winners = winners[np.argsort(last[winners], kind="stable")]
+    winner_at = last[winners]
+    parts: dict[str, list[pa.Array]] = {c: [] for c in cols}
+    # Pass 2: per chunk of the other columns, the transient failures and the values of the last events it holds.
+    offset = 0
+    for chunk in iter_event_chunks(root, stage, read, chunk_rows, with_clip_id=False):
+        m = chunk.num_rows
+        p = positions[offset : offset + m]
         failed_t = pc.and_(pc.equal(chunk.column("status"), "failed"), pc.fill_null(chunk.column("transient"), False))
-        ft = np.asarray(failed_t.to_numpy(zero_copy_only=False), dtype=bool)[rows]
+        ft = np.asarray(failed_t.to_numpy(zero_copy_only=False), dtype=bool) & (p >= 0)
         tfail += np.bincount(p[ft], minlength=n)
-        # last event of each clip within the chunk (events are in write order)
-        uniq, first_in_rev = np.unique(p[::-1], return_index=True)
-        last_rows = rows[p.size - 1 - first_in_rev]
-        has[uniq] = True
-        selector = np.arange(n, dtype=np.int64)
-        selector[uniq] = n + np.arange(uniq.size, dtype=np.int64)
-        sel = pa.array(selector)
-        take_rows = pa.array(last_rows)
-        for c in cols:
-            new = chunk.column(c).take(take_rows).combine_chunks()
-            state[c] = pa.concat_arrays([state[c], new]).take(sel)
+        lo, hi = np.searchsorted(winner_at, [offset, offset + m])
+        local = pa.array(winner_at[lo:hi] - offset)
+        for c, t in cols.items():
+            col = chunk.column(c).take(local)
+            if _is_prefix(t):
+                col = pc.utf8_rpad(pc.utf8_slice_codeunits(col, 0, t.byte_width), t.byte_width, " ").cast(t)
+            parts[c].append(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+        offset += m
         if on_chunk is not None:
-            on_chunk(chunk.num_rows)
+            on_chunk(m)
         del chunk
+    # one scatter per column: clip i takes the value at its rank among the winners (null without events)
+    rank = np.full(n, -1, dtype=np.int64)
+    rank[winners] = np.arange(winners.size, dtype=np.int64)
+    scatter = pa.array(rank, mask=rank < 0)
+    state = {}
+    for c, t in cols.items():
+        values = pa.concat_arrays(parts.pop(c)) if winners.size else pa.nulls(0, t)
+        state[c] = values.take(scatter)
     table = pa.table(list(state.values()), names=list(state)) if state else pa.table({})
     return LatestEvents(table, has, events, tfail, orphans)
+
+
+def _is_prefix(t: pa.DataType) -> bool:
+    return pa.types.is_fixed_size_binary(t)

@@ -379,29 +379,33 @@ def parse_segments_columns(path: Path, fmt: str) -> ParsedColumns:
     if fmt not in _FAST:
         parsed = parse_segments(path, fmt)
         return ParsedColumns(_rows_table(parsed.rows), parsed.issues, parsed.data_lines, parsed.header_rows)
-    text = _read_text(path)
-    lines = pc.split_pattern(pa.array([text], pa.large_string()), "\n").flatten()
-    del text
+    lines = _lines(Path(path))
     # The header: everything up to the first line that is neither blank nor '#', parsed by the per-line parser.
     k = 0
     while k < len(lines):
-        head = lines[k].as_py().rstrip("\r")
+        head = lines[k].as_py().rstrip("\r\n")
         if head.strip() and not head.startswith("#"):
             break
         k += 1
-    prefix = parse_segments_text("\n".join(lines.slice(0, k + 1).to_pylist()), fmt, file)
-    rest = pc.utf8_rtrim(lines.slice(k + 1), characters="\r").cast(pa.string())
+    prefix = parse_segments_text("".join(lines.slice(0, k + 1).to_pylist()), fmt, file)
+    # each line still ends with its "\n": stripping "\r\n" equals the per-line parser's rstrip("\r")
+    rest = pc.utf8_rtrim(lines.slice(k + 1), characters="\r\n").cast(pa.string())
     del lines
     first_line = k + 2
-    parts = pc.extract_regex(rest, _FAST[fmt])
-    fast = np.asarray(pc.is_valid(parts).to_numpy(zero_copy_only=False), dtype=bool)
     if fmt == "audioset":
-        start = pc.struct_field(parts, "start").cast(pa.float64())
-        end = pc.struct_field(parts, "end").cast(pa.float64())
-        fast &= np.asarray(pc.fill_null(pc.greater(end, start), False).to_numpy(zero_copy_only=False), dtype=bool)
-        labels = pc.split_pattern(pc.struct_field(parts, "labels"), ",")
+        # a fixed layout once matched: split at ", " instead of extracting regex groups (4x faster)
+        fast = _mask(pc.match_substring_regex(rest, _FAST[fmt]))
+        fields = pc.split_pattern(pc.if_else(pa.array(fast), rest, 'x, 0, 0, ""'), ", ", max_splits=3)
+        start = pc.list_element(fields, 1).cast(pa.float64())
+        end = pc.list_element(fields, 2).cast(pa.float64())
+        fast &= _mask(pc.greater(end, start))
+        labels = pc.split_pattern(pc.utf8_slice_codeunits(pc.list_element(fields, 3), 1, -1), ",")
+        ytid = pc.list_element(fields, 0)
         split = pa.nulls(len(rest), pa.string())
     else:
+        parts = pc.extract_regex(rest, _FAST[fmt])
+        fast = _mask(pc.is_valid(parts))
+        ytid = pc.struct_field(parts, "ytid")
         start = pc.struct_field(parts, "start").cast(pa.int64()).cast(pa.float64())
         end = pc.add(start, _VGG_CLIP_S)
         quoted = pc.struct_field(parts, "qlabel")  # a group that did not take part comes back as ""
@@ -411,7 +415,7 @@ def parse_segments_columns(path: Path, fmt: str) -> ParsedColumns:
     keep = pa.array(fast)
     table = pa.table(
         {
-            "ytid": pc.struct_field(parts, "ytid").filter(keep),
+            "ytid": ytid.filter(keep),
             "start_s": start.filter(keep),
             "end_s": end.filter(keep),
             "labels": labels.filter(keep),
@@ -438,11 +442,29 @@ def parse_segments_columns(path: Path, fmt: str) -> ParsedColumns:
             continue
         result = parse_line(fields, lineno, file, line)
         (issues if isinstance(result, ManifestIssue) else slow_rows).append(result)
-    rows = list(prefix.rows) + slow_rows
-    if rows:
-        table = pa.concat_tables([table, _rows_table(rows)])
+    if slow_rows:
+        table = pa.concat_tables([table, _rows_table(slow_rows)])
         table = table.take(pc.sort_indices(table, sort_keys=[("line", "ascending")]))
+    if prefix.rows:  # header lines come before every other line
+        table = pa.concat_tables([_rows_table(prefix.rows), table])
     return ParsedColumns(table, issues, data_lines, prefix.header_rows)
+
+
+def _mask(arr: Any) -> np.ndarray:
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _lines(path: Path) -> pa.LargeStringArray:
+    """The file's lines (as `text.split("\\n")` cuts them, each keeping its trailing "\\n") as one Arrow array over
+    the file's bytes, decoded as `_read_text` decodes: a leading BOM dropped, invalid UTF-8 replaced by U+FFFD."""
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        data = data.decode("utf-8", errors="replace").encode("utf-8")
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+    offsets = np.concatenate([[0], ends, [len(data)]]).astype(np.int64)
+    return pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def parse_label_index(path: Path) -> dict[str, str]:

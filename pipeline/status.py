@@ -60,6 +60,7 @@ _S = {name: np.int8(i) for i, name in enumerate(STATES)}
 _FETCHED = [_S[s] for s in ("not_validated", "dropped", "valid", "sharded")]
 _PENDING = [_S[s] for s in ("pending", "backoff", "gave_up", "file_missing")]
 _DICT = pa.dictionary(pa.int32(), pa.string())
+_SHA = pa.binary(16)  # sha256 prefix: 64 bits tell two downloads of one clip apart
 FETCH_COLUMNS = {
     "status": _DICT,
     "reason": _DICT,
@@ -82,7 +83,8 @@ SHARD_COLUMNS = {"status": _DICT, "reason": _DICT, "transient": pa.bool_(), "fet
 
 @dataclass
 class ClipStates:
-    """One state per unique manifest clip (row i ↔ `manifest` row i), plus the last event per stage behind it.
+    """One state per unique manifest clip (row i ↔ `manifest` row i ↔ source.parquet row source_rows[i]), plus the
+    last event per stage behind it.
 
     state: (n,) int8 index into STATES; reason: (n,) string or null — the fetch reason for gone/pending/backoff/
     gave_up, "file_missing", the validate reason for dropped (and transient validate failures), the shard reason for
@@ -91,6 +93,7 @@ class ClipStates:
     """
 
     manifest: pa.Table
+    source_rows: np.ndarray
     state: np.ndarray
     reason: pa.Array
     raw_missing: np.ndarray
@@ -124,29 +127,26 @@ def _same(a: pa.Array, b: pa.Array) -> np.ndarray:
 def _files_present(root: Path, rel: pa.Array, sizes: pa.Array | None, idx: np.ndarray) -> np.ndarray:
     """(len(idx),) bool: ROOT/rel[i] is a file (of sizes[i] bytes when given), for i in idx.
 
-    Buckets (the directory of each file) are listed first: a clip in a missing bucket costs no system call, so a
+    The directories (buckets) are checked first, in columns: a clip in a missing bucket costs no system call, so a
     ROOT whose media were deleted is checked in a moment."""
     out = np.zeros(idx.size, dtype=bool)
     if idx.size == 0:
         return out
     base = os.fspath(root)
-    paths = rel.take(pa.array(idx)).to_pylist()
-    want = sizes.take(pa.array(idx)).to_pylist() if sizes is not None else None
-    dirs: dict[str, bool] = {}
-    for k, p in enumerate(paths):
-        if not p:
-            continue
-        d = p.rpartition("/")[0]
-        ok = dirs.get(d)
-        if ok is None:
-            ok = dirs[d] = os.path.isdir(os.path.join(base, d))
-        if not ok:
-            continue
+    paths = rel.take(pa.array(idx))
+    dirs = pc.replace_substring_regex(paths, r"/[^/]*$", "")
+    uniq = pc.unique(dirs).drop_null().to_pylist()
+    existing = pa.array([d for d in uniq if os.path.isdir(os.path.join(base, d))], pa.string())
+    look = np.flatnonzero(_np(pc.is_in(dirs, value_set=existing)))
+    if look.size == 0:
+        return out
+    want = sizes.take(pa.array(idx[look])).to_pylist() if sizes is not None else [None] * look.size
+    for k, p, size in zip(look.tolist(), paths.take(pa.array(look)).to_pylist(), want, strict=True):
         try:
             st = os.stat(os.path.join(base, p))
         except OSError:
             continue
-        out[k] = want is None or want[k] is None or st.st_size == want[k]
+        out[k] = size is None or st.st_size == size
     return out
 
 
@@ -170,12 +170,14 @@ def clip_states(
     validate_columns: dict[str, pa.DataType] | None = None,
     check_files: bool = True,
     progress: bool = False,
+    sha_type: pa.DataType | None = None,
 ) -> ClipStates:
     """Each manifest clip's state (module docstring), from the event logs in columns.
 
     `manifest_columns`: the manifest columns to keep (None: all); `validate_columns`: extra columns of the last
     validate event to keep (export); `check_files`: look for raw files of clips that still need them.
-    `max_attempts`: the cap the fetch runs used (None: nobody gives up).
+    `max_attempts`: the cap the fetch runs used (None: nobody gives up). `sha_type`: how the fetch sha256 is kept
+    (default: its first 16 hex digits, enough to tell two downloads of one clip apart; `pa.string()`: whole).
     """
     root = Path(root)
     mpath = manifest_path(root)
@@ -186,9 +188,10 @@ def clip_states(
     ids = manifest.column("clip_id").combine_chunks()
     unique = pc.unique(ids)
     duplicates = len(ids) - len(unique)
+    source_rows = np.arange(len(ids), dtype=np.int64)
     if duplicates:  # keep each clip's first row
-        first = np.unique(pc.index_in(ids, value_set=unique).to_numpy(), return_index=True)[1]
-        manifest = manifest.take(pa.array(np.sort(first)))
+        source_rows = np.sort(np.unique(pc.index_in(ids, value_set=unique).to_numpy(), return_index=True)[1])
+        manifest = manifest.take(pa.array(source_rows))
         ids = manifest.column("clip_id").combine_chunks()
     n = len(ids)
 
@@ -201,13 +204,13 @@ def clip_states(
         bar = tqdm(total=total, unit="event", unit_scale=True, desc="reading events", leave=False, disable=None)
     step = bar.update if bar is not None else None
     try:
-        fe = ledger.latest_table(root, "fetch", ids, FETCH_COLUMNS, on_chunk=step)
+        fe = ledger.latest_table(root, "fetch", ids, {**FETCH_COLUMNS, "sha256": sha_type or _SHA}, on_chunk=step)
         va = sh = None
         if "validate" in stages:
-            vcols = {**VALIDATE_COLUMNS, **(validate_columns or {})}
+            vcols = {**VALIDATE_COLUMNS, **(validate_columns or {}), "fetch_sha256": _SHA}
             va = ledger.latest_table(root, "validate", ids, vcols, on_chunk=step)
         if "shard" in stages:
-            sh = ledger.latest_table(root, "shard", ids, SHARD_COLUMNS, on_chunk=step)
+            sh = ledger.latest_table(root, "shard", ids, {**SHARD_COLUMNS, "fetch_sha256": _SHA}, on_chunk=step)
     finally:
         if bar is not None:
             bar.close()
@@ -232,6 +235,8 @@ def clip_states(
     reason = pc.if_else(pa.array(ok), pa.nulls(n, pa.string()), reason)
 
     fsha = fe.column("sha256")
+    if fsha.type != _SHA:  # the whole sha256 was asked for: compare its prefix with the other stages'
+        fsha = pc.utf8_rpad(pc.utf8_slice_codeunits(fsha, 0, _SHA.byte_width), _SHA.byte_width, " ").cast(_SHA)
     state[ok] = _S["not_validated"]
     if va is not None:
         current = ok & va.has_event & _same(va.column("fetch_sha256"), fsha)
@@ -269,6 +274,7 @@ def clip_states(
             orphans |= ev.orphan_ids
     return ClipStates(
         manifest=manifest,
+        source_rows=source_rows,
         state=state,
         reason=reason,
         raw_missing=raw_missing,
