@@ -13,7 +13,7 @@ Each stage's log is one large compacted file (first run), one file per later run
 tail of an interrupted run), named as the ledger names them. No raw media exist on disk: the state of a user who
 deleted the media after sharding, and the worst case for the "raw file still needed?" check before sharding.
 
-Times, each command in a fresh subprocess (wall and peak RSS from `os.wait4`), 3 runs each:
+Times, each command in a fresh subprocess (wall and peak RSS from GNU time), 3 runs each:
   `tgdp-data manifest` (AudioSet: the three segment CSVs + labels; VGGSound: vggsound.csv + labels),
   `tgdp-data status --json`, `tgdp-data export`, and the planning step of `fetch` and `validate` (which clips to
   do next: `fetch.plan_fetch`, `validate.validate_tasks`), on the union ROOT, before and after shard events.
@@ -246,6 +246,7 @@ def write_events(root: Path, clip_ids: pa.Array, seed: int = 1, shard: bool = Fa
                 pa.timestamp("us", tz="UTC")
             ),
             "gave_up": pa.array(failed_t & (attempt >= 5)),
+            "ray_node": pa.array(np.char.add("node", (sel % 4).astype(str))),
         }
         assert list(cols) == list(EVENT_COLUMNS)
         runs.append(_common(pa.table(cols), "fetch", when, "node1:4242"))
@@ -331,17 +332,16 @@ def pc_take_or_null(values: pa.Array, idx: np.ndarray) -> pa.Array:
 
 
 def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """(wall s, peak RSS GB, stdout) of one subprocess, from os.wait4 (its own rusage, not the parent's)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode not in (0, 1):
-        raise RuntimeError(f"{' '.join(cmd[:4])} failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024**2, out.decode()
+    """(wall s, peak RSS GB, stdout) of one command, both from GNU time (`/usr/bin/time -f "%e %M"`).
+
+    Not from this process's `wait4`: a child forked from this (large) process counts the parent's pages in its
+    maximum RSS until it execs; GNU time forks the command from its own small process."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", tf.name, *cmd], capture_output=True, env=env)
+        if proc.returncode not in (0, 1):
+            raise RuntimeError(f"{' '.join(cmd[:4])} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
+        wall, kb = tf.read().split()[-2:]
+    return float(wall), int(kb) / 1024**2, proc.stdout.decode()
 
 
 _PLAN = """
@@ -450,8 +450,8 @@ def main(argv: list[str] | None = None) -> None:
         notes = (
             f"Scale {args.scale:g}: {n_clips:,} clips (AudioSet unbalanced {int(FULL['unbal'] * args.scale):,} + "
             f"balanced + eval, VGGSound train + test), events {', '.join(f'{k} {v:,}' for k, v in counts.items())}. "
-            "Each figure is one command in a fresh subprocess (imports included); wall from the parent, peak RSS "
-            f"from os.wait4's ru_maxrss. 1-minute load average during the runs {load} on 2 cores shared with other "
+            "Each figure is one command in a fresh subprocess (imports included); wall and peak RSS from GNU time "
+            f"(`/usr/bin/time -f '%e %M'`). 1-minute load average during the runs {load} on 2 cores shared with other "
             "engineers, so the wall times are noisy; the RSS figures are not. Inputs and the event mix are described "
             "in the docstring of benchmarks/bench_scale.py; no raw media exist on disk (deleted after shard)."
         )

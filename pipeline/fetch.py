@@ -125,7 +125,7 @@ EVENT_COLUMNS = (
     "clip_id", "status", "reason", "transient", "reason_detail", "attempt", "session_id", "source",
     "raw_path", "file_bytes", "sha256", "section_mode", "section_start_s", "section_end_s", "source_duration_s",
     "format_id", "vcodec", "acodec", "height", "fps", "yt_dlp_version", "ffmpeg_version", "elapsed_s",
-    "next_attempt_after", "gave_up",
+    "next_attempt_after", "gave_up", "ray_node",
 )  # fmt: skip
 
 
