@@ -460,7 +460,8 @@ class ClipState:
 
 
 def clip_states(root: Path, max_attempts: int | None = None, now: datetime | None = None) -> dict[str, ClipState]:
-    """Fetch state per clip that has events (clips without events are "never" tried).
+    """Fetch state per clip that has events (clips without events are "never" tried), one object per clip: for
+    `import` and small ROOTs. The accounting and the run planning use `tgdp.pipeline.status.clip_states` (columns).
 
     done: latest event ok and its file present with the recorded size; gone: latest failed permanently;
     gave_up: `max_attempts` transient failures reached; backoff: transient, `next_attempt_after` in the future;
