@@ -13,7 +13,7 @@ Each stage's log is one large compacted file (first run), one file per later run
 tail of an interrupted run), named as the ledger names them. No raw media exist on disk: the state of a user who
 deleted the media after sharding, and the worst case for the "raw file still needed?" check before sharding.
 
-Times, each command in a fresh subprocess (wall and peak RSS from GNU time), 3 runs each:
+Times, each command in a fresh subprocess (wall, CPU = user + sys and peak RSS from GNU time), 3 runs each:
   `tgdp-data manifest` (AudioSet: the three segment CSVs + labels; VGGSound: vggsound.csv + labels),
   `tgdp-data status --json`, `tgdp-data export`, and the planning step of `fetch` and `validate` (which clips to
   do next: `fetch.plan_fetch`, `validate.validate_tasks`), on the union ROOT, before and after shard events.
@@ -331,17 +331,31 @@ def pc_take_or_null(values: pa.Array, idx: np.ndarray) -> pa.Array:
 # -------------------------------------------------------------------------------------------------- timing
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """(wall s, peak RSS GB, stdout) of one command, both from GNU time (`/usr/bin/time -f "%e %M"`).
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, str]:
+    """(wall s, peak RSS GB, CPU s = user + sys, stdout) of one command, from GNU time (`/usr/bin/time`).
 
     Not from this process's `wait4`: a child forked from this (large) process counts the parent's pages in its
     maximum RSS until it execs; GNU time forks the command from its own small process."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-        proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", tf.name, *cmd], capture_output=True, env=env)
+        timed = ["/usr/bin/time", "-f", "%e %M %U %S", "-o", tf.name, *cmd]
+        proc = subprocess.run(timed, capture_output=True, env=env)
         if proc.returncode not in (0, 1):
             raise RuntimeError(f"{' '.join(cmd[:4])} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
-        wall, kb = tf.read().split()[-2:]
-    return float(wall), int(kb) / 1024**2, proc.stdout.decode()
+        wall, kb, user, system = tf.read().split()[-4:]
+    return float(wall), int(kb) / 1024**2, float(user) + float(system), proc.stdout.decode()
+
+
+# The code before this benchmark's issue (commit fcbe5ae), measured once with this script at --scale 0.1 (the old
+# export needs ~13 GB at full scale on a machine shared with other engineers).
+BEFORE = (
+    "Before (the per-clip Python code of commit fcbe5ae), one run each at scale 0.1 (228,348 clips; 251,632 fetch "
+    "and 185,917 validate events), load average 8–11: manifest AudioSet (204,178 + 2,216 + 2,037 rows) 14.9 s / "
+    "0.39 GB, manifest VGGSound 4.0 s / 0.17 GB, status 27.7 s / 0.87 GB, export 33.8 s / 1.64 GB, fetch planning "
+    "20.7 s / 0.86 GB, validate planning 19.9 s / 1.30 GB (RSS then from os.wait4 in a parent of ~0.3 GB). The "
+    "issue's report for that code at full scale (2,041,789 rows; 2.08 M fetch and 1.77 M validate events): manifest "
+    "99.8 s / 2.46 GB, status 130 s / 6.2 GB, export 170 s / 13.4 GB; and status and export disagreed once the raw "
+    "media were deleted (status: valid 0)."
+)
 
 
 _PLAN = """
@@ -379,15 +393,17 @@ def main(argv: list[str] | None = None) -> None:
     loads: list[float] = []
 
     def bench(name: str, cmd: list[str], target: str = "", unit_rss: str = "≤ 2 GB") -> list[str]:
-        walls, rss, outs = [], [], []
+        walls, rss, cpus, outs = [], [], [], []
         for _ in range(args.runs):
             loads.append(os.getloadavg()[0])
-            w, r, o = measure(cmd, env)
+            w, r, c, o = measure(cmd, env)
             walls.append(w)
             rss.append(r)
+            cpus.append(c)
             outs.append(o)
-            print(f"[bench_scale] {name}: {w:.1f} s, {r:.2f} GB", flush=True)
+            print(f"[bench_scale] {name}: {w:.1f} s, {r:.2f} GB, {c:.1f} CPU-s", flush=True)
         figures.append(Figure(f"{name}: wall", walls, unit="s", target=target))
+        figures.append(Figure(f"{name}: CPU (user+sys)", cpus, unit="CPU-s"))
         figures.append(Figure(f"{name}: peak RSS", rss, unit="GB", target=unit_rss if target else ""))
         return outs
 
@@ -455,8 +471,13 @@ def main(argv: list[str] | None = None) -> None:
             "engineers, so the wall times are noisy; the RSS figures are not. Inputs and the event mix are described "
             "in the docstring of benchmarks/bench_scale.py; no raw media exist on disk (deleted after shard)."
         )
+        notes += (
+            " CPU-seconds (user + sys) depend far less on the other jobs than wall time: on an idle machine the wall "
+            "time of these mostly single-threaded commands is close to their CPU time."
+        )
         if f is not None:
             notes += f"\n\nFunnel of the generated ROOT (status --json, first run): `{json.dumps(_brief(f))}`"
+        notes += "\n\n" + BEFORE
         if not args.no_write:
             write_section("scale", figures, notes)
         else:
