@@ -174,7 +174,7 @@ def import_cmd(
 
 
 def _lean_arrow_memory() -> None:
-    """jemalloc with immediate decay hands freed Arrow memory back to the OS: ~10% less peak RSS than the default
+    """jemalloc with immediate decay hands freed Arrow memory back to the OS: 5-10% less peak RSS than the default
     mimalloc pool for status/export at 2 M clips (BENCHMARKS.md, scale)."""
     import pyarrow as pa
 
