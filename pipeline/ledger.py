@@ -22,7 +22,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +43,7 @@ __all__ = [
     "compact",
     "compact_if_many",
     "count_events",
+    "event_positions",
     "iter_event_chunks",
     "latest",
     "latest_table",
@@ -283,7 +284,8 @@ class LatestEvents:
     orphan_ids: set[str]
 
     def column(self, name: str) -> pa.Array:
-        return self.table.column(name).combine_chunks()
+        col = self.table.column(name)
+        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()  # no copy of a one-chunk column
 
 
 def latest_table(
@@ -293,6 +295,7 @@ def latest_table(
     columns: Mapping[str, pa.DataType],
     chunk_rows: int = 1 << 19,
     on_chunk: Callable[[int], None] | None = None,
+    positions: tuple[np.ndarray, set[str]] | None = None,
 ) -> LatestEvents:
     """Reduce the event log of `stage` to the last event per clip of `ids` (unique), in columns.
 
@@ -308,36 +311,26 @@ def latest_table(
     read = {c: (pa.string() if _is_prefix(t) else t) for c, t in cols.items()}
     read.setdefault("status", pa.string())
     read.setdefault("transient", pa.bool_())
-    orphans: set[str] = set()
     # Pass 1: every event's clip id → its row in `ids` (one hash table for the whole log, clip ids only), and from
     # those each clip's last event (its global index in write order).
-    id_chunks = [c.column("clip_id") for c in iter_event_chunks(root, stage, {}, chunk_rows)]
-    positions = np.zeros(0, dtype=np.int64)
-    if id_chunks:
-        all_ids = pa.chunked_array([c for ch in id_chunks for c in ch.chunks], pa.string())
-        del id_chunks
-        pos = pc.index_in(all_ids, value_set=ids)
-        if pos.null_count:
-            orphans.update(pc.unique(all_ids.filter(pc.is_null(pos))).to_pylist())
-        del all_ids
-        positions = pc.fill_null(pos, -1).to_numpy().astype(np.int64)
-        del pos
-    known = np.flatnonzero(positions >= 0)
+    pos, orphans = positions if positions is not None else event_positions(root, [stage], ids, chunk_rows)[stage]
+    known = np.flatnonzero(pos >= 0)
     last = np.full(n, -1, dtype=np.int64)
-    np.maximum.at(last, positions[known], known)
+    np.maximum.at(last, pos[known], known)
     has = last >= 0
-    events = np.bincount(positions[known], minlength=n).astype(np.int64)
+    events = np.bincount(pos[known], minlength=n).astype(np.int64)
     tfail = np.zeros(n, dtype=np.int64)
-    # clips in the order of their last event: each chunk holds a contiguous run of them
-    winners = np.flatnonzero(has)
-    winners = winners[np.argsort(last[winners], kind="stable")]
-    winner_at = last[winners]
+    # the clips' last events in write order (each chunk holds a contiguous run of them), without sorting
+    is_last = np.zeros(pos.size, dtype=bool)
+    is_last[last[has]] = True
+    winner_at = np.flatnonzero(is_last)
+    winners = pos[winner_at]
     parts: dict[str, list[pa.Array]] = {c: [] for c in cols}
     # Pass 2: per chunk of the other columns, the transient failures and the values of the last events it holds.
     offset = 0
     for chunk in iter_event_chunks(root, stage, read, chunk_rows, with_clip_id=False):
         m = chunk.num_rows
-        p = positions[offset : offset + m]
+        p = pos[offset : offset + m]
         failed_t = pc.and_(pc.equal(chunk.column("status"), "failed"), pc.fill_null(chunk.column("transient"), False))
         ft = np.asarray(failed_t.to_numpy(zero_copy_only=False), dtype=bool) & (p >= 0)
         tfail += np.bincount(p[ft], minlength=n)
@@ -362,6 +355,35 @@ def latest_table(
         state[c] = values.take(scatter)
     table = pa.table(list(state.values()), names=list(state)) if state else pa.table({})
     return LatestEvents(table, has, events, tfail, orphans)
+
+
+def event_positions(
+    root: Path, stages: Sequence[str], ids: pa.Array, chunk_rows: int = 1 << 19
+) -> dict[str, tuple[np.ndarray, set[str]]]:
+    """Per stage: (each event's row in `ids` or -1, the clip ids outside `ids`), in write order.
+
+    One `pc.index_in` over the clip ids of all the stages: the hash table of `ids` (the costly part at 2 M clips)
+    is built once."""
+    per_stage = {s: [c.column("clip_id") for c in iter_event_chunks(root, s, {}, chunk_rows)] for s in stages}
+    counts = {s: sum(len(c) for c in cols) for s, cols in per_stage.items()}
+    chunks = [a for cols in per_stage.values() for col in cols for a in col.chunks]
+    del per_stage
+    out: dict[str, tuple[np.ndarray, set[str]]] = {}
+    if not chunks:
+        return {s: (np.zeros(0, dtype=np.int64), set()) for s in stages}
+    all_ids = pa.chunked_array(chunks, pa.string())
+    pos = pc.index_in(all_ids, value_set=ids)
+    flat = pc.fill_null(pos, -1).to_numpy().astype(np.int64)
+    start = 0
+    for s in stages:
+        end = start + counts[s]
+        orphans: set[str] = set()
+        if pos.null_count:
+            part = all_ids.slice(start, end - start)
+            orphans = set(pc.unique(part.filter(pc.is_null(pos.slice(start, end - start)))).to_pylist())
+        out[s] = (flat[start:end], orphans)
+        start = end
+    return out
 
 
 def _is_prefix(t: pa.DataType) -> bool:

@@ -134,6 +134,8 @@ def _files_present(root: Path, rel: pa.Array, sizes: pa.Array | None, idx: np.nd
         return out
     base = os.fspath(root)
     paths = rel.take(pa.array(idx))
+    if not (Path(root) / "raw").is_dir() and pc.all(pc.starts_with(paths, "raw/")).as_py():
+        return out  # the media were deleted (ROOT/raw is gone): nothing to look for
     dirs = pc.replace_substring_regex(paths, r"/[^/]*$", "")
     uniq = pc.unique(dirs).drop_null().to_pylist()
     existing = pa.array([d for d in uniq if os.path.isdir(os.path.join(base, d))], pa.string())
@@ -186,7 +188,9 @@ def clip_states(
     cols = None if manifest_columns is None else list(dict.fromkeys(["clip_id", "split", *manifest_columns]))
     manifest = pq.read_table(mpath, columns=cols)
     ids = manifest.column("clip_id").combine_chunks()
-    unique = pc.unique(ids)
+    # `manifest` writes the ids sorted and unique: checking that is far cheaper than hashing 2 M ids
+    ordered = len(ids) < 2 or pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py()
+    unique = ids if ordered else pc.unique(ids)
     duplicates = len(ids) - len(unique)
     source_rows = np.arange(len(ids), dtype=np.int64)
     if duplicates:  # keep each clip's first row
@@ -195,22 +199,25 @@ def clip_states(
         ids = manifest.column("clip_id").combine_chunks()
     n = len(ids)
 
-    stages = [s for s in ("fetch", "validate", "shard") if _has_events(root, s)]
+    stages = [s for s in ("validate", "shard") if _has_events(root, s)]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        total = sum(ledger.count_events(root, s) for s in stages)
+        total = sum(ledger.count_events(root, s) for s in ["fetch", *stages])
         bar = tqdm(total=total, unit="event", unit_scale=True, desc="reading events", leave=False, disable=None)
     step = bar.update if bar is not None else None
     try:
-        fe = ledger.latest_table(root, "fetch", ids, {**FETCH_COLUMNS, "sha256": sha_type or _SHA}, on_chunk=step)
+        where = ledger.event_positions(root, ["fetch", *stages], ids)  # one hash table of the ids for all stages
+        fcols = {**FETCH_COLUMNS, "sha256": sha_type or _SHA}
+        fe = ledger.latest_table(root, "fetch", ids, fcols, on_chunk=step, positions=where["fetch"])
         va = sh = None
         if "validate" in stages:
             vcols = {**VALIDATE_COLUMNS, **(validate_columns or {}), "fetch_sha256": _SHA}
-            va = ledger.latest_table(root, "validate", ids, vcols, on_chunk=step)
+            va = ledger.latest_table(root, "validate", ids, vcols, on_chunk=step, positions=where["validate"])
         if "shard" in stages:
-            sh = ledger.latest_table(root, "shard", ids, {**SHARD_COLUMNS, "fetch_sha256": _SHA}, on_chunk=step)
+            scols = {**SHARD_COLUMNS, "fetch_sha256": _SHA}
+            sh = ledger.latest_table(root, "shard", ids, scols, on_chunk=step, positions=where["shard"])
     finally:
         if bar is not None:
             bar.close()
