@@ -428,6 +428,7 @@ def main(argv: list[str] | None = None) -> None:
 
         union = pa.concat_tables([pq.read_table(manifest_path(as_root)), pq.read_table(manifest_path(vgg_root))])
         union = union.sort_by("clip_id")
+        shutil.rmtree(root, ignore_errors=True)  # a kept directory from an earlier run: never append to its logs
         manifest_path(root).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(union, manifest_path(root))
         t = time.perf_counter()
@@ -472,11 +473,15 @@ def main(argv: list[str] | None = None) -> None:
             "in the docstring of benchmarks/bench_scale.py; no raw media exist on disk (deleted after shard)."
         )
         notes += (
-            " CPU-seconds (user + sys) depend far less on the other jobs than wall time: on an idle machine the wall "
-            "time of these mostly single-threaded commands is close to their CPU time."
+            " CPU-seconds (user + sys) are given beside wall time because they depend far less on the other jobs; "
+            "where wall exceeds CPU by more than a few seconds, the command was waiting for a core."
         )
         if f is not None:
             notes += f"\n\nFunnel of the generated ROOT (status --json, first run): `{json.dumps(_brief(f))}`"
+            notes += (
+                " (before the shard events: no media or feature cache on disk, so `raw_missing` counts the valid"
+                " clips the next fetch would download again for shard; after them all are `sharded`)"
+            )
         notes += "\n\n" + BEFORE
         if not args.no_write:
             write_section("scale", figures, notes)
