@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tgdp.pipeline.layout import manifest_path
@@ -153,9 +152,9 @@ def _write_valid(root: Path, out: Path, cs: Any, valid_mask: np.ndarray) -> None
         + [pa.field("fetch_sha256", pa.string()), pa.field("raw_path", pa.string())]
     )
     tmp_m, tmp_i = out / ".tmp-manifest.parquet", out / ".tmp-clip_ids.txt"
-    opts = pacsv.WriteOptions(include_header=False, quoting_style="none")
-    id_schema = pa.schema([("clip_id", pa.string())])
-    with pq.ParquetWriter(tmp_m, schema) as writer, pacsv.CSVWriter(tmp_i, id_schema, write_options=opts) as ids_out:
+    # ids are written as they are (one per line, no CSV quoting): hostile ids with quotes or commas survive byte
+    # for byte; a batch's ids are joined at once
+    with pq.ParquetWriter(tmp_m, schema) as writer, open(tmp_i, "w", encoding="utf-8", newline="\n") as ids_out:
         if not ordered:  # a hand-made, unsorted manifest (small): sort in memory
             idx = pa.array(np.flatnonzero(valid_mask))
             table = pq.read_table(manifest_path(root)).take(pa.array(cs.source_rows)).take(idx)
@@ -170,7 +169,7 @@ def _write_valid(root: Path, out: Path, cs: Any, valid_mask: np.ndarray) -> None
             for table in batches:
                 table = table.cast(schema)
                 writer.write_table(table)
-                ids_out.write_table(table.select(["clip_id"]))
+                ids_out.writelines(f"{cid}\n" for cid in table.column("clip_id").to_pylist())
                 bar.update(table.num_rows)
     os.replace(tmp_m, out / "manifest.parquet")
     os.replace(tmp_i, out / "clip_ids.txt")
