@@ -467,10 +467,11 @@ def main(argv: list[str] | None = None) -> None:
         notes = (
             f"Scale {args.scale:g}: {n_clips:,} clips (AudioSet unbalanced {int(FULL['unbal'] * args.scale):,} + "
             f"balanced + eval, VGGSound train + test), events {', '.join(f'{k} {v:,}' for k, v in counts.items())}. "
-            "Each figure is one command in a fresh subprocess (imports included); wall and peak RSS from GNU time "
-            f"(`/usr/bin/time -f '%e %M'`). 1-minute load average during the runs {load} on 2 cores shared with other "
-            "engineers, so the wall times are noisy; the RSS figures are not. Inputs and the event mix are described "
-            "in the docstring of benchmarks/bench_scale.py; no raw media exist on disk (deleted after shard)."
+            "Each figure is one command in a fresh subprocess (imports included); wall, CPU and peak RSS from GNU "
+            f"time (`/usr/bin/time -f '%e %M %U %S'`). 1-minute load average during the runs {load} on 2 cores "
+            "shared with other engineers, so the wall times are noisy; the RSS figures are not. Inputs and the event "
+            "mix are described in the docstring of benchmarks/bench_scale.py; no raw media exist on disk (deleted "
+            "after shard)."
         )
         notes += (
             " CPU-seconds (user + sys) are given beside wall time because they depend far less on the other jobs; "
