@@ -2,55 +2,59 @@
 
 Writes (each atomically: temporary name, then rename):
   DIR/manifest.parquet  source-manifest columns + validator metrics + valid_rule + fetch sha256, valid clips only
+                        (sharded or not), sorted by clip id
   DIR/clip_ids.txt      one valid clip id per line, sorted
-  DIR/funnel.json/.md   source → fetch ok / failed permanent by reason / pending → validate valid / dropped by
-                        reason / pending, overall and per split; every source clip lands in exactly one bucket.
+  DIR/funnel.json/.md   the funnel of `tgdp.pipeline.status` (the same function `tgdp-data status` prints, so the
+                        two agree on every count), plus the valid rules and the states per split.
 On AudioSet-2M (the manifest holds as_unbal_train) the valid count of the AS train splits is printed beside the
-paper's 1,390,395 valid pairs. A clip counts as validated only when its latest validate event was made on the
-current fetch (same sha256); otherwise it is pending.
+paper's 1,390,395 valid pairs. A clip is valid when its latest validate event is a valid verdict on its current
+download (same sha256); deleting the raw media afterwards changes nothing (docs/STORE.md, "Clip states").
+Columnar throughout (pyarrow): no Python object per clip.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tgdp.pipeline.layout import manifest_path
-from tgdp.pipeline.ledger import latest
+from tgdp.pipeline.status import STATES, clip_states, funnel_from_states
 from tgdp.pipeline.validate import METRIC_COLUMNS
 
 __all__ = ["PAPER_VALID_PAIRS", "ExportResult", "funnel_markdown", "run_export"]
 
 PAPER_VALID_PAIRS = 1_390_395  # TG-DP: valid AudioSet-2M audio-visual pairs
 _EXTRA = ("valid_rule", "window_start_s", "window_rule", "probe_duration_s", "video_codec", "audio_codec")
+_BOOL = {"has_video", "has_audio", "is_silent", "is_still", "is_av_offset"}
+_EXPORT_TYPES: dict[str, pa.DataType] = {
+    **{k: (pa.bool_() if k in _BOOL else pa.int64() if k == "video_frames" else pa.float64()) for k in METRIC_COLUMNS},
+    "valid_rule": pa.dictionary(pa.int32(), pa.string()),
+    "window_start_s": pa.float64(),
+    "window_rule": pa.dictionary(pa.int32(), pa.string()),
+    "probe_duration_s": pa.float64(),
+    "video_codec": pa.dictionary(pa.int32(), pa.string()),
+    "audio_codec": pa.dictionary(pa.int32(), pa.string()),
+}
+# per-split columns of funnel.md; `sharded` is a part of `valid`
+_COLS = ("valid", "sharded", "dropped", "not_validated", "gone", "fetch_pending", "never_tried")
 
 
 @dataclass
 class ExportResult:
-    """Counts of one export; `funnel` is what funnel.json holds."""
+    """Counts of one export; `funnel` is what funnel.json holds; `out` is where it was written."""
 
     valid: int = 0
     funnel: dict[str, Any] = field(default_factory=dict)
     paper_line: str | None = None
-
-
-def _bucket(fetch: dict | None, val: dict | None) -> tuple[str, str | None]:
-    if fetch is None or fetch.get("status") != "ok":
-        if fetch is not None and fetch.get("status") == "failed" and not fetch.get("transient"):
-            return "fetch_failed", fetch.get("reason")
-        return "fetch_pending", None
-    if val is None or val.get("fetch_sha256") != fetch.get("sha256") or val.get("transient"):
-        return "validate_pending", None
-    if val.get("valid"):
-        return "valid", None
-    return "dropped", val.get("reason")
+    out: Path | None = None
 
 
 def _write_atomic(path: Path, write: Any) -> None:
@@ -59,72 +63,60 @@ def _write_atomic(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
-def run_export(root: Path, out: Path) -> ExportResult:
+def _by_split(split: pa.Array, state: np.ndarray) -> dict[str, dict[str, int]]:
+    """{split: {column of _COLS: clips}} from the per-clip states."""
+    enc = split.dictionary_encode()
+    names = enc.dictionary.to_pylist()
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    grid = np.bincount(codes.astype(np.int64) * len(STATES) + state, minlength=len(names) * len(STATES))
+    grid = grid.reshape(len(names), len(STATES))
+    s = {name: i for i, name in enumerate(STATES)}
+    out = {}
+    for k, name in enumerate(names):
+        row = grid[k]
+        out[name] = {
+            "valid": int(row[s["valid"]] + row[s["sharded"]]),
+            "sharded": int(row[s["sharded"]]),
+            "dropped": int(row[s["dropped"]]),
+            "not_validated": int(row[s["not_validated"]]),
+            "gone": int(row[s["gone"]]),
+            "fetch_pending": int(sum(row[s[x]] for x in ("pending", "backoff", "gave_up", "file_missing"))),
+            "never_tried": int(row[s["never_tried"]]),
+        }
+    return dict(sorted(out.items()))
+
+
+def run_export(root: Path, out: Path, max_attempts: int | None = 5, progress: bool = False) -> ExportResult:
     """Write the filtered manifest, the id list and the funnel for ROOT into `out`."""
     root, out = Path(root), Path(out)
-    source = pq.read_table(manifest_path(root))
-    fetches, validates = latest(root, "fetch"), latest(root, "validate")
-    rows = source.to_pylist()
-    overall: Counter[str] = Counter()
-    fetch_failed: Counter[str] = Counter()
-    dropped: Counter[str] = Counter()
-    per_split: dict[str, Counter[str]] = {}
-    rules: Counter[str] = Counter()
-    keep = []
-    for row in rows:
-        cid = row["clip_id"]
-        fe, va = fetches.get(cid), validates.get(cid)
-        bucket, reason = _bucket(fe, va)
-        overall[bucket] += 1
-        per_split.setdefault(row["split"], Counter())[bucket] += 1
-        if bucket == "fetch_failed":
-            fetch_failed[reason or "unknown"] += 1
-        elif bucket == "dropped":
-            dropped[reason or "unknown"] += 1
-        if bucket in ("valid", "dropped"):
-            rules[va.get("valid_rule")] += 1
-        if bucket == "valid":
-            extra = {k: va.get(k) for k in (*METRIC_COLUMNS, *_EXTRA)}
-            extra["fetch_sha256"] = fe.get("sha256")
-            extra["raw_path"] = fe.get("raw_path")
-            keep.append({**row, **extra})
-    fetch_ok = overall["valid"] + overall["dropped"] + overall["validate_pending"]
-    funnel: dict[str, Any] = {
-        "source": len(rows),
-        "fetch": {
-            "ok": fetch_ok,
-            "failed_permanent": dict(sorted(fetch_failed.items())),
-            "pending": overall["fetch_pending"],
-        },
-        "validate": {
-            "valid": overall["valid"],
-            "dropped": dict(sorted(dropped.items())),
-            "pending": overall["validate_pending"],
-        },
-        "valid_rules": dict(rules),
-        "by_split": {s: dict(sorted(c.items())) for s, c in sorted(per_split.items())},
-    }
-    result = ExportResult(valid=len(keep), funnel=funnel)
-    splits = set(per_split)
-    if "as_unbal_train" in splits:
-        as_train = sum(per_split.get(s, Counter())["valid"] for s in ("as_bal_train", "as_unbal_train"))
+    cs = clip_states(
+        root,
+        max_attempts,
+        validate_columns=_EXPORT_TYPES,
+        progress=progress,
+        sha_type=pa.string(),  # the whole sha256 goes into the exported manifest
+    )
+    funnel = funnel_from_states(cs)
+    valid_mask = np.isin(cs.state, [STATES.index("valid"), STATES.index("sharded")])
+    rules: dict[str, int] = {}
+    if cs.validate is not None:
+        settled = np.isin(cs.state, [STATES.index(s) for s in ("valid", "sharded", "dropped")])
+        vc = pc.value_counts(cs.validate.column("valid_rule").cast(pa.string()).filter(pa.array(settled)))
+        rules = {str(r["values"]): int(r["counts"]) for r in vc.to_pylist()}
+    funnel["valid_rules"] = rules
+    funnel["by_split"] = _by_split(cs.manifest.column("split").combine_chunks(), cs.state)
+    result = ExportResult(valid=int(valid_mask.sum()), funnel=funnel, out=out)
+    per_split = funnel["by_split"]
+    if "as_unbal_train" in per_split:
+        as_train = sum(per_split.get(s, {}).get("valid", 0) for s in ("as_bal_train", "as_unbal_train"))
         unbal = per_split["as_unbal_train"]["valid"]
         result.paper_line = (
             f"AudioSet-2M valid pairs: {as_train:,} (as_bal_train+as_unbal_train; as_unbal_train alone {unbal:,}) "
             f"vs paper {PAPER_VALID_PAIRS:,} ({as_train / PAPER_VALID_PAIRS:.1%})"
         )
         funnel["paper"] = {"valid_pairs": PAPER_VALID_PAIRS, "as_train_valid": as_train, "as_unbal_valid": unbal}
-
     out.mkdir(parents=True, exist_ok=True)
-    keep.sort(key=lambda r: r["clip_id"])
-    if keep:
-        table = pa.Table.from_pylist(keep)
-    else:
-        fields = list(source.schema) + [pa.field(k, pa.null()) for k in (*METRIC_COLUMNS, *_EXTRA)]
-        table = pa.schema(fields).empty_table()
-    _write_atomic(out / "manifest.parquet", lambda p: pq.write_table(table, p))
-    ids = "".join(f"{r['clip_id']}\n" for r in keep)
-    _write_atomic(out / "clip_ids.txt", lambda p: p.write_text(ids, encoding="utf-8"))
+    _write_valid(root, out, cs, valid_mask)
     text = json.dumps(funnel, indent=1, sort_keys=True) + "\n"
     _write_atomic(out / "funnel.json", lambda p: p.write_text(text, encoding="utf-8"))
     md = funnel_markdown(funnel, result.paper_line)
@@ -132,24 +124,92 @@ def run_export(root: Path, out: Path) -> ExportResult:
     return result
 
 
+def _extra_columns(cs: Any, idx: pa.Array) -> list[tuple[str, pa.Array]]:
+    """Validator metrics, rule, window and codecs of the last validate event, and the fetch sha256 and raw path."""
+    cols = []
+    for name in (*METRIC_COLUMNS, *_EXTRA):
+        t = _EXPORT_TYPES[name]
+        col = cs.validate.column(name).take(idx) if cs.validate is not None else pa.nulls(len(idx), t)
+        cols.append((name, col.cast(t.value_type) if pa.types.is_dictionary(t) else col))
+    cols.append(("fetch_sha256", cs.fetch.column("sha256").take(idx)))
+    cols.append(("raw_path", cs.fetch.column("raw_path").take(idx)))
+    return cols
+
+
+def _write_valid(root: Path, out: Path, cs: Any, valid_mask: np.ndarray) -> None:
+    """manifest.parquet and clip_ids.txt of the valid clips, sorted by clip id, streamed in batches from
+    source.parquet (written sorted by `manifest`), so memory holds one batch of rows, not the filtered manifest."""
+    source = pq.ParquetFile(manifest_path(root))
+    ids = cs.manifest.column("clip_id")
+    ordered = len(ids) < 2 or pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py()
+    keep_row = np.zeros(source.metadata.num_rows, dtype=bool)
+    keep_row[cs.source_rows[valid_mask]] = True
+    clip_of_row = np.full(source.metadata.num_rows, -1, dtype=np.int64)
+    clip_of_row[cs.source_rows] = np.arange(len(cs.source_rows))
+    schema = pa.schema(
+        list(source.schema_arrow)
+        + [pa.field(n, t.value_type if pa.types.is_dictionary(t) else t) for n, t in _EXPORT_TYPES.items()]
+        + [pa.field("fetch_sha256", pa.string()), pa.field("raw_path", pa.string())]
+    )
+    tmp_m, tmp_i = out / ".tmp-manifest.parquet", out / ".tmp-clip_ids.txt"
+    # ids are written as they are (one per line, no CSV quoting): hostile ids with quotes or commas survive byte
+    # for byte; a batch's ids are joined at once
+    with pq.ParquetWriter(tmp_m, schema) as writer, open(tmp_i, "w", encoding="utf-8", newline="\n") as ids_out:
+        if not ordered:  # a hand-made, unsorted manifest (small): sort in memory
+            idx = pa.array(np.flatnonzero(valid_mask))
+            table = pq.read_table(manifest_path(root)).take(pa.array(cs.source_rows)).take(idx)
+            for name, col in _extra_columns(cs, idx):
+                table = table.append_column(name, col)
+            batches = [table.sort_by("clip_id")]
+        else:
+            batches = _valid_batches(cs, source, keep_row, clip_of_row)
+        from tqdm import tqdm
+
+        with tqdm(total=int(valid_mask.sum()), unit="clip", desc="writing", leave=False, disable=None) as bar:
+            for table in batches:
+                table = table.cast(schema)
+                writer.write_table(table)
+                ids_out.writelines(f"{cid}\n" for cid in table.column("clip_id").to_pylist())
+                bar.update(table.num_rows)
+    os.replace(tmp_m, out / "manifest.parquet")
+    os.replace(tmp_i, out / "clip_ids.txt")
+
+
+def _valid_batches(cs: Any, source: pq.ParquetFile, keep_row: np.ndarray, clip_of_row: np.ndarray) -> Any:
+    """The valid rows of source.parquet with their extra columns, one batch of the file at a time."""
+    start = 0
+    for batch in source.iter_batches(batch_size=1 << 16):
+        rows = np.flatnonzero(keep_row[start : start + batch.num_rows])
+        clip_idx = pa.array(clip_of_row[start + rows])
+        start += batch.num_rows
+        if rows.size:
+            table = pa.Table.from_batches([batch]).take(pa.array(rows))
+            for name, col in _extra_columns(cs, clip_idx):
+                table = table.append_column(name, col)
+            yield table
+
+
 def funnel_markdown(funnel: dict[str, Any], paper_line: str | None = None) -> str:
     """The funnel as a Markdown table (overall, then per split)."""
+    fe, va, sh = funnel["fetch"], funnel["validate"], funnel["shard"]
     lines = ["# Data funnel", "", "| stage | count |", "|---|---|", f"| source manifest | {funnel['source']:,} |"]
-    lines.append(f"| fetch ok | {funnel['fetch']['ok']:,} |")
-    for reason, n in funnel["fetch"]["failed_permanent"].items():
-        lines.append(f"| fetch failed: {reason} | {n:,} |")
-    lines.append(f"| fetch pending (never tried or transient) | {funnel['fetch']['pending']:,} |")
-    lines.append(f"| valid | {funnel['validate']['valid']:,} |")
-    for reason, n in funnel["validate"]["dropped"].items():
+    lines.append(f"| fetched | {fe['fetched']:,} |")
+    for reason, n in fe["gone_by_reason"].items():
+        lines.append(f"| gone (permanent): {reason} | {n:,} |")
+    for reason, n in fe["pending_by_reason"].items():
+        lines.append(f"| fetch pending (transient): {reason} | {n:,} |")
+    lines.append(f"| never tried | {fe['never_tried']:,} |")
+    lines.append(f"| valid | {va['valid']:,} |")
+    for reason, n in va["dropped_by_reason"].items():
         lines.append(f"| dropped: {reason} | {n:,} |")
-    lines.append(f"| validate pending | {funnel['validate']['pending']:,} |")
+    lines.append(f"| not validated | {va['not_validated']:,} |")
+    lines.append(f"| sharded (of valid) | {sh['sharded']:,} |")
+    lines.append(f"| not sharded (of valid) | {sh['not_sharded']:,} |")
     lines += ["", "| split | " + " | ".join(_COLS) + " |", "|---|" + "---|" * len(_COLS)]
-    for split, c in funnel["by_split"].items():
+    for split, c in funnel.get("by_split", {}).items():
         lines.append(f"| {split} | " + " | ".join(f"{c.get(k, 0):,}" for k in _COLS) + " |")
-    lines += ["", "Valid rule(s): " + "; ".join(f"`{r}` ({n:,})" for r, n in funnel["valid_rules"].items())]
+    rules = funnel.get("valid_rules", {})
+    lines += ["", "Valid rule(s): " + ("; ".join(f"`{r}` ({n:,})" for r, n in rules.items()) or "none yet")]
     if paper_line:
         lines += ["", paper_line]
     return "\n".join(lines) + "\n"
-
-
-_COLS = ("valid", "dropped", "validate_pending", "fetch_failed", "fetch_pending")

@@ -43,14 +43,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
 from tgdp.pipeline import ledger
 from tgdp.pipeline.config import StrictConfig
-from tgdp.pipeline.layout import file_sha256, manifest_path, raw_path_for, safe_name, within_root
+from tgdp.pipeline.layout import file_sha256, raw_path_for, safe_name, within_root
 from tgdp.pipeline.parallel import run_sessions
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "clip_states",
     "fetch",
     "file_sha256",
+    "plan_fetch",
     "tool_versions",
 ]
 
@@ -137,7 +138,7 @@ EVENT_COLUMNS = (
     "clip_id", "status", "reason", "transient", "reason_detail", "attempt", "session_id", "source",
     "raw_path", "file_bytes", "sha256", "section_mode", "section_start_s", "section_end_s", "source_duration_s",
     "format_id", "vcodec", "acodec", "height", "fps", "yt_dlp_version", "ffmpeg_version", "elapsed_s",
-    "next_attempt_after", "gave_up", "in_attempt_retries", "rate_wait_s",
+    "next_attempt_after", "gave_up", "in_attempt_retries", "rate_wait_s", "ray_node",
 )  # fmt: skip
 
 
@@ -363,6 +364,7 @@ class FetchSession:
             _next_token_at=next_token_at,  # for the driver's progress note only (not an event column)
             clip_id=task["clip_id"],
             attempt=task["attempt"],
+            prior_transient=task.get("prior_transient", 0),  # for the driver's backoff; not an event column
             session_id=self.session_id,
             source="fetch",
             yt_dlp_version=self.versions[0],
@@ -489,7 +491,8 @@ class ClipState:
 
 
 def clip_states(root: Path, max_attempts: int | None = None, now: datetime | None = None) -> dict[str, ClipState]:
-    """Fetch state per clip that has events (clips without events are "never" tried).
+    """Fetch state per clip that has events (clips without events are "never" tried), one object per clip: for
+    `import` and small ROOTs. The accounting and the run planning use `tgdp.pipeline.status.clip_states` (columns).
 
     done: latest event ok and its file present with the recorded size; gone: latest failed permanently;
     gave_up: `max_attempts` transient failures reached; backoff: transient, `next_attempt_after` in the future;
@@ -624,32 +627,51 @@ def _holder_text(text: str) -> str:
         return ""
 
 
-def _tasks(root: Path, cfg: FetchConfig, summary: FetchSummary) -> list[dict[str, Any]]:
-    mpath = manifest_path(root)
-    if not mpath.is_file():
-        raise FileNotFoundError(f"{mpath} not found: run `tgdp-data manifest` first")
-    table = pq.read_table(mpath, columns=["clip_id", "ytid", "start_s", "end_s", "split"])
+def plan_fetch(root: Path, cfg: FetchConfig, summary: FetchSummary | None = None) -> pa.Table:
+    """The clips this run attempts, in manifest order, as a table (clip_id, ytid, start_s, end_s, split, attempt,
+    prior_transient); skipped clips are counted in `summary.skipped` by state. Columnar (`status.clip_states`).
+
+    Attempted: never tried, transient failures due now (or backing off, with `retry_now`), and downloads whose raw
+    file a later stage still needs but is gone (`file_missing`; valid clips not sharded without raw file or feature
+    cache entry). Skipped: done (incl. clips validated or sharded whose media were deleted since), gone, gave_up,
+    backoff, and beyond `limit`.
+    """
+    from tgdp.pipeline.status import STATES, clip_states
+
+    summary = summary if summary is not None else FetchSummary()
+    cs = clip_states(root, cfg.max_attempts, manifest_columns=["clip_id", "ytid", "start_s", "end_s", "split"])
+    table = cs.manifest
+    keep = np.ones(table.num_rows, dtype=bool)
     if cfg.splits:
         unknown = set(cfg.splits) - set(table.column("split").unique().to_pylist())
         if unknown:
             raise ValueError(f"unknown split(s) {sorted(unknown)}")
-        table = table.filter(pc.is_in(table.column("split"), value_set=pa.array(cfg.splits, pa.string())))
-    states = clip_states(root, cfg.max_attempts)
-    tasks = []
-    for row in table.to_pylist():
-        st = states.get(row["clip_id"])
-        if st is not None and (
-            st.status in ("done", "gone", "gave_up") or (st.status == "backoff" and not cfg.retry_now)
-        ):
-            summary.skipped[st.status] += 1
-            continue
-        if cfg.limit is not None and len(tasks) >= cfg.limit:
-            summary.skipped["limit"] += 1
-            continue
-        row["attempt"] = (st.attempts if st else 0) + 1
-        row["prior_transient"] = st.transient_failures if st else 0
-        tasks.append(row)
-    return tasks
+        keep = np.asarray(pc.is_in(table.column("split"), value_set=pa.array(cfg.splits, pa.string())), dtype=bool)
+    state = cs.state
+    todo = np.isin(state, [STATES.index(s) for s in ("never_tried", "pending", "file_missing")]) | cs.raw_missing
+    if cfg.retry_now:
+        todo |= state == STATES.index("backoff")
+    skipped = keep & ~todo
+    names = np.array(["done" if STATES[i] in _DONE_STATES else STATES[i] for i in range(len(STATES))])
+    for name, n in zip(*np.unique(names[state[skipped]], return_counts=True), strict=True):
+        summary.skipped[str(name)] += int(n)
+    rows = np.flatnonzero(keep & todo)
+    if cfg.limit is not None and rows.size > cfg.limit:
+        summary.skipped["limit"] += int(rows.size - cfg.limit)
+        rows = rows[: cfg.limit]
+    idx = pa.array(rows)
+    out = table.take(idx)
+    out = out.append_column("attempt", pa.array(cs.attempts[rows] + 1))
+    return out.append_column("prior_transient", pa.array(cs.transient_failures[rows]))
+
+
+_DONE_STATES = ("not_validated", "dropped", "valid", "sharded")
+
+
+def _task_dicts(table: pa.Table) -> Iterator[dict[str, Any]]:
+    """Task dicts, made one batch at a time (a first run over 2 M clips never holds 2 M dicts)."""
+    for batch in table.to_batches(max_chunksize=4096):
+        yield from batch.to_pylist()
 
 
 class _Progress:
@@ -717,9 +739,8 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
                 _remove(stale)
         run_dir = tmp_root / uuid.uuid4().hex[:12]
         run_dir.mkdir(parents=True)
-        tasks = _tasks(root, cfg, summary)
-        summary.selected = len(tasks)
-        prior = {t["clip_id"]: t.pop("prior_transient") for t in tasks}
+        tasks = plan_fetch(root, cfg, summary)
+        summary.selected = tasks.num_rows
         make = functools.partial(
             FetchSession,
             str(root),
@@ -727,12 +748,12 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
             str(run_dir),
             str(Path(cfg.cookies).resolve()) if cfg.cookies else None,
         )
-        bar = _Progress(len(tasks), cfg) if cfg.progress else None
+        bar = _Progress(tasks.num_rows, cfg) if cfg.progress else None
         try:
             with ledger.EventWriter(root, "fetch", flush_every=16, flush_seconds=5.0) as writer:
                 results: Iterator[dict[str, Any]] = run_sessions(
                     make,
-                    tasks,
+                    _task_dicts(tasks),
                     sessions=cfg.sessions,
                     in_flight=cfg.in_flight,
                     backend=cfg.backend,
@@ -742,7 +763,7 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
                 )
                 for event in results:
                     if event["status"] == "failed" and event["transient"]:
-                        n = prior.get(event["clip_id"], 0) + 1
+                        n = int(event.get("prior_transient") or 0) + 1
                         delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (n - 1))
                         event["next_attempt_after"] = datetime.now(timezone.utc) + timedelta(seconds=delay)
                         event["gave_up"] = n >= cfg.max_attempts

@@ -9,6 +9,10 @@ Required event keys: `clip_id`, `status` ("ok" | "failed"), `reason` (None when 
 The ledger adds `stage`, `attempted_at` (UTC), `worker` (host:pid) and `seq` (monotonic within a flush file).
 Any other keys are stage-specific columns (nullable); files with different columns concatenate by name.
 `compact()` merges many small files into one, atomically.
+
+At 2 M clips a stage has millions of events: `latest_table()` reduces them to the last event per clip in columns
+(pyarrow + numpy), reading the log in chunks of `chunk_rows` events, so memory is bounded by the number of clips plus
+one chunk, whatever the number of events. `latest()` (one dict per clip) is for small ROOTs and tests.
 """
 
 from __future__ import annotations
@@ -18,17 +22,33 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tgdp.pipeline.layout import events_dir
 
-__all__ = ["EventWriter", "append_events", "compact", "latest", "read_events"]
+__all__ = [
+    "EventWriter",
+    "LatestEvents",
+    "append_events",
+    "append_table",
+    "compact",
+    "compact_if_many",
+    "count_events",
+    "event_positions",
+    "iter_event_chunks",
+    "latest",
+    "latest_table",
+    "read_events",
+]
 
 REQUIRED = ("clip_id", "status", "reason", "transient")
 STATUSES = ("ok", "failed")
@@ -74,6 +94,33 @@ def append_events(root: Path, stage: str, events: Iterable[Mapping[str, Any]]) -
     # from_pylist takes its columns from the first row only: build the union so no stage column is dropped.
     keys = list(dict.fromkeys(k for row in rows for k in row))
     table = pa.Table.from_pylist([{k: row.get(k) for k in keys} for row in rows])
+    return _write_atomic(table, events_dir(root, stage))
+
+
+def append_table(root: Path, stage: str, table: pa.Table) -> Path | None:
+    """Write a whole table of events (one row each, REQUIRED columns present) as one event file, columnar.
+
+    For stages that settle many clips at once (`shard` writes one event per packed clip): no dict per clip.
+    """
+    if table.num_rows == 0:
+        return None
+    missing = [k for k in REQUIRED if k not in table.column_names]
+    if missing:
+        raise ValueError(f"{stage} events lack {missing}")
+    bad = pc.invert(pc.is_in(table.column("status"), value_set=pa.array(STATUSES)))
+    if pc.any(bad).as_py():
+        raise ValueError(f"{stage} event status must be one of {STATUSES}")
+    no_reason = pc.and_(pc.equal(table.column("status"), "failed"), pc.is_null(table.column("reason")))
+    if pc.any(no_reason).as_py():
+        raise ValueError(f"a failed {stage} event has no reason")
+    n = table.num_rows
+    now = pa.scalar(datetime.now(timezone.utc), pa.timestamp("us", tz="UTC"))
+    if "attempted_at" not in table.column_names:
+        table = table.append_column("attempted_at", pa.repeat(now, n))
+    if "worker" not in table.column_names:
+        table = table.append_column("worker", pa.repeat(pa.scalar(f"{socket.gethostname()}:{os.getpid()}"), n))
+    table = table.append_column("stage", pa.repeat(pa.scalar(stage), n))
+    table = table.append_column("seq", pa.array(np.arange(n, dtype=np.int64)))
     return _write_atomic(table, events_dir(root, stage))
 
 
@@ -128,6 +175,14 @@ def latest(root: Path, stage: str) -> dict[str, dict[str, Any]]:
     return state
 
 
+def compact_if_many(root: Path, stage: str, max_files: int = 256) -> Path | None:
+    """Compact `stage` when it has more than `max_files` event files (each run ends with this: thousands of small
+    flush files would make every later read slow)."""
+    if len(_event_files(events_dir(root, stage))) > max_files:
+        return compact(root, stage)
+    return None
+
+
 def compact(root: Path, stage: str) -> Path | None:
     """Merge all event files of `stage` into one (same rows, same order), atomically; old files are removed after."""
     directory = events_dir(root, stage)
@@ -167,3 +222,169 @@ def _live_files(files: list[Path]) -> list[Path]:
             meta = pq.read_schema(f).metadata or {}
             replaced.update(json.loads(meta.get(_COMPACTS, b"[]")))
     return [f for f in files if f.name not in replaced]
+
+
+# ------------------------------------------------------------------------------------------- columnar reading
+
+
+def count_events(root: Path, stage: str) -> int:
+    """Number of events of `stage` (from the Parquet footers, no data read)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in _live_files(_event_files(events_dir(root, stage))))
+
+
+def iter_event_chunks(
+    root: Path,
+    stage: str,
+    columns: Mapping[str, pa.DataType],
+    chunk_rows: int = 1 << 20,
+    with_clip_id: bool = True,
+) -> Iterator[pa.Table]:
+    """The events of `stage` in write order as tables of about `chunk_rows` rows with exactly `columns` (plus
+    `clip_id` first, unless `with_clip_id` is False), cast to the given types; a column a file lacks is null.
+    Files are read in batches, so memory holds one chunk whatever the size of a (compacted) file."""
+    wanted = {"clip_id": pa.string(), **columns} if with_clip_id else dict(columns)
+    buf: list[pa.Table] = []
+    rows = 0
+    for f in _live_files(_event_files(events_dir(root, stage))):
+        names = set(pq.read_schema(f).names)
+        dict_cols = [c for c, t in wanted.items() if c in names and pa.types.is_dictionary(t)]
+        pf = pq.ParquetFile(f, read_dictionary=dict_cols or None)
+        present = [c for c in wanted if c in names]
+        for batch in pf.iter_batches(batch_size=min(chunk_rows, 1 << 18), columns=present or None):
+            n = batch.num_rows
+            arrays = []
+            for c, t in wanted.items():
+                if c in names:
+                    col = batch.column(c)
+                    arrays.append(col if col.type == t else col.cast(t))
+                else:
+                    arrays.append(pa.nulls(n, t))
+            buf.append(pa.table(arrays, names=list(wanted)))
+            rows += n
+            if rows >= chunk_rows:
+                yield pa.concat_tables(buf).combine_chunks()
+                buf, rows = [], 0
+    if buf:
+        yield pa.concat_tables(buf).combine_chunks()
+
+
+@dataclass
+class LatestEvents:
+    """The last event per clip of one stage, aligned with the ids it was asked for (row i ↔ ids[i]).
+
+    table: the requested columns of each clip's last event (all null where a clip has none);
+    has_event: (n,) bool; events: (n,) int64 events per clip; transient_failures: (n,) int64 failed+transient events;
+    orphan_ids: clip ids that have events but are not among the ids.
+    """
+
+    table: pa.Table
+    has_event: np.ndarray
+    events: np.ndarray
+    transient_failures: np.ndarray
+    orphan_ids: set[str]
+
+    def column(self, name: str) -> pa.Array:
+        col = self.table.column(name)
+        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()  # no copy of a one-chunk column
+
+
+def latest_table(
+    root: Path,
+    stage: str,
+    ids: pa.Array,
+    columns: Mapping[str, pa.DataType],
+    chunk_rows: int = 1 << 19,
+    on_chunk: Callable[[int], None] | None = None,
+    positions: tuple[np.ndarray, set[str]] | None = None,
+) -> LatestEvents:
+    """Reduce the event log of `stage` to the last event per clip of `ids` (unique), in columns.
+
+    Two passes over the log: (1) the clip id column alone → each event's row in `ids` (`pc.index_in`, one hash
+    table) and each clip's last event; (2) per chunk of the other columns, the values of the last events it holds
+    (`take`), scattered into per-clip columns at the end. Memory: the per-clip columns plus one chunk (and 8 bytes
+    per event for the row numbers), flat in the number of events. A column typed `pa.binary(k)` keeps the first k
+    bytes of a string column (a sha256 prefix to compare
+    downloads at a quarter of the memory). `on_chunk(rows)` is called after each chunk (progress bars).
+    """
+    n = len(ids)
+    cols = {c: t for c, t in columns.items() if c != "clip_id"}
+    read = {c: (pa.string() if _is_prefix(t) else t) for c, t in cols.items()}
+    read.setdefault("status", pa.string())
+    read.setdefault("transient", pa.bool_())
+    # Pass 1: every event's clip id → its row in `ids` (one hash table for the whole log, clip ids only), and from
+    # those each clip's last event (its global index in write order).
+    pos, orphans = positions if positions is not None else event_positions(root, [stage], ids, chunk_rows)[stage]
+    known = np.flatnonzero(pos >= 0)
+    last = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(last, pos[known], known)
+    has = last >= 0
+    events = np.bincount(pos[known], minlength=n).astype(np.int64)
+    tfail = np.zeros(n, dtype=np.int64)
+    # the clips' last events in write order (each chunk holds a contiguous run of them), without sorting
+    is_last = np.zeros(pos.size, dtype=bool)
+    is_last[last[has]] = True
+    winner_at = np.flatnonzero(is_last)
+    winners = pos[winner_at]
+    parts: dict[str, list[pa.Array]] = {c: [] for c in cols}
+    # Pass 2: per chunk of the other columns, the transient failures and the values of the last events it holds.
+    offset = 0
+    for chunk in iter_event_chunks(root, stage, read, chunk_rows, with_clip_id=False):
+        m = chunk.num_rows
+        p = pos[offset : offset + m]
+        failed_t = pc.and_(pc.equal(chunk.column("status"), "failed"), pc.fill_null(chunk.column("transient"), False))
+        ft = np.asarray(failed_t.to_numpy(zero_copy_only=False), dtype=bool) & (p >= 0)
+        tfail += np.bincount(p[ft], minlength=n)
+        lo, hi = np.searchsorted(winner_at, [offset, offset + m])
+        local = pa.array(winner_at[lo:hi] - offset)
+        for c, t in cols.items():
+            col = chunk.column(c).take(local)
+            if _is_prefix(t):
+                col = pc.utf8_rpad(pc.utf8_slice_codeunits(col, 0, t.byte_width), t.byte_width, " ").cast(t)
+            parts[c].append(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+        offset += m
+        if on_chunk is not None:
+            on_chunk(m)
+        del chunk
+    # one scatter per column: clip i takes the value at its rank among the winners (null without events)
+    rank = np.full(n, -1, dtype=np.int64)
+    rank[winners] = np.arange(winners.size, dtype=np.int64)
+    scatter = pa.array(rank, mask=rank < 0)
+    state = {}
+    for c, t in cols.items():
+        values = pa.concat_arrays(parts.pop(c)) if winners.size else pa.nulls(0, t)
+        state[c] = values.take(scatter)
+    table = pa.table(list(state.values()), names=list(state)) if state else pa.table({})
+    return LatestEvents(table, has, events, tfail, orphans)
+
+
+def event_positions(
+    root: Path, stages: Sequence[str], ids: pa.Array, chunk_rows: int = 1 << 19
+) -> dict[str, tuple[np.ndarray, set[str]]]:
+    """Per stage: (each event's row in `ids` or -1, the clip ids outside `ids`), in write order.
+
+    One `pc.index_in` over the clip ids of all the stages: the hash table of `ids` (the costly part at 2 M clips)
+    is built once."""
+    per_stage = {s: [c.column("clip_id") for c in iter_event_chunks(root, s, {}, chunk_rows)] for s in stages}
+    counts = {s: sum(len(c) for c in cols) for s, cols in per_stage.items()}
+    chunks = [a for cols in per_stage.values() for col in cols for a in col.chunks]
+    del per_stage
+    out: dict[str, tuple[np.ndarray, set[str]]] = {}
+    if not chunks:
+        return {s: (np.zeros(0, dtype=np.int64), set()) for s in stages}
+    all_ids = pa.chunked_array(chunks, pa.string())
+    pos = pc.index_in(all_ids, value_set=ids)
+    flat = pc.fill_null(pos, -1).to_numpy().astype(np.int64)
+    start = 0
+    for s in stages:
+        end = start + counts[s]
+        orphans: set[str] = set()
+        if pos.null_count:
+            part = all_ids.slice(start, end - start)
+            orphans = set(pc.unique(part.filter(pc.is_null(pos.slice(start, end - start)))).to_pylist())
+        out[s] = (flat[start:end], orphans)
+        start = end
+    return out
+
+
+def _is_prefix(t: pa.DataType) -> bool:
+    return pa.types.is_fixed_size_binary(t)

@@ -36,13 +36,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 from pydantic import Field
 
 from tgdp.pipeline.config import StrictConfig
-from tgdp.pipeline.layout import clip_id_for, manifest_path
+from tgdp.pipeline.layout import manifest_path
 
 __all__ = [
     "DATASETS",
@@ -54,6 +56,7 @@ __all__ = [
     "ManifestError",
     "ManifestIssue",
     "ManifestResult",
+    "ParsedColumns",
     "ParsedFile",
     "SegmentRow",
     "SOURCE_SCHEMA",
@@ -68,6 +71,7 @@ __all__ = [
     "parse_label_index",
     "parse_retrieval_ids",
     "parse_segments",
+    "parse_segments_columns",
     "parse_segments_text",
     "sniff_format",
     "video_id_for",
@@ -321,6 +325,154 @@ def sniff_format(path: Path, dataset: str) -> str:
 def parse_segments(path: Path, fmt: str) -> ParsedFile:
     """Parse a segment list file; issues name the file by its base name."""
     return parse_segments_text(_read_text(path), fmt, Path(path).name)
+
+
+# Columnar parsing of large segment lists (AudioSet-2M: 2 M rows). A line matching the strict pattern of its format
+# (exactly as the official files are written) is parsed in columns; every other line goes through the per-line parser
+# above, so odd rows get the same verdict and message, and no row can be parsed differently by the two paths.
+_MID = r"[!#-+\--~]+"  # printable ASCII without space, '"' and ','
+_FAST = {
+    "audioset": (
+        r"^(?P<ytid>[A-Za-z0-9_-]{11}), (?P<start>\d{1,15}(?:\.\d{1,15})?), (?P<end>\d{1,15}(?:\.\d{1,15})?), "
+        rf'"(?P<labels>{_MID}(?:,{_MID})*)"$'
+    ),
+    "vggsound": (
+        r"^(?P<ytid>[A-Za-z0-9_-]{11}),(?P<start>\d{1,15}),"
+        r'(?:"(?P<qlabel>[!#-~](?:[^"\x00-\x1f]*[!#-~])?)"|(?P<label>[!#-+\--~](?:[^,"\x00-\x1f]*[!#-+\--~])?)),'
+        r"(?P<split>train|test)$"
+    ),
+}
+
+
+@dataclass
+class ParsedColumns:
+    """A segment list as columns (row order = file order): ytid, start_s, end_s, labels (list), line, split (per-row
+    split for vggsound.csv, else null), plus the issues and counts of `ParsedFile`."""
+
+    table: pa.Table
+    issues: list[ManifestIssue] = field(default_factory=list)
+    data_lines: int = 0
+    header_rows: int | None = None
+
+
+_COLUMNS_SCHEMA = pa.schema(
+    [
+        ("ytid", pa.string()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("labels", pa.list_(pa.string())),
+        ("line", pa.int32()),
+        ("split", pa.string()),
+    ]
+)
+
+
+def _rows_table(rows: Sequence[SegmentRow]) -> pa.Table:
+    return pa.table(
+        {
+            "ytid": [r.ytid for r in rows],
+            "start_s": [r.start_s for r in rows],
+            "end_s": [r.end_s for r in rows],
+            "labels": [list(r.labels) for r in rows],
+            "line": [r.line for r in rows],
+            "split": [r.split for r in rows],
+        },
+        schema=_COLUMNS_SCHEMA,
+    )
+
+
+def parse_segments_columns(path: Path, fmt: str) -> ParsedColumns:
+    """`parse_segments` in columns: the same rows, issues and counts, without a Python object per row."""
+    file = Path(path).name
+    if fmt not in _FAST:
+        parsed = parse_segments(path, fmt)
+        return ParsedColumns(_rows_table(parsed.rows), parsed.issues, parsed.data_lines, parsed.header_rows)
+    lines = _lines(Path(path))
+    # The header: everything up to the first line that is neither blank nor '#', parsed by the per-line parser.
+    k = 0
+    while k < len(lines):
+        head = lines[k].as_py().rstrip("\r\n")
+        if head.strip() and not head.startswith("#"):
+            break
+        k += 1
+    prefix = parse_segments_text("".join(lines.slice(0, k + 1).to_pylist()), fmt, file)
+    # each line still ends with its "\n": stripping "\r\n" equals the per-line parser's rstrip("\r")
+    rest = pc.utf8_rtrim(lines.slice(k + 1), characters="\r\n").cast(pa.string())
+    del lines
+    first_line = k + 2
+    if fmt == "audioset":
+        # a fixed layout once matched: split at ", " instead of extracting regex groups (4x faster)
+        fast = _mask(pc.match_substring_regex(rest, _FAST[fmt]))
+        fields = pc.split_pattern(pc.if_else(pa.array(fast), rest, 'x, 0, 0, ""'), ", ", max_splits=3)
+        start = pc.list_element(fields, 1).cast(pa.float64())
+        end = pc.list_element(fields, 2).cast(pa.float64())
+        fast &= _mask(pc.greater(end, start))
+        labels = pc.split_pattern(pc.utf8_slice_codeunits(pc.list_element(fields, 3), 1, -1), ",")
+        ytid = pc.list_element(fields, 0)
+        split = pa.nulls(len(rest), pa.string())
+    else:
+        parts = pc.extract_regex(rest, _FAST[fmt])
+        fast = _mask(pc.is_valid(parts))
+        ytid = pc.struct_field(parts, "ytid")
+        start = pc.struct_field(parts, "start").cast(pa.int64()).cast(pa.float64())
+        end = pc.add(start, _VGG_CLIP_S)
+        quoted = pc.struct_field(parts, "qlabel")  # a group that did not take part comes back as ""
+        label = pc.if_else(pc.greater(pc.utf8_length(quoted), 0), quoted, pc.struct_field(parts, "label"))
+        labels = pa.ListArray.from_arrays(pa.array(np.arange(len(rest) + 1, dtype=np.int32)), label)
+        split = pc.binary_join_element_wise("vgg_", pc.struct_field(parts, "split"), "")
+    keep = pa.array(fast)
+    table = pa.table(
+        {
+            "ytid": ytid.filter(keep),
+            "start_s": start.filter(keep),
+            "end_s": end.filter(keep),
+            "labels": labels.filter(keep),
+            "line": pa.array(np.flatnonzero(fast).astype(np.int32) + first_line),
+            "split": split.filter(keep),
+        },
+        schema=_COLUMNS_SCHEMA,
+    )
+    # Every other line: the per-line parser (blank lines, odd spacing, bad rows, '#' lines after the header, ...).
+    parse_line, skip_space = _LINE_PARSERS[fmt]
+    slow_rows: list[SegmentRow] = []
+    issues = list(prefix.issues)
+    data_lines = prefix.data_lines + int(fast.sum())
+    slow = np.flatnonzero(~fast)
+    for i, line in zip(slow.tolist(), rest.take(pa.array(slow)).to_pylist(), strict=True):
+        if not line.strip():
+            continue
+        data_lines += 1
+        lineno = i + first_line
+        try:
+            fields = _split_fields(line, skip_space)
+        except csv.Error as exc:
+            issues.append(ManifestIssue(file, lineno, "column_count", f"{exc}: {line[:200]}"))
+            continue
+        result = parse_line(fields, lineno, file, line)
+        (issues if isinstance(result, ManifestIssue) else slow_rows).append(result)
+    if slow_rows:
+        table = pa.concat_tables([table, _rows_table(slow_rows)])
+        table = table.take(pc.sort_indices(table, sort_keys=[("line", "ascending")]))
+    if prefix.rows:  # header lines come before every other line
+        table = pa.concat_tables([_rows_table(prefix.rows), table])
+    return ParsedColumns(table, issues, data_lines, prefix.header_rows)
+
+
+def _mask(arr: Any) -> np.ndarray:
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _lines(path: Path) -> pa.LargeStringArray:
+    """The file's lines (as `text.split("\\n")` cuts them, each keeping its trailing "\\n") as one Arrow array over
+    the file's bytes, decoded as `_read_text` decodes: a leading BOM dropped, invalid UTF-8 replaced by U+FFFD."""
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        data = data.decode("utf-8", errors="replace").encode("utf-8")
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+    offsets = np.concatenate([[0], ends, [len(data)]]).astype(np.int64)
+    return pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def parse_label_index(path: Path) -> dict[str, str]:
@@ -583,13 +735,20 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
 
     formats = {s.path: sniff_format(s.path, cfg.dataset) for s in specs}
     has_full_vgg = any(f == "vggsound" for f in formats.values())
-    leak_ytids: set[str] = set()
-    records: list[tuple] = []
-    seen: dict[str, tuple[str, int]] = {}
+    leak_ytids: list[pa.Array] = []
+    parts: list[pa.Table] = []
+    row_issues: dict[int, list[tuple[int, ManifestIssue]]] = {}  # per spec: (line, issue) found after parsing
+    file_issues: list[list[ManifestIssue]] = []  # per spec: parse issues, then that file's row issues
+    known = pa.array(list(known_labels), pa.string())
+    names = pa.array(sorted(label_names), pa.string())
+    bar = _steps_bar(len(specs) + 2)
 
     for spec in specs:
         fmt = formats[spec.path]
-        parsed = parse_segments(spec.path, fmt)
+        bar.set_description(f"parse {spec.path.name}")
+        parsed = parse_segments_columns(spec.path, fmt)
+        bar.update(1)
+        rows = parsed.table
         file = spec.path.name
         split = spec.split or infer_split(file, cfg.dataset)
         # with vggsound.csv present, test.csv repeats its test rows: use it as an eval list, not as rows
@@ -598,83 +757,121 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
         info = _check_input(spec.path, definition, role, parsed.data_lines, parsed.header_rows, warnings)
         info.update(format=fmt, split=split, rejected_rows=len(parsed.issues))
         inputs_meta.append(info)
-        issues.extend(parsed.issues)
+        file_issues.append(list(parsed.issues))
         if as_reference:
-            leak_ytids.update(r.ytid for r in parsed.rows)
+            leak_ytids.append(rows.column("ytid").combine_chunks())
             continue
         if split is None and fmt != "vggsound":
             raise ManifestError(f"{spec.path}: cannot infer the split from the file name; pass PATH:split")
         if split is not None and split not in _DATASET_SPLITS[cfg.dataset]:
             raise ManifestError(f"{spec.path}: split {split!r} does not belong to dataset {cfg.dataset}")
-        for row in parsed.rows:
-            if known_labels:
-                unknown = [lb for lb in row.labels if not _label_ok(lb, known_labels, label_names)]
-                if unknown:
-                    issues.append(ManifestIssue(file, row.line, "unknown_label", f"{unknown} not in the label index"))
-                    continue
-            row_split = split or row.split
-            clip_id = clip_id_for(cfg.dataset, row.ytid, row.start_s)
-            if clip_id in seen:
-                first_file, first_line = seen[clip_id]
-                issues.append(
-                    ManifestIssue(file, row.line, "duplicate_clip_id", f"{clip_id} also at {first_file}:{first_line}")
-                )
-                continue
-            seen[clip_id] = (file, row.line)
-            records.append(
-                (
-                    clip_id,
-                    video_id_for(cfg.dataset, row.ytid, row.start_s),
-                    row_split,
-                    row.ytid,
-                    row.start_s,
-                    row.end_s,
-                    list(row.labels),
-                    file,
-                    row.line,
-                )
-            )
+        found: list[tuple[int, ManifestIssue]] = []
+        if known_labels and rows.num_rows:
+            labels = rows.column("labels").combine_chunks()
+            flat = pc.list_flatten(labels)
+            ok = pc.or_(pc.is_in(flat, value_set=known), pc.is_in(flat, value_set=names))
+            ok = pc.or_(ok, pc.is_in(pc.replace_substring(flat, ",", "_"), value_set=names))
+            bad_rows = np.unique(pc.list_parent_indices(labels).filter(pc.invert(ok)).to_numpy())
+            for r in bad_rows.tolist():
+                unknown = [lb for lb in labels[r].as_py() if not _label_ok(lb, known_labels, label_names)]
+                line = rows.column("line")[r].as_py()
+                found.append((line, ManifestIssue(file, line, "unknown_label", f"{unknown} not in the label index")))
+            if bad_rows.size:
+                drop = np.zeros(rows.num_rows, dtype=bool)
+                drop[bad_rows] = True
+                rows = rows.filter(pa.array(~drop))
+        row_issues[len(file_issues) - 1] = found
+        n = rows.num_rows
+        rows = rows.set_column(5, "split", pa.repeat(pa.scalar(split, pa.string()), n) if split else rows.column(5))
+        rows = rows.append_column("source_file", pa.repeat(pa.scalar(file), n))
+        rows = rows.append_column("file_index", pa.repeat(pa.scalar(len(file_issues) - 1, pa.int32()), n))
+        parts.append(rows)
         if fmt == "vggsound":
             match = _entry_by_name(definition, file)
             expected_split = (match[1].get("split_rows") or {}) if match else {}
-            got = Counter(r.split for r in parsed.rows)
+            got = {r["values"]: r["counts"] for r in pc.value_counts(parsed.table.column("split")).to_pylist()}
             info["split_rows"] = dict(sorted(got.items()))
             for sp, n in expected_split.items():
                 if got.get(sp, 0) != n:
                     warnings.append(f"{file}: {got.get(sp, 0)} {sp} rows, expected {n}")
 
+    bar.set_description("ids, duplicates, leaks")
+    rows = pa.concat_tables(parts).combine_chunks() if parts else _COLUMNS_SCHEMA.empty_table()
+    if not parts:
+        rows = rows.append_column("source_file", pa.array([], pa.string()))
+        rows = rows.append_column("file_index", pa.array([], pa.int32()))
+    ytid, start = rows.column("ytid"), rows.column("start_s")
+    ms = pc.round(pc.multiply(start, 1000.0), round_mode="half_to_even").cast(pa.int64()).cast(pa.string())
+    clip_id = pc.binary_join_element_wise(cfg.dataset, ytid, ms, ":")
+    # Duplicates: the first row of a clip id (in input order) wins, as a dict of seen ids would decide.
+    uniq = pc.unique(clip_id)
+    code = pc.index_in(clip_id, value_set=uniq).to_numpy()
+    first = np.unique(code, return_index=True)[1]
+    dup = np.flatnonzero(first[code] != np.arange(code.size))
+    if dup.size:
+        files, lines = rows.column("source_file"), rows.column("line")
+        fidx = rows.column("file_index").to_numpy()
+        for r in dup.tolist():
+            f0 = int(first[code[r]])
+            text = f"{clip_id[r].as_py()} also at {files[f0].as_py()}:{lines[f0].as_py()}"
+            line = lines[r].as_py()
+            row_issues[int(fidx[r])].append((line, ManifestIssue(files[r].as_py(), line, "duplicate_clip_id", text)))
+        keep = np.ones(code.size, dtype=bool)
+        keep[dup] = False
+        rows, clip_id = rows.filter(pa.array(keep)), clip_id.filter(pa.array(keep))
+    bar.update(1)
+    for k, parse_issues in enumerate(file_issues):  # per file: parse issues, then row issues in line order
+        issues.extend(parse_issues)
+        issues.extend(i for _, i in sorted(row_issues.get(k, []), key=lambda t: t[0]))
+
     retrieval_meta = []
     for path in retrieval_paths:
         ids, bad = parse_retrieval_ids(path)
         issues.extend(bad)
-        leak_ytids.update(ids)
+        leak_ytids.append(pa.array(ids, pa.string()))
         info = _check_input(path, definition, "retrieval", len(ids) + len(bad), None, warnings)
         retrieval_meta.append(info)
     inputs_meta.extend(retrieval_meta)
 
-    leak_ytids.update(r[3] for r in records if r[2] in EVAL_SPLITS)
+    split_col = rows.column("split")
+    eval_rows = pc.is_in(split_col, value_set=pa.array(sorted(EVAL_SPLITS)))
+    leak_ytids.append(rows.column("ytid").filter(eval_rows))
     if issues and not cfg.skip_bad:
+        bar.close()
         raise ManifestError(f"{len(issues)} malformed row(s); fix the input or pass --skip-bad", issues)
 
-    records.sort(key=lambda r: r[0])
-    leak = [r[2] in TRAIN_SPLITS and r[3] in leak_ytids for r in records]
-    columns = list(zip(*records, strict=True)) if records else [[] for _ in range(9)]
+    bar.set_description("sort and write")
+    order = pc.sort_indices(clip_id)
+    rows, clip_id = rows.take(order), clip_id.take(order)
+    ytid, split_col, start = rows.column("ytid"), rows.column("split"), rows.column("start_s")
+    leak_set = pc.unique(pa.chunked_array(leak_ytids, pa.string())) if leak_ytids else pa.array([], pa.string())
+    leak = pc.and_(pc.is_in(split_col, value_set=pa.array(sorted(TRAIN_SPLITS))), pc.is_in(ytid, value_set=leak_set))
+    leak_count = pc.sum(leak.cast(pa.int64())).as_py() or 0
+    if cfg.dataset == "vggsound":
+        sec = pc.round(start, round_mode="half_to_even").cast(pa.int64()).cast(pa.string())
+        video_id = pc.binary_join_element_wise(ytid, pc.utf8_lpad(sec, 6, "0"), "_")
+    else:
+        video_id = ytid
+    n_rows = rows.num_rows
     table = pa.table(
         {
-            "clip_id": pa.array(columns[0], pa.string()),
-            "video_id": pa.array(columns[1], pa.string()),
-            "dataset": pa.array([cfg.dataset] * len(records), pa.string()),
-            "split": pa.array(columns[2], pa.string()),
-            "ytid": pa.array(columns[3], pa.string()),
-            "start_s": pa.array(columns[4], pa.float64()),
-            "end_s": pa.array(columns[5], pa.float64()),
-            "labels": pa.array(columns[6], pa.list_(pa.string())),
-            "leak_eval_overlap": pa.array(leak, pa.bool_()),
-            "source_file": pa.array(columns[7], pa.string()),
-            "source_line": pa.array(columns[8], pa.int32()),
+            "clip_id": clip_id,
+            "video_id": video_id,
+            "dataset": pa.repeat(pa.scalar(cfg.dataset), n_rows),
+            "split": split_col,
+            "ytid": ytid,
+            "start_s": start,
+            "end_s": rows.column("end_s"),
+            "labels": rows.column("labels"),
+            "leak_eval_overlap": leak,
+            "source_file": rows.column("source_file"),
+            "source_line": rows.column("line"),
         },
         schema=SOURCE_SCHEMA,
     )
+    del rows
+    bar.update(1)
+    bar.close()
     out = manifest_path(root)
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_parquet(table, out)
@@ -694,13 +891,13 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
     else:
         rejected_path.unlink(missing_ok=True)  # a stale file from an earlier run would mislead the funnel
 
-    split_counts = dict(sorted(Counter(columns[2]).items()))
+    split_counts = dict(sorted((r["values"], r["counts"]) for r in pc.value_counts(split_col).to_pylist()))
     meta = {
         "dataset": cfg.dataset,
         "inputs": inputs_meta,
-        "rows": len(records),
+        "rows": n_rows,
         "split_counts": split_counts,
-        "leak_eval_overlap": int(sum(leak)),
+        "leak_eval_overlap": int(leak_count),
         "rejected": len(issues),
         "rejected_by_kind": dict(sorted(Counter(i.kind for i in issues).items())),
         "warnings": warnings,
@@ -715,12 +912,19 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
         manifest=out,
         meta=meta_path,
         rejected=rejected_path if issues else None,
-        rows=len(records),
+        rows=n_rows,
         split_counts=split_counts,
-        leak_count=int(sum(leak)),
+        leak_count=int(leak_count),
         issues=issues,
         warnings=warnings,
     )
+
+
+def _steps_bar(total: int) -> Any:
+    """A progress bar over the build steps (shown on a terminal only)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="step", leave=False, disable=None)
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:

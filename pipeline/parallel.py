@@ -8,6 +8,7 @@ Two shapes of work:
   (a yt-dlp instance, a rate limiter); it runs `in_flight` items at once on threads. Actors reserve no CPU, so a
   2-core machine can host several sessions. Scale by adding sessions, not threads.
 
+Dict results (events) from the Ray backend carry `ray_node`, the node that produced them.
 Both have a `backend="serial"` path that runs the same callables in-process without Ray (tests, debugging).
 Ray is started with `ray.init(num_cpus=..., include_dashboard=False, ignore_reinit_error=True,
 log_to_driver=False)` when not already running (or connected to `address`), and shut down again only when this
@@ -55,7 +56,17 @@ def ray_session(num_cpus: int | None = None, address: str | None = None) -> Iter
 
 
 def _apply(fn: Callable[[T], R], item: T) -> R:
-    return fn(item)
+    return _placed(fn(item))
+
+
+def _placed(out: R) -> R:
+    """Tag a dict result (an event) with `ray_node`, the id of the Ray node that produced it: on a cluster the
+    event log then says where each clip was fetched or validated (the ledger's `worker` is the driver)."""
+    if isinstance(out, dict):
+        import ray
+
+        out.setdefault("ray_node", ray.get_runtime_context().get_node_id())
+    return out
 
 
 def map_unordered(
@@ -103,7 +114,7 @@ class _SessionHost:
         self.session = make_session(session_id)
 
     def run(self, item: Any) -> Any:
-        return self.session(item)
+        return _placed(self.session(item))
 
     def close(self) -> None:
         close = getattr(self.session, "close", None)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
@@ -52,7 +54,7 @@ from tgdp.pipeline.features import (
     read_feature_cache,
 )
 from tgdp.pipeline.layout import file_sha256, manifest_path, within_root
-from tgdp.pipeline.ledger import latest
+from tgdp.pipeline.ledger import append_table, compact_if_many, latest
 from tgdp.pipeline.media import decode_window, ffmpeg_version
 from tgdp.pipeline.validate import map_clips
 
@@ -70,6 +72,8 @@ __all__ = [
     "store_meta",
     "verify_store",
 ]
+
+log = logging.getLogger(__name__)
 
 STORE_FORMAT = "tgdp-store/1"
 _METRICS_F32 = ("audio_dur_s", "video_dur_s", "av_offset_s", "rms_dbfs", "silent_frac", "still_score")
@@ -422,7 +426,15 @@ def _digest(task: Mapping[str, Any], meta_digest: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _shard_ids(path: Path) -> list[str]:
+    """The clip ids of one store shard, in order (only the clip_id column is read)."""
+    with pa.memory_map(str(path), "r") as source:
+        reader = pa.ipc.open_stream(source)
+        return [cid for batch in reader for cid in batch.column("clip_id").to_pylist()]
+
+
 def _shard_split(
+    root: Path,
     store: Path,
     split: str,
     tasks: list[dict[str, Any]],
@@ -446,6 +458,8 @@ def _shard_split(
         if old.get("inputs_sha256") == inputs_sha256 and all((final_dir / s["file"]).is_file() for s in old["shards"]):
             summary.up_to_date.append(split)
             summary.rows[split], summary.shards[split] = old["num_rows"], len(old["shards"])
+            placed = [(s["file"], _shard_ids(final_dir / s["file"])) for s in old["shards"]]
+            _shard_events(root, store, split, placed, tasks, summary.failed, only_new=True)
             _drop_cache(tasks, cfg)
             return
 
@@ -510,7 +524,8 @@ def _shard_split(
     finally:
         if bar is not None:
             bar.close()
-    _assemble(store, split, staging, writer.shards, cfg, features, meta, inputs_sha256, summary)
+    placed = _assemble(store, split, staging, writer.shards, cfg, features, meta, inputs_sha256, summary)
+    _shard_events(root, store, split, placed, tasks, summary.failed)
     _drop_cache(tasks, cfg)
 
 
@@ -533,7 +548,7 @@ def _assemble(
     meta: dict[str, Any],
     inputs_sha256: str,
     summary: ShardSummary,
-) -> None:
+) -> list[tuple[str, list[str]]]:
     """Build the complete split in a temporary directory, then swap it into place."""
     tmp_dir = store / f".tmp-{split}"
     if tmp_dir.exists():
@@ -541,9 +556,11 @@ def _assemble(
     tmp_dir.mkdir(parents=True)
     n = len(shards)
     entries = []
+    placed = []
     try:
         for k, side in enumerate(shards):
             name = f"data-{k:05d}-of-{n:05d}.arrow"
+            placed.append((name, side["clip_ids"]))
             os.replace(staging / side["file"], tmp_dir / name)
             entries.append(
                 {
@@ -596,6 +613,52 @@ def _assemble(
     shutil.rmtree(old_dir, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
     summary.rows[split], summary.shards[split] = index["num_rows"], n
+    return placed
+
+
+def _shard_events(
+    root: Path,
+    store: Path,
+    split: str,
+    placed: list[tuple[str, list[str]]],
+    tasks: list[dict[str, Any]],
+    failed: Mapping[str, str],
+    only_new: bool = False,
+) -> None:
+    """Record one `shard` event per clip of a split now in place (ok: which store, split and file) and per clip that
+    could not be packed (failed, by reason), so that `tgdp-data status` counts sharded clips from ROOT alone.
+
+    `only_new`: for a split found up to date, record only clips without an ok event on the same download."""
+    sha = {t["clip_id"]: t["row"].get("fetch_sha256") for t in tasks}
+    ids = [cid for _, cids in placed for cid in cids]
+    files = [name for name, cids in placed for _ in cids]
+    bad = [cid for cid in sha if cid in failed]
+    where = str(store.resolve())
+    table = pa.table(
+        {
+            "clip_id": pa.array(ids + bad, pa.string()),
+            "status": pa.array(["ok"] * len(ids) + ["failed"] * len(bad), pa.string()),
+            "reason": pa.array([None] * len(ids) + [failed[c].split(":", 1)[0] for c in bad], pa.string()),
+            "transient": pa.array([False] * (len(ids) + len(bad))),
+            "reason_detail": pa.array([None] * len(ids) + [failed[c][:500] for c in bad], pa.string()),
+            "fetch_sha256": pa.array([sha.get(c) for c in ids + bad], pa.string()),
+            "store": pa.array([where] * (len(ids) + len(bad)), pa.string()),
+            "store_split": pa.array([split] * (len(ids) + len(bad)), pa.string()),
+            "shard_file": pa.array(files + [None] * len(bad), pa.string()),
+        }
+    )
+    if only_new and table.num_rows:
+        from tgdp.pipeline.ledger import latest_table
+
+        cols = {"status": pa.string(), "fetch_sha256": pa.string(), "store": pa.string()}
+        last = latest_table(root, "shard", table.column("clip_id").combine_chunks(), cols)
+        recorded = pc.and_(
+            pc.and_(pc.equal(last.column("status"), table.column("status")), pc.equal(last.column("store"), where)),
+            pc.equal(last.column("fetch_sha256"), table.column("fetch_sha256")),
+        )
+        table = table.filter(pc.invert(pc.fill_null(recorded, False)))
+    append_table(root, "shard", table)
+    compact_if_many(root, "shard")
 
 
 def _write_dataset_dict(store: Path) -> None:
@@ -627,6 +690,8 @@ def run_shard(
     store.mkdir(parents=True, exist_ok=True)
     summary = ShardSummary()
     groups = _tasks(root, cfg)
+    if not any(groups.values()):
+        log.warning("no valid clips to shard in %s: run validate first (`tgdp-data status ROOT`)", root)
     lock = store_lock(store)  # two runs on one store would share .staging/ and .tmp-<split>/
     try:
         for split in ("train", "eval"):
@@ -634,6 +699,7 @@ def run_shard(
             if not tasks:
                 continue
             _shard_split(
+                root,
                 store,
                 split,
                 tasks,

@@ -51,6 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
@@ -65,7 +68,7 @@ from tgdp.pipeline.features import (
     write_feature_cache,
 )
 from tgdp.pipeline.layout import manifest_path, within_root
-from tgdp.pipeline.ledger import EventWriter, latest
+from tgdp.pipeline.ledger import EventWriter, compact_if_many, latest_table
 from tgdp.pipeline.media import MediaError, decode_window, ffmpeg_version, probe, probe_decode
 
 __all__ = [
@@ -358,41 +361,76 @@ class ValidateSummary:
 
 
 def validate_tasks(root: Path, cfg: ValidateConfig, force: bool = False) -> tuple[list[dict[str, Any]], int, int]:
-    """(tasks to run, number of fetched clips, number up to date) for clips whose latest fetch event is ok."""
+    """(tasks to run, number of fetched clips, number up to date) for clips whose latest fetch event is ok.
+
+    Up to date: the latest validate event is a non-transient verdict under the current rule on the current download
+    (same sha256). Computed in columns (`ledger.latest_table`); a dict is made only per task, sorted by clip id.
+    """
     root = Path(root)
     table = pq.read_table(manifest_path(root), columns=["clip_id", "start_s", "end_s"])
-    rows = {r["clip_id"]: r for r in table.to_pylist()}
-    fetches = latest(root, "fetch")
-    done = {} if force else latest(root, "validate")
+    ids = pc.unique(table.column("clip_id").combine_chunks())
+    if len(ids) != table.num_rows:  # a hand-made manifest with repeated ids: the first row of each
+        table = table.take(
+            pa.array(np.unique(pc.index_in(table.column("clip_id"), value_set=ids), return_index=True)[1])
+        )
+    ids = table.column("clip_id").combine_chunks()
+    fe = latest_table(root, "fetch", ids, _FETCH_COLUMNS)
+    fetched = _mask(pc.and_(pc.equal(fe.column("status"), "ok"), pc.is_valid(fe.column("raw_path"))))
     rule = cfg.valid_rule()
-    tasks, fetched, up_to_date = [], 0, 0
+    up = np.zeros(len(ids), dtype=bool)
+    if not force:
+        va = latest_table(root, "validate", ids, _VALIDATE_COLUMNS)
+        vsha, fsha = va.column("fetch_sha256"), fe.column("sha256")
+        same = _mask(pc.equal(vsha, fsha)) | (_mask(pc.is_null(vsha)) & _mask(pc.is_null(fsha)))
+        up = va.has_event & same & _mask(pc.equal(va.column("valid_rule"), rule)) & ~_mask(va.column("transient"))
+    todo = np.flatnonzero(fetched & ~up)
+    picked = pa.table(
+        {
+            "clip_id": ids.take(pa.array(todo)),
+            "start_s": table.column("start_s").take(pa.array(todo)),
+            "end_s": table.column("end_s").take(pa.array(todo)),
+            "raw_path": fe.column("raw_path").take(pa.array(todo)),
+            "section_start_s": fe.column("section_start_s").take(pa.array(todo)),
+            "source": fe.column("source").take(pa.array(todo)),
+            "sha256": fe.column("sha256").take(pa.array(todo)),
+        }
+    ).sort_by("clip_id")
+    tasks = []
     cfg_dict = cfg.model_dump()
-    for clip_id in sorted(rows):
-        ev = fetches.get(clip_id)
-        if ev is None or ev.get("status") != "ok" or not ev.get("raw_path"):
-            continue
-        fetched += 1
-        prev = done.get(clip_id)
-        if prev is not None and prev.get("valid_rule") == rule and prev.get("fetch_sha256") == ev.get("sha256"):
-            if not prev.get("transient"):
-                up_to_date += 1
-                continue
-        path = root / ev["raw_path"]
+    for row in picked.to_pylist():
+        clip_id = row["clip_id"]
+        path = root / row["raw_path"]
         if not within_root(root, path):
-            raise ValueError(f"fetch event for {clip_id!r} points outside ROOT: {ev['raw_path']!r}")
+            raise ValueError(f"fetch event for {clip_id!r} points outside ROOT: {row['raw_path']!r}")
         tasks.append(
             {
                 "clip_id": clip_id,
                 "path": str(path),
-                "start_s": rows[clip_id]["start_s"],
-                "end_s": rows[clip_id]["end_s"],
-                "fetch": {"section_start_s": ev.get("section_start_s"), "source": ev.get("source")},
-                "fetch_sha256": ev.get("sha256"),
+                "start_s": row["start_s"],
+                "end_s": row["end_s"],
+                "fetch": {"section_start_s": row["section_start_s"], "source": row["source"]},
+                "fetch_sha256": row["sha256"],
                 "cfg": cfg_dict,
                 "cache_path": str(feature_cache_path(root, clip_id)) if cfg.feature_cache else None,
             }
         )
-    return tasks, fetched, up_to_date
+    n_fetched = int(fetched.sum())
+    return tasks, n_fetched, n_fetched - len(tasks)
+
+
+_DICT = pa.dictionary(pa.int32(), pa.string())
+_FETCH_COLUMNS = {
+    "status": _DICT,
+    "sha256": pa.string(),
+    "raw_path": pa.string(),
+    "section_start_s": pa.float64(),
+    "source": _DICT,
+}
+_VALIDATE_COLUMNS = {"valid_rule": _DICT, "fetch_sha256": pa.string(), "transient": pa.bool_()}
+
+
+def _mask(arr: Any) -> np.ndarray:
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def run_validate(
@@ -427,4 +465,5 @@ def run_validate(
                 bar.update(1)
     if bar is not None:
         bar.close()
+    compact_if_many(root, "validate")  # thousands of small flush files would slow every later read
     return summary

@@ -134,14 +134,18 @@ def test_fetch_every_fault_kind_then_recover(tmp_path: Path, master_clip: Path) 
     assert all(latest[c]["attempt"] == 2 for c in latest if c.split(":")[1] in FAULTS and FAULTS[c.split(":")[1]][2])
     assert len(raw_files(root)) == 9
 
-    # Funnel via the CLI (JSON), with validate events for some fetched clips.
+    # Funnel via the CLI (JSON), with validate events (verdicts on the current download) for some fetched clips.
+    sha = {c: ev["sha256"] for c, ev in latest.items()}
     ledger.append_events(
         root,
         "validate",
         [
-            {"clip_id": "synth:good1:1000", "status": "ok", "reason": None, "transient": False, "valid": True},
-            {"clip_id": "synth:good2:1000", "status": "ok", "reason": "too_short", "transient": False, "valid": False},
-            {"clip_id": "synth:e403:1000", "status": "failed", "reason": "corrupt_decode", "transient": False},
+            {"clip_id": c, "status": st, "reason": r, "transient": False, "valid": v, "fetch_sha256": sha[c]}
+            for c, st, r, v in [
+                ("synth:good1:1000", "ok", None, True),
+                ("synth:good2:1000", "ok", "too_short", False),
+                ("synth:e403:1000", "failed", "corrupt_decode", False),
+            ]
         ],
     )
     out = CliRunner().invoke(app, ["status", str(root), "--json"])

@@ -16,6 +16,7 @@ import pytest
 from tgdp.pipeline.export import run_export
 from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
 from tgdp.pipeline.ledger import append_events, latest
+from tgdp.pipeline.status import funnel as status_funnel
 from tgdp.pipeline.validate import ValidateConfig, resolve_window, run_validate
 
 
@@ -174,10 +175,13 @@ def test_export_writes_filtered_manifest_ids_and_funnel(fault_root, tmp_path):
     assert sorted(ids) == sorted(table.column("clip_id").to_pylist())
     funnel = json.loads((out / "funnel.json").read_text())
     assert funnel["source"] == len(EXPECTED) + 1
-    assert funnel["fetch"]["ok"] == len(EXPECTED) and funnel["fetch"]["pending"] == 1
+    assert funnel["fetch"]["fetched"] == len(EXPECTED) and funnel["fetch"]["never_tried"] == 1
     assert funnel["validate"]["valid"] == 4
-    assert funnel["validate"]["dropped"]["unreadable"] == 3
-    assert sum(funnel["validate"]["dropped"].values()) + 4 == len(EXPECTED)
+    assert funnel["validate"]["dropped_by_reason"]["unreadable"] == 3
+    assert sum(funnel["validate"]["dropped_by_reason"].values()) + 4 == len(EXPECTED)
+    assert funnel["check"] and sum(c["valid"] for c in funnel["by_split"].values()) == 4
+    status = status_funnel(root)  # `tgdp-data status` counts with the same function
+    assert {k: funnel[k] for k in status} == status
     assert "| valid |" in (out / "funnel.md").read_text()
     assert result.valid == 4
 

@@ -95,9 +95,12 @@ def test_fetch_faults_accounted_and_rerun_converges(
 
 
 def test_fetch_lost_file_and_stale_tmp_are_recovered(tmp_path: Path, tiny_corpus: Path, clean_run: dict) -> None:
-    """A fetched file deleted or truncated later, and temp debris of a dead run: a rerun restores the clean state."""
+    """A fetched file deleted or truncated before validate, and temp debris of a dead run: a rerun restores the clean
+    state. (After a verdict the file is no longer needed: tests/pipeline/test_funnel_agreement.py.)"""
     root = tmp_path / "root"
     shutil.copytree(clean_run["root"], root)
+    for stage in ("validate", "shard"):  # back to "fetched, not validated": the raw files are still needed
+        shutil.rmtree(root / "events" / stage, ignore_errors=True)
     latest = ledger.latest(root, "fetch")
     ok = sorted(c for c, e in latest.items() if e["status"] == "ok")
     (root / latest[ok[0]]["raw_path"]).unlink()
@@ -111,7 +114,7 @@ def test_fetch_lost_file_and_stale_tmp_are_recovered(tmp_path: Path, tiny_corpus
     with MediaServer(tiny_corpus) as base:
         assert fetch(root, fetch_cfg(base, retry_now=True)).ok == 2
     assert not debris.exists()
-    run_validate(root, backend="serial")  # same sha256 as before: nothing to re-validate
+    run_validate(root, backend="serial")  # the restored files have the same sha256: the same verdicts
     snap = snapshot(root)
     assert snap["fetched"] == clean_run["snapshot"]["fetched"]
     assert snap["validate"] == clean_run["snapshot"]["validate"]
