@@ -293,8 +293,7 @@ def parse_segments_text(text: str, fmt: str, file: str = "<text>") -> ParsedFile
         in_header = False
         out.data_lines += 1
         if line.startswith("#"):
-            first = line.split(",", 1)[0].strip()
-            out.issues.append(ManifestIssue(file, lineno, "bad_ytid", f"{first[:40]!r} (a '#' row after the header)"))
+            out.issues.append(_hash_row_issue(line, lineno, file))
             continue
         try:
             fields = _split_fields(line, skip_space)
@@ -304,6 +303,12 @@ def parse_segments_text(text: str, fmt: str, file: str = "<text>") -> ParsedFile
         result = parse_line(fields, lineno, file, line)
         (out.issues if isinstance(result, ManifestIssue) else out.rows).append(result)
     return out
+
+
+def _hash_row_issue(line: str, lineno: int, file: str) -> ManifestIssue:
+    """A '#' line after the header: Excel's `#NAME?` for an id starting with '-', never a silent comment."""
+    first = line.split(",", 1)[0].strip()
+    return ManifestIssue(file, lineno, "bad_ytid", f"{first[:40]!r} (a '#' row after the header)")
 
 
 def _read_text(path: Path) -> str:
@@ -443,6 +448,9 @@ def parse_segments_columns(path: Path, fmt: str) -> ParsedColumns:
             continue
         data_lines += 1
         lineno = i + first_line
+        if line.startswith("#"):
+            issues.append(_hash_row_issue(line, lineno, file))
+            continue
         try:
             fields = _split_fields(line, skip_space)
         except csv.Error as exc:
