@@ -25,15 +25,23 @@ from tgdp.pipeline.status import funnel
 pytestmark = pytest.mark.reliability
 
 
-def write_manifest(root: Path, ytids: list[str], start_s: float = 1.0, end_s: float = 3.0) -> list[str]:
+def write_manifest(
+    root: Path,
+    ytids: list[str],
+    start_s: float = 1.0,
+    end_s: float = 3.0,
+    dataset: str = "synth",
+    split: str = "synth",
+) -> list[str]:
+    """A source manifest of `ytids` (one segment each) written straight to ROOT; returns the clip ids."""
     n = len(ytids)
-    ids = [f"synth:{y}:{int(start_s * 1000)}" for y in ytids]
+    ids = [f"{dataset}:{y}:{int(start_s * 1000)}" for y in ytids]
     table = pa.table(
         {
             "clip_id": ids,
             "video_id": ytids,
-            "dataset": ["synth"] * n,
-            "split": ["synth"] * n,
+            "dataset": [dataset] * n,
+            "split": [split] * n,
             "ytid": ytids,
             "start_s": pa.array([start_s] * n, pa.float64()),
             "end_s": pa.array([end_s] * n, pa.float64()),

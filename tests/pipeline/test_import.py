@@ -8,37 +8,16 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from test_fetch_faults import write_manifest as _write_manifest
 
 from tgdp.pipeline import importer, ledger
 from tgdp.pipeline.importer import import_clips
-from tgdp.pipeline.layout import manifest_path
 from tgdp.pipeline.validate import run_validate
 
 
 def write_manifest(root: Path, ytids: list[str], start_s: float = 0.0, end_s: float = 2.0) -> list[str]:
-    n = len(ytids)
-    ids = [f"audioset:{y}:{int(start_s * 1000)}" for y in ytids]
-    table = pa.table(
-        {
-            "clip_id": ids,
-            "video_id": ytids,
-            "dataset": ["audioset"] * n,
-            "split": ["as_bal_train"] * n,
-            "ytid": ytids,
-            "start_s": pa.array([start_s] * n, pa.float64()),
-            "end_s": pa.array([end_s] * n, pa.float64()),
-            "labels": [["/m/0"]] * n,
-            "leak_eval_overlap": [False] * n,
-            "source_file": ["test"] * n,
-            "source_line": pa.array(range(n), pa.int32()),
-        }
-    )
-    manifest_path(root).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, manifest_path(root))
-    return ids
+    return _write_manifest(root, ytids, start_s, end_s, dataset="audioset", split="as_bal_train")
 
 
 @pytest.fixture(scope="module")
