@@ -150,7 +150,7 @@ def build_synth_store(out: Path, corpus: Corpus, workers: int = 2) -> Path:
     from tgdp.pipeline.features import FeatureParams
     from tgdp.pipeline.manifest import ManifestConfig, build_manifest
     from tgdp.pipeline.shard import ShardConfig, run_shard
-    from tgdp.pipeline.synth import SynthConfig, generate
+    from tgdp.pipeline.synth import LABELS_FILE, SEGMENT_FILES, SynthConfig, generate
     from tgdp.pipeline.validate import ValidateConfig, run_validate
 
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +161,7 @@ def build_synth_store(out: Path, corpus: Corpus, workers: int = 2) -> Path:
     cdir, root, store = out / "corpus", out / "root", out / "store"
     if (store / "train" / "index.json").exists() and (store / "eval" / "index.json").exists():
         return store
-    if not (cdir / "ground_truth.csv").exists():
+    if not (cdir / "ground_truth.csv").exists() or not (cdir / LABELS_FILE).exists():
         cfg = SynthConfig(
             num_clips=corpus.num_clips,
             num_classes=corpus.num_classes,
@@ -180,8 +180,8 @@ def build_synth_store(out: Path, corpus: Corpus, workers: int = 2) -> Path:
         shutil.rmtree(cdir, ignore_errors=True)
         generate(cfg, cdir)
     if not (root / "manifest" / "source.parquet").exists():
-        csvs = [str(cdir / "train_segments.csv"), str(cdir / "eval_segments.csv")]
-        labels = str(cdir / "class_labels_indices.csv")
+        csvs = [str(cdir / name) for name in SEGMENT_FILES.values()]
+        labels = str(cdir / LABELS_FILE)
         build_manifest(root, ManifestConfig(dataset="audioset", csv=csvs, labels=labels))
     _register_synth(root, cdir)
     params = FeatureParams(**SHARD_TINY)

@@ -168,6 +168,51 @@ def probe(
 
 
 @app.command()
+def health(
+    checkpoint: Path = typer.Option(..., exists=True, dir_okay=False, help="tgdp training checkpoint"),
+    store: Path = typer.Option(..., exists=True, file_okay=False, help="STORE dir or a split dir"),
+    split: str = typer.Option("eval", help="store split (held-out clips)"),
+    batch_size: int = typer.Option(64, min=2, help="clips per InfoNCE chunk (chance level = ln of this)"),
+    frame: int = typer.Option(8, min=0, help="frame index of the pair taken from each clip"),
+    out: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Representation health of a checkpoint on a store split: held-out InfoNCE vs ln(B), collapse figures."""
+    from tgdp.eval.embed import load_encoder
+    from tgdp.eval.health import load_teacher, store_health
+    from tgdp.pipeline.store import Store
+
+    dev = _device(device)
+    model, info = load_encoder(checkpoint, None, dev)
+    has_teacher = load_teacher(model, checkpoint)
+    st = Store.open(store, split=split)
+    res = store_health(model, st, None, frame, batch_size, dev, with_teacher=has_teacher)
+    res.update(checkpoint=str(checkpoint), model_preset=info["model_preset"], step=info["step"], split=split)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2), encoding="utf-8")
+    if json_out:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    typer.echo(
+        f"{checkpoint} ({info['model_preset']}, step {info['step']}) on {res['clips']} {split} clips, frame {frame}"
+    )
+    typer.echo(
+        f"held-out InfoNCE {res['heldout_nce']:.3f} vs chance ln({res['nce_batch']}) = {res['heldout_nce_chance']:.3f} "
+        f"(ratio {res['nce_ratio']:.3f}, {res['contrastive']})"
+    )
+    for m in ("a", "v"):
+        ts = f", teacher-student cos {res[m + '_ts_cos']:.3f}" if f"{m}_ts_cos" in res else ""
+        typer.echo(
+            f"{'audio ' if m == 'a' else 'visual'}: std·√D {res[m + '_std_iso']:.3f}, pairwise cos "
+            f"{res[m + '_cos']:.3f}, effective rank {res[m + '_erank']:.2f}{ts}"
+        )
+    for w in res["collapse_warnings"]:
+        typer.echo(f"WARNING: {w}")
+
+
+@app.command()
 def report(
     results: list[Path] = typer.Argument(..., exists=True, help="result JSON files or directories holding them"),
     out: Path = typer.Option(..., help="output directory for report.md / report.json"),

@@ -136,6 +136,7 @@ def _recall_plot(results: dict[str, Path], path: Path) -> Path:
 def run_demo(out: Path, cfg: DemoConfig) -> Path:
     """Run (or resume) the demo chain under `out`; returns the path of the report."""
     from tgdp.pipeline.serve import MediaServer
+    from tgdp.pipeline.synth import LABELS_FILE, SEGMENT_FILES
 
     t_start = time.perf_counter()
     out = out.resolve()
@@ -147,7 +148,7 @@ def run_demo(out: Path, cfg: DemoConfig) -> Path:
     t = _stage("1. synth: the synthetic audio-visual corpus (real media, fault cases, ground truth)")
     stamp = corpus / "demo-config.json"
     want = json.dumps({"num_clips": cfg.num_clips, "seed": cfg.seed})
-    if stamp.exists() and stamp.read_text() == want and (corpus / "ground_truth.csv").exists():
+    if stamp.exists() and stamp.read_text() == want and (corpus / LABELS_FILE).exists():
         print(f"reusing {corpus}")
     else:
         _run(_cli(data, "synth", str(corpus), "--num-clips", str(cfg.num_clips), "--seed", str(cfg.seed)))
@@ -161,9 +162,9 @@ def run_demo(out: Path, cfg: DemoConfig) -> Path:
         _run(
             _cli(
                 data, "manifest", str(root), "--dataset", "audioset",
-                "--csv", f"{corpus / 'train_segments.csv'}:as_bal_train",
-                "--csv", f"{corpus / 'eval_segments.csv'}:as_eval",
-                "--labels", str(corpus / "class_labels_indices.csv"),
+                "--csv", f"{corpus / SEGMENT_FILES['as_bal_train']}:as_bal_train",
+                "--csv", f"{corpus / SEGMENT_FILES['as_eval']}:as_eval",
+                "--labels", str(corpus / LABELS_FILE),
             )
         )  # fmt: skip
     timings["manifest"] = time.perf_counter() - t
@@ -258,6 +259,13 @@ def run_demo(out: Path, cfg: DemoConfig) -> Path:
                     "--set", "batch_size=32",
                 )
             )  # fmt: skip
+        if not _fresh(ev / "health.json", ckpt):
+            _run(
+                _cli(
+                    eval_cli, "health", "--checkpoint", str(ckpt), "--store", str(store), "--split", "eval",
+                    "--out", str(ev / "health.json"), "--device", "cpu",
+                )
+            )  # fmt: skip
         results[preset] = ev / "retrieval"
         result_files += [str(ev / "retrieval" / "retrieval.json"), str(ev / "probe" / "probe.json")]
         timings[f"eval {preset}"] = time.perf_counter() - t
@@ -301,6 +309,33 @@ def _fault_table(out: Path) -> str:
     )
 
 
+def _health_table(out: Path, cfg: DemoConfig) -> str:
+    """Training-time and held-out representation health of each trained model (docs/MODEL.md)."""
+    import math
+
+    rows = []
+    for preset in cfg.models:
+        h = json.loads((out / "eval" / preset / "health.json").read_text(encoding="utf-8"))
+        logged = [
+            json.loads(line)
+            for line in (out / "train" / preset / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+        tail = [r["contrastive_loss"] for r in logged[int(len(logged) * 0.8) :] if r.get("contrastive_loss")]
+        train_nce = f"{sum(tail) / len(tail):.3f}" if tail else "–"
+        warn = "; ".join(h["collapse_warnings"]) or "none"
+        rows.append(
+            f"| {preset} | {train_nce} / {math.log(cfg.batch_size):.3f} | {h['heldout_nce']:.3f} / "
+            f"{h['heldout_nce_chance']:.3f} | {h['a_cos']:.3f} / {h['v_cos']:.3f} | "
+            f"{h['a_std_iso']:.3f} / {h['v_std_iso']:.3f} | {h['a_erank']:.2f} / {h['v_erank']:.2f} | {warn} |"
+        )
+    head = (
+        "| model | train InfoNCE, last 20% / ln B | held-out InfoNCE / ln N | pairwise cos a / v | std·√D a / v "
+        "| effective rank a / v | collapse rules fired |\n|---|---|---|---|---|---|---|\n"
+    )
+    return head + "\n".join(rows)
+
+
 def _write_report(
     out: Path, cfg: DemoConfig, timings: dict[str, float], total_s: float, loss_png: Path, recall_png: Path
 ) -> Path:
@@ -317,6 +352,14 @@ media server, validated, sharded ({cfg.frame_size}-px frames, {cfg.num_mel_bins}
 tiny CAV-MAE Sync trained for the same budget ({cfg.train_steps} steps × batch {cfg.batch_size}) and evaluated
 on the held-out split. These are smoke-scale numbers that show the chain works; REPRODUCTION.md has the
 controlled comparison.
+
+## Representation health
+
+Held-out figures from `tgdp-eval health` on the eval split (one frame/segment pair per clip, unmasked encoder);
+an InfoNCE at its chance level ln(N) means the model has not learnt the audio-visual correspondence, and a pairwise
+cosine near 1 with a small std·√D means the global token no longer depends on the input (rules in docs/MODEL.md).
+
+{_health_table(out, cfg)}
 
 ## Funnel
 

@@ -20,6 +20,7 @@ __all__ = [
     "build_model",
     "contrastive_loss",
     "distillation_loss",
+    "health_metrics",
     "load_mae_imagenet",
     "load_released",
     "mae_loss",
@@ -41,6 +42,7 @@ _WHERE = {
     "contrastive_loss": "tgdp.model.losses",
     "distillation_loss": "tgdp.model.losses",
     "mae_loss": "tgdp.model.losses",
+    "health_metrics": "tgdp.model.health",
     "step_flops": "tgdp.model.flops",
 }
 

@@ -1,22 +1,23 @@
 """`ModelConfig`: every architecture and loss choice of CAV-MAE Sync and TG-DP in one strict, validated config.
 
-Paper vs released code vs here (model-spec §2-§3; [UNVERIFIED] = not in any released code, TG-DP PDF unread):
+Paper (TG-DP, §3.2-§3.3 and §4.4) vs released code vs here; "ours" = the paper gives no value (docs/MODEL.md):
 
-| choice | Sync released | TG-DP released | default here |
-|---|---|---|---|
-| contrastive direction | single V→A | symmetric (all-gather path) | `contrastive_symmetric`: Sync F, TG-DP T |
-| contrastive negatives | per-replica | global batch (all-gather) | `contrastive_gather`: Sync F, TG-DP T |
-| contrastive τ / λ_contra | 0.05 / 0.01–0.5 | 0.05 / 0.01 | 0.05 / 0.01 |
-| norm_pix_loss | True (dev runs) | False (never passed) | True in both presets (same setting) |
-| contrastive-pass ratio ρ_c | – | 0.75 default, ≈0.5 summary | 0.5 [UNVERIFIED] |
-| keep count k | int(N·(1-ρ)) | `ranked_masking` missing | int() ("floor"); "round" offered |
-| teacher token order | – | shuffled (bug §3.2.1) | original; `teacher_shuffle_bug` = bug |
-| priority direction | – | patch→global attn[:,:,1:,0] | `patch_to_global`; `global_to_patch` |
-| Gumbel ranking | – | softmax(attn/τ)+G, τ=1 (≈uniform) | log(priority)/τ + G, τ=1 (∝ priority) |
-| token selection | – | top-k unless `probe_guide` | `distinct` in `tgdp_base` [UNVERIFIED] |
-| EMA momentum | – | absent | 0.996 → 1.0 cosine [UNVERIFIED] |
-| distillation | – | absent | MSE mean over dims, Σ a/v, λ_dis=1 [UNVERIFIED] |
-| joint-layer loop | does not chain | does not chain | chained (same at depth 1) |
+| choice | paper | Sync released | TG-DP released | default here |
+|---|---|---|---|---|
+| contrastive direction | Eq. 4: single V→A | single V→A | symmetric (all-gather) | `contrastive_symmetric` F |
+| contrastive negatives | – | per-replica | global batch (all-gather) | `contrastive_gather`: Sync F, TG-DP T |
+| contrastive τ / λ_contra | not given | 0.05 / 0.01–0.5 | 0.05 / 0.01 | 0.05 / 0.01 |
+| norm_pix_loss | – | True (dev runs) | False (never passed) | True in both presets (same setting) |
+| contrastive-pass ratio ρ_c | 0.5 (§3.3, Table 6) | – | 0.75 code default | 0.5 |
+| keep count k | – | int(N·(1-ρ)) | `ranked_masking` missing | int() ("floor"); "round" offered |
+| teacher token order | full unmasked input | – | shuffled (bug) | original; `teacher_shuffle_bug` = bug |
+| priority direction | patch-global attention | – | patch→global attn[:,:,1:,0] | `patch_to_global`; `global_to_patch` |
+| token selection | deterministic top-k (§3.3, Table 8) | – | top-k unless `probe_guide` | `distinct` |
+| Gumbel ranking | noise on the scores | – | softmax(attn/τ)+G, τ=1 | log(priority)/τ + G, τ=1 |
+| distillation form | Eq. 6: ‖g − ĝ‖²₂ (sum over dims) | – | absent | `dis_reduction` sum, `dis_target` l2norm (ours) |
+| λ1 / λ2 / λ3 | not given | – | – | 1 / 0.01 / 0.01 (λ_dis ours, measured) |
+| EMA momentum | EMA, value not given | – | absent | 0.996 → 1 cosine, relative to run length (ours) |
+| joint-layer loop | – | does not chain | does not chain | chained (same at depth 1) |
 """
 
 from __future__ import annotations
@@ -68,11 +69,24 @@ class ModelConfig(StrictConfig):
     teacher_shuffle_bug: bool = False
     teacher_momentum: float = Field(0.996, ge=0.0, le=1.0)
     teacher_momentum_end: float = Field(1.0, ge=0.0, le=1.0)
-    teacher_momentum_schedule: Literal["constant", "cosine"] = "cosine"
+    teacher_momentum_schedule: Literal["constant", "cosine", "relative_cosine"] = "cosine"
+    teacher_momentum_ref_steps: int = Field(
+        67_890,
+        ge=1,
+        description="relative_cosine: the run length at which teacher_momentum applies (25 epochs of 1,390,395 clips "
+        "at batch 512); a run of T steps starts at 1-(1-teacher_momentum)*ref/T, so the teacher lags by the same "
+        "fraction of the run",
+    )
     # losses
     lambda_rec: float = Field(1.0, ge=0.0)
     lambda_dis: float = Field(0.0, ge=0.0)
     lambda_contra: float = Field(0.01, ge=0.0)
+    dis_reduction: Literal["sum", "mean"] = Field(
+        "mean", description="sum = Eq. 6 (squared L2 norm over dims); mean = also averaged over dims (= sum / D)"
+    )
+    dis_target: Literal["raw", "l2norm"] = Field(
+        "raw", description="l2norm: distil the L2-normalised tokens (sum: 2-2cos per sample), scale-free"
+    )
     contrastive_temperature: float = Field(0.05, gt=0.0)
     contrastive_symmetric: bool = False
     contrastive_gather: bool = False
@@ -134,7 +148,7 @@ class ModelConfig(StrictConfig):
                 f"masking={self.masking!r} / lambda_dis={self.lambda_dis} need dual_pass=true (the single-pass "
                 "CAV-MAE Sync model has no teacher); set masking=random and lambda_dis=0"
             )
-        if self.teacher_momentum_schedule == "cosine" and self.teacher_momentum_end < self.teacher_momentum:
+        if self.teacher_momentum_schedule != "constant" and self.teacher_momentum_end < self.teacher_momentum:
             errors.append("teacher_momentum_end must be >= teacher_momentum for the cosine schedule")
         if errors:
             raise ValueError("; ".join(errors))

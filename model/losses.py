@@ -63,9 +63,33 @@ def contrastive_loss(
     return 0.5 * (loss_a2v + loss_v2a)
 
 
-def distillation_loss(g_a: torch.Tensor, g_v: torch.Tensor, t_a: torch.Tensor, t_v: torch.Tensor) -> torch.Tensor:
-    """||g_v - ĝ_v||² + ||g_a - ĝ_a||² with MSE averaged over batch and dims, summed over modalities.
+def distillation_loss(
+    g_a: torch.Tensor,
+    g_v: torch.Tensor,
+    t_a: torch.Tensor,
+    t_v: torch.Tensor,
+    reduction: str = "mean",
+    target: str = "raw",
+) -> torch.Tensor:
+    """Student-to-teacher distillation of the global tokens, summed over the two modalities.
 
     g_*: student global tokens [B, D] (final-normed); t_*: teacher global tokens [B, D] (detached here).
+    - reduction "sum": Eq. 6 of the paper, ‖g − ĝ‖²₂ summed over the D dims, averaged over the batch;
+      "mean": F.mse_loss, i.e. also averaged over dims (= "sum" / D).
+    - target "raw": the tokens as they are; "l2norm": both L2-normalised first, so with "sum" each sample
+      contributes 2 − 2·cos(g, ĝ) ∈ [0, 4], whatever the tokens' scale.
     """
-    return F.mse_loss(g_v.float(), t_v.detach().float()) + F.mse_loss(g_a.float(), t_a.detach().float())
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    if target not in ("raw", "l2norm"):
+        raise ValueError(f"target must be 'raw' or 'l2norm', got {target!r}")
+
+    def term(g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        g, t = g.float(), t.detach().float()
+        if target == "l2norm":
+            g, t = F.normalize(g, dim=-1), F.normalize(t, dim=-1)
+        if reduction == "mean":
+            return F.mse_loss(g, t)
+        return (g - t).pow(2).sum(dim=-1).mean()
+
+    return term(g_v, t_v) + term(g_a, t_a)

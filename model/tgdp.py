@@ -30,14 +30,25 @@ from tgdp.model.masking import guided_order, random_order
 __all__ = ["TgdpModel", "build_model", "momentum_at"]
 
 
-def momentum_at(step: int, total_steps: int, base: float, end: float, schedule: str) -> float:
-    """EMA momentum at `step`: constant `base`, or cosine from `base` (step 0) to `end` (step total_steps)."""
+def momentum_at(
+    step: int, total_steps: int, base: float, end: float, schedule: str, ref_steps: int | None = None
+) -> float:
+    """EMA momentum at `step`: constant `base`, or cosine from `base` (step 0) to `end` (step total_steps).
+
+    "relative_cosine": the cosine starts at m0 = max(0, 1 − (1 − base)·ref_steps/total_steps), so that the teacher's
+    time constant 1/(1 − m0) and the total update Σ(1 − m) ≈ (1 − m0)·T/2 are the same fraction of any run length T
+    as `base` gives a run of `ref_steps` steps (docs/MODEL.md, "Teacher schedule").
+    """
     if schedule == "constant":
         return base
-    if schedule != "cosine":
+    if schedule not in ("cosine", "relative_cosine"):
         raise ValueError(f"unknown momentum schedule {schedule!r}")
     if total_steps <= 0:
         return base
+    if schedule == "relative_cosine":
+        if ref_steps is None:
+            raise ValueError("relative_cosine needs ref_steps")
+        base = min(max(1.0 - (1.0 - base) * ref_steps / total_steps, 0.0), end)
     frac = min(max(step / total_steps, 0.0), 1.0)
     return end - (end - base) * (1.0 + math.cos(math.pi * frac)) / 2.0
 
@@ -79,14 +90,19 @@ class TgdpModel(nn.Module):
             p_v = torch.gather(p_v, 1, random_order(p_v.shape[0], p_v.shape[1], p_v.device))
         return t_a, t_v, p_a, p_v
 
-    def forward(self, audio: torch.Tensor, frames: torch.Tensor, step: int | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, audio: torch.Tensor, frames: torch.Tensor, step: int | None = None, with_globals: bool = False
+    ) -> dict[str, torch.Tensor]:
         """audio: [B, T_seg, F], frames: [B, 3, H, W] -> {loss, rec_loss, mae_a_loss, mae_v_loss,
         contrastive_loss, dis_loss} (0-dim fp32 tensors; absent terms are 0). `step` is accepted for the trainer's
-        call signature; the loss does not depend on it (the EMA schedule is applied in `update_teacher`)."""
+        call signature; the loss does not depend on it (the EMA schedule is applied in `update_teacher`).
+        with_globals: also return the detached global tokens the contrastive loss saw, `g_a`/`g_v` [B, D], and the
+        teacher's `t_a`/`t_v` [B, D] when there is one (for the representation-health figures)."""
         del step
         cfg, s = self.cfg, self.student
         zero = torch.zeros((), device=audio.device)
         dis = zero
+        t_a = t_v = None
         if not cfg.dual_pass:
             rec = s.forward_reconstruction(audio, frames, with_global=True)
             g_a, g_v = rec["g_a"], rec["g_v"]
@@ -102,7 +118,7 @@ class TgdpModel(nn.Module):
             ids_v = self._contrastive_keep_ids(cfg.num_patches_v, b, audio.device, p_v)
             g_a, g_v = s.forward_global(audio, frames, ids_a, ids_v)
             if self.teacher is not None:
-                dis = distillation_loss(g_a, g_v, t_a, t_v)
+                dis = distillation_loss(g_a, g_v, t_a, t_v, cfg.dis_reduction, cfg.dis_target)
         contra = contrastive_loss(
             g_a, g_v, cfg.contrastive_temperature, cfg.contrastive_symmetric, cfg.contrastive_gather
         )
@@ -110,7 +126,7 @@ class TgdpModel(nn.Module):
         loss = cfg.lambda_rec * rec_loss + cfg.lambda_contra * contra
         if cfg.lambda_dis > 0:
             loss = loss + cfg.lambda_dis * dis
-        return {
+        out = {
             "loss": loss,
             "rec_loss": rec_loss.detach(),
             "mae_a_loss": rec["mae_a_loss"].detach(),
@@ -118,12 +134,22 @@ class TgdpModel(nn.Module):
             "contrastive_loss": contra.detach(),
             "dis_loss": dis.detach(),
         }
+        if with_globals:
+            out.update(g_a=g_a.detach(), g_v=g_v.detach())
+            if t_a is not None and t_v is not None:
+                out.update(t_a=t_a.detach(), t_v=t_v.detach())
+        return out
 
     # ---------------------------------------------------------------- teacher
     def momentum(self, step: int, total_steps: int) -> float:
         cfg = self.cfg
         return momentum_at(
-            step, total_steps, cfg.teacher_momentum, cfg.teacher_momentum_end, cfg.teacher_momentum_schedule
+            step,
+            total_steps,
+            cfg.teacher_momentum,
+            cfg.teacher_momentum_end,
+            cfg.teacher_momentum_schedule,
+            cfg.teacher_momentum_ref_steps,
         )
 
     @torch.no_grad()

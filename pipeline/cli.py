@@ -116,7 +116,9 @@ def fetch_cmd(
     ),
     sessions: int = typer.Option(1, help="download sessions (Ray actors; one per egress IP/account)"),
     in_flight: int = typer.Option(2, help="clips in flight per session"),
-    rate_per_hour: float = typer.Option(300.0, help="clip starts per hour per session (0 = unlimited)"),
+    rate_per_hour: float = typer.Option(
+        300.0, help="clip starts per hour per session (0 = unlimited: use it for a local `serve`)"
+    ),
     max_attempts: int = typer.Option(5, help="transient failures before a clip is parked as gave_up"),
     backoff_s: float = typer.Option(900.0, help="first retry delay after a transient failure (doubles)"),
     retry_now: bool = typer.Option(False, help="ignore next_attempt_after backoff"),
@@ -133,7 +135,7 @@ def fetch_cmd(
 ) -> None:
     """Download every pending clip's padded segment with yt-dlp (resumable; every attempt is an event)."""
     from tgdp.pipeline.config import validate_config
-    from tgdp.pipeline.fetch import FetchConfig, fetch
+    from tgdp.pipeline.fetch import FetchConfig, FetchInterrupted, fetch
 
     cfg = validate_config(
         FetchConfig,
@@ -156,7 +158,11 @@ def fetch_cmd(
             progress=progress,
         ),
     )
-    summary = fetch(root, cfg)
+    try:
+        summary = fetch(root, cfg)
+    except FetchInterrupted as exc:  # Ctrl-C: say what was kept, exit as a shell does after SIGINT
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(130) from None
     typer.echo(_json.dumps(summary.as_dict(), indent=None if as_json else 2))
 
 

@@ -5,7 +5,9 @@ One attempt per clip per run, each recorded as a `fetch` event (`tgdp.pipeline.l
   time `section_start_s`; "full": the section download failed in ffmpeg and the whole stream was fetched, so
   `section_start_s` is 0), format facts from yt-dlp's info dict, tool versions, `session_id`.
 - failed: `reason` from `classify_error` (taxonomy in data-spec D2 / docs/FETCH.md), `transient`, `reason_detail`
-  (first error line, ≤500 chars). Transient failures get `next_attempt_after` (exponential backoff, honoured by later
+  (first error line, ≤500 chars). A 5xx or connection failure (`RETRY_IN_ATTEMPT`) is first retried inside the
+  attempt, `retries` times with a short doubling delay (`retry_backoff_s`, capped at `retry_backoff_max_s`);
+  `in_attempt_retries` counts them. Transient failures get `next_attempt_after` (exponential backoff, honoured by later
   runs unless `retry_now`); after `max_attempts` transient failures a clip is `gave_up` (still pending-transient,
   never "gone": raise `--max-attempts` to resume it). Permanent failures are not retried.
 
@@ -23,9 +25,12 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
+import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -53,9 +58,11 @@ __all__ = [
     "DEFAULT_URL_TEMPLATE",
     "EVENT_COLUMNS",
     "PERMANENT_REASONS",
+    "RETRY_IN_ATTEMPT",
     "RootLock",
     "TRANSIENT_REASONS",
     "FetchConfig",
+    "FetchInterrupted",
     "FetchSession",
     "FetchSummary",
     "TokenBucket",
@@ -100,12 +107,14 @@ _RULES: list[tuple[str, bool, re.Pattern[str]]] = [
         ("http_403", True, r"HTTP Error 403|forbidden"),
         ("http_5xx", True, r"HTTP Error 5\d\d"),
         ("timeout", True, r"timed? ?out"),
+        # The server answered with no body: not a network fault, and not worth retrying within the attempt.
+        ("empty_download", True, r"did not get any data blocks|downloaded file is empty|empty output file"),
         (
             "network",
             True,
             r"connection (reset|refused|aborted)|remote end closed|incompleteread|bytes read, \d+ more|"
             r"name or service not known|temporary failure in name resolution|network is unreachable|"
-            r"did not get any data blocks|transporterror|\bEOF\b",
+            r"transporterror|\bEOF\b",
         ),
         (
             "sabr_or_format_error",
@@ -115,6 +124,10 @@ _RULES: list[tuple[str, bool, re.Pattern[str]]] = [
         ("unavailable", False, r"video unavailable|HTTP Error 404|HTTP Error 410|not available|does not exist"),
     ]
 ]
+# A server blip (5xx, a reset or a cut-off body) usually clears within seconds: retried inside the attempt with a short
+# exponential backoff (`retries` times) before the clip is parked for the cross-run backoff. 429 and the bot check
+# are a verdict on the session, so they keep the long backoff only.
+RETRY_IN_ATTEMPT = frozenset({"http_5xx", "network"})
 PERMANENT_REASONS = tuple(r for r, t, _ in _RULES if not t) + ("segment_out_of_range",)
 TRANSIENT_REASONS = tuple(r for r, t, _ in _RULES if t) + ("tool_error",)
 
@@ -124,7 +137,7 @@ EVENT_COLUMNS = (
     "clip_id", "status", "reason", "transient", "reason_detail", "attempt", "session_id", "source",
     "raw_path", "file_bytes", "sha256", "section_mode", "section_start_s", "section_end_s", "source_duration_s",
     "format_id", "vcodec", "acodec", "height", "fps", "yt_dlp_version", "ffmpeg_version", "elapsed_s",
-    "next_attempt_after", "gave_up",
+    "next_attempt_after", "gave_up", "in_attempt_retries", "rate_wait_s",
 )  # fmt: skip
 
 
@@ -179,7 +192,11 @@ class FetchConfig(StrictConfig):
     backoff_max_s: float = Field(86400.0, ge=0)
     retry_now: bool = False
     socket_timeout: float = Field(30.0, gt=0)
-    retries: int = Field(3, ge=0, description="yt-dlp retries / fragment_retries / extractor_retries")
+    retries: int = Field(
+        3, ge=0, description="yt-dlp retries / fragment_retries / extractor_retries; in-attempt retries of 5xx/reset"
+    )
+    retry_backoff_s: float = Field(1.0, ge=0, description="first in-attempt retry delay; doubles per retry")
+    retry_backoff_max_s: float = Field(8.0, ge=0, description="cap of the in-attempt retry delay")
     duration_tolerance_s: float = Field(1.0, ge=0)
     limit: int | None = Field(None, ge=0)
     splits: list[str] = []
@@ -214,6 +231,7 @@ class TokenBucket:
         self.burst = max(1, burst)
         self.tokens = float(self.burst)
         self.last = time.monotonic()
+        self.next_token_s = 0.0  # after the last acquire: seconds until the bucket holds a whole token again
         self._lock = threading.Lock()
 
     def acquire(self) -> float:
@@ -228,6 +246,7 @@ class TokenBucket:
                 self.last = now
                 if self.tokens >= 1:
                     self.tokens -= 1
+                    self.next_token_s = (1 - self.tokens) / self.rate if self.tokens < 1 else 0.0
                     return waited
                 need = (1 - self.tokens) / self.rate
             time.sleep(need)
@@ -329,9 +348,19 @@ class FetchSession:
 
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
         t0 = time.monotonic()
-        self.bucket.acquire()
-        event = self._attempt(task)
+        waited = self.bucket.acquire()
+        next_token_at = time.time() + self.bucket.next_token_s if self.cfg.rate_per_hour > 0 else None
+        retried = 0
+        while True:
+            event = self._attempt(task)
+            if event["status"] == "ok" or event["reason"] not in RETRY_IN_ATTEMPT or retried >= self.cfg.retries:
+                break
+            time.sleep(min(self.cfg.retry_backoff_max_s, self.cfg.retry_backoff_s * 2**retried))
+            retried += 1
         event.update(
+            in_attempt_retries=retried,
+            rate_wait_s=round(waited, 3),
+            _next_token_at=next_token_at,  # for the driver's progress note only (not an event column)
             clip_id=task["clip_id"],
             attempt=task["attempt"],
             session_id=self.session_id,
@@ -402,6 +431,8 @@ class FetchSession:
             names = sorted(p.name for p in directory.iterdir())
             return {**facts, **self._fail(f"expected one output file, found {names}", "tool_error", True)}
         out = outputs[0]
+        if out.stat().st_size == 0:
+            return {**facts, **self._fail("empty output file (0 bytes)", "empty_download", True)}
         final = raw_path_for(self.root, task["clip_id"], out.suffix)
         if not within_root(self.root, final):
             raise RuntimeError(f"refusing to write outside ROOT: {final}")
@@ -519,21 +550,78 @@ class FetchSummary:
         }
 
 
-class RootLock:
-    """Exclusive per-ROOT lock (released by the kernel if the process dies), so two fetches never share tmp/."""
+class FetchInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGINT during `fetch`: the finished attempts are in the event log; the message says what was kept."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, summary: FetchSummary) -> None:
+        self.summary = summary
+        failed = sum(summary.failed.values())
+        super().__init__(
+            f"fetch interrupted after {summary.attempted} attempt(s) in {summary.seconds:.0f} s: kept {summary.ok} "
+            f"fetched clip(s) and {failed} recorded failure(s) in ROOT/events/fetch; raw/ holds complete files only "
+            "(the download in progress is dropped with ROOT/tmp/fetch on the next run); rerun the same command to "
+            "resume"
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class RootLock:
+    """Exclusive lock on a directory's lock file, held for a whole run (fetch/import on ROOT, shard on STORE).
+
+    `flock` is released by the kernel if the process dies, so a stale file never blocks a rerun. The holder writes
+    its pid, host, start time and `what` into the file, and a refused run's error quotes them. The file is removed on
+    release (so it never shows up in a finished store); a run that locked a file another one had just removed checks
+    the inode and locks the new file instead.
+    """
+
+    def __init__(self, path: Path, what: str = "fetch/import") -> None:
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(path, "a+")  # noqa: SIM115 - held for the whole run
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.fh.close()
-            raise RuntimeError(f"another fetch/import holds {path}") from None
+        self.path = path
+        while True:
+            fh = open(path, "a+")  # noqa: SIM115 - held for the whole run
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = _holder_text(fh.read())
+                fh.close()
+                raise RuntimeError(f"another {what} run holds {path}{holder}; wait for it or stop it") from None
+            try:
+                same = os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            fh.close()  # the previous holder removed the file between our open and our lock: lock the new one
+        self.fh = fh
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "what": what,
+        }
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps(info) + "\n")
+        fh.flush()
 
     def release(self) -> None:
+        if self.fh.closed:
+            return
+        self.path.unlink(missing_ok=True)  # while still locked: nobody can be holding the file we remove
         fcntl.flock(self.fh, fcntl.LOCK_UN)
         self.fh.close()
+
+
+def _holder_text(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f" (pid {info['pid']} on {info['host']}, started {info['started']})"
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def _tasks(root: Path, cfg: FetchConfig, summary: FetchSummary) -> list[dict[str, Any]]:
@@ -564,12 +652,51 @@ def _tasks(root: Path, cfg: FetchConfig, summary: FetchSummary) -> list[dict[str
     return tasks
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
+class _Progress:
+    """The fetch bar: done/ok/failed, and "rate-limited, next start in N s" while the rate limit is what it waits for.
 
-    return tqdm(total=total, unit="clip", dynamic_ncols=True, smoothing=0.1)
+    The token buckets live in the sessions (Ray actors), so each event brings back when its session's next token is
+    due (`_next_token_at`, wall clock; not recorded); a 0.5-s ticker keeps the note current while sessions sleep."""
+
+    def __init__(self, total: int, cfg: FetchConfig) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="clip", dynamic_ncols=True, smoothing=0.1)
+        self.total, self.done, self.ok, self.failed = total, 0, 0, 0
+        self.limited = cfg.rate_per_hour > 0
+        self.next_at: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._ticker = threading.Thread(target=self._tick, name="tgdp-fetch-progress", daemon=True)
+        self._ticker.start()
+
+    def note(self) -> str:
+        text = f"ok={self.ok}, failed={self.failed}"
+        if self.limited and self.next_at and self.done < self.total:
+            wait = min(self.next_at.values()) - time.time()
+            if wait > 0.05:
+                text += f", rate-limited, next start in {math.ceil(wait)} s"
+        return text
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            with self._lock:
+                self.bar.set_postfix_str(self.note(), refresh=True)
+
+    def update(self, ok: bool, session: str | None, next_token_at: float | None) -> None:
+        with self._lock:
+            if session is not None and next_token_at is not None:
+                self.next_at[session] = next_token_at
+            self.done += 1
+            self.ok += ok
+            self.failed += not ok
+            self.bar.update(1)
+            self.bar.set_postfix_str(self.note(), refresh=False)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._ticker.join()
+        self.bar.close()
 
 
 def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
@@ -600,35 +727,41 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
             str(run_dir),
             str(Path(cfg.cookies).resolve()) if cfg.cookies else None,
         )
-        bar = _progress(len(tasks), cfg.progress)
-        with ledger.EventWriter(root, "fetch", flush_every=16, flush_seconds=5.0) as writer:
-            results: Iterator[dict[str, Any]] = run_sessions(
-                make,
-                tasks,
-                sessions=cfg.sessions,
-                in_flight=cfg.in_flight,
-                backend=cfg.backend,
-                address=cfg.address,
-                num_cpus=cfg.num_cpus,
-                session_prefix=f"{run_dir.name}-s",
-            )
-            for event in results:
-                if event["status"] == "failed" and event["transient"]:
-                    n = prior.get(event["clip_id"], 0) + 1
-                    delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (n - 1))
-                    event["next_attempt_after"] = datetime.now(timezone.utc) + timedelta(seconds=delay)
-                    event["gave_up"] = n >= cfg.max_attempts
-                else:
-                    event["gave_up"] = False
-                writer.add({k: event.get(k) for k in EVENT_COLUMNS})
-                summary.attempted += 1
-                if event["status"] == "ok":
-                    summary.ok += 1
-                else:
-                    summary.failed[event["reason"]] += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(ok=summary.ok, failed=sum(summary.failed.values()), refresh=False)
+        bar = _Progress(len(tasks), cfg) if cfg.progress else None
+        try:
+            with ledger.EventWriter(root, "fetch", flush_every=16, flush_seconds=5.0) as writer:
+                results: Iterator[dict[str, Any]] = run_sessions(
+                    make,
+                    tasks,
+                    sessions=cfg.sessions,
+                    in_flight=cfg.in_flight,
+                    backend=cfg.backend,
+                    address=cfg.address,
+                    num_cpus=cfg.num_cpus,
+                    session_prefix=f"{run_dir.name}-s",
+                )
+                for event in results:
+                    if event["status"] == "failed" and event["transient"]:
+                        n = prior.get(event["clip_id"], 0) + 1
+                        delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (n - 1))
+                        event["next_attempt_after"] = datetime.now(timezone.utc) + timedelta(seconds=delay)
+                        event["gave_up"] = n >= cfg.max_attempts
+                    else:
+                        event["gave_up"] = False
+                    writer.add({k: event.get(k) for k in EVENT_COLUMNS})
+                    summary.attempted += 1
+                    if event["status"] == "ok":
+                        summary.ok += 1
+                    else:
+                        summary.failed[event["reason"]] += 1
+                    if bar is not None:
+                        bar.update(event["status"] == "ok", event.get("session_id"), event.get("_next_token_at"))
+        except KeyboardInterrupt:
+            # The EventWriter has flushed on the way out: every finished attempt is in the log.
+            if bar is not None:
+                bar.close()
+            summary.seconds = time.monotonic() - t0
+            raise FetchInterrupted(summary) from None
         if bar is not None:
             bar.close()
         _remove(run_dir)

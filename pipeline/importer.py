@@ -9,9 +9,17 @@ convention). A file ffprobe cannot read is recorded as a segment and dropped by 
 A ytid that names several clips matches all of them only through their clip ids / video ids, never by ytid alone
 (one trimmed `<ytid>.mp4` cannot be two segments). Clips already fetched are left alone.
 
+Formats: the containers in `MEDIA_EXTS` (mp4, m4v, mov, mkv, webm, avi, flv, 3gp, ogv, ts, mpg, wmv, ... and audio
+files); a file with another extension is imported when its name matches a clip and ffprobe finds audio or video in
+it; sidecars (`SIDECAR_EXTS`: thumbnails, .info.json, .part, ...) never are.
+
 Each match is hard-linked (or copied, across file systems or with `copy=True`) to a temporary name under
-`ROOT/tmp/import/`, then `os.replace`d onto `layout.raw_path_for`, then recorded as a `fetch` ok event with
-`source="import"`. Files that match nothing are reported.
+`ROOT/tmp/import/` (a symlink is resolved first, so raw/ never holds a link that points outside ROOT), hashed and
+probed there, then `os.replace`d onto `layout.raw_path_for` and recorded as a `fetch` ok event with
+`source="import"`: raw/ never gets a file without its event. A file that cannot be read (EACCES, EIO, a dangling
+link) is recorded as an `error` and the import goes on. Two files for one clip (`<ytid>.mkv` and `<ytid>.mp4`): the
+first in path order is imported, the other is reported as a `duplicate` naming it. Every file not imported is in
+`ImportReport.not_imported` with its reason (unmatched, ambiguous_ytid, duplicate, already_fetched, not_media, error).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,40 +40,84 @@ from tgdp.pipeline.layout import file_sha256, manifest_path, raw_path_for, safe_
 
 __all__ = ["ImportReport", "import_clips"]
 
-MEDIA_EXTS = {".mp4", ".mkv", ".webm", ".m4a", ".mov", ".m4v", ".wav", ".flac", ".ogg", ".opus", ".mp3"}
+# Containers and audio files ffmpeg reads; a file with another extension is imported when its name matches a clip and
+# ffprobe finds an audio or video stream in it. Sidecars (thumbnails, metadata, partial downloads) never are.
+MEDIA_EXTS = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .flv .f4v .3gp .3g2 .ogv .ogg .ogm .ts .m2ts .mts .mpg .mpeg .vob .wmv .asf .mxf"
+    " .nut .divx .m4a .wav .flac .opus .mp3 .aac .wma".split()
+)
+SIDECAR_EXTS = frozenset(
+    ".jpg .jpeg .png .webp .gif .bmp .tif .tiff .json .txt .md .description .vtt .srt .ass .lrc .part .ytdl .tmp"
+    " .temp .nfo .xml .csv .tsv .html .url .log .sha256 .md5".split()
+)
 
 
 @dataclass
 class ImportReport:
+    """What one import did. `not_imported` lists every file under the input dir that was not imported, as
+    (path relative to it, reason, detail); reasons: unmatched, ambiguous_ytid, duplicate, already_fetched,
+    not_media, error."""
+
     imported: int = 0
     already_fetched: int = 0
     unmatched: list[str] = field(default_factory=list)
     ambiguous: list[str] = field(default_factory=list)
+    not_imported: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def skip(self, name: str, reason: str, detail: str = "") -> None:
+        self.not_imported.append((name, reason, detail))
+        if reason == "unmatched":
+            self.unmatched.append(name)
+        elif reason == "ambiguous_ytid":
+            self.ambiguous.append(name)
 
     def as_dict(self) -> dict[str, Any]:
+        by_reason = Counter(r for _, r, _ in self.not_imported)
         return {
             "imported": self.imported,
             "already_fetched": self.already_fetched,
             "unmatched": len(self.unmatched),
+            "duplicates": by_reason.get("duplicate", 0),
+            "errors": by_reason.get("error", 0),
+            "not_imported": len(self.not_imported),
+            "not_imported_by_reason": dict(sorted(by_reason.items())),
+            "not_imported_files": [{"file": f, "reason": r, "detail": d} for f, r, d in self.not_imported],
             "unmatched_files": self.unmatched[:100],
             "ambiguous_ytid_files": self.ambiguous[:100],
         }
 
 
-def _place(src: Path, tmp_dir: Path, final: Path, copy: bool) -> None:
-    tmp = tmp_dir / f"{uuid.uuid4().hex}{final.suffix}"
+def _stage(src: Path, tmp_dir: Path, suffix: str, copy: bool) -> Path:
+    """Hard-link (or copy) `src`, symlinks resolved, to a temporary name in `tmp_dir`; the caller moves it."""
+    real = src.resolve(strict=True)  # a link to a link is never placed: raw/ holds regular files only
+    tmp = tmp_dir / f"{uuid.uuid4().hex}{suffix}"
     if not copy:
         try:
-            os.link(src, tmp)
+            os.link(real, tmp)
         except OSError:
             copy = True
     if copy:
-        shutil.copyfile(src, tmp)
+        shutil.copyfile(real, tmp)
+    return tmp
+
+
+def _publish(tmp: Path, final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     for other in final.parent.glob(f"{final.stem}.*"):
         if other != final:
             other.unlink(missing_ok=True)
     os.replace(tmp, final)
+
+
+def _is_media(path: Path) -> tuple[bool, str]:
+    """Whether an unlisted extension holds audio or video ffprobe can read (only asked for names matching a clip)."""
+    from tgdp.pipeline.media import MediaError, probe
+
+    try:
+        probe(path, timeout=60.0)
+    except MediaError as exc:
+        return False, exc.detail
+    return True, ""
 
 
 def _time_origin(path: Path, start_s: float, end_s: float) -> dict[str, Any]:
@@ -98,52 +150,104 @@ def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport
             by_key.setdefault(key, row)
         by_ytid[row["ytid"]].append(row)
     report = ImportReport()
+
+    # Match every file first, so two files for one clip are seen (and reported) before anything is placed.
+    candidates: dict[str, list[Path]] = defaultdict(list)
+    row_of: dict[str, dict[str, Any]] = {}
+    files = sorted(p for p in from_dir.rglob("*") if p.is_symlink() or p.is_file())
+    for src in files:
+        name = src.relative_to(from_dir).as_posix()
+        stem, ext = src.name[: -len(src.suffix)] if src.suffix else src.name, src.suffix.lower()
+        if ext in SIDECAR_EXTS:
+            report.skip(name, "not_media", f"{ext} files are not audio/video")
+            continue
+        row = by_key.get(stem)
+        if row is None and stem in by_ytid:
+            if len(by_ytid[stem]) > 1:
+                report.skip(name, "ambiguous_ytid", f"ytid {stem} names {len(by_ytid[stem])} clips: name it by clip id")
+                continue
+            row = by_ytid[stem][0]
+        if row is None:
+            report.skip(name, "unmatched", "no manifest clip has this name (clip id, video id or ytid)")
+            continue
+        candidates[row["clip_id"]].append(src)
+        row_of[row["clip_id"]] = row
+
     lock = RootLock(root / "tmp" / "fetch.lock")
     try:
         tmp_dir = root / "tmp" / "import"
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
         states = clip_states(root)
-        ytv, ffv = tool_versions()
         with ledger.EventWriter(root, "fetch", flush_every=64) as writer:
-            for src in sorted(p for p in from_dir.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTS):
-                stem = src.name[: -len(src.suffix)]
-                row = by_key.get(stem)
-                if row is None and stem in by_ytid:
-                    if len(by_ytid[stem]) > 1:
-                        report.ambiguous.append(str(src.relative_to(from_dir)))
-                        continue
-                    row = by_ytid[stem][0]
-                if row is None:
-                    report.unmatched.append(str(src.relative_to(from_dir)))
-                    continue
-                st = states.get(row["clip_id"])
+            for clip_id in sorted(candidates, key=lambda c: str(candidates[c][0])):
+                row, srcs = row_of[clip_id], candidates[clip_id]
+                st = states.get(clip_id)
                 if st is not None and st.status == "done":
                     report.already_fetched += 1
+                    for src in srcs:
+                        report.skip(src.relative_to(from_dir).as_posix(), "already_fetched", clip_id)
                     continue
-                final = raw_path_for(root, row["clip_id"], src.suffix)
-                if not within_root(root, final):
-                    raise RuntimeError(f"refusing to write outside ROOT: {final}")
-                _place(src, tmp_dir, final, copy)
-                event = {
-                    "clip_id": row["clip_id"],
-                    "status": "ok",
-                    "reason": None,
-                    "transient": False,
-                    "attempt": (st.attempts if st else 0) + 1,
-                    "source": "import",
-                    "session_id": "import",
-                    "raw_path": final.relative_to(root).as_posix(),
-                    "file_bytes": final.stat().st_size,
-                    "sha256": file_sha256(final),
-                    **_time_origin(final, float(row["start_s"]), float(row["end_s"])),
-                    "yt_dlp_version": ytv,
-                    "ffmpeg_version": ffv,
-                    "gave_up": False,
-                }
-                writer.add({k: event.get(k) for k in EVENT_COLUMNS})
-                report.imported += 1
+                done: str | None = None
+                for src in srcs:
+                    name = src.relative_to(from_dir).as_posix()
+                    if done is not None:
+                        report.skip(name, "duplicate", f"{clip_id} was imported from {done}")
+                        continue
+                    event = _import_one(root, tmp_dir, src, row, st, copy, report, name)
+                    if event is not None:
+                        writer.add({k: event.get(k) for k in EVENT_COLUMNS})
+                        report.imported += 1
+                        done = name
         shutil.rmtree(tmp_dir, ignore_errors=True)
     finally:
         lock.release()
     return report
+
+
+def _import_one(
+    root: Path, tmp_dir: Path, src: Path, row: dict[str, Any], st: Any, copy: bool, report: ImportReport, name: str
+) -> dict[str, Any] | None:
+    """Place one file and build its fetch event; an OS error or non-media file is recorded and yields None.
+
+    Everything that can fail (reading, hashing, probing) happens on the temporary copy, so raw/ only ever gets a
+    file whose event follows."""
+    ext = src.suffix.lower()
+    final = raw_path_for(root, row["clip_id"], src.suffix)
+    if not within_root(root, final):
+        raise RuntimeError(f"refusing to write outside ROOT: {final}")
+    tmp = None
+    try:
+        tmp = _stage(src, tmp_dir, final.suffix, copy)
+        if ext not in MEDIA_EXTS:
+            ok, detail = _is_media(tmp)
+            if not ok:
+                report.skip(name, "not_media", f"ffmpeg finds no audio or video: {detail}")
+                return None
+        size, digest = tmp.stat().st_size, file_sha256(tmp)
+        origin = _time_origin(tmp, float(row["start_s"]), float(row["end_s"]))
+        _publish(tmp, final)
+        tmp = None
+    except OSError as exc:
+        report.skip(name, "error", f"{type(exc).__name__}: {exc.strerror or exc}")
+        return None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    ytv, ffv = tool_versions()
+    return {
+        "clip_id": row["clip_id"],
+        "status": "ok",
+        "reason": None,
+        "transient": False,
+        "attempt": (st.attempts if st else 0) + 1,
+        "source": "import",
+        "session_id": "import",
+        "raw_path": final.relative_to(root).as_posix(),
+        "file_bytes": size,
+        "sha256": digest,
+        **origin,
+        "yt_dlp_version": ytv,
+        "ffmpeg_version": ffv,
+        "gave_up": False,
+    }

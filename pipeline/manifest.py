@@ -89,6 +89,9 @@ _TIME = re.compile(r"\d+(\.\d+)?")
 _INT = re.compile(r"\d+")
 _VGG_LIST_ID = re.compile(r"([A-Za-z0-9_-]{11})_(\d{6})(\.mp4)?")
 _NUM_SEGS = re.compile(r"num_segs=(\d+)")
+# An AudioSet header line is `#` then a space (`# Segments csv created ...`). Excel's error values (`#NAME?`,
+# `#VALUE!`, ...) start with `#` and a letter: they are mangled data rows, never comments.
+_HEADER_LINE = re.compile(r"#(\s|$)")
 
 SOURCE_SCHEMA = pa.schema(
     [
@@ -263,8 +266,9 @@ _LINE_PARSERS["vgg_list"] = (_vgg_list_line, False)
 def parse_segments_text(text: str, fmt: str, file: str = "<text>") -> ParsedFile:
     """Parse a segment list (`fmt` = audioset | vggsound | vgg_list) given as text, BOM and CRLF tolerated.
 
-    `#` lines are AudioSet header lines only before the first data row; later they are data (Excel's `#NAME?`
-    ids then surface as bad_ytid instead of vanishing). Blank lines are ignored.
+    `#` lines are AudioSet header lines only before the first data row and only when `#` is followed by a space;
+    any other `#` line (Excel's `#NAME?` for an id starting with '-', wherever it is) is a `bad_ytid` issue, so it
+    never vanishes as a comment. Blank lines are ignored.
     """
     if fmt not in _LINE_PARSERS:
         raise ValueError(f"unknown segment format {fmt!r}; expected one of {sorted(_LINE_PARSERS)}")
@@ -277,13 +281,17 @@ def parse_segments_text(text: str, fmt: str, file: str = "<text>") -> ParsedFile
         line = raw.rstrip("\r")
         if not line.strip():
             continue
-        if in_header and line.startswith("#"):
+        if in_header and _HEADER_LINE.match(line):
             m = _NUM_SEGS.search(line)
             if m:
                 out.header_rows = int(m.group(1))
             continue
         in_header = False
         out.data_lines += 1
+        if line.startswith("#"):
+            first = line.split(",", 1)[0].strip()
+            out.issues.append(ManifestIssue(file, lineno, "bad_ytid", f"{first[:40]!r} (a '#' row after the header)"))
+            continue
         try:
             fields = _split_fields(line, skip_space)
         except csv.Error as exc:
@@ -411,7 +419,7 @@ def infer_split(name: str, dataset: str) -> str | None:
             return "as_bal_train"
         if stem.startswith("eval") or "eval_segments" in stem:
             return "as_eval"
-        if stem == "train_segments.csv":  # `tgdp-data synth` train list
+        if stem in ("train_segments.csv", "synth_train_segments.csv"):  # `tgdp-data synth` train list
             return "as_bal_train"
         return None
     if stem.startswith("test") or "vgg_test" in stem:
@@ -702,8 +710,7 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
     tmp = meta_path.with_name(meta_path.name + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(tmp, meta_path)
-    for w in warnings:
-        log.warning(w)
+    # Warnings are returned (and kept in source.meta.json), not logged: the CLI prints them once.
     return ManifestResult(
         manifest=out,
         meta=meta_path,

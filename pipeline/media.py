@@ -171,13 +171,18 @@ def _start_filters(video: bool, audio: bool) -> tuple[int | None, int | None]:
     return (base + 1 if video else None), (base + 2 * video + 1 if audio else None)
 
 
-def _graph(duration_s: float, num_frames: int, size: int, video: bool, audio: bool, starts: bool) -> str:
+def _graph(
+    duration_s: float, num_frames: int, size: int, video: bool, audio: bool, starts: bool, trim_s: float | None = None
+) -> str:
     chains = []
+    v_in, a_in = "[0:V:0]", "[0:a:0]"
+    if trim_s is not None:
+        v_in, a_in = "[vtrim]", "[atrim]"
     if video:
         # 0 showinfo (every decoded frame), 1 select, 2 showinfo (selected), 3 setpts, 4 scale, 5 crop.
         # `V` skips attached pictures (cover art), as `probe` does.
         chains += [
-            "[0:V:0]showinfo=checksum=0[v0]",
+            f"{v_in}showinfo=checksum=0[v0]",
             f"[v0]select={_esc(_select_expr(duration_s, num_frames))}[v1]",
             "[v1]showinfo=checksum=0[v2]",
             # setpts: the rawvideo muxer rejects the non-monotonic pts some files carry.
@@ -185,7 +190,7 @@ def _graph(duration_s: float, num_frames: int, size: int, video: bool, audio: bo
             f",crop={size}:{size}[vout]",
         ]
     if audio:
-        chains.append("[0:a:0]channelmap=map=0:channel_layout=mono[aout]")
+        chains.append(f"{a_in}channelmap=map=0:channel_layout=mono[aout]")
     if starts:
         # The first frame of each stream from an unseeked second input: its pts − the container start is the stream's
         # start_time (what ffprobe reports), so the A/V start offset needs no separate ffprobe process.
@@ -193,6 +198,14 @@ def _graph(duration_s: float, num_frames: int, size: int, video: bool, audio: bo
             chains.append("[1:V:0]trim=end_frame=1,showinfo=checksum=0[vstart]")
         if audio:
             chains.append("[1:a:0]atrim=end_sample=1,ashowinfo[astart]")
+    if trim_s is not None:
+        # Decoded from the file start: cut the window here and shift it to t=0, as an input seek would. These chains
+        # come last so the showinfo filters keep their indices (`_SI_ALL`, `_SI_SEL`, `_start_filters`).
+        a, b = f"{trim_s:.6f}", f"{trim_s + duration_s:.6f}"
+        if video:
+            chains.append(f"[0:V:0]trim=start={a}:end={b},setpts=PTS-{a}/TB[vtrim]")
+        if audio:
+            chains.append(f"[0:a:0]atrim=start={a}:end={b},asetpts=PTS-{a}/TB[atrim]")
     return ";".join(chains)
 
 
@@ -209,15 +222,23 @@ def _run(
     sample_rate: int,
     threads: int,
     timeout: float,
+    from_start: bool = False,
 ) -> tuple[DecodedClip, str]:
     args = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", "-xerror"]
     args += ["-filter_threads", "1"]
-    if start_s > 0:
-        args += ["-ss", f"{start_s:.6f}"]
-    args += ["-t", f"{duration_s:.6f}", "-threads", str(threads), "-i", str(path)]
+    trim_s = None
+    if from_start and start_s > 0:
+        # No demuxer seek: decode from the first packet and cut the window in the graph (`_graph(trim_s=...)`).
+        trim_s = start_s
+        args += ["-t", f"{start_s + duration_s:.6f}"]
+    else:
+        if start_s > 0:
+            args += ["-ss", f"{start_s:.6f}"]
+        args += ["-t", f"{duration_s:.6f}"]
+    args += ["-threads", str(threads), "-i", str(path)]
     if starts:
         args += ["-threads", "1", "-i", str(path)]
-    args += ["-filter_complex", _graph(duration_s, num_frames, size, video, audio, starts)]
+    args += ["-filter_complex", _graph(duration_s, num_frames, size, video, audio, starts, trim_s)]
     if video:
         args += ["-map", "[vout]", "-f", "rawvideo", "-fps_mode", "passthrough", "-pix_fmt", "rgb24", "pipe:1"]
     audio_r = audio_w = None
@@ -284,12 +305,16 @@ def decode_window(
     sample_rate: int = 16000,
     threads: int = 1,
     timeout: float = 300.0,
+    from_start: bool = False,
 ) -> DecodedClip:
-    """Decode [start_s, start_s + duration_s) of `path` once; see the module docstring for what comes back."""
+    """Decode [start_s, start_s + duration_s) of `path` once; see the module docstring for what comes back.
+
+    `from_start`: no seek; decode from the file's first packet and cut the window in the filter graph (slower, for
+    files whose seek lands on a frame the decoder cannot start from)."""
     if not (video or audio):
         raise ValueError("decode_window needs video or audio")
     kw = dict(num_frames=num_frames, size=size, sample_rate=sample_rate, threads=threads, timeout=timeout)
-    return _run(Path(path), start_s, duration_s, video=video, audio=audio, starts=False, **kw)[0]
+    return _run(Path(path), start_s, duration_s, video=video, audio=audio, starts=False, from_start=from_start, **kw)[0]
 
 
 _INPUT = re.compile(r"Input #0, (.+?), from ")

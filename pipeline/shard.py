@@ -19,8 +19,11 @@ Crash safety: finished shards go to STORE/.staging/<split>/ (written as .tmp, fs
 names their clips and an input digest). A rerun reuses the staged prefix whose clips and digest still match and
 decodes the rest. Only when every shard is done is the split assembled in a temporary directory (named
 `data-XXXXX-of-NNNNN.arrow`, `dataset_info.json`, `state.json`, `index.json`) and renamed into place, so STORE/<split>
-is always either the previous complete store or the new complete one. A write error (ENOSPC) removes the partial
-file and raises `ShardError` naming it.
+is always either the previous complete store or the new complete one. At the end STORE/dataset_dict.json names the
+complete splits, so `datasets.load_from_disk(STORE)` opens the whole store as a DatasetDict. A write error (ENOSPC)
+removes the partial file and raises `ShardError` naming it. One run at a time per store: `run_shard` holds an
+exclusive `flock` on STORE/.shard.lock (removed at the end); a second run fails at once with a `ShardError` naming
+the holder's pid, host and start time.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ __all__ = [
     "shard_clip",
     "split_group",
     "store_features",
+    "store_lock",
     "store_meta",
     "verify_store",
 ]
@@ -74,6 +78,19 @@ _FLAGS = ("is_silent", "is_still", "is_av_offset")
 
 class ShardError(RuntimeError):
     """The store could not be written; the message names the file and the cause."""
+
+
+STORE_LOCK = ".shard.lock"
+
+
+def store_lock(store: Path | str) -> Any:
+    """Take the exclusive lock of STORE (`STORE/.shard.lock`) for one shard run; ShardError names the holder."""
+    from tgdp.pipeline.fetch import RootLock
+
+    try:
+        return RootLock(Path(store) / STORE_LOCK, what="`tgdp-data shard`")
+    except RuntimeError as exc:
+        raise ShardError(str(exc)) from None
 
 
 class ShardConfig(FeatureParams):
@@ -175,16 +192,17 @@ def shard_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     """
     cfg = ShardConfig.model_validate(task["cfg"])
     clip_id = task["clip_id"]
-    decoded = decode_window(
-        Path(task["path"]),
-        float(task["window_start_s"]),
-        float(task["duration_s"]),
+    kw = dict(
         num_frames=cfg.num_frames,
         size=cfg.frame_size,
         sample_rate=cfg.sample_rate,
         threads=cfg.ffmpeg_threads,
         timeout=cfg.timeout_s,
     )
+    path, start, dur = Path(task["path"]), float(task["window_start_s"]), float(task["duration_s"])
+    decoded = decode_window(path, start, dur, **kw)
+    if start > 0 and (decoded.errors or decoded.returncode != 0):
+        decoded = decode_window(path, start, dur, from_start=True, **kw)  # as validate does after a seek error
     if decoded.errors or decoded.returncode != 0:
         return {"clip_id": clip_id, "row": None, "reason": f"corrupt_decode: {decoded.first_error}"}
     payload, reason = clip_payload(decoded.frames, decoded.frame_pts_s, decoded.pcm, cfg.feature_params())
@@ -568,6 +586,18 @@ def _assemble(
     summary.rows[split], summary.shards[split] = index["num_rows"], n
 
 
+def _write_dataset_dict(store: Path) -> None:
+    """STORE/dataset_dict.json (`{"splits": [...]}`), what `datasets.load_from_disk(STORE)` looks for to open the
+    store as a DatasetDict. It names the complete splits only (those with index.json) and holds nothing else, so
+    identical stores stay byte-identical; no index.json lists it, and verify checks it against the split folders."""
+    splits = [s for s in ("train", "eval") if (store / s / "index.json").is_file()]
+    if splits:
+        try:
+            _write_json(store / "dataset_dict.json", {"splits": splits})
+        except OSError as exc:
+            raise ShardError(f"writing {store / 'dataset_dict.json'}: {exc.strerror or exc}") from exc
+
+
 def run_shard(
     root: Path,
     store: Path,
@@ -585,25 +615,30 @@ def run_shard(
     store.mkdir(parents=True, exist_ok=True)
     summary = ShardSummary()
     groups = _tasks(root, cfg)
-    for split in ("train", "eval"):
-        tasks = groups.get(split, [])
-        if not tasks:
-            continue
-        _shard_split(
-            store,
-            split,
-            tasks,
-            cfg,
-            summary,
-            backend=backend,
-            num_workers=num_workers,
-            address=address,
-            force=force,
-            progress=progress,
-        )
-    staging_root = store / ".staging"
-    if staging_root.is_dir() and not any(staging_root.iterdir()):
-        staging_root.rmdir()
+    lock = store_lock(store)  # two runs on one store would share .staging/ and .tmp-<split>/
+    try:
+        for split in ("train", "eval"):
+            tasks = groups.get(split, [])
+            if not tasks:
+                continue
+            _shard_split(
+                store,
+                split,
+                tasks,
+                cfg,
+                summary,
+                backend=backend,
+                num_workers=num_workers,
+                address=address,
+                force=force,
+                progress=progress,
+            )
+        staging_root = store / ".staging"
+        if staging_root.is_dir() and not any(staging_root.iterdir()):
+            staging_root.rmdir()
+        _write_dataset_dict(store)
+    finally:
+        lock.release()
     return summary
 
 
@@ -689,6 +724,16 @@ def verify_store(store: Path, decode_jpegs: bool = True) -> VerifyReport:
         if total != index["num_rows"]:
             report.problems.append(f"{split_dir.name}: {total} rows in shards, index says {index['num_rows']}")
         report.splits[split_dir.name] = total
+    dd = store / "dataset_dict.json"
+    if dd.is_file():
+        try:
+            listed = json.loads(dd.read_text(encoding="utf-8"))["splits"]
+        except (ValueError, KeyError, TypeError) as exc:
+            report.problems.append(f"dataset_dict.json: unreadable ({exc})")
+        else:
+            missing = [s for s in listed if s not in report.splits]
+            if missing:
+                report.problems.append(f"dataset_dict.json: lists {missing}, which have no index.json")
     return report
 
 

@@ -24,9 +24,11 @@ silent (all-zero audio) and still (one repeated frame) are valid clips with `exp
 
 Output (OUT/):
   videos/<ytid>.<mp4|webm>   the media
-  train_segments.csv         AudioSet-format segment list (3 `#` header lines), split as_bal_train
-  eval_segments.csv          same, split as_eval
-  class_labels_indices.csv   index,mid,display_name
+  synth_train_segments.csv          AudioSet-format segment list (3 `#` header lines), split as_bal_train
+  synth_eval_segments.csv           same, split as_eval
+  synth_class_labels_indices.csv    index,mid,display_name
+(`SEGMENT_FILES`, `LABELS_FILE`: not the official AudioSet names, so `manifest` does not compare them with the
+official files' hashes and row counts and warn about a "modified copy").
   ground_truth.csv           one row per clip (`GROUND_TRUTH_COLUMNS`)
 
 Determinism: everything in the ground truth comes from `numpy.random.default_rng(seed)` and is written with fixed
@@ -61,7 +63,9 @@ __all__ = [
     "EXPECTED_REASON",
     "FAULTS",
     "GROUND_TRUTH_COLUMNS",
+    "LABELS_FILE",
     "PROFILES",
+    "SEGMENT_FILES",
     "ClassSpec",
     "ClipPlan",
     "SynthConfig",
@@ -74,6 +78,8 @@ __all__ = [
     "render_frames",
 ]
 
+SEGMENT_FILES = {"as_bal_train": "synth_train_segments.csv", "as_eval": "synth_eval_segments.csv"}
+LABELS_FILE = "synth_class_labels_indices.csv"
 FAULTS = ("no_audio", "no_video", "truncated", "garbage", "empty", "short", "silent", "still")
 EXPECTED_REASON = {
     "none": "none",
@@ -672,11 +678,11 @@ def generate(cfg: SynthConfig, out: Path, write_media: bool = True) -> SynthResu
                 job.result()
 
     created = (datetime(2017, 3, 5, 10, 54, 31) + timedelta(seconds=cfg.seed % 86400)).ctime()
-    for split, name in (("as_bal_train", "train_segments.csv"), ("as_eval", "eval_segments.csv")):
+    for split, name in SEGMENT_FILES.items():
         rows = [(p.ytid, p.start_s, p.end_s, [p.cls.mid]) for p in plans if p.split == split]
         (out / name).write_text(format_audioset_csv(rows, created), encoding="utf-8")
     labels = [[str(c.index), c.mid, c.name] for c in classes]
-    (out / "class_labels_indices.csv").write_text(_csv_text(["index", "mid", "display_name"], labels), "utf-8")
+    (out / LABELS_FILE).write_text(_csv_text(["index", "mid", "display_name"], labels), "utf-8")
     gt = out / "ground_truth.csv"
     gt.write_text(_csv_text(GROUND_TRUTH_COLUMNS, [_gt_row(p) for p in plans]), encoding="utf-8")
     return SynthResult(

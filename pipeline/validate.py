@@ -9,6 +9,9 @@ Per clip (data-spec D4), in this order, the first failing check is the drop reas
   3. a video and an audio stream exist, else `no_video_stream` / `no_audio_stream`;
   4. inside the window both streams last ≥ D − tol (D = end − start, tol 0.5 s) and ≥ `min_frames` (16) video
      frames decode, else `too_short`.
+An environment error (EACCES/EPERM, ENOSPC, EIO, EMFILE/ENFILE, ENOMEM: raised while opening the file or starting
+ffmpeg, or printed by ffmpeg as its first error) says nothing about the clip: the event is `io_error`, transient,
+and the next run validates the clip again instead of dropping it for good.
 Silence, still video and an audio/video start offset are metrics and flags only (v1 drops nothing on them):
   rms_dbfs, silent_frac (100 ms windows below −60 dBFS; is_silent when ≥ 0.9), still_score (mean |Δ| 0–255 of
   consecutive sampled frames at 32×32 gray; is_still when < 1.0), av_offset_s (ffprobe audio − video start_time;
@@ -21,6 +24,11 @@ Where the target window lies inside the file (`window_start_s`, recorded in the 
     more than tol, the file must be the whole video → absolute times ("whole_file");
   - else the yt-dlp padded rule: the file holds [max(0, start − 2), end + 2], window at start − max(0, start − 2)
     ("padded").
+Which decode decided is recorded as `decode_path`: "start" (the window starts at 0 s, no seek), "seek" (a fast input
+seek to the window), or "from_start": after a seeked decode with an error (or fewer than `min_frames` video frames),
+the window is decoded again from the file's first packet with the cut made in the filter graph
+(`decode_window(from_start=True)`), and that decode gives the verdict. A seek that lands on a frame the decoder
+cannot start from (a broken index, x264 intra refresh) then no longer reads as a corrupt or short file.
 The verdict is versioned: `valid_rule` names the rule and its thresholds; a clip is re-validated when its fetch
 sha256 or the rule changes, and skipped otherwise (resumable). Every fetched clip gets exactly one latest event.
 
@@ -34,7 +42,10 @@ come from that same decode. `feature_cache: false` turns the cache off (validate
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +80,24 @@ __all__ = [
     "validate_tasks",
 ]
 
-DROP_REASONS = ("unreadable", "missing_raw", "corrupt_decode", "no_video_stream", "no_audio_stream", "too_short")
+DROP_REASONS = (
+    "unreadable",
+    "missing_raw",
+    "io_error",
+    "corrupt_decode",
+    "no_video_stream",
+    "no_audio_stream",
+    "too_short",
+)
+# Failures of the machine, not of the file (module docstring): transient `io_error`.
+_ENV_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EIO, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EDQUOT}
+)
+# The same errors as ffmpeg prints them (av_strerror = strerror). ENOMEM is left out here: a corrupt header can make
+# ffmpeg fail an allocation, and that is the file's fault.
+_ENV_TEXT = re.compile(
+    "|".join(re.escape(os.strerror(e)) for e in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EIO, errno.EMFILE))
+)
 METRIC_COLUMNS = (
     "has_video",
     "has_audio",
@@ -155,6 +183,7 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
         "audio_codec": None,
         "ffmpeg_version": ffmpeg_version(),
         "feature_cache": None,  # "cached", or why a valid clip's payload was not cached
+        "decode_path": None,  # which decode gave the verdict: start (window at 0), seek, or from_start (module doc)
         **_empty_metrics(),
     }
     cache_path = task.get("cache_path") if cfg.feature_cache else None
@@ -181,6 +210,8 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     }
     offset, rule = resolve_window(start_s, end_s, fetch, None, cfg)
     try:
+        with open(path, "rb") as fh:  # a permission or I/O error here is the machine's, not the clip's
+            fh.read(1)
         if rule in ("section", "import") and not cfg.use_ffprobe:
             # The window does not depend on the file's duration: one ffmpeg process probes and decodes.
             info, decoded = probe_decode(path, offset, dur, **decode_kw)
@@ -189,8 +220,14 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
             offset, rule = resolve_window(start_s, end_s, fetch, info.duration_s, cfg)
             decoded = None
     except MediaError as exc:
+        if _ENV_TEXT.search(exc.detail):
+            return _env_error(event, exc.detail)
         event.update(reason=exc.reason, reason_detail=exc.detail)
         return event
+    except OSError as exc:
+        if exc.errno in _ENV_ERRNOS:
+            return _env_error(event, f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror or exc}")
+        raise
     has_v, has_a = info.video is not None, info.audio is not None
     event.update(
         window_start_s=offset,
@@ -204,8 +241,30 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     if has_v and has_a and info.video["start_time"] is not None and info.audio["start_time"] is not None:
         event["av_offset_s"] = info.audio["start_time"] - info.video["start_time"]
     if decoded is None:
-        decoded = decode_window(path, offset, dur, video=has_v, audio=has_a, **decode_kw)
+        try:
+            decoded = decode_window(path, offset, dur, video=has_v, audio=has_a, **decode_kw)
+        except OSError as exc:
+            if exc.errno in _ENV_ERRNOS:
+                return _env_error(event, f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror or exc}")
+            raise
+    event["decode_path"] = "seek" if offset > 0 else "start"
+    few_frames = has_v and (decoded.video_pts_s is None or decoded.video_pts_s.size < cfg.min_frames)
+    if offset > 0 and (decoded.errors or decoded.returncode != 0 or few_frames):
+        if _ENV_TEXT.search(decoded.first_error):
+            return _env_error(event, decoded.first_error)
+        # A seek can land on a frame the decoder cannot start from (broken index, intra refresh): the errors or the
+        # missing frames are then the seek's, not the file's. Decode the window again from the file start (no demuxer
+        # seek) and let that decide.
+        try:
+            decoded = decode_window(path, offset, dur, video=has_v, audio=has_a, from_start=True, **decode_kw)
+        except OSError as exc:
+            if exc.errno in _ENV_ERRNOS:
+                return _env_error(event, f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror or exc}")
+            raise
+        event["decode_path"] = "from_start"
     if decoded.errors or decoded.returncode != 0:
+        if _ENV_TEXT.search(decoded.first_error):
+            return _env_error(event, decoded.first_error)
         event.update(reason="corrupt_decode", reason_detail=decoded.first_error)
         return event
     if decoded.pcm is not None:
@@ -250,6 +309,11 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     event.update(status="ok", valid=True)
     if cache_path:
         _cache_payload(Path(cache_path), task, event, decoded, cfg)
+    return event
+
+
+def _env_error(event: dict[str, Any], detail: str) -> dict[str, Any]:
+    event.update(reason="io_error", transient=True, reason_detail=detail[:500])
     return event
 
 

@@ -17,6 +17,7 @@ Design:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from tgdp.model.health import collapse_warnings, health_metrics
 from tgdp.pipeline.config import ConfigError
 from tgdp.train.checkpoint import (
     CheckpointError,
@@ -321,6 +323,12 @@ def _fit(
         barrier(info)
         return path
 
+    # Health figures need the contrastive pass's global tokens: asked for on the last micro-batch of a logged step.
+    health_ok = "with_globals" in inspect.signature(model.forward).parameters
+    nce_candidates = resolved.micro_batch * (
+        info.world_size if info.distributed and getattr(model_cfg, "contrastive_gather", False) else 1
+    )
+    firing: set[str] = set()
     history: list[dict[str, float]] = []
     timer = StepTimer()
     run_t0 = time.perf_counter()
@@ -338,6 +346,8 @@ def _fit(
             torch.manual_seed(step_seed(t.seed, step, info.rank))
             state_before = data_state
             sums: torch.Tensor | None = None
+            log_now = (step + 1) % t.log_every == 0 or step + 1 == resolved.total_steps
+            globals_out: dict[str, torch.Tensor] = {}
             for micro in range(resolved.accum):
                 d0 = time.perf_counter()
                 batch = next(it)
@@ -347,7 +357,11 @@ def _fit(
                 sync = ddp is not None and micro < resolved.accum - 1
                 with ddp.no_sync() if sync else contextlib.nullcontext():
                     with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        out = train_model(audio, frames)
+                        if health_ok and log_now and micro == resolved.accum - 1:
+                            out = train_model(audio, frames, with_globals=True)
+                            globals_out = {k: out.pop(k) for k in ("g_a", "g_v", "t_a", "t_v") if k in out}
+                        else:
+                            out = train_model(audio, frames)
                     if terms is None:
                         terms = LOSS_TERMS + tuple(
                             sorted(k for k in out if k.endswith("_loss") and k not in LOSS_TERMS)
@@ -393,6 +407,22 @@ def _fit(
             if grad_norm is not None:
                 row["grad_norm"] = grad_norm
             if step % t.log_every == 0 or step == resolved.total_steps:
+                if "g_a" in globals_out and "g_v" in globals_out:
+                    row.update(
+                        health_metrics(
+                            globals_out["g_a"],
+                            globals_out["g_v"],
+                            globals_out.get("t_a"),
+                            globals_out.get("t_v"),
+                            nce=row.get("contrastive_loss"),
+                            batch=nce_candidates,
+                        )
+                    )
+                    fired = collapse_warnings(row)
+                    for msg in fired:
+                        if msg.split("=")[0] not in firing:
+                            metrics.message(f"WARNING step {step}: representation collapse? {msg} (docs/MODEL.md)")
+                    firing = {msg.split("=")[0] for msg in fired}
                 row.update(timer.summary())
                 row.update(epoch=data_state.epoch, samples=step * resolved.batch_size)
                 if info.device.type == "cuda":

@@ -68,7 +68,12 @@ class MetricsLogger:
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     self._tb.add_scalar(f"train/{k}", v, step)
         if self._bar is not None and "loss" in values:
-            self._bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+            post = {"loss": f"{values['loss']:.4f}"}
+            if "nce_ratio" in values:  # InfoNCE / ln(B): 1 = chance
+                post["nce/lnB"] = f"{values['nce_ratio']:.2f}"
+            if "a_cos" in values and "v_cos" in values:  # mean pairwise cosine: → 1 on collapse
+                post["cos a/v"] = f"{values['a_cos']:.2f}/{values['v_cos']:.2f}"
+            self._bar.set_postfix(post, refresh=False)
 
     def advance(self, samples: int) -> None:
         if self._bar is not None:

@@ -311,3 +311,62 @@ def test_import_matches_ytid_clipid_and_reports_unmatched(tmp_path: Path, master
 )  # fmt: skip
 def test_fetch_classify_error(message: str, reason: str, transient: bool) -> None:
     assert classify_error(message) == (reason, transient)
+
+
+def test_zero_byte_download_has_its_own_reason_and_stops_at_the_cap(tmp_path: Path, master_clip: Path) -> None:
+    corpus = make_corpus(tmp_path / "corpus", master_clip, ["fine0000001"])
+    (corpus / "videos" / "empty000001.mp4").write_bytes(b"")  # the server answers 200 with no body
+    root = tmp_path / "root"
+    write_manifest(root, ["fine0000001", "empty000001"])
+    with MediaServer(corpus) as base:
+        runs = [fetch(root, cfg(base, max_attempts=2)) for _ in range(3)]
+    assert [r.failed.get("empty_download", 0) for r in runs] == [1, 1, 0]
+    assert runs[2].attempted == 0 and runs[2].skipped == {"done": 1, "gave_up": 1}
+    evs = [e for e in events(root) if e["clip_id"] == "synth:empty000001:1000"]
+    assert [(e["reason"], e["transient"], e["gave_up"]) for e in evs] == [
+        ("empty_download", True, False),
+        ("empty_download", True, True),
+    ]
+    assert classify_error("ERROR: Did not get any data blocks") == ("empty_download", True)
+
+
+def test_transient_http_is_retried_inside_the_attempt(tmp_path: Path, master_clip: Path) -> None:
+    """503 twice then fine, one reset: fetched in the FIRST run (the retries are counted in the event); a server that
+    keeps failing is parked for the cross-run backoff after `retries`; 429 is never retried within the attempt."""
+    ytids = ["twice503", "reset1", "always503", "once429"]
+    corpus = make_corpus(tmp_path / "corpus", master_clip, ytids)
+    root = tmp_path / "root"
+    write_manifest(root, ytids)
+    faults = {
+        "twice503": FaultSpec(kind="http", status=503, times=2),
+        "reset1": FaultSpec(kind="reset", times=1),
+        "always503": FaultSpec(kind="http", status=503),
+        "once429": FaultSpec(kind="http", status=429, times=1),
+    }
+    with MediaServer(corpus, faults=faults) as base:
+        s = fetch(root, cfg(base, retries=3, retry_backoff_s=0.01, retry_backoff_max_s=0.02, backoff_s=900))
+    assert s.ok == 2 and s.failed == {"http_5xx": 1, "http_429": 1}, s.as_dict()
+    latest = ledger.latest(root, "fetch")
+    got = {c.split(":")[1]: (e["status"], e["in_attempt_retries"], e["attempt"]) for c, e in latest.items()}
+    assert got == {
+        "twice503": ("ok", 2, 1),
+        "reset1": ("ok", 1, 1),
+        "always503": ("failed", 3, 1),
+        "once429": ("failed", 0, 1),
+    }
+    assert latest["synth:always503:1000"]["next_attempt_after"] is not None  # then the long, cross-run backoff
+
+
+def test_progress_bar_says_when_it_waits_for_the_rate_limit(
+    tmp_path: Path, master_clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ytids = ["rate1", "rate2", "rate3"]
+    corpus = make_corpus(tmp_path / "corpus", master_clip, ytids)
+    root = tmp_path / "root"
+    write_manifest(root, ytids)
+    with MediaServer(corpus) as base:
+        s = fetch(root, cfg(base, rate_per_hour=1200, in_flight=1, progress=True))  # one start per 3 s
+    assert s.ok == 3
+    assert "rate-limited, next start in" in capsys.readouterr().err
+    waits = sorted(e["rate_wait_s"] for e in events(root))
+    assert waits[0] == 0.0 and waits[-1] > 0.3  # the first start takes the bucket's token, a later one waits

@@ -107,3 +107,40 @@ def test_fetch_sigkill_midrun_then_rerun(tmp_path: Path, make_clip: Callable[...
     assert not list((root / "tmp" / "fetch").iterdir())
     f = funnel(root)
     assert f["fetch"]["fetched"] == len(ids) and f["check"]
+
+
+def test_fetch_ctrl_c_says_what_was_kept(tmp_path: Path, make_clip: Callable[..., Path]) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it): exit 130 with a message naming what was kept, and
+    the finished clips' events are flushed, not lost with the buffer."""
+    ytids = [f"i{i}" for i in range(5)]
+    master = make_clip(tmp_path / "master.mp4", duration=4.0)
+    (tmp_path / "corpus" / "videos").mkdir(parents=True)
+    for y in ytids:
+        shutil.copyfile(master, tmp_path / "corpus" / "videos" / f"{y}.mp4")
+    root = tmp_path / "root"
+    ids = _manifest(root, ytids)
+    slow = {y: FaultSpec(kind="slow", delay_s=0.25) for y in ytids}
+    with MediaServer(tmp_path / "corpus", faults=slow) as base:
+        cmd = [
+            sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root), "--url-template", base + "/v/{ytid}",
+            "--backend", "serial", "--rate-per-hour", "0", "--retries", "0", "--no-progress",
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if (root / "raw").exists() and len(list((root / "raw").rglob("*.mp4"))) >= 2:
+                    break
+                time.sleep(0.05)
+            assert proc.poll() is None
+            time.sleep(0.3)
+            os.killpg(proc.pid, signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    kept = [e for e in ledger.read_events(root, "fetch").to_pylist() if e["status"] == "ok"]
+    assert 2 <= len(kept) < len(ids)  # 16 events per flush: without the flush on interrupt these would be lost
+    assert "interrupted" in err and f"kept {len(kept)} fetched clip" in err and "rerun" in err, err
+    assert "Traceback" not in err

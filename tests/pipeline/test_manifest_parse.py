@@ -154,3 +154,21 @@ def test_vggsound_round_trip(rows):
     assert parsed.issues == []
     got = [(r.ytid, int(r.start_s), r.labels[0], r.split, r.end_s - r.start_s) for r in parsed.rows]
     assert got == [(y, s, lb, f"vgg_{sp}", 10.0) for y, s, lb, sp in rows]
+
+
+@pytest.mark.parametrize("header", [AS_HEADER, ""])
+@pytest.mark.parametrize("fmt", ["audioset", "vggsound"])
+def test_hash_rows_after_the_header_are_rejected_not_comments(header, fmt):
+    # Excel turns ids starting with '-' into '#NAME?'; sorted lists put those first, right after the header (or at
+    # the top of a header-less file), where they used to pass for comment lines and vanish without a trace.
+    if fmt == "audioset":
+        bad, good = '#NAME?, 30.000, 40.000, "/m/a"', 'GoodGoodGoo, 0.000, 10.000, "/m/a"'
+    else:
+        header, bad, good = "", "#NAME?,30,dog barking,train", "GoodGoodGoo,0,dog barking,train"
+    text = header + bad + "\n#VALUE!\n" + good + "\n"
+    parsed = parse_segments_text(text, fmt, "f.csv")
+    offset = header.count("\n")
+    assert [(i.line, i.kind) for i in parsed.issues] == [(offset + 1, "bad_ytid"), (offset + 2, "bad_ytid")]
+    assert len(parsed.rows) == 1 and parsed.data_lines == 3
+    if header:
+        assert parsed.header_rows == 3

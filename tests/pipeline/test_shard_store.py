@@ -261,3 +261,39 @@ def test_stale_or_damaged_cache_falls_back_to_decoding(built, tmp_path):
     assert a3.is_file() and e1.is_file()  # kept on request
     run_shard(root, tmp_path / "store2", SMALL, backend="serial")
     assert not any(p.is_file() for p in entries.values())
+
+
+def test_a_second_shard_on_the_same_store_is_refused_naming_the_holder(built):
+    import socket
+    import sys
+
+    root, store, _files, _ = built
+    before = _tree(store)
+    holder = subprocess.Popen(  # another `shard` on this store: holds the lock until its stdin closes
+        [sys.executable, "-c", "import sys; from tgdp.pipeline.shard import store_lock; l = store_lock(sys.argv[1]);"
+         " print('held', flush=True); sys.stdin.read(); l.release()", str(store)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ShardError) as err:
+            run_shard(root, store, SMALL, backend="serial", force=True)
+        msg = str(err.value)
+        assert f"pid {holder.pid}" in msg and socket.gethostname() in msg and "started" in msg, msg
+        assert {k: v for k, v in _tree(store).items() if not k.endswith(".lock")} == before  # nothing touched
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert sorted(run_shard(root, store, SMALL, backend="serial").up_to_date) == ["eval", "train"]
+    assert _tree(store) == before  # no lock file is left behind
+
+
+def test_the_store_root_opens_as_a_datasetdict(built):
+    import datasets
+
+    _root, store, _files, _ = built
+    dd = datasets.load_from_disk(str(store))
+    assert isinstance(dd, datasets.DatasetDict) and sorted(dd) == ["eval", "train"]
+    assert (len(dd["train"]), len(dd["eval"])) == (3, 1)
+    assert dd["eval"][0]["clip_id"] == clip_id_for("audioset", "e1", 0.0)
+    assert verify_store(store).splits == {"eval": 1, "train": 3}

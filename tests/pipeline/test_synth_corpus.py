@@ -16,6 +16,8 @@ from tgdp.pipeline.manifest import parse_label_index, parse_segments
 from tgdp.pipeline.synth import (
     EXPECTED_REASON,
     FAULTS,
+    LABELS_FILE,
+    SEGMENT_FILES,
     SynthConfig,
     generate,
     plan_corpus,
@@ -44,7 +46,7 @@ def test_same_seed_same_ground_truth_bytes(corpus, tmp_path):
     out, _ = corpus
     # the ground truth depends on the seed only, not on the encoding run
     again = generate(SynthConfig(**SMALL), tmp_path / "again", write_media=False)
-    for name in ("ground_truth.csv", "train_segments.csv", "eval_segments.csv", "class_labels_indices.csv"):
+    for name in ("ground_truth.csv", *SEGMENT_FILES.values(), LABELS_FILE):
         assert (again.out / name).read_bytes() == (out / name).read_bytes(), name
     assert not list((tmp_path / "again" / "videos").iterdir())
     other = generate(SynthConfig(**{**SMALL, "seed": 4}), tmp_path / "other", write_media=False)
@@ -192,14 +194,14 @@ def test_cli_synth_then_manifest(tmp_path, ffmpeg_bin):
     assert res.exit_code == 0, res.output
     assert "wrote 3 clips" in res.output
     gt = read_ground_truth(out)
-    assert len(parse_segments(out / "train_segments.csv", "audioset").rows) == sum(
+    assert len(parse_segments(out / SEGMENT_FILES["as_bal_train"], "audioset").rows) == sum(
         r["split"] == "as_bal_train" for r in gt
     )
-    assert set(parse_label_index(out / "class_labels_indices.csv")) == {f"/x/synth{i:02d}" for i in range(8)}
+    assert set(parse_label_index(out / LABELS_FILE)) == {f"/x/synth{i:02d}" for i in range(8)}
 
     root = tmp_path / "root"
-    args = ["manifest", str(root), "--dataset", "audioset", "--labels", str(out / "class_labels_indices.csv")]
-    args += ["--csv", str(out / "train_segments.csv"), "--csv", str(out / "eval_segments.csv")]
+    args = ["manifest", str(root), "--dataset", "audioset", "--labels", str(out / LABELS_FILE)]
+    args += [a for name in SEGMENT_FILES.values() for a in ("--csv", str(out / name))]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     import pyarrow.parquet as pq

@@ -239,3 +239,92 @@ def test_single_process_probe_agrees_with_ffprobe(fault_root, ffmpeg_bin, tmp_pa
             assert fast["reason_detail"], task["clip_id"]
     # 0.5 s less the AAC priming the stream copy exposes; both paths agree on it (checked above).
     assert fast["clip_id"] == "offset" and 0.3 < fast["av_offset_s"] < 0.6 and fast["is_av_offset"]
+
+
+@pytest.mark.parametrize("err", ["EACCES", "ENOSPC", "EIO", "EMFILE"])
+def test_environment_errors_are_transient_and_retried(tmp_path, make_clip, monkeypatch, err):
+    """A permission, disk, I/O or fd-limit error says nothing about the clip: it is retried on the next run."""
+    import errno
+    import os
+
+    from tgdp.pipeline import media
+    from tgdp.pipeline import validate as validate_mod
+
+    root = tmp_path / "root"
+    write_manifest(root, [{"ytid": "envenvenv01", "start_s": 0.0, "end_s": 3.0}])
+    cid = clip_id_for("audioset", "envenvenv01", 0.0)
+    fetch_ok(root, cid, make_clip(tmp_path / "m" / "a.mp4", duration=3.0), section_start_s=0.0)
+    code = getattr(errno, err)
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    # EACCES/EIO when the file is opened, EMFILE/ENOSPC when ffmpeg is started: both ends of the same verdict.
+    if err in ("EACCES", "EIO"):
+        real_open = open
+        raw = str(root / "raw")
+        monkeypatch.setattr(
+            validate_mod,
+            "open",
+            lambda p, *a, **k: refuse() if str(p).startswith(raw) else real_open(p, *a, **k),
+            raising=False,
+        )
+    else:
+        monkeypatch.setattr(media.subprocess, "Popen", refuse)
+    s1 = run_validate(root, backend="serial")
+    ev = latest(root, "validate")[cid]
+    assert (ev["valid"], ev["reason"], ev["transient"]) == (False, "io_error", True), ev
+    assert err in ev["reason_detail"] or os.strerror(code) in ev["reason_detail"]
+    assert s1.dropped == {"io_error": 1}
+    monkeypatch.undo()
+    s2 = run_validate(root, backend="serial")
+    assert (s2.skipped_up_to_date, s2.validated, s2.valid) == (0, 1, 1)
+
+
+def test_ffmpeg_reporting_an_environment_error_is_transient(tmp_path, make_clip, monkeypatch):
+    from tgdp.pipeline import validate as validate_mod
+    from tgdp.pipeline.media import MediaError
+
+    def denied(*a, **k):
+        raise MediaError("unreadable", "/x/raw/ab/c_x.mp4: Permission denied")
+
+    root = tmp_path / "root"
+    write_manifest(root, [{"ytid": "envenvenv02", "start_s": 0.0, "end_s": 3.0}])
+    cid = clip_id_for("audioset", "envenvenv02", 0.0)
+    fetch_ok(root, cid, make_clip(tmp_path / "m" / "a.mp4", duration=3.0), section_start_s=0.0)
+    monkeypatch.setattr(validate_mod, "probe_decode", denied)
+    run_validate(root, backend="serial")
+    ev = latest(root, "validate")[cid]
+    assert (ev["reason"], ev["transient"]) == ("io_error", True), ev
+
+
+def test_a_seek_error_is_decoded_again_from_the_start_before_the_verdict(tmp_path, ffmpeg_bin, make_clip):
+    """x264 intra refresh (no IDR after the first frame): a seek lands on a recovery point and the decoder logs
+    "mmco: unref short failure", yet the file decodes cleanly from its start. The verdict must be the file's."""
+    from tgdp.pipeline.shard import ShardConfig, shard_clip
+
+    media = tmp_path / "m"
+    media.mkdir()
+    ir = media / "intra_refresh.mp4"
+    cmd = [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=64x64:r=8:d=6"]
+    cmd += ["-f", "lavfi", "-i", "sine=f=440:d=6", "-c:v", "libx264", "-preset", "veryfast"]
+    cmd += ["-x264-params", "intra-refresh=1:keyint=16", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(ir)]
+    subprocess.run(cmd, check=True)
+    plain = make_clip(media / "plain.mp4", duration=6.0)
+    root = tmp_path / "root"
+    write_manifest(root, [{"ytid": y, "start_s": s, "end_s": s + 2.0} for y, s in [("iririririr1", 3.0),
+                          ("plainplain1", 3.0), ("plainplain0", 0.0)]])  # fmt: skip
+    for ytid, path, start in [("iririririr1", ir, 3.0), ("plainplain1", plain, 3.0), ("plainplain0", plain, 0.0)]:
+        fetch_ok(root, clip_id_for("audioset", ytid, start), path, section_start_s=0.0)
+    run_validate(root, backend="serial")
+    ev = latest(root, "validate")
+    got = {c.split(":")[1]: (e["valid"], e["reason"], e["decode_path"]) for c, e in ev.items()}
+    assert got == {
+        "iririririr1": (True, None, "from_start"),  # was corrupt_decode: mmco: unref short failure
+        "plainplain1": (True, None, "seek"),
+        "plainplain0": (True, None, "start"),
+    }
+    # shard decodes with the same fallback when validate's cache entry is gone
+    task = {"clip_id": "x", "path": str(ir), "window_start_s": 3.0, "duration_s": 2.0, "row": {"clip_id": "x"}}
+    res = shard_clip({**task, "cfg": ShardConfig(num_mel_bins=64, frame_size=32).model_dump()})
+    assert res["reason"] is None and len(res["row"]["frames_jpeg"]) == 16

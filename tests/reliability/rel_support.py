@@ -16,7 +16,7 @@ from tgdp.pipeline.fetch import FetchConfig, fetch
 from tgdp.pipeline.manifest import ManifestConfig, build_manifest
 from tgdp.pipeline.shard import ShardConfig, run_shard
 from tgdp.pipeline.status import funnel
-from tgdp.pipeline.synth import SynthConfig, generate
+from tgdp.pipeline.synth import LABELS_FILE, SEGMENT_FILES, SynthConfig, generate
 from tgdp.pipeline.validate import run_validate
 
 __all__ = [
@@ -56,8 +56,8 @@ def make_tiny_corpus(out: Path, num_clips: int = 10, fault_fraction: float = 0.8
 
 def make_root(root: Path, corpus: Path) -> Path:
     """ROOT with the source manifest built from the corpus's AudioSet-format CSVs."""
-    csvs = [str(corpus / "train_segments.csv"), str(corpus / "eval_segments.csv")]
-    build_manifest(root, ManifestConfig(dataset="audioset", csv=csvs, labels=str(corpus / "class_labels_indices.csv")))
+    csvs = [str(corpus / name) for name in SEGMENT_FILES.values()]
+    build_manifest(root, ManifestConfig(dataset="audioset", csv=csvs, labels=str(corpus / LABELS_FILE)))
     return root
 
 

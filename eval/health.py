@@ -1,0 +1,124 @@
+"""Held-out representation health of a checkpoint: the training run's health figures, on clips it never saw.
+
+For each clip of a store split, one aligned pair (fbank segment and frame `frame_index`, default the middle frame)
+goes through the unmasked student (`model.encode`) and, when the checkpoint has one, the EMA teacher. The figures
+are `tgdp.model.health.health_metrics` over all clips, plus the held-out InfoNCE: the model's own contrastive loss
+(its temperature and direction) over consecutive chunks of `batch_size` clips, averaged, next to its chance level
+ln(batch_size). A model whose held-out InfoNCE stays at ln(B) has not learnt the correspondence, whatever its
+training loss says.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tgdp.model.health import collapse_warnings, health_metrics
+from tgdp.model.losses import contrastive_loss
+
+__all__ = ["PairDataset", "heldout_infonce", "load_teacher", "store_health"]
+
+
+class PairDataset(Dataset):
+    """Row k → (audio [T_seg, F] float32, frame [3, S, S] float32) of store row rows[k] at frame `frame_index`."""
+
+    def __init__(self, store: Any, rows: Sequence[int], audio_length: int, img_size: int, frame_index: int) -> None:
+        from tgdp.train.transforms import FrameTransform
+
+        self.store, self.rows, self.audio_length, self.t = store, list(rows), audio_length, frame_index
+        self.frame_tf = FrameTransform(img_size)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from tgdp.train.transforms import decode_frame
+
+        i = self.rows[k]
+        audio = np.ascontiguousarray(self.store.segment(i, self.t, length=self.audio_length), np.float32)
+        return torch.from_numpy(audio), self.frame_tf(decode_frame(self.store.frame_jpeg(i, self.t)))
+
+
+def load_teacher(model: torch.nn.Module, checkpoint: str | Path) -> bool:
+    """Load a tgdp checkpoint's EMA teacher into `model.teacher`; False when either side has none."""
+    teacher = getattr(model, "teacher", None)
+    if teacher is None:
+        return False
+    obj = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    state = obj.get("teacher") if isinstance(obj, dict) else None
+    if not state:
+        return False
+    teacher.load_state_dict(state)
+    return True
+
+
+def heldout_infonce(
+    g_a: torch.Tensor, g_v: torch.Tensor, batch_size: int, temperature: float, symmetric: bool
+) -> tuple[float, int]:
+    """Mean InfoNCE over consecutive chunks of `batch_size` rows of g_a, g_v [N, D]; returns (loss, chunk size).
+
+    The remainder after the last full chunk is dropped; with fewer than `batch_size` rows one chunk of all N is used.
+    """
+    n = g_a.shape[0]
+    b = min(batch_size, n)
+    if b < 2:
+        raise ValueError(f"held-out InfoNCE needs at least 2 clips, got {n}")
+    losses = [
+        float(contrastive_loss(g_a[s : s + b], g_v[s : s + b], temperature, symmetric)) for s in range(0, n - b + 1, b)
+    ]
+    return float(np.mean(losses)), b
+
+
+@torch.no_grad()
+def store_health(
+    model: torch.nn.Module,
+    store: Any,
+    rows: Sequence[int] | None = None,
+    frame_index: int = 8,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    with_teacher: bool = False,
+) -> dict[str, Any]:
+    """Health figures of `model` (a `TgdpModel`) on store rows (all by default); see the module docstring."""
+    cfg = model.cfg
+    rows = list(range(len(store))) if rows is None else list(rows)
+    if len(rows) < 2:
+        raise ValueError(f"health needs at least 2 clips, the split has {len(rows)}")
+    num_frames = int(store.meta.get("frames", {}).get("n") or 0)
+    if num_frames and not 0 <= frame_index < num_frames:
+        raise ValueError(f"frame_index {frame_index} is outside the clips' {num_frames} frames")
+    device = torch.device(device)
+    model.eval()
+    ds = PairDataset(store, rows, cfg.audio_length, cfg.img_size, frame_index)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    teacher = model.teacher if with_teacher else None
+    parts: dict[str, list[torch.Tensor]] = {"g_a": [], "g_v": [], "t_a": [], "t_v": []}
+    for audio, frames in loader:
+        audio, frames = audio.to(device), frames.to(device)
+        g_a, g_v = model.encode(audio, frames)
+        parts["g_a"].append(g_a.float().cpu())
+        parts["g_v"].append(g_v.float().cpu())
+        if teacher is not None:
+            t_a, t_v, _, _ = teacher(audio, frames, cfg.priority_direction)
+            parts["t_a"].append(t_a.float().cpu())
+            parts["t_v"].append(t_v.float().cpu())
+    g = {k: torch.cat(v) for k, v in parts.items() if v}
+    nce, chunk = heldout_infonce(g["g_a"], g["g_v"], batch_size, cfg.contrastive_temperature, cfg.contrastive_symmetric)
+    out: dict[str, Any] = {
+        "clips": len(rows),
+        "frame_index": frame_index,
+        "heldout_nce": nce,
+        "heldout_nce_chance": math.log(chunk),
+        "nce_batch": chunk,
+        "contrastive": "symmetric" if cfg.contrastive_symmetric else "v2a",
+        **health_metrics(g["g_a"], g["g_v"], g.get("t_a"), g.get("t_v"), nce=nce, batch=chunk),
+    }
+    out["collapse_warnings"] = collapse_warnings(out)
+    return out
