@@ -501,37 +501,44 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 # --- the study --------------------------------------------------------------------------------------------------
 
 
+FIRST = (CONTROL, BASELINE, REFERENCE)  # the gate's rows and TG-DP run every seed before any ablation
+
+
 def _jobs(study: Study, store: Path) -> list[dict[str, Any]]:
-    """One job per distinct (run config, seed), seed-major: a study cut short has whole seeds of every row."""
+    """One job per distinct (run config, seed). Order: the gate's rows and TG-DP for every seed first (the gate
+    needs all of them before any comparison is read), then the other rows seed-major, so a study cut short has
+    whole seeds of every row it reached."""
     owners: dict[str, str] = {}
     names = []
     for name in study.configs:
         fp = fingerprint(study, name)
         if owners.setdefault(fp, name) == name:
             names.append((name, fp))
+    first = [(n, fp) for n, fp in names if n in FIRST]
+    order = [(s, n, fp) for s in study.seeds for n, fp in first]
+    order += [(s, n, fp) for s in study.seeds for n, fp in names if n not in FIRST]
     jobs = []
-    for seed in study.seeds:
-        for name, fp in names:
-            preset, overrides = run_overrides(study, name, seed)
-            jobs.append(
-                {
-                    "name": name,
-                    "fingerprint": fp,
-                    "seed": seed,
-                    "preset": preset,
-                    "overrides": overrides,
-                    "trained": CONFIGS[name].trained,
-                    "store": str(store),
-                    "run_dir": str(study.out / "runs" / f"{name}-{fp}" / f"seed{seed}"),
-                    "threads": study.threads,
-                    "probe_epochs": study.budget.probe_epochs,
-                    "probe_lr": study.budget.probe_lr,
-                    "linear_epochs": study.budget.linear_epochs,
-                    "linear_lr": study.budget.linear_lr,
-                    "probe_max_train": study.budget.probe_max_train,
-                    "eval_frame_stride": study.budget.eval_frame_stride,
-                }
-            )
+    for seed, name, fp in order:
+        preset, overrides = run_overrides(study, name, seed)
+        jobs.append(
+            {
+                "name": name,
+                "fingerprint": fp,
+                "seed": seed,
+                "preset": preset,
+                "overrides": overrides,
+                "trained": CONFIGS[name].trained,
+                "store": str(store),
+                "run_dir": str(study.out / "runs" / f"{name}-{fp}" / f"seed{seed}"),
+                "threads": study.threads,
+                "probe_epochs": study.budget.probe_epochs,
+                "probe_lr": study.budget.probe_lr,
+                "linear_epochs": study.budget.linear_epochs,
+                "linear_lr": study.budget.linear_lr,
+                "probe_max_train": study.budget.probe_max_train,
+                "eval_frame_stride": study.budget.eval_frame_stride,
+            }
+        )
     return jobs
 
 
