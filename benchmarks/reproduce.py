@@ -174,6 +174,7 @@ class Study:
     sets: list[str] = field(default_factory=list)
     jobs: int = 1
     threads: int = 1
+    report_only: bool = False  # aggregate the cached results; train and evaluate nothing
 
 
 # --- the synthetic store ----------------------------------------------------------------------------------------
@@ -554,7 +555,9 @@ def run_study(study: Study) -> dict[str, Any]:
     study.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     loads = [os.getloadavg()[0]]
-    if study.store is None:
+    if study.store is None and study.report_only:
+        store = study.out / "data" / "store"
+    elif study.store is None:
         _log(study.out, f"building the synthetic store: {asdict(study.corpus)}")
         store = build_synth_store(study.out / "data", study.corpus)
     else:
@@ -574,7 +577,10 @@ def run_study(study: Study) -> dict[str, Any]:
         # partial tables after every run: a study cut short still leaves its numbers
         _write(study, results, store, build_s, t0, loads)
 
-    if study.jobs <= 1:
+    if study.report_only:
+        results = [json.loads(p.read_text()) for j in jobs if (p := Path(j["run_dir"]) / "result.json").exists()]
+        _log(study.out, f"report only: {len(results)} of {len(jobs)} runs have results")
+    elif study.jobs <= 1:
         for job in jobs:
             done(run_one(job))
     else:
@@ -960,6 +966,9 @@ def parse_args(argv: list[str] | None = None) -> Study:
     p.add_argument("--set", dest="sets", action="append", default=[], help="extra run-config override, repeatable")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument(
+        "--report", action="store_true", help="only aggregate the cached results (e.g. of a study cut short)"
+    )
     a = p.parse_args(argv)
     corpus, budget = Corpus(), Budget()
     if a.short:
@@ -995,6 +1004,7 @@ def parse_args(argv: list[str] | None = None) -> Study:
         sets=a.sets,
         jobs=a.jobs,
         threads=a.threads,
+        report_only=a.report,
     )
 
 

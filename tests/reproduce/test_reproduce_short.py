@@ -53,6 +53,10 @@ def test_reproduce_short_end_to_end(tmp_path: Path) -> None:
     assert ckpts
     assert rep.main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed0/train/checkpoints/*.pt")} == ckpts
+    # --report aggregates the cached results alone
+    (out / "results.json").unlink()
+    assert rep.main([*argv, "--report"]) == 0
+    assert json.loads((out / "results.json").read_text())["configs"].keys() == agg["configs"].keys()
 
 
 def test_reproduce_configs_share_equal_runs() -> None:
