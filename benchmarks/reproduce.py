@@ -597,6 +597,10 @@ def _write(study: Study, results, store: Path, build_s: float, t0: float, loads:
     agg = aggregate(results, study)
     agg["wall_s"] = {"build_store": build_s, "total": time.perf_counter() - t0}
     agg["load_avg_1min"] = {"mean": float(np.mean(loads)), "max": float(np.max(loads)), "samples": len(loads)}
+    prev = study.out / "results.json"
+    if study.report_only and prev.exists():  # the timing is the study's, not this re-aggregation's
+        old = json.loads(prev.read_text())
+        agg["wall_s"], agg["load_avg_1min"] = old.get("wall_s"), old.get("load_avg_1min")
     agg["machine"] = _machine()
     agg["store"] = str(store)
     (study.out / "results.json").write_text(json.dumps(agg, indent=1))
@@ -906,6 +910,8 @@ def render_tables(agg: dict[str, Any]) -> str:
             )
     if agg.get("verdicts"):
         out += ["", "### Verdicts (better − worse, paired over seeds, 95 % t-interval)", ""]
+        if not (g and g["passed"]):
+            out += ["The gate did not pass: these verdicts are exploratory, not a test of the paper's claims.", ""]
         out += ["| claim | paper | rows | metric | Δ | verdict |", "|---|---|---|---|---|---|"]
         for v in agg["verdicts"]:
             rws = " − ".join(f"`{x}`" for x in v["rows"])
