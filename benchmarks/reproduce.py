@@ -359,7 +359,7 @@ def class_recall(sim: np.ndarray, labels: list[str], ks: tuple[int, ...] = (1, 5
     """Class-level R@K (percent): a query hits when one of its K most similar candidates has its class.
 
     sim [N, N]: query rows × candidate columns (the query's own pair counts: it has the query's class). The rank
-    is pessimistic on ties: 1 + #{candidates scoring ≥ the best same-class candidate} − 1 for that candidate."""
+    of the best same-class candidate is 1 + #{other-class candidates scoring ≥ it} (pessimistic on ties)."""
     lab = np.asarray(labels)
     same = lab[:, None] == lab[None, :]
     best = np.where(same, sim, -np.inf).max(axis=1, keepdims=True)
