@@ -86,7 +86,11 @@ CONFIGS: dict[str, ConfigSpec] = {
     "cavmae_sync": ConfigSpec("cavmae_sync_base", "CAV-MAE Sync", ("main", "t5"), (), "tiny_cavmae_sync"),
     "tgdp": ConfigSpec("tgdp_base", "TG-DP (issue-13 defaults)", ("main",), (), "tiny_tgdp"),
     "tgdp_legacy": ConfigSpec(
-        "tgdp_base_legacy", "TG-DP legacy (λ_dis : λ_contra 100 : 1, mean MSE, EMA 0.996→1)", ("main",), (), "tiny_tgdp_legacy"
+        "tgdp_base_legacy",
+        "TG-DP legacy (λ_dis : λ_contra 100 : 1, mean MSE, EMA 0.996→1)",
+        ("main",),
+        (),
+        "tiny_tgdp_legacy",
     ),
     "dual_pass_75": ConfigSpec(
         "abl_dual_pass_75", "w/ dual pass (75/75 random, no teacher)", ("t5",), tiny_model="tiny_cavmae_sync"
