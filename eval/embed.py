@@ -109,13 +109,23 @@ def select_clips(store: Any, ids: Sequence[str] | None) -> tuple[list[int], list
 
 
 class EmbedDataset(Dataset):
-    """Row k → (audio [T, T_seg, F] float32, frames [T, 3, S, S] float32) of store row rows[k]."""
+    """Row k → (audio [T, T_seg, F] float32, frames [T, 3, S, S] float32) of store row rows[k]; T = len(frames)
+    (default: all num_frames of the clip)."""
 
-    def __init__(self, store: Any, rows: Sequence[int], audio_length: int, img_size: int, num_frames: int) -> None:
+    def __init__(
+        self,
+        store: Any,
+        rows: Sequence[int],
+        audio_length: int,
+        img_size: int,
+        num_frames: int,
+        frames: Sequence[int] | None = None,
+    ) -> None:
         from tgdp.train.transforms import FrameTransform
 
         self.store, self.rows = store, list(rows)
         self.audio_length, self.num_frames = audio_length, num_frames
+        self.frames = list(range(num_frames)) if frames is None else list(frames)
         self.frame_tf = FrameTransform(img_size)
 
     def __len__(self) -> int:
@@ -125,8 +135,8 @@ class EmbedDataset(Dataset):
         from tgdp.train.transforms import decode_frame
 
         i = self.rows[k]
-        audio = np.stack([self.store.segment(i, t, length=self.audio_length) for t in range(self.num_frames)])
-        frames = [self.frame_tf(decode_frame(self.store.frame_jpeg(i, t))) for t in range(self.num_frames)]
+        audio = np.stack([self.store.segment(i, t, length=self.audio_length) for t in self.frames])
+        frames = [self.frame_tf(decode_frame(self.store.frame_jpeg(i, t))) for t in self.frames]
         return torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.stack(frames)
 
 
@@ -160,8 +170,11 @@ def embed_store(
     features: Features = "global",
     cfg: Any = None,
     progress: bool = False,
+    frames: Sequence[int] | None = None,
 ) -> EmbeddingTable:
     """Embed store rows (all by default). batch_size counts clips (each is T model inputs). Returns float32 arrays.
+
+    frames: the frame indices to embed per clip (default all; T = len(frames)), e.g. every other frame.
 
     model: anything with `encode(audio [B, T_seg, F], frames [B, 3, H, W]) -> (g_a [B, D], g_v [B, D])` (and
     `encode_tokens` for pre_joint); cfg: its ModelConfig (default `model.cfg`)."""
@@ -169,12 +182,17 @@ def embed_store(
     if features not in ("global", "pre_joint"):
         raise ValueError(f"features must be 'global' or 'pre_joint', got {features!r}")
     num_frames = _check_geometry(store, cfg)
+    if frames is not None:
+        frames = list(frames)
+        if not frames or any(not 0 <= t < num_frames for t in frames):
+            raise ValueError(f"frames must be a non-empty list of indices in [0, {num_frames}), got {frames}")
     rows = list(range(len(store))) if rows is None else list(rows)
     if not rows:
         raise ValueError("no clips to embed")
     device = torch.device(device)
     model.eval()
-    ds = EmbedDataset(store, rows, cfg.audio_length, cfg.img_size, num_frames)
+    ds = EmbedDataset(store, rows, cfg.audio_length, cfg.img_size, num_frames, frames)
+    num_frames = len(ds.frames)
     loader = DataLoader(
         ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
     )

@@ -6,6 +6,14 @@ is about is added per clip and grows with `difficulty` ∈ [0, 1]: a silent stre
 off-screen distractor sounds of other classes with no visible cause, and a cluttered scrolling background in which
 the object covers a small part of the frame. Knob values are recorded per clip in the ground truth.
 
+`profile="coupled"` (the reproduction benchmark, benchmarks/reproduce.py) adds what instance-level retrieval and
+teacher-guided token selection need. Colour and pitch stop naming the class: each clip draws a latent u ∈ [0, 1)
+that sets both the object's hue (0.85·u of the hue circle) and the note pitch (220·2^(2u) Hz, two octaves), and a
+note rate (0.45–1.4 s between onsets; every onset moves the object). The class is the shape + motion on screen and
+the timbre + pitch pattern in the sound. Off-screen notes get random pitches; a silent on-screen decoy object
+(another shape, random hue, its own motion times) appears in a `difficulty` share of clips; half the backgrounds
+are static. Knob values (latent, rate, decoy, static background) are recorded in the ground truth.
+
 Clips mimic YouTube videos: 12-16 s long, the labelled 10-s segment starting 1-4 s in (so a fetch that pads
 [start-2, end+2] has real media around it), MP4 (H.264/AAC) or WebM (VP9/Opus), 12-30 fps, small frames.
 
@@ -42,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -55,6 +64,7 @@ __all__ = [
     "FAULTS",
     "GROUND_TRUTH_COLUMNS",
     "LABELS_FILE",
+    "PROFILES",
     "SEGMENT_FILES",
     "ClassSpec",
     "ClipPlan",
@@ -111,6 +121,11 @@ GROUND_TRUTH_COLUMNS = (
     "clutter",
     "object_scale",
     "onsets_s",
+    "profile",
+    "latent",
+    "note_gap_s",
+    "decoy",
+    "static_background",
 )
 
 SHAPES = ("circle", "square", "triangle", "diamond", "ring", "cross")
@@ -121,6 +136,8 @@ _HUE_NAMES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "mag
 _YTID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
 _EVENT_S = 0.35  # motion and note length
 _SPLITS = {"train": "as_bal_train", "eval": "as_eval"}
+PROFILES = ("default", "coupled")
+_HUE_SPAN = 0.85  # the latent's hue range: below 1 so that u = 0 and u → 1 are not the same red
 
 
 class SynthConfig(StrictConfig):
@@ -132,6 +149,7 @@ class SynthConfig(StrictConfig):
     eval_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     fault_fraction: float = Field(0.15, ge=0.0, le=1.0)
     difficulty: float = Field(0.3, ge=0.0, le=1.0)
+    profile: Literal["default", "coupled"] = "default"
     sizes: list[tuple[int, int]] = [(160, 120), (128, 96), (192, 144)]
     fps: list[int] = [12, 15, 24, 25, 30]
     sample_rates: list[int] = [16000, 22050]
@@ -189,6 +207,23 @@ class ClipPlan:
     clutter: float
     object_scale: float
     seed: int
+    # profile "coupled" (None / defaults for "default"): the instance latent and what it sets
+    latent: float | None = None
+    note_gap_s: tuple[float, float] | None = None
+    decoy: tuple[str, tuple[int, int, int], tuple[float, ...]] | None = None  # (shape, rgb, motion times)
+    static_background: bool = False
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        """The object's colour: the class colour, or the latent's hue (coupled)."""
+        if self.latent is None:
+            return self.cls.rgb
+        return tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb(_HUE_SPAN * self.latent, 0.9, 0.95))
+
+    @property
+    def pitch_hz(self) -> float:
+        """The note's base pitch: the class pitch, or the latent's (coupled)."""
+        return self.cls.base_hz if self.latent is None else latent_pitch(self.latent)
 
     @property
     def file(self) -> str:
@@ -209,7 +244,12 @@ class SynthResult:
     elapsed_s: float
 
 
-def class_specs(num_classes: int) -> list[ClassSpec]:
+def latent_pitch(u: float) -> float:
+    """Pitch (Hz) of latent u ∈ [0, 1): 220·2^(2u), two octaves, the same span as the default class pitches."""
+    return 220.0 * 2.0 ** (2.0 * u)
+
+
+def class_specs(num_classes: int, profile: str = "default") -> list[ClassSpec]:
     """K classes with distinct colour (hue) and base pitch; shape/motion/timbre/pattern cycle with the index."""
     out = []
     for c in range(num_classes):
@@ -217,6 +257,10 @@ def class_specs(num_classes: int) -> list[ClassSpec]:
         rgb = tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb(hue, 0.9, 0.95))
         shape, motion = SHAPES[c % len(SHAPES)], MOTIONS[c % len(MOTIONS)]
         timbre, pattern = TIMBRES[c % len(TIMBRES)], PATTERNS[(c // 2) % len(PATTERNS)]
+        if profile == "coupled":
+            # pitched timbres only (buzz is AM noise: its spectrum carries no pitch, so no latent); (timbre,
+            # pattern) is unique for up to 20 classes, so the sound alone names the class
+            timbre, pattern = TIMBRES[c % 4], PATTERNS[(c // 4) % len(PATTERNS)]
         base_hz = 220.0 * 2.0 ** (2.0 * c / num_classes)  # two octaves, one pitch per class
         colour = _HUE_NAMES[int(hue * len(_HUE_NAMES)) % len(_HUE_NAMES)]
         name = f"{colour} {shape} {motion}, {timbre} {pattern} {int(base_hz)} Hz"
@@ -241,19 +285,24 @@ def _ytids(rng: np.random.Generator, n: int) -> list[str]:
     return out
 
 
-def _event_times(rng: np.random.Generator, duration: float, silence: tuple[float, float]) -> list[float]:
+def _event_times(
+    rng: np.random.Generator, duration: float, silence: tuple[float, float], gap: tuple[float, float] = (0.6, 1.6)
+) -> list[float]:
     times, t = [], float(rng.uniform(0.2, 0.8))
     while t < duration - _EVENT_S:
         if not (silence[0] - _EVENT_S < t < silence[1]):
             times.append(round(t, 3))
-        t += float(rng.uniform(0.6, 1.6))
+        t += float(rng.uniform(*gap))
     return times
 
 
 def plan_corpus(cfg: SynthConfig) -> tuple[list[ClassSpec], list[ClipPlan]]:
     """Draw every clip's parameters from one seeded generator (the ground truth depends on nothing else)."""
     rng = np.random.default_rng(cfg.seed)
-    classes = class_specs(cfg.num_classes)
+    classes = class_specs(cfg.num_classes, cfg.profile)
+    coupled = cfg.profile == "coupled"
+    # the coupled profile's extra draws come from their own stream, so the default profile's plans stay bit-identical
+    rng_c = np.random.default_rng([cfg.seed, 1])
     n = cfg.num_clips
     ytids = _ytids(rng, n)
     class_of = rng.permutation(np.arange(n) % cfg.num_classes)
@@ -280,7 +329,18 @@ def plan_corpus(cfg: SynthConfig) -> tuple[list[ClassSpec], list[ClipPlan]]:
         silence_len = float(rng.uniform(0.0, 0.6 * d)) * cfg.segment_s
         s0 = start + float(rng.uniform(0.0, cfg.segment_s - silence_len))
         silence = (round(s0, 3), round(s0 + silence_len, 3)) if silence_len >= 0.5 else (0.0, 0.0)
-        onsets = tuple(_event_times(rng, duration, silence))
+        latent, gap, decoy, static = None, None, None, False
+        if coupled:
+            latent = round(float(rng_c.uniform(0.0, 1.0)), 4)
+            mean_gap = float(rng_c.uniform(0.45, 1.4))
+            gap = (round(0.8 * mean_gap, 3), round(1.2 * mean_gap, 3))
+            static = bool(rng_c.random() < 0.5)
+            if rng_c.random() < d:
+                shape = SHAPES[(SHAPES.index(classes[int(class_of[i])].shape) + 1 + int(rng_c.integers(5))) % 6]
+                hue = colorsys.hsv_to_rgb(_HUE_SPAN * float(rng_c.uniform(0.0, 1.0)), 0.9, 0.95)
+                times = tuple(_event_times(rng_c, duration, (0.0, 0.0), (0.5, 1.5)))
+                decoy = (shape, tuple(int(round(255 * v)) for v in hue), times)
+        onsets = tuple(_event_times(rng, duration, silence, gap or (0.6, 1.6)))
         others = [c for c in range(cfg.num_classes) if c != int(class_of[i])]
         n_dis = int(rng.poisson(4.0 * d))
         distractors = []
@@ -311,6 +371,10 @@ def plan_corpus(cfg: SynthConfig) -> tuple[list[ClassSpec], list[ClipPlan]]:
                 clutter=round(d * float(rng.uniform(0.5, 1.0)), 3),
                 object_scale=round(0.45 - 0.33 * d * float(rng.uniform(0.5, 1.0)), 3),
                 seed=int(rng.integers(2**31)),
+                latent=latent,
+                note_gap_s=gap,
+                decoy=decoy,
+                static_background=static,
             )
         )
     return classes, plans
@@ -354,7 +418,7 @@ def render_frames(plan: ClipPlan) -> np.ndarray:
     rng = np.random.default_rng(plan.seed)
     h, w = plan.height, plan.width
     n = max(1, int(round(plan.duration_s * plan.fps)))
-    speed = 0.5 + 3.0 * plan.clutter  # px/frame: a moving background even at low difficulty
+    speed = 0.0 if plan.static_background else 0.5 + 3.0 * plan.clutter  # px/frame
     tex_w = w + int(speed * n) + 2
     grad = np.linspace(60, 110, h, dtype=np.float32)[:, None, None]
     base = rng.uniform(0.7, 1.0, size=3).astype(np.float32)
@@ -370,10 +434,16 @@ def render_frames(plan: ClipPlan) -> np.ndarray:
     size = max(6, int(plan.object_scale * min(h, w)))
     scales = (1.0, 1.15, 1.3, 1.45, 1.6)
     masks = [_shape_mask(plan.cls.shape, max(4, int(size * s))) for s in scales]
-    colour = np.array(plan.cls.rgb, dtype=np.uint8)
+    colour = np.array(plan.rgb, dtype=np.uint8)
     amp = max(3.0, 0.5 * size)
     cx = float(rng.uniform(size + amp, w - size - amp)) if w > 2 * (size + amp) else w / 2
     cy = float(rng.uniform(size + amp, h - size - amp)) if h > 2 * (size + amp) else h / 2
+    decoy = None
+    if plan.decoy is not None:  # a silent on-screen object: same size, jumps at its own times, on the other side
+        d_shape, d_rgb, d_times = plan.decoy
+        d_mask = _shape_mask(d_shape, size)
+        dcx = w - cx if abs(w - 2 * cx) > size else (cx + w / 2) % w
+        decoy = (d_mask, np.array(d_rgb, dtype=np.uint8), dcx, h - cy, d_times)
 
     t = np.arange(n) / plan.fps
     phase, idx = _phases(plan.onsets, t)
@@ -385,6 +455,10 @@ def render_frames(plan: ClipPlan) -> np.ndarray:
             continue
         off = int(speed * i)
         frames[i] = texture[:, off : off + w]
+        if decoy is not None:
+            d_mask, d_rgb, dcx, dcy, d_times = decoy
+            dp = _phases(d_times, t[i : i + 1])[0][0] if d_times else -1.0
+            _paste(frames[i], d_mask, d_rgb, dcx, dcy - amp * np.sin(np.pi * max(dp, 0.0)))
         p = max(phase[i], 0.0) if not still else 0.0
         dx = dy = 0.0
         k = 0
@@ -400,22 +474,28 @@ def render_frames(plan: ClipPlan) -> np.ndarray:
             dx = -after + 2 * after * p if phase[i] >= 0 else after
         elif motion == "pulse":
             k = int(round(np.sin(np.pi * p) * (len(scales) - 1)))
-        mask = masks[k]
-        ms = mask.shape[0]
-        y0, x0 = int(cy + dy) - ms // 2, int(cx + dx) - ms // 2
-        ya, xa = max(0, y0), max(0, x0)
-        yb, xb = min(h, y0 + ms), min(w, x0 + ms)
-        if ya < yb and xa < xb:
-            region = frames[i, ya:yb, xa:xb]
-            region[mask[ya - y0 : yb - y0, xa - x0 : xb - x0]] = colour
+        _paste(frames[i], masks[k], colour, cx + dx, cy + dy)
     return frames
 
 
-def _note(cls: ClassSpec, event_k: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """One note float32 [round(_EVENT_S * sr)]: class timbre, pitch pattern, sharp attack."""
+def _paste(frame: np.ndarray, mask: np.ndarray, colour: np.ndarray, cx: float, cy: float) -> None:
+    """Paint `colour` where the square `mask` lands centred at (cx, cy) on frame [H, W, 3], clipped to the frame."""
+    h, w = frame.shape[:2]
+    ms = mask.shape[0]
+    y0, x0 = int(cy) - ms // 2, int(cx) - ms // 2
+    ya, xa = max(0, y0), max(0, x0)
+    yb, xb = min(h, y0 + ms), min(w, x0 + ms)
+    if ya < yb and xa < xb:
+        region = frame[ya:yb, xa:xb]
+        region[mask[ya - y0 : yb - y0, xa - x0 : xb - x0]] = colour
+
+
+def _note(cls: ClassSpec, event_k: int, sr: int, rng: np.random.Generator, base_hz: float | None = None) -> np.ndarray:
+    """One note float32 [round(_EVENT_S * sr)]: class timbre, pitch pattern, sharp attack (pitch base_hz or the
+    class's)."""
     n = int(round(_EVENT_S * sr))
     t = np.arange(n) / sr
-    f0 = cls.base_hz * (1.26 if cls.pattern == "alternate" and event_k % 2 else 1.0)
+    f0 = (base_hz or cls.base_hz) * (1.26 if cls.pattern == "alternate" and event_k % 2 else 1.0)
     if cls.pattern == "rise":
         f = f0 * (1.0 + 0.5 * t / _EVENT_S)
     elif cls.pattern == "fall":
@@ -447,10 +527,14 @@ def render_audio(plan: ClipPlan, classes: list[ClassSpec]) -> np.ndarray:
         return np.zeros(n, dtype=np.int16)
     rng = np.random.default_rng(plan.seed + 1)
     x = (rng.standard_normal(n) * 10 ** (-55 / 20)).astype(np.float32)
-    events = [(t, plan.cls, k, 1.0) for k, t in enumerate(plan.onsets)]
-    events += [(t, classes[c], k, g) for k, (t, c, g) in enumerate(plan.distractors)]
-    for t0, cls, k, gain in events:
-        note = _note(cls, k, sr, rng) * gain
+    events = [(t, plan.cls, k, 1.0, plan.pitch_hz) for k, t in enumerate(plan.onsets)]
+    # coupled: an off-screen note's pitch is random, so pitch matches only the on-screen object's hue
+    off_hz = [None] * len(plan.distractors)
+    if plan.latent is not None:
+        off_hz = [latent_pitch(u) for u in np.random.default_rng(plan.seed + 3).uniform(0, 1, len(plan.distractors))]
+    events += [(t, classes[c], k, g, f) for k, ((t, c, g), f) in enumerate(zip(plan.distractors, off_hz, strict=True))]
+    for t0, cls, k, gain, f0 in events:
+        note = _note(cls, k, sr, rng, f0) * gain
         i0 = int(round(t0 * sr))
         seg = x[i0 : i0 + len(note)]
         seg += note[: len(seg)]
@@ -552,6 +636,11 @@ def _gt_row(plan: ClipPlan) -> list[str]:
         f"{plan.clutter:.3f}",
         f"{plan.object_scale:.3f}",
         ";".join(f"{t:.3f}" for t in plan.onsets),
+        "default" if plan.latent is None else "coupled",
+        "" if plan.latent is None else f"{plan.latent:.4f}",
+        "" if plan.note_gap_s is None else f"{sum(plan.note_gap_s) / 2:.3f}",
+        "" if plan.decoy is None else plan.decoy[0],
+        str(plan.static_background).lower(),
     ]
 
 

@@ -101,6 +101,18 @@ def test_fake_encoder_rows_and_alignment() -> None:
     assert audio.shape == (16, 128, 64) and frames.shape == (16, 3, 96, 96)
 
 
+def test_frame_subset_keeps_the_alignment() -> None:
+    store, enc = FakeStore(), FakeEncoder(_Cfg())
+    full = embed_store(enc, store, rows=[2, 4], batch_size=2)
+    half = embed_store(enc, store, rows=[2, 4], batch_size=1, frames=range(0, 16, 2))
+    assert half.emb_a.shape == (2, 8, 16) and half.num_frames == 8
+    np.testing.assert_array_equal(half.emb_a, full.emb_a[:, ::2])
+    np.testing.assert_array_equal(half.emb_v, full.emb_v[:, ::2])
+    for bad in ([], [16], [-1]):
+        with pytest.raises(ValueError, match="frames must be"):
+            embed_store(enc, store, frames=bad)
+
+
 def test_geometry_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="128 mel bins"):
         embed_store(FakeEncoder(_Cfg()), FakeStore(mel=128))

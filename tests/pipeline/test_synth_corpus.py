@@ -213,3 +213,90 @@ def test_cli_synth_then_manifest(tmp_path, ffmpeg_bin):
     assert res.exit_code == 2 and "refusing" in res.output
     res = runner.invoke(app, ["manifest", str(root), "--dataset", "audioset", "--csv", str(tmp_path / "x.csv")])
     assert res.exit_code == 2 and "not found" in res.output
+
+
+# --- profile "coupled": an instance latent shared by sound and picture ------------------------------------------
+
+_COUPLED = dict(
+    num_classes=12,
+    difficulty=0.6,
+    profile="coupled",
+    fault_fraction=0.0,
+    segment_s=2.56,
+    sizes=[(64, 48)],
+    fps=[8],
+    sample_rates=[16000],
+    webm_fraction=0.0,
+    start_s=(1, 1),
+    tail_s=(0.5, 0.5),
+)
+
+
+def _pitch_features(plan, classes) -> list[float]:
+    """Power-weighted mean log2 frequency and the lowest log2 frequency within 10 % of the peak, over the segment."""
+    x = render_audio(plan, classes).astype(np.float32)
+    sr = plan.sample_rate
+    seg = x[int(plan.start_s * sr) : int(plan.end_s * sr)]
+    frames = np.lib.stride_tricks.sliding_window_view(seg, 2048)[::512] * np.hanning(2048)
+    power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2).mean(0)
+    f = np.fft.rfftfreq(2048, 1 / sr)
+    keep = (f > 150) & (f < 4000)
+    w, lf = power[keep], np.log2(f[keep])
+    return [float(np.sum(w * lf) / w.sum()), float(lf[np.argmax(w > 0.1 * w.max())])]
+
+
+def _hue_histogram(plan) -> np.ndarray:
+    """Histogram (24 bins) of the hue of saturated bright pixels over the segment's frames."""
+    import matplotlib.colors as mcolors
+
+    frames = render_frames(plan)[int(plan.start_s * plan.fps) : int(plan.end_s * plan.fps)]
+    px = frames.reshape(-1, 3).astype(np.float32) / 255
+    hi, lo = px.max(1), px.min(1)
+    sel = px[((hi - lo) / np.maximum(hi, 1e-6) > 0.8) & (hi > 0.85)]
+    hist = np.histogram(mcolors.rgb_to_hsv(sel)[:, 0], bins=24, range=(0, 1))[0].astype(np.float64)
+    return hist / max(hist.sum(), 1.0)
+
+
+def _ridge_cv_r(x: np.ndarray, y: np.ndarray, lam: float = 1.0, folds: int = 4) -> float:
+    """Correlation between y and its out-of-fold ridge prediction from standardised x."""
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    pred, idx = np.zeros_like(y), np.arange(len(y))
+    for k in range(folds):
+        te = idx % folds == k
+        xt = np.c_[x[~te], np.ones((~te).sum())]
+        w = np.linalg.solve(xt.T @ xt + lam * np.eye(xt.shape[1]), xt.T @ y[~te])
+        pred[te] = np.c_[x[te], np.ones(te.sum())] @ w
+    return float(np.corrcoef(pred, y)[0, 1])
+
+
+def test_coupled_latent_is_recoverable_from_sound_and_picture():
+    classes, plans = plan_corpus(SynthConfig(num_clips=64, seed=7, **_COUPLED))
+    u = np.array([p.latent for p in plans])
+    audio = np.array([_pitch_features(p, classes) for p in plans])
+    video = np.stack([_hue_histogram(p) for p in plans])
+    r_audio, r_video = _ridge_cv_r(audio, u), _ridge_cv_r(video, u)
+    assert r_audio > 0.6 and r_video > 0.6, (r_audio, r_video)
+    # the same probe finds nothing when the latent is shuffled across clips: the coupling is per clip
+    shuffled = np.random.default_rng(0).permutation(u)
+    assert abs(_ridge_cv_r(audio, shuffled)) < 0.4 and abs(_ridge_cv_r(video, shuffled)) < 0.4
+
+
+def test_coupled_profile_keeps_the_default_plans_and_names_classes_by_shape_and_timbre(tmp_path):
+    base = dict(num_clips=24, seed=3, difficulty=0.6)
+    _, default = plan_corpus(SynthConfig(**base))
+    again = plan_corpus(SynthConfig(**base, profile="default"))[1]
+    assert default == again and all(p.latent is None and p.rgb == p.cls.rgb for p in default)
+    classes, coupled = plan_corpus(SynthConfig(**{**_COUPLED, "num_clips": 96, "seed": 3}))
+    assert len({(c.shape, c.motion) for c in classes}) == len({(c.timbre, c.pattern) for c in classes}) == 12
+    assert all(c.timbre != "buzz" for c in classes)
+    # colour and pitch follow the clip's latent, not its class
+    by_class: dict[int, list[float]] = {}
+    for p in coupled:
+        by_class.setdefault(p.cls.index, []).append(p.latent)
+        assert p.pitch_hz == pytest.approx(220.0 * 2 ** (2 * p.latent))
+    assert min(max(v) - min(v) for v in by_class.values()) > 0.3
+    assert 0.3 < np.mean([p.decoy is not None for p in coupled]) < 0.9
+    assert 0.3 < np.mean([p.static_background for p in coupled]) < 0.7
+    generate(SynthConfig(**{**_COUPLED, "num_clips": 8}), tmp_path / "c", write_media=False)
+    gt = read_ground_truth(tmp_path / "c")
+    assert {r["profile"] for r in gt} == {"coupled"} and all(0 <= float(r["latent"]) < 1 for r in gt)

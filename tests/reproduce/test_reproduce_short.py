@@ -1,5 +1,5 @@
-"""`benchmarks/reproduce.py --short` end to end: synth store, 3 configs trained and evaluated, tables written, and a
-rerun reads the cached results instead of training again."""
+"""`benchmarks/reproduce.py`: `--short` end to end (synth store, 3 configs trained and evaluated, tables written, a
+rerun reads the cached results), the rows' run configs, and the arithmetic of the gate, intervals and verdicts."""
 
 from __future__ import annotations
 
@@ -27,39 +27,127 @@ def _load():
 def test_reproduce_short_end_to_end(tmp_path: Path) -> None:
     rep = _load()
     out = tmp_path / "out"
-    argv = ["--out", str(out), "--short", "--num-clips", "16", "--steps", "3", "--probe-epochs", "1"]
+    argv = ["--out", str(out), "--short", "--num-clips", "16", "--steps", "3", "--probe-epochs", "1", "--jobs", "1"]
     assert rep.main(argv) == 0
     agg = json.loads((out / "results.json").read_text())
     assert set(agg["configs"]) == {"random_init", "cavmae_sync", "tgdp"}
     for name, row in agg["configs"].items():
-        for key in ("v2a R@1", "v2a R@5", "v2a R@10", "a2v R@1", "a2v R@5", "a2v R@10", "probe"):
+        for key in ("v2a R@1", "a2v R@10", "class v2a R@1", "class a2v R@5", "linear a", "linear v", "linear av"):
             v = row[key]["mean"]
             assert math.isfinite(v) and 0.0 <= v <= 100.0, (name, key, v)
+        assert 0.0 <= row["attn probe"]["mean"] <= 100.0 and math.isfinite(row["nce v2a"]["mean"])
         assert row["seeds"] == [0]
+    assert agg["gate"] is not None and agg["gate"]["passed"] is False  # one seed cannot pass: no interval
+    assert {v["verdict"] for v in agg["verdicts"]} == {"unresolved at this scale"}
     results = sorted(out.glob("runs/*/seed0/result.json"))
     assert len(results) == 3
     trained = json.loads(next(p for p in results if "tgdp-" in p.parent.parent.name).read_text())
     assert trained["steps"] == 3 and trained["n_eval"] >= 2
-    assert all(math.isfinite(v) for v in trained["final_losses"].values()) and trained["final_losses"]
+    final = trained["train"]["final"]
+    assert math.isfinite(final["contrastive_loss"]) and math.isfinite(trained["train"]["contrastive_tail"])
     md = (out / "results.md").read_text()
-    assert "CAV-MAE Sync vs TG-DP" in md and "| `tgdp`" in md
+    assert "CAV-MAE Sync vs TG-DP" in md and "| `tgdp`" in md and "### Gate" in md and "### Verdicts" in md
 
     # a rerun resumes from the cache: no checkpoint is written again
     ckpts = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed0/train/checkpoints/*.pt")}
     assert ckpts
     assert rep.main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed0/train/checkpoints/*.pt")} == ckpts
+    # --report aggregates the cached results alone
+    (out / "results.json").unlink()
+    assert rep.main([*argv, "--report"]) == 0
+    assert json.loads((out / "results.json").read_text())["configs"].keys() == agg["configs"].keys()
 
 
 def test_reproduce_configs_share_equal_runs() -> None:
     rep = _load()
     study = rep.parse_args(["--out", "unused", "--steps", "10"])
     fp = {name: rep.fingerprint(study, name) for name in study.configs}
-    # rows that are the full method by definition resolve to the same run; every ablation differs from it
-    assert fp["ratio_0.5"] == fp["mask_distinct"] == fp["distill_on"] == fp["tgdp"]
-    others = {n: f for n, f in fp.items() if n not in ("ratio_0.5", "mask_distinct", "distill_on", "tgdp")}
+    # rows that are the full method by definition resolve to the same run; every other row differs from it
+    full = ("ratio_0.5", "mask_distinct", "distill_on", "tgdp")
+    assert len({fp[n] for n in full}) == 1
+    others = {n: f for n, f in fp.items() if n not in full}
     assert fp["tgdp"] not in others.values() and len(set(others.values())) == len(others)
     # same budget for every config: only the model section differs
     a = rep.run_overrides(study, "cavmae_sync", 1)[1]
     b = rep.run_overrides(study, "mask_random", 1)[1]
     assert [o for o in a if o.startswith(("train.", "optim."))] == [o for o in b if o.startswith(("train.", "optim."))]
+    # Table 5's "w/" row is the tiny Sync model with the dual pass at 75/75 random, no teacher, no distillation
+    from tgdp.train.config import load_run_config
+
+    m = load_run_config(*rep.run_overrides(study, "dual_pass_75", 0)).model_cfg()
+    sync = load_run_config(*rep.run_overrides(study, "cavmae_sync", 0)).model_cfg()
+    assert m.dual_pass and m.contrastive_mask_ratio == 0.75 and m.masking == "random" and m.lambda_dis == 0
+    assert not m.use_teacher and m.embed_dim == sync.embed_dim
+    assert m.contrastive_symmetric == sync.contrastive_symmetric
+    # the budget's λ_contra reaches every row; λ_dis keeps each preset's λ_dis : λ_contra ratio
+    st = rep.parse_args(["--out", "unused", "--lambda-contra", "0.5"])
+    cfgs = {
+        n: load_run_config(*rep.run_overrides(st, n, 0)).model_cfg() for n in ("tgdp", "tgdp_legacy", "cavmae_sync")
+    }
+    assert {c.lambda_contra for c in cfgs.values()} == {0.5}
+    for n, c in cfgs.items():
+        base = load_run_config(*rep.run_overrides(study, n, 0)).model_cfg()
+        assert c.lambda_dis == pytest.approx(base.lambda_dis * 0.5 / base.lambda_contra), n
+
+
+def test_t_interval_and_paired_difference() -> None:
+    rep = _load()
+    s = rep.stats([1.0, 2.0, 3.0, 4.0, 5.0])
+    half = 2.776 * math.sqrt(2.5) / math.sqrt(5)  # t_{0.975, 4} · sd / √n
+    assert s["mean"] == 3.0 and s["std"] == pytest.approx(math.sqrt(2.5))
+    assert (s["lo"], s["hi"]) == (pytest.approx(3.0 - half), pytest.approx(3.0 + half))
+    assert rep.t975(1) == 12.706 and rep.t975(40) == 1.96 and rep.t975(17) == rep.t975(15)
+    one = rep.stats([7.0])
+    assert one["mean"] == 7.0 and math.isnan(one["std"]) and math.isnan(one["lo"])
+    # paired: only the seeds both rows have, row a minus row b
+    d = rep.paired({0: 5.0, 1: 7.0, 2: 9.0, 3: 100.0}, {0: 4.0, 1: 5.0, 2: 6.0, 4: -1.0})
+    assert d["values"] == [1.0, 2.0, 3.0] and d["mean"] == 2.0
+    assert d["lo"] == pytest.approx(2.0 - 4.303 * 1.0 / math.sqrt(3))
+
+
+def test_gate_arithmetic() -> None:
+    rep = _load()
+    ok = rep.gate({0: 0.70, 1: 0.72, 2: 0.68}, {0: 60.0, 1: 62.0, 2: 58.0}, {0: 40.0, 1: 45.0, 2: 42.0})
+    assert ok["passed"] and ok["nce_ok"] and ok["probe_ok"]
+    assert ok["nce_ratio"]["hi"] == pytest.approx(0.70 + 4.303 * 0.02 / math.sqrt(3))
+    assert ok["probe_gain"]["mean"] == pytest.approx(17.0 + 2 / 3) and ok["seed_noise"] == pytest.approx(2.5166, 1e-3)
+    # mean ratio 0.80 is below the threshold, but its upper 95 % bound is not
+    wide = rep.gate({0: 0.70, 1: 0.90, 2: 0.80}, {0: 60.0, 1: 62.0, 2: 58.0}, {0: 40.0, 1: 45.0, 2: 42.0})
+    assert not wide["nce_ok"] and wide["probe_ok"] and not wide["passed"]
+    # a gain whose interval is above 0 but which is smaller than the seed noise does not pass
+    noisy = rep.gate({0: 0.7, 1: 0.7, 2: 0.71}, {0: 51.0, 1: 62.0, 2: 71.5}, {0: 49.0, 1: 60.0, 2: 69.0})
+    assert noisy["probe_gain"]["lo"] > 0 and noisy["probe_gain"]["mean"] < noisy["seed_noise"] and not noisy["probe_ok"]
+    assert not rep.gate({0: 0.5}, {0: 90.0}, {0: 10.0})["passed"]  # one seed: no interval, no pass
+
+
+def test_verdicts_follow_the_interval() -> None:
+    rep = _load()
+    assert rep.verdict(rep.stats([2.0, 3.0, 4.0])) == "reproduced in direction"
+    assert rep.verdict(rep.stats([-2.0, -3.0, -4.0])) == "opposite"
+    assert rep.verdict(rep.stats([-1.0, 2.0, 3.0])) == "unresolved at this scale"
+    assert rep.verdict(rep.stats([5.0])) == "unresolved at this scale" and rep.verdict(None).startswith("unresolved")
+    per_seed = {"tgdp": {"v2a R@1": {0: 5.0, 1: 6.0, 2: 7.0}}, "cavmae_sync": {"v2a R@1": {0: 1.0, 1: 2.5, 2: 3.0}}}
+    got = {v["claim"]: v for v in rep.verdicts(per_seed)}
+    v = got["TG-DP beats CAV-MAE Sync on V→A R@1"]
+    assert v["delta"]["values"] == [4.0, 3.5, 4.0] and v["verdict"] == "reproduced in direction"
+    assert got["distillation helps A→V (R@1)"]["delta"] is None
+
+
+def test_class_recall_and_heldout_infonce() -> None:
+    import numpy as np
+
+    rep = _load()
+    # 4 clips, classes x x y y; query 0's best candidate is clip 2 (class y), then clip 1 (its class)
+    sim = np.array([[0.1, 0.5, 0.9, 0.0], [0.9, 0.2, 0.1, 0.0], [0.0, 0.0, 0.1, 0.5], [0.3, 0.3, 0.3, 0.3]])
+    r = rep.class_recall(sim, ["x", "x", "y", "y"], ks=(1, 2))
+    # ranks: query 0 → 2, query 1 → 1, query 2 → 1 (clip 3), query 3 → ties: 1 + 2 others at 0.3 = 3
+    assert r == {"R@1": 50.0, "R@2": 75.0}
+    rng = np.random.default_rng(0)
+    n, t, d = 64, 3, 32
+    aligned = rng.standard_normal((n, t, d)).astype(np.float32)
+    low = rep.heldout_infonce(aligned, aligned + 0.01 * rng.standard_normal((n, t, d)).astype(np.float32), 16, 0.05)
+    assert low["nce_batch"] == 16 and low["nce_ratio_v2a"] < 0.05 and low["nce_ratio_a2v"] < 0.05
+    rand = rep.heldout_infonce(aligned, rng.standard_normal((n, t, d)).astype(np.float32), 16, 1.0)
+    assert abs(rand["nce_ratio_v2a"] - 1.0) < 0.1  # unrelated tokens: chance, ln(B)
+    assert rep.heldout_infonce(aligned[:10], aligned[:10], 16, 0.05)["nce_batch"] == 10
