@@ -124,7 +124,7 @@ def grads_table(names: list[str], vitb: bool) -> str:
 def short_run(name: str, store: Path, out: Path, steps: int, batch: int, seed: int) -> dict[str, float]:
     """Train candidate `name` for `steps` × `batch` on `store`; returns training and held-out health figures."""
     from tgdp.eval.embed import load_encoder
-    from tgdp.eval.health import load_teacher, store_health
+    from tgdp.eval.health import store_health
     from tgdp.pipeline.store import Store
     from tgdp.train.config import load_run_config
     from tgdp.train.loop import fit
@@ -150,9 +150,8 @@ def short_run(name: str, store: Path, out: Path, steps: int, batch: int, seed: i
     hist = res["history"]
     tail = hist[int(len(hist) * 0.8) :] or hist[-1:]
     last = hist[-1]
-    model, _ = load_encoder(res["checkpoint"])
-    has_teacher = load_teacher(model, res["checkpoint"])
-    held = store_health(model, Store.open(store, split="eval"), batch_size=64, with_teacher=has_teacher)
+    model, info = load_encoder(res["checkpoint"], with_teacher=True)
+    held = store_health(model, Store.open(store, split="eval"), batch_size=64, with_teacher=info["teacher_loaded"])
     fig = {
         "name": name,
         "seed": seed,

@@ -186,14 +186,13 @@ def health(
 ) -> None:
     """Representation health of a checkpoint on a store split: held-out InfoNCE vs ln(B), collapse figures."""
     from tgdp.eval.embed import load_encoder
-    from tgdp.eval.health import load_teacher, store_health
+    from tgdp.eval.health import store_health
     from tgdp.pipeline.store import Store
 
     dev = _device(device)
-    model, info = load_encoder(checkpoint, None, dev)
-    has_teacher = load_teacher(model, checkpoint)
+    model, info = load_encoder(checkpoint, None, dev, with_teacher=True)
     st = Store.open(store, split=split)
-    res = store_health(model, st, None, frame, batch_size, dev, with_teacher=has_teacher)
+    res = store_health(model, st, None, frame, batch_size, dev, with_teacher=info["teacher_loaded"])
     res.update(checkpoint=str(checkpoint), model_preset=info["model_preset"], step=info["step"], split=split)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,15 @@ from tgdp.eval.retrieval import MissingClipsWarning
 from tgdp.eval.table import EmbeddingTable, video_id_from_clip_id
 from tgdp.pipeline.store import StoreMismatchError
 
-__all__ = ["EmbedDataset", "embed_store", "load_encoder", "model_config_from_checkpoint", "select_clips"]
+__all__ = [
+    "EmbedDataset",
+    "check_geometry",
+    "embed_store",
+    "load_encoder",
+    "load_teacher_state",
+    "model_config_from_checkpoint",
+    "select_clips",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -49,12 +57,24 @@ def model_config_from_checkpoint(config: dict[str, Any]) -> Any:
     return ModelConfig.model_validate({**PRESETS[preset].model_dump(), **dict(config.get("model") or {})})
 
 
+def load_teacher_state(model: torch.nn.Module, obj: Any) -> bool:
+    """Load a loaded tgdp checkpoint's EMA teacher (`obj["teacher"]`) into `model.teacher`; False when either side
+    has none. Call it after the student is loaded (`load_released` resets the teacher to the student)."""
+    teacher = getattr(model, "teacher", None)
+    state = obj.get("teacher") if isinstance(obj, dict) else None
+    if teacher is None or not state:
+        return False
+    teacher.load_state_dict(state)
+    return True
+
+
 def load_encoder(
-    checkpoint: str | Path, preset: str | None = None, device: str | torch.device = "cpu"
+    checkpoint: str | Path, preset: str | None = None, device: str | torch.device = "cpu", with_teacher: bool = False
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the model of `checkpoint` and load its student weights strictly. Returns (model in eval mode, info).
 
-    preset: only for released state dicts (they carry no config); default `cavmae_sync_base`."""
+    preset: only for released state dicts (they carry no config); default `cavmae_sync_base`.
+    with_teacher: also load the checkpoint's EMA teacher (`info["teacher_loaded"]` says whether there was one)."""
     from tgdp.model import PRESETS, build_model
     from tgdp.model.checkpoint import load_released
 
@@ -72,6 +92,7 @@ def load_encoder(
         cfg, kind, state = PRESETS[name], "released", obj
     model = build_model(cfg)
     report = load_released(model, state, strict=True)
+    teacher_loaded = with_teacher and load_teacher_state(model, obj)
     model.to(device).eval()
     info = {
         "checkpoint": str(path),
@@ -80,6 +101,7 @@ def load_encoder(
         "model_config": cfg.model_dump(mode="json"),
         "load_report": str(report),
         "step": int(obj["step"]) if isinstance(obj, dict) and "step" in obj else None,
+        "teacher_loaded": teacher_loaded,
     }
     return model, info
 
@@ -140,7 +162,8 @@ class EmbedDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.stack(frames)
 
 
-def _check_geometry(store: Any, cfg: Any) -> int:
+def check_geometry(store: Any, cfg: Any) -> int:
+    """Check a store against a model config (mel bins, fbank length, frames); returns frames per clip."""
     fb, fr = store.meta.get("fbank", {}), store.meta.get("frames", {})
     problems = []
     if fb.get("num_mel_bins") and fb["num_mel_bins"] != cfg.num_mel_bins:
@@ -181,7 +204,7 @@ def embed_store(
     cfg = cfg if cfg is not None else model.cfg
     if features not in ("global", "pre_joint"):
         raise ValueError(f"features must be 'global' or 'pre_joint', got {features!r}")
-    num_frames = _check_geometry(store, cfg)
+    num_frames = check_geometry(store, cfg)
     if frames is not None:
         frames = list(frames)
         if not frames or any(not 0 <= t < num_frames for t in frames):

@@ -17,45 +17,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from tgdp.eval.embed import EmbedDataset, check_geometry, load_teacher_state
 from tgdp.model.health import collapse_warnings, health_metrics
 from tgdp.model.losses import contrastive_loss
 
-__all__ = ["PairDataset", "heldout_infonce", "load_teacher", "store_health"]
-
-
-class PairDataset(Dataset):
-    """Row k → (audio [T_seg, F] float32, frame [3, S, S] float32) of store row rows[k] at frame `frame_index`."""
-
-    def __init__(self, store: Any, rows: Sequence[int], audio_length: int, img_size: int, frame_index: int) -> None:
-        from tgdp.train.transforms import FrameTransform
-
-        self.store, self.rows, self.audio_length, self.t = store, list(rows), audio_length, frame_index
-        self.frame_tf = FrameTransform(img_size)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from tgdp.train.transforms import decode_frame
-
-        i = self.rows[k]
-        audio = np.ascontiguousarray(self.store.segment(i, self.t, length=self.audio_length), np.float32)
-        return torch.from_numpy(audio), self.frame_tf(decode_frame(self.store.frame_jpeg(i, self.t)))
+__all__ = ["heldout_infonce", "load_teacher", "store_health"]
 
 
 def load_teacher(model: torch.nn.Module, checkpoint: str | Path) -> bool:
-    """Load a tgdp checkpoint's EMA teacher into `model.teacher`; False when either side has none."""
-    teacher = getattr(model, "teacher", None)
-    if teacher is None:
-        return False
-    obj = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-    state = obj.get("teacher") if isinstance(obj, dict) else None
-    if not state:
-        return False
-    teacher.load_state_dict(state)
-    return True
+    """Load a tgdp checkpoint file's EMA teacher into `model.teacher`; False when either side has none
+    (`load_encoder(..., with_teacher=True)` does the same without reading the file twice)."""
+    return load_teacher_state(model, torch.load(Path(checkpoint), map_location="cpu", weights_only=True))
 
 
 def heldout_infonce(
@@ -91,17 +65,17 @@ def store_health(
     rows = list(range(len(store))) if rows is None else list(rows)
     if len(rows) < 2:
         raise ValueError(f"health needs at least 2 clips, the split has {len(rows)}")
-    num_frames = int(store.meta.get("frames", {}).get("n") or 0)
-    if num_frames and not 0 <= frame_index < num_frames:
+    num_frames = check_geometry(store, cfg)
+    if not 0 <= frame_index < num_frames:
         raise ValueError(f"frame_index {frame_index} is outside the clips' {num_frames} frames")
     device = torch.device(device)
     model.eval()
-    ds = PairDataset(store, rows, cfg.audio_length, cfg.img_size, frame_index)
+    ds = EmbedDataset(store, rows, cfg.audio_length, cfg.img_size, num_frames, frames=[frame_index])
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     teacher = model.teacher if with_teacher else None
     parts: dict[str, list[torch.Tensor]] = {"g_a": [], "g_v": [], "t_a": [], "t_v": []}
-    for audio, frames in loader:
-        audio, frames = audio.to(device), frames.to(device)
+    for audio, frames in loader:  # [B, 1, T_seg, F], [B, 1, 3, S, S]: one pair per clip
+        audio, frames = audio.flatten(0, 1).to(device), frames.flatten(0, 1).to(device)
         g_a, g_v = model.encode(audio, frames)
         parts["g_a"].append(g_a.float().cpu())
         parts["g_v"].append(g_v.float().cpu())

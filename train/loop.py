@@ -384,9 +384,8 @@ def _fit(
 
     # Health figures need the contrastive pass's global tokens: asked for on the last micro-batch of a logged step.
     health_ok = "with_globals" in inspect.signature(model.forward).parameters
-    nce_candidates = resolved.micro_batch * (
-        info.world_size if info.distributed and getattr(model_cfg, "contrastive_gather", False) else 1
-    )
+    gathered = info.distributed and model_cfg.contrastive_gather  # negatives per query: the global batch
+    nce_candidates = resolved.micro_batch * (info.world_size if gathered else 1)
     firing: set[str] = set()
     history: list[dict[str, float]] = []
     timer = StepTimer()
@@ -476,7 +475,7 @@ def _fit(
             row["lr"] = lr
             if grad_norm is not None:
                 row["grad_norm"] = grad_norm
-            if step % t.log_every == 0 or step == resolved.total_steps:
+            if log_now:  # computed before the step: (step + 1) then is step now
                 if "g_a" in globals_out and "g_v" in globals_out:
                     row.update(
                         health_metrics(
