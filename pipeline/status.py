@@ -40,7 +40,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tgdp.pipeline import ledger
-from tgdp.pipeline.layout import events_dir, manifest_path, safe_name
+from tgdp.pipeline.features import feature_cache_path
+from tgdp.pipeline.layout import events_dir, manifest_path
 
 __all__ = ["STATES", "ClipStates", "clip_states", "format_funnel", "funnel", "funnel_from_states"]
 
@@ -156,10 +157,7 @@ def _cache_present(root: Path, ids: pa.Array, idx: np.ndarray) -> np.ndarray:
     """Which of ids[idx] have a feature-cache entry (ROOT/features/<bb>/<safe_name>.npz)."""
     if idx.size == 0 or not (Path(root) / "features").is_dir():
         return np.zeros(idx.size, dtype=bool)
-    rel = []
-    for cid in ids.take(pa.array(idx)).to_pylist():
-        name = safe_name(cid)
-        rel.append(f"features/{name[-2:]}/{name}.npz")
+    rel = [feature_cache_path(root, cid).relative_to(root).as_posix() for cid in ids.take(pa.array(idx)).to_pylist()]
     return _files_present(root, pa.array(rel, pa.string()), None, np.arange(idx.size))
 
 
@@ -255,11 +253,10 @@ def clip_states(
         vreason = va.column("reason").cast(pa.string())
         reason = pc.if_else(pa.array(current), vreason, reason)
     if sh is not None:
-        packed = (state == _S["valid"]) & sh.has_event & _np(pc.equal(sh.column("status"), "ok"))
-        packed &= _same(sh.column("fetch_sha256"), fsha)
+        on_download = (state == _S["valid"]) & sh.has_event & _same(sh.column("fetch_sha256"), fsha)
+        packed = on_download & _np(pc.equal(sh.column("status"), "ok"))
+        shard_failed = on_download & _np(pc.equal(sh.column("status"), "failed"))
         state[packed] = _S["sharded"]
-        shard_failed = (state == _S["valid"]) & sh.has_event & _np(pc.equal(sh.column("status"), "failed"))
-        shard_failed &= _same(sh.column("fetch_sha256"), fsha)
         reason = pc.if_else(pa.array(shard_failed), sh.column("reason").cast(pa.string()), reason)
         reason = pc.if_else(pa.array(packed), pa.nulls(n, pa.string()), reason)
 
