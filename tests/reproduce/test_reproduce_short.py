@@ -38,7 +38,10 @@ def test_reproduce_short_end_to_end(tmp_path: Path) -> None:
         assert 0.0 <= row["attn probe"]["mean"] <= 100.0 and math.isfinite(row["nce v2a"]["mean"])
         assert row["seeds"] == [0]
     assert agg["gate"] is not None and agg["gate"]["passed"] is False  # one seed cannot pass: no interval
-    assert {v["verdict"] for v in agg["verdicts"]} == {"unresolved at this scale"}
+    assert agg["gate"]["families"]["retrieval"]["instance"]["metric"] == "latent av"  # the coupled corpus's latent
+    assert {v["verdict"] for v in agg["verdicts"]} == {"unresolved at this scale (gate)"}
+    for row in agg["configs"].values():
+        assert all(math.isfinite(row[f"latent {m}"]["mean"]) for m in ("a", "v", "av"))
     results = sorted(out.glob("runs/*/seed0/result.json"))
     assert len(results) == 3
     trained = json.loads(next(p for p in results if "tgdp-" in p.parent.parent.name).read_text())
@@ -108,30 +111,72 @@ def test_t_interval_and_paired_difference() -> None:
 
 def test_gate_arithmetic() -> None:
     rep = _load()
-    ok = rep.gate({0: 0.70, 1: 0.72, 2: 0.68}, {0: 60.0, 1: 62.0, 2: 58.0}, {0: 40.0, 1: 45.0, 2: 42.0})
-    assert ok["passed"] and ok["nce_ok"] and ok["probe_ok"]
+    nce = {0: 0.70, 1: 0.72, 2: 0.68}
+    inst = ("latent av", {0: 0.60, 1: 0.62, 2: 0.58}, {0: 0.40, 1: 0.45, 2: 0.42})
+    klass = ("linear av", {0: 60.0, 1: 62.0, 2: 58.0}, {0: 40.0, 1: 45.0, 2: 42.0})
+    ok = rep.gate(nce, inst, klass)
+    ret, cls = ok["families"]["retrieval"], ok["families"]["classification"]
+    assert ok["passed"] and ret["passed"] and ret["nce_ok"] and ret["instance"]["ok"] and cls["passed"]
     assert ok["nce_ratio"]["hi"] == pytest.approx(0.70 + 4.303 * 0.02 / math.sqrt(3))
-    assert ok["probe_gain"]["mean"] == pytest.approx(17.0 + 2 / 3) and ok["seed_noise"] == pytest.approx(2.5166, 1e-3)
-    # mean ratio 0.80 is below the threshold, but its upper 95 % bound is not
-    wide = rep.gate({0: 0.70, 1: 0.90, 2: 0.80}, {0: 60.0, 1: 62.0, 2: 58.0}, {0: 40.0, 1: 45.0, 2: 42.0})
-    assert not wide["nce_ok"] and wide["probe_ok"] and not wide["passed"]
-    # a gain whose interval is above 0 but which is smaller than the seed noise does not pass
-    noisy = rep.gate({0: 0.7, 1: 0.7, 2: 0.71}, {0: 51.0, 1: 62.0, 2: 71.5}, {0: 49.0, 1: 60.0, 2: 69.0})
-    assert noisy["probe_gain"]["lo"] > 0 and noisy["probe_gain"]["mean"] < noisy["seed_noise"] and not noisy["probe_ok"]
-    assert not rep.gate({0: 0.5}, {0: 90.0}, {0: 10.0})["passed"]  # one seed: no interval, no pass
+    assert cls["class"]["gain"]["mean"] == pytest.approx(17.0 + 2 / 3)
+    assert cls["class"]["seed_noise"] == pytest.approx(2.5166, 1e-3)
+    assert ret["instance"]["gain"]["mean"] == pytest.approx(0.17 + 2 / 300) and ret["instance"]["metric"] == "latent av"
+    # mean ratio 0.80 is below the threshold, but its upper 95 % bound is not: retrieval fails, classification not
+    wide = rep.gate({0: 0.70, 1: 0.90, 2: 0.80}, inst, klass)
+    assert not wide["families"]["retrieval"]["nce_ok"] and not wide["families"]["retrieval"]["passed"]
+    assert wide["families"]["classification"]["passed"] and not wide["passed"]
+    # a gain whose interval is above 0 but which is smaller than the seed noise does not pass (one family only)
+    noisy = rep.gate(nce, inst, ("linear av", {0: 51.0, 1: 62.0, 2: 71.5}, {0: 49.0, 1: 60.0, 2: 69.0}))
+    g = noisy["families"]["classification"]["class"]
+    assert g["gain"]["lo"] > 0 and g["gain"]["mean"] < g["seed_noise"] and not g["ok"]
+    assert noisy["families"]["retrieval"]["passed"] and not noisy["families"]["classification"]["passed"]
+    # one seed: no interval, nothing passes
+    one = rep.gate({0: 0.5}, ("latent av", {0: 0.9}, {0: 0.1}), ("linear av", {0: 90.0}, {0: 10.0}))
+    assert not one["families"]["retrieval"]["passed"] and not one["families"]["classification"]["passed"]
 
 
-def test_verdicts_follow_the_interval() -> None:
+def test_verdicts_follow_the_interval_and_the_gate() -> None:
     rep = _load()
     assert rep.verdict(rep.stats([2.0, 3.0, 4.0])) == "reproduced in direction"
     assert rep.verdict(rep.stats([-2.0, -3.0, -4.0])) == "opposite"
     assert rep.verdict(rep.stats([-1.0, 2.0, 3.0])) == "unresolved at this scale"
     assert rep.verdict(rep.stats([5.0])) == "unresolved at this scale" and rep.verdict(None).startswith("unresolved")
-    per_seed = {"tgdp": {"v2a R@1": {0: 5.0, 1: 6.0, 2: 7.0}}, "cavmae_sync": {"v2a R@1": {0: 1.0, 1: 2.5, 2: 3.0}}}
-    got = {v["claim"]: v for v in rep.verdicts(per_seed)}
+    per_seed = {
+        "tgdp": {"v2a R@1": {0: 5.0, 1: 6.0, 2: 7.0}, "attn probe": {0: 50.0, 1: 52.0, 2: 54.0}},
+        "cavmae_sync": {"v2a R@1": {0: 1.0, 1: 2.5, 2: 3.0}, "attn probe": {0: 40.0, 1: 41.0, 2: 42.0}},
+    }
+    # retrieval gate passed, classification gate failed
+    g = {"families": {"retrieval": {"passed": True}, "classification": {"passed": False}}}
+    got = {v["claim"]: v for v in rep.verdicts(per_seed, g)}
     v = got["TG-DP beats CAV-MAE Sync on V→A R@1"]
     assert v["delta"]["values"] == [4.0, 3.5, 4.0] and v["verdict"] == "reproduced in direction"
+    assert v["family"] == "retrieval" and v["gate_passed"]
+    p = got["TG-DP beats CAV-MAE Sync on the probe"]
+    assert p["family"] == "classification" and not p["gate_passed"]
+    assert p["verdict"] == "unresolved at this scale (gate)" and p["exploratory"] == "reproduced in direction"
     assert got["distillation helps A→V (R@1)"]["delta"] is None
+    # no gate at all (e.g. the control row missing): nothing is tested
+    assert {v["verdict"] for v in rep.verdicts(per_seed)} == {"unresolved at this scale (gate)"}
+
+
+def test_latent_probe_recovers_a_linear_latent_and_not_noise() -> None:
+    import numpy as np
+
+    rep = _load()
+    rng = np.random.default_rng(0)
+    u_tr, u_ev = rng.uniform(0, 1, 400), rng.uniform(0, 1, 100)
+    mix = rng.normal(size=(1, 32))
+
+    def feats(u):  # the latent spread over 32 features plus noise
+        return u[:, None] * mix + 0.05 * rng.normal(size=(len(u), 32))
+
+    r2 = rep.latent_r2(feats(u_tr), u_tr, feats(u_ev), u_ev)
+    assert r2 > 0.95
+    noise = rep.latent_r2(rng.normal(size=(400, 32)), u_tr, rng.normal(size=(100, 32)), u_ev)
+    assert noise < 0.1
+    # R² by hand for a probe that predicts the eval mean exactly: 0
+    flat = rep.latent_r2(np.zeros((400, 4)), u_tr, np.zeros((100, 4)), u_ev)
+    assert flat == pytest.approx(1.0 - ((u_tr.mean() - u_ev) ** 2).sum() / ((u_ev - u_ev.mean()) ** 2).sum())
 
 
 def test_class_recall_and_heldout_infonce() -> None:
