@@ -35,6 +35,7 @@ __all__ = [
     "events_dir",
     "file_sha256",
     "manifest_path",
+    "place_raw",
     "raw_dir",
     "raw_path_for",
     "safe_name",
@@ -76,6 +77,17 @@ def raw_path_for(root: Path, clip_id: str, ext: str) -> Path:
     ext = _UNSAFE.sub("", ext.lstrip("."))[:8] or "bin"
     name = safe_name(clip_id)
     return raw_dir(root) / name[-2:] / f"{name}.{ext}"
+
+
+def place_raw(src: Path, final: Path) -> Path:
+    """Move a finished media file (hashed and probed under ROOT/tmp, the same file system) onto its raw/ path with
+    one `os.replace`, first removing a copy with another extension left by an earlier attempt: a clip has one file."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for other in final.parent.glob(f"{final.stem}.*"):
+        if other != final:
+            other.unlink(missing_ok=True)
+    os.replace(src, final)
+    return final
 
 
 def within_root(root: Path, path: Path) -> bool:
