@@ -1,4 +1,5 @@
-"""`tgdp-data shard ROOT --store STORE` and `tgdp-data verify STORE`: valid clips → memory-mappable Arrow shards.
+"""`tgdp-data shard ROOT --store STORE`: valid clips → memory-mappable Arrow shards. The format (index.json, the shard
+writer, verify) belongs to `tgdp.pipeline.store`; this module chooses the rows, the config and the metadata.
 
 Per clip: the payload (16 JPEG q90 frames, kaldi fbank) that `validate` already computed from its own decode and left
 in the feature cache ROOT/features/<bb>/<safe_name>.npz (`features.read_feature_cache`, used only when its key —
@@ -15,9 +16,9 @@ plus one record batch whatever the corpus size. Shards are CONTIGUOUS runs of th
 once its payload (JPEG + fbank bytes) reaches `shard_bytes`. The assignment depends only on the inputs, so a rerun
 on identical inputs writes byte-identical files.
 
-Crash safety: finished shards go to STORE/.staging/<split>/ (written as .tmp, fsynced, renamed; a sidecar JSON
-names their clips and an input digest). A rerun reuses the staged prefix whose clips and digest still match and
-decodes the rest. Only when every shard is done is the split assembled in a temporary directory (named
+Crash safety: finished shards go to STORE/.staging/<split>/ (`StoreWriter`: temporary name, fsync, rename; a
+sidecar JSON names their clips and an input digest). A rerun reuses the staged prefix whose clips and digest still
+match and decodes the rest. Only when every shard is done is the split assembled in a temporary directory (named
 `data-XXXXX-of-NNNNN.arrow`, `dataset_info.json`, `state.json`, `index.json`) and renamed into place, so STORE/<split>
 is always either the previous complete store or the new complete one. At the end STORE/dataset_dict.json names the
 complete splits, so `datasets.load_from_disk(STORE)` opens the whole store as a DatasetDict. A write error (ENOSPC)
