@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -415,7 +415,7 @@ class StoreWriter:
         fbank_shape: tuple[int, int],
         shard_bytes: int,
         batch_rows: int,
-        open_sink: Any = open_sink,
+        open_sink: Callable[[Path], BinaryIO] = open_sink,
     ) -> None:
         self.staging, self.schema, self.fbank_shape = Path(staging), schema, fbank_shape
         self.shard_bytes, self.batch_rows, self.open_sink = shard_bytes, batch_rows, open_sink
