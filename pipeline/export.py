@@ -15,7 +15,6 @@ Columnar throughout (pyarrow): no Python object per clip.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tgdp.pipeline.layout import manifest_path
+from tgdp.pipeline.layout import atomic_path, atomic_write, manifest_path
 from tgdp.pipeline.status import STATES, clip_states, funnel_from_states
 from tgdp.pipeline.validate import METRIC_COLUMNS
 
@@ -55,12 +54,6 @@ class ExportResult:
     funnel: dict[str, Any] = field(default_factory=dict)
     paper_line: str | None = None
     out: Path | None = None
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _by_split(split: pa.Array, state: np.ndarray) -> dict[str, dict[str, int]]:
@@ -118,9 +111,9 @@ def run_export(root: Path, out: Path, max_attempts: int | None = 5, progress: bo
     out.mkdir(parents=True, exist_ok=True)
     _write_valid(root, out, cs, valid_mask)
     text = json.dumps(funnel, indent=1, sort_keys=True) + "\n"
-    _write_atomic(out / "funnel.json", lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write(out / "funnel.json", text)
     md = funnel_markdown(funnel, result.paper_line)
-    _write_atomic(out / "funnel.md", lambda p: p.write_text(md, encoding="utf-8"))
+    atomic_write(out / "funnel.md", md)
     return result
 
 
@@ -151,10 +144,14 @@ def _write_valid(root: Path, out: Path, cs: Any, valid_mask: np.ndarray) -> None
         + [pa.field(n, t.value_type if pa.types.is_dictionary(t) else t) for n, t in _EXPORT_TYPES.items()]
         + [pa.field("fetch_sha256", pa.string()), pa.field("raw_path", pa.string())]
     )
-    tmp_m, tmp_i = out / ".tmp-manifest.parquet", out / ".tmp-clip_ids.txt"
     # ids are written as they are (one per line, no CSV quoting): hostile ids with quotes or commas survive byte
-    # for byte; a batch's ids are joined at once
-    with pq.ParquetWriter(tmp_m, schema) as writer, open(tmp_i, "w", encoding="utf-8", newline="\n") as ids_out:
+    # for byte; a batch's ids are joined at once. Both files are committed together, the manifest first.
+    with (
+        atomic_path(out / "clip_ids.txt") as tmp_i,
+        atomic_path(out / "manifest.parquet") as tmp_m,
+        pq.ParquetWriter(tmp_m, schema) as writer,
+        open(tmp_i, "w", encoding="utf-8", newline="\n") as ids_out,
+    ):
         if not ordered:  # a hand-made, unsorted manifest (small): sort in memory
             idx = pa.array(np.flatnonzero(valid_mask))
             table = pq.read_table(manifest_path(root)).take(pa.array(cs.source_rows)).take(idx)
@@ -171,8 +168,6 @@ def _write_valid(root: Path, out: Path, cs: Any, valid_mask: np.ndarray) -> None
                 writer.write_table(table)
                 ids_out.writelines(f"{cid}\n" for cid in table.column("clip_id").to_pylist())
                 bar.update(table.num_rows)
-    os.replace(tmp_m, out / "manifest.parquet")
-    os.replace(tmp_i, out / "clip_ids.txt")
 
 
 def _valid_batches(cs: Any, source: pq.ParquetFile, keep_row: np.ndarray, clip_of_row: np.ndarray) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from tgdp.pipeline.config import StrictConfig
-from tgdp.pipeline.layout import safe_name
+from tgdp.pipeline.layout import atomic_path, safe_name
 
 __all__ = [
     "FBANK_PARAMS",
@@ -185,29 +184,21 @@ def cache_key(
 
 
 def write_feature_cache(path: Path, key: str, payload: dict[str, Any]) -> None:
-    """Write a payload atomically (unique temporary name in the same directory, fsync, rename)."""
+    """Write a payload atomically (`layout.atomic_path`: temporary name in the same directory, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     jpegs = payload["frames_jpeg"]
     offsets = np.cumsum([0] + [len(b) for b in jpegs], dtype=np.int64)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                key=np.frombuffer(key.encode(), np.uint8),
-                jpeg_data=np.frombuffer(b"".join(jpegs), np.uint8),
-                jpeg_offsets=offsets,
-                frame_pts_s=np.asarray(payload["frame_pts_s"], np.float32),
-                fbank=payload["fbank"],
-                fbank_frames=np.asarray(payload["fbank_frames"], np.int32),
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            key=np.frombuffer(key.encode(), np.uint8),
+            jpeg_data=np.frombuffer(b"".join(jpegs), np.uint8),
+            jpeg_offsets=offsets,
+            frame_pts_s=np.asarray(payload["frame_pts_s"], np.float32),
+            fbank=payload["fbank"],
+            fbank_frames=np.asarray(payload["fbank_frames"], np.int32),
+        )
 
 
 def read_feature_cache(path: Path, key: str) -> dict[str, Any] | None:

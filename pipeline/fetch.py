@@ -50,7 +50,7 @@ from pydantic import Field, field_validator
 
 from tgdp.pipeline import ledger
 from tgdp.pipeline.config import StrictConfig
-from tgdp.pipeline.layout import file_sha256, raw_path_for, safe_name, within_root
+from tgdp.pipeline.layout import file_sha256, place_raw, raw_path_for, within_root
 from tgdp.pipeline.parallel import run_sessions
 
 __all__ = [
@@ -439,12 +439,7 @@ class FetchSession:
         if not within_root(self.root, final):
             raise RuntimeError(f"refusing to write outside ROOT: {final}")
         size, digest = out.stat().st_size, file_sha256(out)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        # A clip has one file: drop a copy with another extension left by an earlier (crashed) attempt.
-        for other in final.parent.glob(f"{safe_name(task['clip_id'])}.*"):
-            if other != final:
-                other.unlink(missing_ok=True)
-        os.replace(out, final)
+        place_raw(out, final)
         fmt = result if isinstance(result, dict) else {}
         return {
             **facts,

@@ -15,7 +15,7 @@ it; sidecars (`SIDECAR_EXTS`: thumbnails, .info.json, .part, ...) never are.
 
 Each match is hard-linked (or copied, across file systems or with `copy=True`) to a temporary name under
 `ROOT/tmp/import/` (a symlink is resolved first, so raw/ never holds a link that points outside ROOT), hashed and
-probed there, then `os.replace`d onto `layout.raw_path_for` and recorded as a `fetch` ok event with
+probed there, then moved onto `layout.raw_path_for` (`layout.place_raw`) and recorded as a `fetch` ok event with
 `source="import"`: raw/ never gets a file without its event. A file that cannot be read (EACCES, EIO, a dangling
 link) is recorded as an `error` and the import goes on. Two files for one clip (`<ytid>.mkv` and `<ytid>.mp4`): the
 first in path order is imported, the other is reported as a `duplicate` naming it. Every file not imported is in
@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import EVENT_COLUMNS, RootLock, clip_states, tool_versions
-from tgdp.pipeline.layout import file_sha256, manifest_path, raw_path_for, safe_name, within_root
+from tgdp.pipeline.layout import file_sha256, manifest_path, place_raw, raw_path_for, safe_name, within_root
 
 __all__ = ["ImportReport", "import_clips"]
 
@@ -99,14 +99,6 @@ def _stage(src: Path, tmp_dir: Path, suffix: str, copy: bool) -> Path:
     if copy:
         shutil.copyfile(real, tmp)
     return tmp
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for other in final.parent.glob(f"{final.stem}.*"):
-        if other != final:
-            other.unlink(missing_ok=True)
-    os.replace(tmp, final)
 
 
 def _is_media(path: Path) -> tuple[bool, str]:
@@ -226,7 +218,7 @@ def _import_one(
                 return None
         size, digest = tmp.stat().st_size, file_sha256(tmp)
         origin = _time_origin(tmp, float(row["start_s"]), float(row["end_s"]))
-        _publish(tmp, final)
+        place_raw(tmp, final)
         tmp = None
     except OSError as exc:
         report.skip(name, "error", f"{type(exc).__name__}: {exc.strerror or exc}")

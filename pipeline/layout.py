@@ -8,6 +8,10 @@ ROOT/
   features/<bucket>/<name>.npz validate's cached store payload per valid clip, packed and removed by `shard`
   export/                      filtered manifest and funnel (`export`)
 
+Every file the package writes goes through `atomic_path` / `atomic_write`: a temporary `.tmp-<pid>-<name>` in the
+same directory, fsynced, then `os.replace`d onto its name, so a reader sees the old file or the new one, never a
+torn one, and a crash leaves at most a `.tmp-*` file that the next run of the writer ignores or removes.
+
 Clip ids come from untrusted CSVs (`--exec=...`, `../../etc/passwd`), so no file name is ever built from one
 directly: `safe_name` keeps `[A-Za-z0-9_-]`, replaces the rest, and appends a hash of the full id so two ids
 that sanitise alike never collide. A file name never starts with `-`, so it can't be read as an option.
@@ -16,17 +20,26 @@ that sanitise alike never collide. A file name never starts with `-`, so it can'
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
+    "TMP_PREFIX",
+    "atomic_path",
+    "atomic_write",
     "clip_id_for",
+    "commit_temp",
     "events_dir",
     "file_sha256",
     "manifest_path",
+    "place_raw",
     "raw_dir",
     "raw_path_for",
     "safe_name",
+    "temp_path",
     "within_root",
 ]
 
@@ -66,6 +79,17 @@ def raw_path_for(root: Path, clip_id: str, ext: str) -> Path:
     return raw_dir(root) / name[-2:] / f"{name}.{ext}"
 
 
+def place_raw(src: Path, final: Path) -> Path:
+    """Move a finished media file (hashed and probed under ROOT/tmp, the same file system) onto its raw/ path with
+    one `os.replace`, first removing a copy with another extension left by an earlier attempt: a clip has one file."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for other in final.parent.glob(f"{final.stem}.*"):
+        if other != final:
+            other.unlink(missing_ok=True)
+    os.replace(src, final)
+    return final
+
+
 def within_root(root: Path, path: Path) -> bool:
     """True when `path` resolves inside `root` (guards every write derived from external input)."""
     try:
@@ -82,3 +106,46 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+TMP_PREFIX = ".tmp-"  # the one temporary-name scheme: `.tmp-<pid>-<name>`, next to the file it becomes
+
+
+def temp_path(path: Path | str) -> Path:
+    """The temporary name `path` is written under: `.tmp-<pid>-<name>` in the same directory (same file system, so
+    the rename is atomic; the pid keeps two processes writing the same file apart)."""
+    path = Path(path)
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+
+
+def commit_temp(tmp: Path | str, path: Path | str) -> Path:
+    """fsync the finished temporary file `tmp`, then `os.replace` it onto `path` (the package's one such rename)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return Path(path)
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield the temporary path for `path`, for writers that stream to a path (pyarrow writers, np.savez, ffmpeg).
+
+    A clean exit commits it (`commit_temp`: fsync, rename onto `path`); any exception removes it and propagates.
+    """
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        commit_temp(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: Path | str, data: bytes | str) -> Path:
+    """Write `data` (str as UTF-8) to `path` atomically (`atomic_path`); returns `path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)

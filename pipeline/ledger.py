@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tgdp.pipeline.layout import events_dir
+from tgdp.pipeline.layout import atomic_path, events_dir
 
 __all__ = [
     "EventWriter",
@@ -66,13 +66,9 @@ def _check(event: Mapping[str, Any]) -> None:
 
 def _write_atomic(table: pa.Table, directory: Path, prefix: str = "") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"{prefix}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = directory / f".tmp-{name}"
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    final = directory / name
-    os.replace(tmp, final)
+    final = directory / f"{prefix}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+    with atomic_path(final) as tmp:
+        pq.write_table(table, tmp)
     return final
 
 
@@ -196,11 +192,8 @@ def compact(root: Path, stage: str) -> Path | None:
     table = table.replace_schema_metadata({_COMPACTS: json.dumps([f.name for f in files]).encode()})
     # The merged file sorts before any later flush but after nothing it replaces: name it after the first file.
     merged = directory / files[0].name.replace(".parquet", "-compact.parquet")
-    tmp = directory / f".tmp-{merged.name}"
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, merged)
+    with atomic_path(merged) as tmp:
+        pq.write_table(table, tmp)
     for f in on_disk:
         if f != merged:
             f.unlink(missing_ok=True)

@@ -44,7 +44,7 @@ import yaml
 from pydantic import Field
 
 from tgdp.pipeline.config import StrictConfig
-from tgdp.pipeline.layout import manifest_path
+from tgdp.pipeline.layout import atomic_path, atomic_write, manifest_path
 
 __all__ = [
     "DATASETS",
@@ -633,17 +633,18 @@ class ManifestResult:
 
 def _download(url: str, dest: Path, timeout: float) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
+        with (
+            atomic_path(dest) as tmp,
+            urllib.request.urlopen(url, timeout=timeout) as resp,
+            open(tmp, "wb") as fh,
+        ):
             for chunk in iter(lambda: resp.read(1 << 20), b""):
                 fh.write(chunk)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        tmp.unlink(missing_ok=True)
         raise ManifestError(
             f"could not download {url} ({exc}); offline? pass the file with --csv/--labels/--retrieval PATH"
         ) from exc
-    os.replace(tmp, dest)
     return dest
 
 
@@ -912,9 +913,7 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
         "manifest_sha256": file_hashes(out)[0],
     }
     meta_path = out.parent / "source.meta.json"
-    tmp = meta_path.with_name(meta_path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, meta_path)
+    atomic_write(meta_path, json.dumps(meta, indent=2, sort_keys=False) + "\n")
     # Warnings are returned (and kept in source.meta.json), not logged: the CLI prints them once.
     return ManifestResult(
         manifest=out,
@@ -936,6 +935,5 @@ def _steps_bar(total: int) -> Any:
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)

@@ -1,4 +1,5 @@
-"""`tgdp-data shard ROOT --store STORE` and `tgdp-data verify STORE`: valid clips → memory-mappable Arrow shards.
+"""`tgdp-data shard ROOT --store STORE`: valid clips → memory-mappable Arrow shards. The format (index.json, the shard
+writer, verify) belongs to `tgdp.pipeline.store`; this module chooses the rows, the config and the metadata.
 
 Per clip: the payload (16 JPEG q90 frames, kaldi fbank) that `validate` already computed from its own decode and left
 in the feature cache ROOT/features/<bb>/<safe_name>.npz (`features.read_feature_cache`, used only when its key —
@@ -15,9 +16,9 @@ plus one record batch whatever the corpus size. Shards are CONTIGUOUS runs of th
 once its payload (JPEG + fbank bytes) reaches `shard_bytes`. The assignment depends only on the inputs, so a rerun
 on identical inputs writes byte-identical files.
 
-Crash safety: finished shards go to STORE/.staging/<split>/ (written as .tmp, fsynced, renamed; a sidecar JSON
-names their clips and an input digest). A rerun reuses the staged prefix whose clips and digest still match and
-decodes the rest. Only when every shard is done is the split assembled in a temporary directory (named
+Crash safety: finished shards go to STORE/.staging/<split>/ (`StoreWriter`: temporary name, fsync, rename; a
+sidecar JSON names their clips and an input digest). A rerun reuses the staged prefix whose clips and digest still
+match and decodes the rest. Only when every shard is done is the split assembled in a temporary directory (named
 `data-XXXXX-of-NNNNN.arrow`, `dataset_info.json`, `state.json`, `index.json`) and renamed into place, so STORE/<split>
 is always either the previous complete store or the new complete one. At the end STORE/dataset_dict.json names the
 complete splits, so `datasets.load_from_disk(STORE)` opens the whole store as a DatasetDict. A write error (ENOSPC)
@@ -28,7 +29,6 @@ the holder's pid, host and start time.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -53,9 +52,22 @@ from tgdp.pipeline.features import (
     feature_cache_path,
     read_feature_cache,
 )
-from tgdp.pipeline.layout import file_sha256, manifest_path, within_root
+from tgdp.pipeline.layout import atomic_write, manifest_path, within_root
 from tgdp.pipeline.ledger import append_table, compact_if_many, latest
 from tgdp.pipeline.media import decode_window, ffmpeg_version
+from tgdp.pipeline.store import (
+    STORE_FORMAT,
+    ShardEntry,
+    ShardError,
+    StoreError,
+    StoreIndex,
+    StoreWriter,
+    VerifyReport,
+    open_sink,
+    rows_digest,
+    store_json,
+    verify_store,
+)
 from tgdp.pipeline.validate import map_clips
 
 __all__ = [
@@ -75,13 +87,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = "tgdp-store/1"
 _METRICS_F32 = ("audio_dur_s", "video_dur_s", "av_offset_s", "rms_dbfs", "silent_frac", "still_score")
 _FLAGS = ("is_silent", "is_still", "is_av_offset")
-
-
-class ShardError(RuntimeError):
-    """The store could not be written; the message names the file and the cause."""
 
 
 STORE_LOCK = ".shard.lock"
@@ -234,129 +241,12 @@ def shard_clip(task: Mapping[str, Any]) -> dict[str, Any]:
 
 def _open_sink(path: Path) -> BinaryIO:
     """The file a shard is written to (a seam for fault-injection tests)."""
-    return open(path, "wb", buffering=8 << 20)
-
-
-class _ShardWriter:
-    """Streams ordered rows into contiguous shards under a staging directory."""
-
-    def __init__(self, staging: Path, cfg: ShardConfig, schema: pa.Schema, fbank_type: pa.DataType) -> None:
-        self.staging, self.cfg, self.schema, self.fbank_type = staging, cfg, schema, fbank_type
-        self.index = 0
-        self.shards: list[dict[str, Any]] = []
-        self._rows: list[dict[str, Any]] = []
-        self._ids: list[str] = []
-        self._digests: list[str] = []
-        self._payload = 0
-        self._sink: BinaryIO | None = None
-        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
-        self._tmp: Path | None = None
-
-    def adopt(self, sidecar: dict[str, Any]) -> None:
-        """Reuse a staged shard from an earlier run."""
-        self.shards.append(sidecar)
-        self.index += 1
-
-    def _name(self) -> str:
-        return f"shard-{self.index:05d}.arrow"
-
-    def _open(self) -> None:
-        self._tmp = self.staging / f".tmp-{self._name()}"
-        self._sink = _open_sink(self._tmp)
-        self._writer = pa.ipc.new_stream(pa.PythonFile(self._sink, mode="w"), self.schema)
-
-    def _flush(self) -> None:
-        if not self._rows:
-            return
-        if self._writer is None:
-            self._open()
-        self._writer.write_batch(self._batch(self._rows))
-        self._rows = []
-
-    def _batch(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
-        n, cfg = len(rows), self.cfg
-        arrays = []
-        for f in self.schema:
-            if f.name == "fbank":
-                flat = np.stack([r["fbank"] for r in rows]).reshape(-1)
-                inner = pa.ListArray.from_arrays(
-                    pa.array(np.arange(n * cfg.target_length + 1, dtype=np.int32) * cfg.num_mel_bins), pa.array(flat)
-                )
-                outer = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * cfg.target_length), inner)
-                arrays.append(pa.ExtensionArray.from_storage(self.fbank_type, outer))
-            else:
-                arrays.append(pa.array([r.get(f.name) for r in rows], type=f.type))
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-
-    def add(self, row: dict[str, Any], digest: str) -> None:
-        self._rows.append(row)
-        self._ids.append(row["clip_id"])
-        self._digests.append(digest)
-        self._payload += sum(len(b) for b in row["frames_jpeg"]) + row["fbank"].nbytes
-        if len(self._rows) >= self.cfg.batch_rows:
-            self._flush()
-        if self._payload >= self.cfg.shard_bytes:
-            self.close_shard()
-
-    def close_shard(self) -> None:
-        self._flush()
-        if self._writer is None:
-            return
-        name = self._name()
-        try:
-            self._writer.close()
-            self._sink.flush()
-            os.fsync(self._sink.fileno())
-            self._sink.close()
-            final = self.staging / name
-            os.replace(self._tmp, final)
-        except OSError as exc:
-            self.abort()
-            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
-            raise ShardError(f"writing shard {self.staging / name}: {exc.strerror or exc}{hint}") from exc
-        sidecar = {
-            "file": name,
-            "rows": len(self._ids),
-            "bytes": final.stat().st_size,
-            "sha256": file_sha256(final),
-            "clip_ids": self._ids,
-            "digest": hashlib.sha256("\n".join(self._digests).encode()).hexdigest(),
-        }
-        _write_json(self.staging / f"shard-{self.index:05d}.json", sidecar)
-        self.shards.append(sidecar)
-        self.index += 1
-        self._writer = self._sink = self._tmp = None
-        self._ids, self._digests, self._payload = [], [], 0
-
-    def write_guarded(self, fn: Any) -> None:
-        try:
-            fn()
-        except OSError as exc:
-            name = self._tmp.name if self._tmp else self._name()
-            self.abort()
-            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
-            raise ShardError(f"writing shard {self.staging / name}: {exc.strerror or exc}{hint}") from exc
-
-    def abort(self) -> None:
-        for closer in (self._writer, self._sink):
-            try:
-                if closer is not None:
-                    closer.close()
-            except (OSError, pa.ArrowException):
-                pass
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-        self._writer = self._sink = self._tmp = None
+    return open_sink(path)
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """One JSON file of a store, atomically (a seam for fault-injection tests)."""
+    atomic_write(path, store_json(obj))
 
 
 # -- driver ------------------------------------------------------------------------------------------------
@@ -450,52 +340,77 @@ def _shard_split(
     meta = store_meta(cfg)
     meta_digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
     digests = [_digest(t, meta_digest) for t in tasks]
-    inputs_sha256 = hashlib.sha256("\n".join(digests).encode()).hexdigest()
-    final_dir = store / split
-    index_file = final_dir / "index.json"
-    if not force and index_file.is_file():
-        old = json.loads(index_file.read_text(encoding="utf-8"))
-        if old.get("inputs_sha256") == inputs_sha256 and all((final_dir / s["file"]).is_file() for s in old["shards"]):
-            summary.up_to_date.append(split)
-            summary.rows[split], summary.shards[split] = old["num_rows"], len(old["shards"])
-            placed = [(s["file"], _shard_ids(final_dir / s["file"])) for s in old["shards"]]
-            _shard_events(root, store, split, placed, tasks, summary.failed, only_new=True)
-            _drop_cache(tasks, cfg)
-            return
+    inputs_sha256 = rows_digest(digests)
+    if not force and _up_to_date(root, store, split, tasks, inputs_sha256, summary):
+        _drop_cache(tasks, cfg)
+        return
 
     features = store_features(cfg)
     schema = features.arrow_schema
     schema = schema.with_metadata({**(schema.metadata or {}), b"tgdp": json.dumps(meta, sort_keys=True).encode()})
     staging = store / ".staging" / split
     staging.mkdir(parents=True, exist_ok=True)
-    for stale in staging.glob(".tmp-*"):
-        stale.unlink()
-    writer = _ShardWriter(staging, cfg, schema, schema.field("fbank").type)
+    shape = (cfg.target_length, cfg.num_mel_bins)
+    kw = dict(fbank_shape=shape, shard_bytes=cfg.shard_bytes, batch_rows=cfg.batch_rows, open_sink=_open_sink)
+    with StoreWriter(staging, schema, **kw) as writer:
+        # Reuse the staged prefix of shards whose clips and inputs are unchanged.
+        pos = writer.resume([] if force else [t["clip_id"] for t in tasks], digests)
+        summary.reused_shards += len(writer.shards)
+        _pack(writer, tasks, digests, pos, cfg, summary, (backend, num_workers, address), f"shard {split}", progress)
+    index = StoreIndex(
+        split=split,
+        num_rows=sum(side["rows"] for side in writer.shards),
+        shards=[_entry(k, len(writer.shards), side) for k, side in enumerate(writer.shards)],
+        meta=meta,
+        config=cfg.model_dump(),
+        inputs_sha256=inputs_sha256,
+    )
+    _assemble(store, index, staging, [side["file"] for side in writer.shards], features)
+    placed = [(e.file, side["clip_ids"]) for e, side in zip(index.shards, writer.shards, strict=True)]
+    summary.rows[split], summary.shards[split] = index.num_rows, len(index.shards)
+    _shard_events(root, store, split, placed, tasks, summary.failed)
+    _drop_cache(tasks, cfg)
 
-    # Reuse the staged prefix of shards whose clips and inputs are unchanged.
-    pos = 0
-    while True:
-        side_path = staging / f"shard-{writer.index:05d}.json"
-        arrow_path = staging / f"shard-{writer.index:05d}.arrow"
-        if force or not side_path.is_file() or not arrow_path.is_file():
-            break
-        side = json.loads(side_path.read_text(encoding="utf-8"))
-        ids = [t["clip_id"] for t in tasks[pos : pos + side["rows"]]]
-        digest = hashlib.sha256("\n".join(digests[pos : pos + side["rows"]]).encode()).hexdigest()
-        if ids != side["clip_ids"] or digest != side["digest"] or arrow_path.stat().st_size != side["bytes"]:
-            break
-        writer.adopt(side)
-        summary.reused_shards += 1
-        pos += side["rows"]
-    for stale in staging.glob("shard-*"):
-        if int(stale.name[6:11]) >= writer.index:
-            stale.unlink()
 
+def _up_to_date(
+    root: Path, store: Path, split: str, tasks: list[dict[str, Any]], inputs_sha256: str, summary: ShardSummary
+) -> bool:
+    """Whether STORE/<split> already holds these inputs (then its missing shard events are recorded)."""
+    final_dir = store / split
+    try:
+        old = StoreIndex.read(final_dir)
+    except FileNotFoundError:
+        return False
+    except StoreError as exc:  # another format or a damaged index: this run rebuilds the split
+        log.warning("%s; rebuilding %s", exc, final_dir)
+        return False
+    if old.inputs_sha256 != inputs_sha256 or not all((final_dir / s.file).is_file() for s in old.shards):
+        return False
+    summary.up_to_date.append(split)
+    summary.rows[split], summary.shards[split] = old.num_rows, len(old.shards)
+    placed = [(s.file, _shard_ids(final_dir / s.file)) for s in old.shards]
+    _shard_events(root, store, split, placed, tasks, summary.failed, only_new=True)
+    return True
+
+
+def _pack(
+    writer: StoreWriter,
+    tasks: list[dict[str, Any]],
+    digests: list[str],
+    pos: int,
+    cfg: ShardConfig,
+    summary: ShardSummary,
+    parallel: tuple[str, int, str | None],
+    desc: str,
+    progress: bool,
+) -> None:
+    """Write the rows of tasks[pos:] in order: windows of `window_clips`, from the feature cache or decoded through
+    `map_clips` (`parallel` = backend, num_workers, address); clips that fail go to `summary.failed`."""
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(tasks), initial=pos, unit="clip", desc=f"shard {split}")
+        bar = tqdm(total=len(tasks), initial=pos, unit="clip", desc=desc)
     try:
         for w in range(pos, len(tasks), cfg.window_clips):
             window = tasks[w : w + cfg.window_clips]
@@ -507,26 +422,19 @@ def _shard_split(
             todo = [t for t in window if t["clip_id"] not in results]
             summary.from_cache += len(results)
             if todo:
-                results.update((r["clip_id"], r) for r in map_clips(shard_clip, todo, backend, num_workers, address))
+                results.update((r["clip_id"], r) for r in map_clips(shard_clip, todo, *parallel))
             summary.decoded += len(todo)
             for k, task in enumerate(window):
                 res = results[task["clip_id"]]
                 if res["row"] is None:
                     summary.failed[task["clip_id"]] = res["reason"]
                     continue
-                writer.write_guarded(lambda res=res, d=digests[w + k]: writer.add(res["row"], d))
+                writer.add(res["row"], digests[w + k])
             if bar is not None:
                 bar.update(len(window))
-        writer.write_guarded(writer.close_shard)
-    except BaseException:
-        writer.abort()
-        raise
     finally:
         if bar is not None:
             bar.close()
-    placed = _assemble(store, split, staging, writer.shards, cfg, features, meta, inputs_sha256, summary)
-    _shard_events(root, store, split, placed, tasks, summary.failed)
-    _drop_cache(tasks, cfg)
 
 
 def _drop_cache(tasks: list[dict[str, Any]], cfg: ShardConfig) -> None:
@@ -538,40 +446,29 @@ def _drop_cache(tasks: list[dict[str, Any]], cfg: ShardConfig) -> None:
             Path(task["cache_path"]).unlink(missing_ok=True)
 
 
-def _assemble(
-    store: Path,
-    split: str,
-    staging: Path,
-    shards: list[dict[str, Any]],
-    cfg: ShardConfig,
-    features: Any,
-    meta: dict[str, Any],
-    inputs_sha256: str,
-    summary: ShardSummary,
-) -> list[tuple[str, list[str]]]:
-    """Build the complete split in a temporary directory, then swap it into place."""
+def _entry(k: int, n: int, side: dict[str, Any]) -> ShardEntry:
+    """The index entry of staged shard `side` placed as shard k of n."""
+    return ShardEntry(
+        file=f"data-{k:05d}-of-{n:05d}.arrow",
+        rows=side["rows"],
+        bytes=side["bytes"],
+        sha256=side["sha256"],
+        first_clip_id=side["clip_ids"][0],
+        last_clip_id=side["clip_ids"][-1],
+    )
+
+
+def _assemble(store: Path, index: StoreIndex, staging: Path, staged: list[str], features: Any) -> None:
+    """Build the complete split in a temporary directory (the `staged` shards under their index names, the
+    `datasets` files, index.json last), then swap it into place."""
+    split = index.split
     tmp_dir = store / f".tmp-{split}"
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
     tmp_dir.mkdir(parents=True)
-    n = len(shards)
-    entries = []
-    placed = []
     try:
-        for k, side in enumerate(shards):
-            name = f"data-{k:05d}-of-{n:05d}.arrow"
-            placed.append((name, side["clip_ids"]))
-            os.replace(staging / side["file"], tmp_dir / name)
-            entries.append(
-                {
-                    "file": name,
-                    "rows": side["rows"],
-                    "bytes": side["bytes"],
-                    "sha256": side["sha256"],
-                    "first_clip_id": side["clip_ids"][0],
-                    "last_clip_id": side["clip_ids"][-1],
-                }
-            )
+        for name, entry in zip(staged, index.shards, strict=True):
+            os.replace(staging / name, tmp_dir / entry.file)
         info = {
             "citation": "",
             "description": f"tgdp clip store ({split}); see index.json and docs/STORE.md",
@@ -581,8 +478,8 @@ def _assemble(
         }
         _write_json(tmp_dir / "dataset_info.json", info)
         state = {
-            "_data_files": [{"filename": e["file"]} for e in entries],
-            "_fingerprint": inputs_sha256[:16],
+            "_data_files": [{"filename": e.file} for e in index.shards],
+            "_fingerprint": index.inputs_sha256[:16],
             "_format_columns": None,
             "_format_kwargs": {},
             "_format_type": None,
@@ -590,17 +487,7 @@ def _assemble(
             "_split": None,
         }
         _write_json(tmp_dir / "state.json", state)
-        index = {
-            "format": STORE_FORMAT,
-            "split": split,
-            "num_rows": sum(e["rows"] for e in entries),
-            "shards": entries,
-            "meta": meta,
-            "config": cfg.model_dump(),
-            "inputs_sha256": inputs_sha256,
-            "assignment": "rows sorted by clip_id; contiguous shards closed at shard_bytes of payload",
-        }
-        _write_json(tmp_dir / "index.json", index)  # written last: its presence marks a complete split
+        _write_json(tmp_dir / "index.json", index.to_dict())  # written last: its presence marks a complete split
     except OSError as exc:
         raise ShardError(f"assembling {tmp_dir}: {exc.strerror or exc}") from exc
     final_dir = store / split
@@ -612,8 +499,6 @@ def _assemble(
     os.replace(tmp_dir, final_dir)
     shutil.rmtree(old_dir, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
-    summary.rows[split], summary.shards[split] = index["num_rows"], n
-    return placed
 
 
 def _shard_events(
@@ -718,111 +603,3 @@ def run_shard(
     finally:
         lock.release()
     return summary
-
-
-# -- verify ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class VerifyReport:
-    """Problems found by `verify_store` (empty = the store is sound)."""
-
-    splits: dict[str, int] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def _split_dirs(store: Path) -> list[Path]:
-    if (store / "index.json").is_file():
-        return [store]
-    return sorted(p for p in store.iterdir() if p.is_dir() and (p / "index.json").is_file())
-
-
-def verify_store(store: Path, decode_jpegs: bool = True) -> VerifyReport:
-    """Check every split under `store`: sha256 vs index, row counts, JPEGs decode to size²×3, fbank finite."""
-    from PIL import Image
-
-    store = Path(store)
-    report = VerifyReport()
-    dirs = _split_dirs(store) if store.is_dir() else []
-    if not dirs:
-        report.problems.append(f"{store}: no store split (no index.json)")
-        return report
-    for split_dir in dirs:
-        index = json.loads((split_dir / "index.json").read_text(encoding="utf-8"))
-        meta = index["meta"]
-        size, n_frames = meta["frames"]["size"], meta["frames"]["n"]
-        shape = (meta["fbank"]["target_length"], meta["fbank"]["num_mel_bins"])
-        total = 0
-        for shard in index["shards"]:
-            path = split_dir / shard["file"]
-            where = f"{split_dir.name}/{shard['file']}"
-            if not path.is_file():
-                report.problems.append(f"{where}: missing")
-                continue
-            if file_sha256(path) != shard["sha256"]:
-                report.problems.append(f"{where}: sha256 mismatch (index {shard['sha256'][:12]}…)")
-            try:
-                table = pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all()
-            except (pa.ArrowException, OSError) as exc:
-                report.problems.append(f"{where}: unreadable Arrow stream: {exc}")
-                continue
-            if table.num_rows != shard["rows"]:
-                report.problems.append(f"{where}: {table.num_rows} rows, index says {shard['rows']}")
-            total += table.num_rows
-            ids = table.column("clip_id").to_pylist()
-            batches = table.to_batches()
-            bases = np.cumsum([0] + [rb.num_rows for rb in batches])
-            for rb, base in zip(batches, bases.tolist(), strict=False):
-                fb = rb.column("fbank")
-                fb = fb.storage if isinstance(fb, pa.ExtensionArray) else fb
-                vals = fb.flatten().flatten().to_numpy(zero_copy_only=False)
-                if vals.size != rb.num_rows * shape[0] * shape[1]:
-                    report.problems.append(f"{where}: fbank values do not match {rb.num_rows}×{shape}")
-                else:
-                    bad = ~np.isfinite(vals.reshape(rb.num_rows, -1)).all(axis=1)
-                    for r in np.flatnonzero(bad):
-                        report.problems.append(f"{where}: row {base + r} ({ids[base + r]}): fbank not finite")
-                nf = rb.column("fbank_frames").to_numpy()
-                for r in np.flatnonzero((nf <= 0) | (nf > shape[0])):
-                    report.problems.append(f"{where}: row {base + r} ({ids[base + r]}): fbank_frames {nf[r]}")
-                if not decode_jpegs:
-                    continue
-                frames = rb.column("frames_jpeg").to_pylist()
-                for r, jpegs in enumerate(frames):
-                    if len(jpegs) != n_frames:
-                        report.problems.append(f"{where}: row {base + r}: {len(jpegs)} frames, expected {n_frames}")
-                    for t, data in enumerate(jpegs):
-                        problem = _check_jpeg(data, size, Image)
-                        if problem:
-                            report.problems.append(f"{where}: row {base + r} ({ids[base + r]}) frame {t}: {problem}")
-        if total != index["num_rows"]:
-            report.problems.append(f"{split_dir.name}: {total} rows in shards, index says {index['num_rows']}")
-        report.splits[split_dir.name] = total
-    dd = store / "dataset_dict.json"
-    if dd.is_file():
-        try:
-            listed = json.loads(dd.read_text(encoding="utf-8"))["splits"]
-        except (ValueError, KeyError, TypeError) as exc:
-            report.problems.append(f"dataset_dict.json: unreadable ({exc})")
-        else:
-            missing = [s for s in listed if s not in report.splits]
-            if missing:
-                report.problems.append(f"dataset_dict.json: lists {missing}, which have no index.json")
-    return report
-
-
-def _check_jpeg(data: bytes, size: int, image_mod: Any) -> str | None:
-    import io
-
-    try:
-        with image_mod.open(io.BytesIO(data)) as im:
-            im.load()
-            if im.size != (size, size) or im.mode != "RGB":
-                return f"JPEG is {im.size[0]}×{im.size[1]} {im.mode}, expected {size}×{size} RGB"
-    except Exception as exc:  # PIL raises many types for corrupt data
-        return f"JPEG does not decode: {exc}"
-    return None

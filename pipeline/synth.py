@@ -40,7 +40,6 @@ from __future__ import annotations
 import colorsys
 import csv
 import io
-import os
 import shutil
 import subprocess
 import tempfile
@@ -56,7 +55,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from tgdp.pipeline.config import StrictConfig
-from tgdp.pipeline.layout import clip_id_for
+from tgdp.pipeline.layout import atomic_path, atomic_write, clip_id_for
 from tgdp.pipeline.manifest import format_audioset_csv
 
 __all__ = [
@@ -586,19 +585,17 @@ def _encode(plan: ClipPlan, classes: list[ClassSpec], dest: Path, ffmpeg: str, t
 
 
 def _write_clip(plan: ClipPlan, classes: list[ClassSpec], out: Path, ffmpeg: str, tmpdir: Path) -> None:
-    final = (out / plan.file).resolve()
-    tmp = final.with_name(f".tmp-{final.name}")
     rng = np.random.default_rng(plan.seed + 2)
-    if plan.fault == "empty":
-        tmp.write_bytes(b"")
-    elif plan.fault == "garbage":
-        tmp.write_bytes(rng.integers(0, 256, int(rng.integers(20_000, 60_000)), dtype=np.uint8).tobytes())
-    else:
-        _encode(plan, classes, tmp, ffmpeg, tmpdir)
-        if plan.fault == "truncated":
-            data = tmp.read_bytes()
-            tmp.write_bytes(data[: int(len(data) * float(rng.uniform(0.4, 0.6)))])
-    os.replace(tmp, final)
+    with atomic_path((out / plan.file).resolve()) as tmp:
+        if plan.fault == "empty":
+            tmp.write_bytes(b"")
+        elif plan.fault == "garbage":
+            tmp.write_bytes(rng.integers(0, 256, int(rng.integers(20_000, 60_000)), dtype=np.uint8).tobytes())
+        else:
+            _encode(plan, classes, tmp, ffmpeg, tmpdir)
+            if plan.fault == "truncated":
+                data = tmp.read_bytes()
+                tmp.write_bytes(data[: int(len(data) * float(rng.uniform(0.4, 0.6)))])
 
 
 # -------------------------------------------------------------------------------------------------------- output
@@ -680,11 +677,11 @@ def generate(cfg: SynthConfig, out: Path, write_media: bool = True) -> SynthResu
     created = (datetime(2017, 3, 5, 10, 54, 31) + timedelta(seconds=cfg.seed % 86400)).ctime()
     for split, name in SEGMENT_FILES.items():
         rows = [(p.ytid, p.start_s, p.end_s, [p.cls.mid]) for p in plans if p.split == split]
-        (out / name).write_text(format_audioset_csv(rows, created), encoding="utf-8")
+        atomic_write(out / name, format_audioset_csv(rows, created))
     labels = [[str(c.index), c.mid, c.name] for c in classes]
-    (out / LABELS_FILE).write_text(_csv_text(["index", "mid", "display_name"], labels), "utf-8")
+    atomic_write(out / LABELS_FILE, _csv_text(["index", "mid", "display_name"], labels))
     gt = out / "ground_truth.csv"
-    gt.write_text(_csv_text(GROUND_TRUTH_COLUMNS, [_gt_row(p) for p in plans]), encoding="utf-8")
+    atomic_write(gt, _csv_text(GROUND_TRUTH_COLUMNS, [_gt_row(p) for p in plans]))
     return SynthResult(
         out=out,
         ground_truth=gt,

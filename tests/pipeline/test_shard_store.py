@@ -193,7 +193,7 @@ def test_verify_passes_then_names_a_flipped_byte(built, tmp_path):
 def test_crash_mid_write_leaves_no_partial_shard_and_rerun_completes(built, tmp_path, monkeypatch):
     root, store, _files, _ = built
     out = tmp_path / "store"
-    real_close = shard_mod._ShardWriter.close_shard
+    real_close = shard_mod.StoreWriter.close_shard
     calls = {"n": 0}
 
     def dying_close(self):
@@ -202,7 +202,7 @@ def test_crash_mid_write_leaves_no_partial_shard_and_rerun_completes(built, tmp_
             raise KeyboardInterrupt("killed mid-write")
         real_close(self)
 
-    monkeypatch.setattr(shard_mod._ShardWriter, "close_shard", dying_close)
+    monkeypatch.setattr(shard_mod.StoreWriter, "close_shard", dying_close)
     with pytest.raises(KeyboardInterrupt):
         run_shard(root, out, SMALL, backend="serial")
     monkeypatch.undo()
