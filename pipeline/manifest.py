@@ -780,10 +780,7 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
     specs, labels_path, retrieval_paths = _resolve_inputs(cfg, root, definition)
     warnings: list[str] = []
     inputs_meta: list[dict[str, Any]] = []
-    known_labels: dict[str, str] = {}
-    if labels_path is not None:
-        known_labels = parse_label_index(labels_path)
-        inputs_meta.append(_check_input(labels_path, definition, "labels", len(known_labels), None, warnings))
+    known_labels = _read_label_index(labels_path, definition, inputs_meta, warnings)
 
     bar = _steps_bar(len(specs) + 2)
     read = _read_segment_files(specs, cfg.dataset, definition, known_labels, warnings, bar)
@@ -834,6 +831,17 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
         issues=issues,
         warnings=warnings,
     )
+
+
+def _read_label_index(
+    path: Path | None, definition: dict[str, Any], inputs_meta: list[dict[str, Any]], warnings: list[str]
+) -> dict[str, str]:
+    """{mid: display_name} of the label index ({} without one); its input record is appended."""
+    if path is None:
+        return {}
+    known_labels = parse_label_index(path)
+    inputs_meta.append(_check_input(path, definition, "labels", len(known_labels), None, warnings))
+    return known_labels
 
 
 def _read_segment_files(
