@@ -384,57 +384,20 @@ class FetchSession:
         }
 
     def _attempt(self, task: dict[str, Any]) -> dict[str, Any]:
-        from yt_dlp.utils import DownloadError, download_range_func
-
+        """One download of the clip's padded section (or of the whole video, when ffmpeg cannot cut the source),
+        moved to its raw path: the attempt's event, ok with the file's facts or failed with a classified reason."""
         ydl, directory, log = self._slot()
         for stale in directory.iterdir():
             _remove(stale)
         log.errors.clear()
         start, end = float(task["start_s"]), float(task["end_s"])
         a, b = max(0.0, start - self.cfg.pad_s), end + self.cfg.pad_s
-        url = build_url(self.cfg.url_template, task["ytid"])
         try:
-            info = ydl.extract_info(url, download=False, process=False)
-        except DownloadError as exc:
-            return self._fail(str(exc))
-        except Exception as exc:  # noqa: BLE001 - any extractor crash is one recorded, retryable attempt
-            return self._fail(f"{type(exc).__name__}: {exc}", "tool_error", True)
-        facts = {"source_duration_s": _num(info.get("duration"))}
-        live = info.get("live_status") or ("is_live" if info.get("is_live") else None)
-        if live in ("is_live", "is_upcoming", "post_live", "was_live") or info.get("was_live"):
-            return {**facts, **self._fail(f"live_status={live}", "live_or_upcoming", False)}
-        duration = facts["source_duration_s"]
-        if duration is not None and (start >= duration or end > duration + self.cfg.duration_tolerance_s):
-            msg = f"segment [{start}, {end}] outside source duration {duration}"
-            return {**facts, **self._fail(msg, "segment_out_of_range", False)}
-        mode = "section"
-        ydl.params["download_ranges"] = download_range_func(None, [(a, b)])
-        try:
-            try:
-                result = ydl.process_ie_result(info, download=True)
-            except DownloadError as exc:
-                reason, _ = classify_error(str(exc))
-                if reason != "tool_error":
-                    return {**facts, **self._fail(str(exc))}
-                # ffmpeg could not cut this source (section_mode "full", docs/FETCH.md): fetch it whole, trim later.
-                for stale in directory.iterdir():
-                    _remove(stale)
-                mode = "full"
-                ydl.params.pop("download_ranges", None)
-                result = ydl.process_ie_result(info, download=True)
-        except DownloadError as exc:
-            return {**facts, "section_mode": mode, **self._fail(str(exc))}
-        except Exception as exc:  # noqa: BLE001
-            return {**facts, "section_mode": mode, **self._fail(f"{type(exc).__name__}: {exc}", "tool_error", True)}
-        finally:
-            ydl.params.pop("download_ranges", None)
-        outputs = [p for p in directory.iterdir() if p.is_file() and not re.search(r"\.(part|ytdl|temp)$", p.name)]
-        if len(outputs) != 1:
-            names = sorted(p.name for p in directory.iterdir())
-            return {**facts, **self._fail(f"expected one output file, found {names}", "tool_error", True)}
-        out = outputs[0]
-        if out.stat().st_size == 0:
-            return {**facts, **self._fail("empty output file (0 bytes)", "empty_download", True)}
+            info, facts = self._source_info(ydl, build_url(self.cfg.url_template, task["ytid"]), start, end)
+            result, mode = self._download(ydl, directory, info, (a, b), facts)
+            out = self._single_output(directory, facts)
+        except _AttemptFailed as failed:
+            return failed.event
         final = raw_path_for(self.root, task["clip_id"], out.suffix)
         if not within_root(self.root, final):
             raise RuntimeError(f"refusing to write outside ROOT: {final}")
@@ -458,6 +421,80 @@ class FetchSession:
             "height": _num(fmt.get("height")),
             "fps": _num(fmt.get("fps")),
         }
+
+    def _source_info(self, ydl: Any, url: str, start: float, end: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The video's metadata (unprocessed) and the facts the event keeps of it (source_duration_s); the attempt
+        fails when extraction fails, the video is live or upcoming, or the segment lies outside its duration."""
+        from yt_dlp.utils import DownloadError
+
+        try:
+            info = ydl.extract_info(url, download=False, process=False)
+        except DownloadError as exc:
+            raise _AttemptFailed(self._fail(str(exc))) from exc
+        except Exception as exc:  # noqa: BLE001 - any extractor crash is one recorded, retryable attempt
+            raise _AttemptFailed(self._fail(f"{type(exc).__name__}: {exc}", "tool_error", True)) from exc
+        facts = {"source_duration_s": _num(info.get("duration"))}
+        live = info.get("live_status") or ("is_live" if info.get("is_live") else None)
+        if live in ("is_live", "is_upcoming", "post_live", "was_live") or info.get("was_live"):
+            raise _AttemptFailed({**facts, **self._fail(f"live_status={live}", "live_or_upcoming", False)})
+        duration = facts["source_duration_s"]
+        if duration is not None and (start >= duration or end > duration + self.cfg.duration_tolerance_s):
+            msg = f"segment [{start}, {end}] outside source duration {duration}"
+            raise _AttemptFailed({**facts, **self._fail(msg, "segment_out_of_range", False)})
+        return info, facts
+
+    def _download(
+        self, ydl: Any, directory: Path, info: dict[str, Any], section: tuple[float, float], facts: dict[str, Any]
+    ) -> tuple[Any, str]:
+        """Download `section` (s) of the video into `directory`: yt-dlp's result and the section mode, "section",
+        or "full" when ffmpeg could not cut this source and the whole video was fetched (docs/FETCH.md)."""
+        from yt_dlp.utils import DownloadError, download_range_func
+
+        mode = "section"
+        ydl.params["download_ranges"] = download_range_func(None, [section])
+        try:
+            try:
+                result = ydl.process_ie_result(info, download=True)
+            except DownloadError as exc:
+                reason, _ = classify_error(str(exc))
+                if reason != "tool_error":
+                    raise _AttemptFailed({**facts, **self._fail(str(exc))}) from exc
+                # ffmpeg could not cut this source (section_mode "full", docs/FETCH.md): fetch it whole, trim later.
+                for stale in directory.iterdir():
+                    _remove(stale)
+                mode = "full"
+                ydl.params.pop("download_ranges", None)
+                result = ydl.process_ie_result(info, download=True)
+        except _AttemptFailed:
+            raise  # already recorded (above): not a tool crash
+        except DownloadError as exc:
+            raise _AttemptFailed({**facts, "section_mode": mode, **self._fail(str(exc))}) from exc
+        except Exception as exc:  # noqa: BLE001
+            event = self._fail(f"{type(exc).__name__}: {exc}", "tool_error", True)
+            raise _AttemptFailed({**facts, "section_mode": mode, **event}) from exc
+        finally:
+            ydl.params.pop("download_ranges", None)
+        return result, mode
+
+    def _single_output(self, directory: Path, facts: dict[str, Any]) -> Path:
+        """The one finished file the download left in `directory` (partial and temporary files aside); the attempt
+        fails when there is not exactly one, or it is empty."""
+        outputs = [p for p in directory.iterdir() if p.is_file() and not re.search(r"\.(part|ytdl|temp)$", p.name)]
+        if len(outputs) != 1:
+            names = sorted(p.name for p in directory.iterdir())
+            event = self._fail(f"expected one output file, found {names}", "tool_error", True)
+            raise _AttemptFailed({**facts, **event})
+        if outputs[0].stat().st_size == 0:
+            raise _AttemptFailed({**facts, **self._fail("empty output file (0 bytes)", "empty_download", True)})
+        return outputs[0]
+
+
+class _AttemptFailed(Exception):
+    """Ends a fetch attempt early; `event` is its failed event."""
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        super().__init__(event["reason"])
+        self.event = event
 
 
 def _num(v: Any) -> float | None:

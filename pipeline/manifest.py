@@ -394,55 +394,83 @@ def parse_segments_columns(path: Path, fmt: str) -> ParsedColumns:
         return ParsedColumns(_rows_table(parsed.rows), parsed.issues, parsed.data_lines, parsed.header_rows)
     lines = _lines(Path(path))
     # The header: everything up to the first line that is neither blank nor '#', parsed by the per-line parser.
+    k = _header_end(lines)
+    prefix = parse_segments_text("".join(lines.slice(0, k + 1).to_pylist()), fmt, file)
+    # each line still ends with its "\n": stripping "\r\n" equals the per-line parser's rstrip("\r")
+    rest = pc.utf8_rtrim(lines.slice(k + 1), characters="\r\n").cast(pa.string())
+    del lines
+    first_line = k + 2
+    fast, cols = _fast_audioset(rest) if fmt == "audioset" else _fast_vggsound(rest)
+    keep = pa.array(fast)
+    table = pa.table(
+        {
+            "ytid": cols["ytid"].filter(keep),
+            "start_s": cols["start_s"].filter(keep),
+            "end_s": cols["end_s"].filter(keep),
+            "labels": cols["labels"].filter(keep),
+            "line": pa.array(np.flatnonzero(fast).astype(np.int32) + first_line),
+            "split": cols["split"].filter(keep),
+        },
+        schema=_COLUMNS_SCHEMA,
+    )
+    slow_rows, slow_issues, slow_lines = _parse_slow_lines(rest, np.flatnonzero(~fast), first_line, fmt, file)
+    if slow_rows:
+        table = pa.concat_tables([table, _rows_table(slow_rows)])
+        table = table.take(pc.sort_indices(table, sort_keys=[("line", "ascending")]))
+    if prefix.rows:  # header lines come before every other line
+        table = pa.concat_tables([_rows_table(prefix.rows), table])
+    data_lines = prefix.data_lines + int(fast.sum()) + slow_lines
+    return ParsedColumns(table, prefix.issues + slow_issues, data_lines, prefix.header_rows)
+
+
+def _header_end(lines: pa.LargeStringArray) -> int:
+    """Index of the first line that is neither blank nor '#' (len(lines) when every line is)."""
     k = 0
     while k < len(lines):
         head = lines[k].as_py().rstrip("\r\n")
         if head.strip() and not head.startswith("#"):
             break
         k += 1
-    prefix = parse_segments_text("".join(lines.slice(0, k + 1).to_pylist()), fmt, file)
-    # each line still ends with its "\n": stripping "\r\n" equals the per-line parser's rstrip("\r")
-    rest = pc.utf8_rtrim(lines.slice(k + 1), characters="\r\n").cast(pa.string())
-    del lines
-    first_line = k + 2
-    if fmt == "audioset":
-        # a fixed layout once matched: split at ", " instead of extracting regex groups (4x faster)
-        fast = _mask(pc.match_substring_regex(rest, _FAST[fmt]))
-        fields = pc.split_pattern(pc.if_else(pa.array(fast), rest, 'x, 0, 0, ""'), ", ", max_splits=3)
-        start = pc.list_element(fields, 1).cast(pa.float64())
-        end = pc.list_element(fields, 2).cast(pa.float64())
-        fast &= _mask(pc.greater(end, start))
-        labels = pc.split_pattern(pc.utf8_slice_codeunits(pc.list_element(fields, 3), 1, -1), ",")
-        ytid = pc.list_element(fields, 0)
-        split = pa.nulls(len(rest), pa.string())
-    else:
-        parts = pc.extract_regex(rest, _FAST[fmt])
-        fast = _mask(pc.is_valid(parts))
-        ytid = pc.struct_field(parts, "ytid")
-        start = pc.struct_field(parts, "start").cast(pa.int64()).cast(pa.float64())
-        end = pc.add(start, _VGG_CLIP_S)
-        quoted = pc.struct_field(parts, "qlabel")  # a group that did not take part comes back as ""
-        label = pc.if_else(pc.greater(pc.utf8_length(quoted), 0), quoted, pc.struct_field(parts, "label"))
-        labels = pa.ListArray.from_arrays(pa.array(np.arange(len(rest) + 1, dtype=np.int32)), label)
-        split = pc.binary_join_element_wise("vgg_", pc.struct_field(parts, "split"), "")
-    keep = pa.array(fast)
-    table = pa.table(
-        {
-            "ytid": ytid.filter(keep),
-            "start_s": start.filter(keep),
-            "end_s": end.filter(keep),
-            "labels": labels.filter(keep),
-            "line": pa.array(np.flatnonzero(fast).astype(np.int32) + first_line),
-            "split": split.filter(keep),
-        },
-        schema=_COLUMNS_SCHEMA,
-    )
-    # Every other line: the per-line parser (blank lines, odd spacing, bad rows, '#' lines after the header, ...).
+    return k
+
+
+def _fast_audioset(rest: pa.StringArray) -> tuple[np.ndarray, dict[str, Any]]:
+    """AudioSet lines in the official layout (`_FAST`), parsed in columns: (n,) bool, which lines are; and per line
+    ytid, start_s, end_s, labels, split (null) — placeholders on the other lines."""
+    # a fixed layout once matched: split at ", " instead of extracting regex groups (4x faster)
+    fast = _mask(pc.match_substring_regex(rest, _FAST["audioset"]))
+    fields = pc.split_pattern(pc.if_else(pa.array(fast), rest, 'x, 0, 0, ""'), ", ", max_splits=3)
+    start = pc.list_element(fields, 1).cast(pa.float64())
+    end = pc.list_element(fields, 2).cast(pa.float64())
+    fast &= _mask(pc.greater(end, start))
+    labels = pc.split_pattern(pc.utf8_slice_codeunits(pc.list_element(fields, 3), 1, -1), ",")
+    split = pa.nulls(len(rest), pa.string())
+    return fast, {"ytid": pc.list_element(fields, 0), "start_s": start, "end_s": end, "labels": labels, "split": split}
+
+
+def _fast_vggsound(rest: pa.StringArray) -> tuple[np.ndarray, dict[str, Any]]:
+    """vggsound.csv lines in the official layout (`_FAST`), parsed in columns: (n,) bool, which lines are; and per
+    line ytid, start_s, end_s (start + 10 s), labels (one), split (vgg_train | vgg_test) — nulls on the others."""
+    parts = pc.extract_regex(rest, _FAST["vggsound"])
+    fast = _mask(pc.is_valid(parts))
+    start = pc.struct_field(parts, "start").cast(pa.int64()).cast(pa.float64())
+    quoted = pc.struct_field(parts, "qlabel")  # a group that did not take part comes back as ""
+    label = pc.if_else(pc.greater(pc.utf8_length(quoted), 0), quoted, pc.struct_field(parts, "label"))
+    labels = pa.ListArray.from_arrays(pa.array(np.arange(len(rest) + 1, dtype=np.int32)), label)
+    split = pc.binary_join_element_wise("vgg_", pc.struct_field(parts, "split"), "")
+    cols = {"ytid": pc.struct_field(parts, "ytid"), "start_s": start, "end_s": pc.add(start, _VGG_CLIP_S)}
+    return fast, {**cols, "labels": labels, "split": split}
+
+
+def _parse_slow_lines(
+    rest: pa.StringArray, slow: np.ndarray, first_line: int, fmt: str, file: str
+) -> tuple[list[SegmentRow], list[ManifestIssue], int]:
+    """The lines at `slow` (indices into `rest`; line number = index + first_line) through the per-line parser:
+    blank lines, odd spacing, bad rows, '#' lines after the header, ... → its rows, its issues, the non-blank lines."""
     parse_line, skip_space = _LINE_PARSERS[fmt]
-    slow_rows: list[SegmentRow] = []
-    issues = list(prefix.issues)
-    data_lines = prefix.data_lines + int(fast.sum())
-    slow = np.flatnonzero(~fast)
+    rows: list[SegmentRow] = []
+    issues: list[ManifestIssue] = []
+    data_lines = 0
     for i, line in zip(slow.tolist(), rest.take(pa.array(slow)).to_pylist(), strict=True):
         if not line.strip():
             continue
@@ -457,13 +485,8 @@ def parse_segments_columns(path: Path, fmt: str) -> ParsedColumns:
             issues.append(ManifestIssue(file, lineno, "column_count", f"{exc}: {line[:200]}"))
             continue
         result = parse_line(fields, lineno, file, line)
-        (issues if isinstance(result, ManifestIssue) else slow_rows).append(result)
-    if slow_rows:
-        table = pa.concat_tables([table, _rows_table(slow_rows)])
-        table = table.take(pc.sort_indices(table, sort_keys=[("line", "ascending")]))
-    if prefix.rows:  # header lines come before every other line
-        table = pa.concat_tables([_rows_table(prefix.rows), table])
-    return ParsedColumns(table, issues, data_lines, prefix.header_rows)
+        (issues if isinstance(result, ManifestIssue) else rows).append(result)
+    return rows, issues, data_lines
 
 
 def _mask(arr: Any) -> np.ndarray:
@@ -727,186 +750,68 @@ def _label_ok(label: str, known: dict[str, str], names: set[str]) -> bool:
     return label in known or label in names or label.replace(",", "_") in names
 
 
+@dataclass
+class _SegmentFiles:
+    """The segment files of one build, read in input order (file k = the k-th segment file).
+
+    inputs_meta[k]: file k's input record; parts: one table per file that supplies rows (`_COLUMNS_SCHEMA` columns
+    plus source_file, file_index = k); file_issues[k]: file k's parse issues; row_issues[k]: (line, issue) pairs
+    found after parsing (unknown labels, duplicate clip ids); eval_ytids: ytids of the eval lists read as reference.
+    """
+
+    inputs_meta: list[dict[str, Any]] = field(default_factory=list)
+    parts: list[pa.Table] = field(default_factory=list)
+    file_issues: list[list[ManifestIssue]] = field(default_factory=list)
+    row_issues: dict[int, list[tuple[int, ManifestIssue]]] = field(default_factory=dict)
+    eval_ytids: list[pa.Array] = field(default_factory=list)
+
+    def issues(self) -> list[ManifestIssue]:
+        """Per file: its parse issues, then its row issues in line order."""
+        out: list[ManifestIssue] = []
+        for k, parse_issues in enumerate(self.file_issues):
+            out.extend(parse_issues)
+            out.extend(i for _, i in sorted(self.row_issues.get(k, []), key=lambda t: t[0]))
+        return out
+
+
 def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
     """Read, check and join the inputs; write source.parquet, source.meta.json (and rejected.parquet)."""
     root = Path(root)
     definition = load_definition(cfg.dataset)
     specs, labels_path, retrieval_paths = _resolve_inputs(cfg, root, definition)
     warnings: list[str] = []
-    issues: list[ManifestIssue] = []
     inputs_meta: list[dict[str, Any]] = []
+    known_labels = _read_label_index(labels_path, definition, inputs_meta, warnings)
 
-    known_labels: dict[str, str] = {}
-    if labels_path is not None:
-        known_labels = parse_label_index(labels_path)
-        inputs_meta.append(_check_input(labels_path, definition, "labels", len(known_labels), None, warnings))
-    label_names = set(known_labels.values())
-
-    formats = {s.path: sniff_format(s.path, cfg.dataset) for s in specs}
-    has_full_vgg = any(f == "vggsound" for f in formats.values())
-    leak_ytids: list[pa.Array] = []
-    parts: list[pa.Table] = []
-    row_issues: dict[int, list[tuple[int, ManifestIssue]]] = {}  # per spec: (line, issue) found after parsing
-    file_issues: list[list[ManifestIssue]] = []  # per spec: parse issues, then that file's row issues
-    known = pa.array(list(known_labels), pa.string())
-    names = pa.array(sorted(label_names), pa.string())
     bar = _steps_bar(len(specs) + 2)
-
-    for spec in specs:
-        fmt = formats[spec.path]
-        bar.set_description(f"parse {spec.path.name}")
-        parsed = parse_segments_columns(spec.path, fmt)
-        bar.update(1)
-        rows = parsed.table
-        file = spec.path.name
-        split = spec.split or infer_split(file, cfg.dataset)
-        # with vggsound.csv present, test.csv repeats its test rows: use it as an eval list, not as rows
-        as_reference = fmt == "vgg_list" and has_full_vgg
-        role = "eval_list" if as_reference else "segments"
-        info = _check_input(spec.path, definition, role, parsed.data_lines, parsed.header_rows, warnings)
-        info.update(format=fmt, split=split, rejected_rows=len(parsed.issues))
-        inputs_meta.append(info)
-        file_issues.append(list(parsed.issues))
-        if as_reference:
-            leak_ytids.append(rows.column("ytid").combine_chunks())
-            continue
-        if split is None and fmt != "vggsound":
-            raise ManifestError(f"{spec.path}: cannot infer the split from the file name; pass PATH:split")
-        if split is not None and split not in _DATASET_SPLITS[cfg.dataset]:
-            raise ManifestError(f"{spec.path}: split {split!r} does not belong to dataset {cfg.dataset}")
-        found: list[tuple[int, ManifestIssue]] = []
-        if known_labels and rows.num_rows:
-            labels = rows.column("labels").combine_chunks()
-            flat = pc.list_flatten(labels)
-            ok = pc.or_(pc.is_in(flat, value_set=known), pc.is_in(flat, value_set=names))
-            ok = pc.or_(ok, pc.is_in(pc.replace_substring(flat, ",", "_"), value_set=names))
-            bad_rows = np.unique(pc.list_parent_indices(labels).filter(pc.invert(ok)).to_numpy())
-            for r in bad_rows.tolist():
-                unknown = [lb for lb in labels[r].as_py() if not _label_ok(lb, known_labels, label_names)]
-                line = rows.column("line")[r].as_py()
-                found.append((line, ManifestIssue(file, line, "unknown_label", f"{unknown} not in the label index")))
-            if bad_rows.size:
-                drop = np.zeros(rows.num_rows, dtype=bool)
-                drop[bad_rows] = True
-                rows = rows.filter(pa.array(~drop))
-        row_issues[len(file_issues) - 1] = found
-        n = rows.num_rows
-        rows = rows.set_column(5, "split", pa.repeat(pa.scalar(split, pa.string()), n) if split else rows.column(5))
-        rows = rows.append_column("source_file", pa.repeat(pa.scalar(file), n))
-        rows = rows.append_column("file_index", pa.repeat(pa.scalar(len(file_issues) - 1, pa.int32()), n))
-        parts.append(rows)
-        if fmt == "vggsound":
-            match = _entry_by_name(definition, file)
-            expected_split = (match[1].get("split_rows") or {}) if match else {}
-            got = {r["values"]: r["counts"] for r in pc.value_counts(parsed.table.column("split")).to_pylist()}
-            info["split_rows"] = dict(sorted(got.items()))
-            for sp, n in expected_split.items():
-                if got.get(sp, 0) != n:
-                    warnings.append(f"{file}: {got.get(sp, 0)} {sp} rows, expected {n}")
-
+    read = _read_segment_files(specs, cfg.dataset, definition, known_labels, warnings, bar)
+    inputs_meta.extend(read.inputs_meta)
     bar.set_description("ids, duplicates, leaks")
-    rows = pa.concat_tables(parts).combine_chunks() if parts else _COLUMNS_SCHEMA.empty_table()
-    if not parts:
-        rows = rows.append_column("source_file", pa.array([], pa.string()))
-        rows = rows.append_column("file_index", pa.array([], pa.int32()))
-    ytid, start = rows.column("ytid"), rows.column("start_s")
-    ms = pc.round(pc.multiply(start, 1000.0), round_mode="half_to_even").cast(pa.int64()).cast(pa.string())
-    clip_id = pc.binary_join_element_wise(cfg.dataset, ytid, ms, ":")
-    # Duplicates: the first row of a clip id (in input order) wins, as a dict of seen ids would decide.
-    uniq = pc.unique(clip_id)
-    code = pc.index_in(clip_id, value_set=uniq).to_numpy()
-    first = np.unique(code, return_index=True)[1]
-    dup = np.flatnonzero(first[code] != np.arange(code.size))
-    if dup.size:
-        files, lines = rows.column("source_file"), rows.column("line")
-        fidx = rows.column("file_index").to_numpy()
-        for r in dup.tolist():
-            f0 = int(first[code[r]])
-            text = f"{clip_id[r].as_py()} also at {files[f0].as_py()}:{lines[f0].as_py()}"
-            line = lines[r].as_py()
-            row_issues[int(fidx[r])].append((line, ManifestIssue(files[r].as_py(), line, "duplicate_clip_id", text)))
-        keep = np.ones(code.size, dtype=bool)
-        keep[dup] = False
-        rows, clip_id = rows.filter(pa.array(keep)), clip_id.filter(pa.array(keep))
+    rows, clip_id = _drop_duplicate_clips(_concat_parts(read.parts), cfg.dataset, read.row_issues)
     bar.update(1)
-    for k, parse_issues in enumerate(file_issues):  # per file: parse issues, then row issues in line order
-        issues.extend(parse_issues)
-        issues.extend(i for _, i in sorted(row_issues.get(k, []), key=lambda t: t[0]))
-
-    retrieval_meta = []
-    for path in retrieval_paths:
-        ids, bad = parse_retrieval_ids(path)
-        issues.extend(bad)
-        leak_ytids.append(pa.array(ids, pa.string()))
-        info = _check_input(path, definition, "retrieval", len(ids) + len(bad), None, warnings)
-        retrieval_meta.append(info)
-    inputs_meta.extend(retrieval_meta)
-
-    split_col = rows.column("split")
-    eval_rows = pc.is_in(split_col, value_set=pa.array(sorted(EVAL_SPLITS)))
-    leak_ytids.append(rows.column("ytid").filter(eval_rows))
+    retrieval_ytids, retrieval_issues = _read_retrieval_lists(retrieval_paths, definition, inputs_meta, warnings)
+    issues = read.issues() + retrieval_issues
     if issues and not cfg.skip_bad:
         bar.close()
         raise ManifestError(f"{len(issues)} malformed row(s); fix the input or pass --skip-bad", issues)
 
     bar.set_description("sort and write")
-    order = pc.sort_indices(clip_id)
-    rows, clip_id = rows.take(order), clip_id.take(order)
-    ytid, split_col, start = rows.column("ytid"), rows.column("split"), rows.column("start_s")
-    leak_set = pc.unique(pa.chunked_array(leak_ytids, pa.string())) if leak_ytids else pa.array([], pa.string())
-    leak = pc.and_(pc.is_in(split_col, value_set=pa.array(sorted(TRAIN_SPLITS))), pc.is_in(ytid, value_set=leak_set))
-    leak_count = pc.sum(leak.cast(pa.int64())).as_py() or 0
-    if cfg.dataset == "vggsound":
-        sec = pc.round(start, round_mode="half_to_even").cast(pa.int64()).cast(pa.string())
-        video_id = pc.binary_join_element_wise(ytid, pc.utf8_lpad(sec, 6, "0"), "_")
-    else:
-        video_id = ytid
-    n_rows = rows.num_rows
-    table = pa.table(
-        {
-            "clip_id": clip_id,
-            "video_id": video_id,
-            "dataset": pa.repeat(pa.scalar(cfg.dataset), n_rows),
-            "split": split_col,
-            "ytid": ytid,
-            "start_s": start,
-            "end_s": rows.column("end_s"),
-            "labels": rows.column("labels"),
-            "leak_eval_overlap": leak,
-            "source_file": rows.column("source_file"),
-            "source_line": rows.column("line"),
-        },
-        schema=SOURCE_SCHEMA,
-    )
+    table, leak_count = _source_table(rows, clip_id, cfg.dataset, read.eval_ytids + retrieval_ytids)
     del rows
     bar.update(1)
     bar.close()
     out = manifest_path(root)
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_parquet(table, out)
+    rejected_path = _write_rejected(issues, out.parent / "rejected.parquet")
 
-    rejected_path = out.parent / "rejected.parquet"
-    if issues:
-        rej = pa.table(
-            {
-                "file": [i.file for i in issues],
-                "line": pa.array([i.line for i in issues], pa.int32()),
-                "kind": [i.kind for i in issues],
-                "text": [i.text for i in issues],
-            },
-            schema=_REJECTED_SCHEMA,
-        )
-        _write_parquet(rej, rejected_path)
-    else:
-        rejected_path.unlink(missing_ok=True)  # a stale file from an earlier run would mislead the funnel
-
-    split_counts = dict(sorted((r["values"], r["counts"]) for r in pc.value_counts(split_col).to_pylist()))
+    split_counts = dict(sorted((r["values"], r["counts"]) for r in pc.value_counts(table.column("split")).to_pylist()))
     meta = {
         "dataset": cfg.dataset,
         "inputs": inputs_meta,
-        "rows": n_rows,
+        "rows": table.num_rows,
         "split_counts": split_counts,
-        "leak_eval_overlap": int(leak_count),
+        "leak_eval_overlap": leak_count,
         "rejected": len(issues),
         "rejected_by_kind": dict(sorted(Counter(i.kind for i in issues).items())),
         "warnings": warnings,
@@ -918,13 +823,222 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
     return ManifestResult(
         manifest=out,
         meta=meta_path,
-        rejected=rejected_path if issues else None,
-        rows=n_rows,
+        rejected=rejected_path,
+        rows=table.num_rows,
         split_counts=split_counts,
-        leak_count=int(leak_count),
+        leak_count=leak_count,
         issues=issues,
         warnings=warnings,
     )
+
+
+def _read_label_index(
+    path: Path | None, definition: dict[str, Any], inputs_meta: list[dict[str, Any]], warnings: list[str]
+) -> dict[str, str]:
+    """{mid: display_name} of the label index ({} without one); its input record is appended."""
+    if path is None:
+        return {}
+    known_labels = parse_label_index(path)
+    inputs_meta.append(_check_input(path, definition, "labels", len(known_labels), None, warnings))
+    return known_labels
+
+
+def _read_segment_files(
+    specs: Sequence[InputSpec],
+    dataset: str,
+    definition: dict[str, Any],
+    known_labels: dict[str, str],
+    warnings: list[str],
+    bar: Any,
+) -> _SegmentFiles:
+    """Parse and check each segment file in input order: its input record, its split, its labels.
+
+    With vggsound.csv among the inputs, a `vgg_list` file (test.csv) repeats its test rows: it is read as an eval
+    list (its ytids count as eval for the leak flag), not as rows.
+    """
+    formats = {s.path: sniff_format(s.path, dataset) for s in specs}
+    has_full_vgg = any(f == "vggsound" for f in formats.values())
+    read = _SegmentFiles()
+    for spec in specs:
+        fmt = formats[spec.path]
+        bar.set_description(f"parse {spec.path.name}")
+        parsed = parse_segments_columns(spec.path, fmt)
+        bar.update(1)
+        file = spec.path.name
+        split = spec.split or infer_split(file, dataset)
+        as_reference = fmt == "vgg_list" and has_full_vgg
+        role = "eval_list" if as_reference else "segments"
+        info = _check_input(spec.path, definition, role, parsed.data_lines, parsed.header_rows, warnings)
+        info.update(format=fmt, split=split, rejected_rows=len(parsed.issues))
+        read.inputs_meta.append(info)
+        read.file_issues.append(list(parsed.issues))
+        if as_reference:
+            read.eval_ytids.append(parsed.table.column("ytid").combine_chunks())
+            continue
+        if split is None and fmt != "vggsound":
+            raise ManifestError(f"{spec.path}: cannot infer the split from the file name; pass PATH:split")
+        if split is not None and split not in _DATASET_SPLITS[dataset]:
+            raise ManifestError(f"{spec.path}: split {split!r} does not belong to dataset {dataset}")
+        k = len(read.file_issues) - 1
+        rows, read.row_issues[k] = _drop_unknown_labels(parsed.table, file, known_labels)
+        read.parts.append(_tag_rows(rows, split, file, k))
+        if fmt == "vggsound":
+            info["split_rows"] = _check_split_rows(file, parsed.table, definition, warnings)
+    return read
+
+
+def _drop_unknown_labels(
+    rows: pa.Table, file: str, known_labels: dict[str, str]
+) -> tuple[pa.Table, list[tuple[int, ManifestIssue]]]:
+    """Rows whose labels are all in the label index (every row when there is no index), and an `unknown_label`
+    (line, issue) for each row dropped."""
+    found: list[tuple[int, ManifestIssue]] = []
+    if not known_labels or not rows.num_rows:
+        return rows, found
+    label_names = set(known_labels.values())
+    known = pa.array(list(known_labels), pa.string())
+    names = pa.array(sorted(label_names), pa.string())
+    labels = rows.column("labels").combine_chunks()
+    flat = pc.list_flatten(labels)
+    ok = pc.or_(pc.is_in(flat, value_set=known), pc.is_in(flat, value_set=names))
+    ok = pc.or_(ok, pc.is_in(pc.replace_substring(flat, ",", "_"), value_set=names))
+    bad_rows = np.unique(pc.list_parent_indices(labels).filter(pc.invert(ok)).to_numpy())
+    for r in bad_rows.tolist():
+        unknown = [lb for lb in labels[r].as_py() if not _label_ok(lb, known_labels, label_names)]
+        line = rows.column("line")[r].as_py()
+        found.append((line, ManifestIssue(file, line, "unknown_label", f"{unknown} not in the label index")))
+    if bad_rows.size:
+        drop = np.zeros(rows.num_rows, dtype=bool)
+        drop[bad_rows] = True
+        rows = rows.filter(pa.array(~drop))
+    return rows, found
+
+
+def _tag_rows(rows: pa.Table, split: str | None, file: str, file_index: int) -> pa.Table:
+    """The file's split on every row (None: vggsound.csv's per-row split stays), plus source_file and file_index."""
+    n = rows.num_rows
+    rows = rows.set_column(5, "split", pa.repeat(pa.scalar(split, pa.string()), n) if split else rows.column(5))
+    rows = rows.append_column("source_file", pa.repeat(pa.scalar(file), n))
+    return rows.append_column("file_index", pa.repeat(pa.scalar(file_index, pa.int32()), n))
+
+
+def _check_split_rows(file: str, table: pa.Table, definition: dict[str, Any], warnings: list[str]) -> dict[str, int]:
+    """vggsound.csv's rows per split (as parsed), each compared with the definition's `split_rows`."""
+    match = _entry_by_name(definition, file)
+    expected_split = (match[1].get("split_rows") or {}) if match else {}
+    got = {r["values"]: r["counts"] for r in pc.value_counts(table.column("split")).to_pylist()}
+    for sp, n in expected_split.items():
+        if got.get(sp, 0) != n:
+            warnings.append(f"{file}: {got.get(sp, 0)} {sp} rows, expected {n}")
+    return dict(sorted(got.items()))
+
+
+def _concat_parts(parts: list[pa.Table]) -> pa.Table:
+    """The files' rows in input order, as one table (an empty one with the same columns when no file has rows)."""
+    if parts:
+        return pa.concat_tables(parts).combine_chunks()
+    rows = _COLUMNS_SCHEMA.empty_table()
+    rows = rows.append_column("source_file", pa.array([], pa.string()))
+    return rows.append_column("file_index", pa.array([], pa.int32()))
+
+
+def _drop_duplicate_clips(
+    rows: pa.Table, dataset: str, row_issues: dict[int, list[tuple[int, ManifestIssue]]]
+) -> tuple[pa.Table, pa.Array]:
+    """Rows with a clip id (`dataset:ytid:start_ms`) not seen before, and those ids.
+
+    The first row of a clip id (in input order) wins, as a dict of seen ids would decide; each later row becomes a
+    `duplicate_clip_id` issue in `row_issues` under its file's index.
+    """
+    ytid, start = rows.column("ytid"), rows.column("start_s")
+    ms = pc.round(pc.multiply(start, 1000.0), round_mode="half_to_even").cast(pa.int64()).cast(pa.string())
+    clip_id = pc.binary_join_element_wise(dataset, ytid, ms, ":")
+    uniq = pc.unique(clip_id)
+    code = pc.index_in(clip_id, value_set=uniq).to_numpy()
+    first = np.unique(code, return_index=True)[1]
+    dup = np.flatnonzero(first[code] != np.arange(code.size))
+    if not dup.size:
+        return rows, clip_id
+    files, lines = rows.column("source_file"), rows.column("line")
+    fidx = rows.column("file_index").to_numpy()
+    for r in dup.tolist():
+        f0 = int(first[code[r]])
+        text = f"{clip_id[r].as_py()} also at {files[f0].as_py()}:{lines[f0].as_py()}"
+        line = lines[r].as_py()
+        row_issues[int(fidx[r])].append((line, ManifestIssue(files[r].as_py(), line, "duplicate_clip_id", text)))
+    keep = np.ones(code.size, dtype=bool)
+    keep[dup] = False
+    return rows.filter(pa.array(keep)), clip_id.filter(pa.array(keep))
+
+
+def _read_retrieval_lists(
+    paths: Sequence[Path], definition: dict[str, Any], inputs_meta: list[dict[str, Any]], warnings: list[str]
+) -> tuple[list[pa.Array], list[ManifestIssue]]:
+    """The ytids of each retrieval list and the entries that name no ytid; each list's input record is appended."""
+    ytids: list[pa.Array] = []
+    issues: list[ManifestIssue] = []
+    for path in paths:
+        ids, bad = parse_retrieval_ids(path)
+        issues.extend(bad)
+        ytids.append(pa.array(ids, pa.string()))
+        inputs_meta.append(_check_input(path, definition, "retrieval", len(ids) + len(bad), None, warnings))
+    return ytids, issues
+
+
+def _source_table(rows: pa.Table, clip_id: pa.Array, dataset: str, eval_ytids: list[pa.Array]) -> tuple[pa.Table, int]:
+    """source.parquet's table (`SOURCE_SCHEMA`, sorted by clip id) and its number of leaking rows.
+
+    A train row leaks (`leak_eval_overlap`) when its ytid is also an eval row's or is in `eval_ytids` (the eval and
+    retrieval lists).
+    """
+    eval_rows = pc.is_in(rows.column("split"), value_set=pa.array(sorted(EVAL_SPLITS)))
+    leak_ytids = [*eval_ytids, rows.column("ytid").filter(eval_rows)]
+    order = pc.sort_indices(clip_id)
+    rows, clip_id = rows.take(order), clip_id.take(order)
+    ytid, split_col, start = rows.column("ytid"), rows.column("split"), rows.column("start_s")
+    leak_set = pc.unique(pa.chunked_array(leak_ytids, pa.string()))
+    leak = pc.and_(pc.is_in(split_col, value_set=pa.array(sorted(TRAIN_SPLITS))), pc.is_in(ytid, value_set=leak_set))
+    leak_count = pc.sum(leak.cast(pa.int64())).as_py() or 0
+    if dataset == "vggsound":
+        sec = pc.round(start, round_mode="half_to_even").cast(pa.int64()).cast(pa.string())
+        video_id = pc.binary_join_element_wise(ytid, pc.utf8_lpad(sec, 6, "0"), "_")
+    else:
+        video_id = ytid
+    table = pa.table(
+        {
+            "clip_id": clip_id,
+            "video_id": video_id,
+            "dataset": pa.repeat(pa.scalar(dataset), rows.num_rows),
+            "split": split_col,
+            "ytid": ytid,
+            "start_s": start,
+            "end_s": rows.column("end_s"),
+            "labels": rows.column("labels"),
+            "leak_eval_overlap": leak,
+            "source_file": rows.column("source_file"),
+            "source_line": rows.column("line"),
+        },
+        schema=SOURCE_SCHEMA,
+    )
+    return table, int(leak_count)
+
+
+def _write_rejected(issues: list[ManifestIssue], path: Path) -> Path | None:
+    """rejected.parquet: one row per issue (None and no file when there are none)."""
+    if not issues:
+        path.unlink(missing_ok=True)  # a stale file from an earlier run would mislead the funnel
+        return None
+    rej = pa.table(
+        {
+            "file": [i.file for i in issues],
+            "line": pa.array([i.line for i in issues], pa.int32()),
+            "kind": [i.kind for i in issues],
+            "text": [i.text for i in issues],
+        },
+        schema=_REJECTED_SCHEMA,
+    )
+    _write_parquet(rej, path)
+    return path
 
 
 def _steps_bar(total: int) -> Any:

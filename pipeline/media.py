@@ -224,6 +224,34 @@ def _run(
     timeout: float,
     from_start: bool = False,
 ) -> tuple[DecodedClip, str]:
+    """One ffmpeg process over the window: the decoded clip (module docstring) and ffmpeg's log."""
+    args, trim_s = _input_args(path, start_s, duration_s, starts, threads, from_start)
+    args += ["-filter_complex", _graph(duration_s, num_frames, size, video, audio, starts, trim_s)]
+    audio_r = audio_w = None
+    if audio:
+        audio_r, audio_w = os.pipe()
+    args += _output_args(video, audio_w, starts, sample_rate)
+    ran = _communicate(args, video, audio_r, audio_w, timeout)
+    if ran is None:
+        return DecodedClip(None, None, None, None, [f"ffmpeg timed out after {timeout}s"], -9), ""
+    video_bytes, raw, log, returncode = ran
+    errors = [m.group(2).strip() or line.strip() for line in log.splitlines() if (m := _ERR_LINE.search(line))]
+    pcm = None
+    if audio:
+        pcm = np.frombuffer(raw[: len(raw) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+    frames = frame_pts = video_pts = None
+    if video:
+        frames, frame_pts, video_pts = _parse_video(log, video_bytes, duration_s, num_frames, size)
+    return DecodedClip(pcm, frames, frame_pts, video_pts, errors, returncode), log
+
+
+def _input_args(
+    path: Path, start_s: float, duration_s: float, starts: bool, threads: int, from_start: bool
+) -> tuple[list[str], float | None]:
+    """ffmpeg's global and input options, and where the graph cuts the window (None: the input seek does).
+
+    `starts`: a second, unseeked input of the same file, for the streams' first frames (`_graph(starts=True)`).
+    """
     args = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", "-xerror"]
     args += ["-filter_threads", "1"]
     trim_s = None
@@ -238,17 +266,29 @@ def _run(
     args += ["-threads", str(threads), "-i", str(path)]
     if starts:
         args += ["-threads", "1", "-i", str(path)]
-    args += ["-filter_complex", _graph(duration_s, num_frames, size, video, audio, starts, trim_s)]
+    return args, trim_s
+
+
+def _output_args(video: bool, audio_fd: int | None, starts: bool, sample_rate: int) -> list[str]:
+    """ffmpeg's outputs: RGB frames to stdout, mono s16le PCM to the pipe `audio_fd` (None: no audio), and the
+    streams' first frames (`starts`) to null: their showinfo lines in the log are what counts."""
+    args = []
     if video:
         args += ["-map", "[vout]", "-f", "rawvideo", "-fps_mode", "passthrough", "-pix_fmt", "rgb24", "pipe:1"]
-    audio_r = audio_w = None
-    if audio:
-        audio_r, audio_w = os.pipe()
-        args += ["-map", "[aout]", "-f", "s16le", "-ac", "1", "-ar", str(sample_rate), f"pipe:{audio_w}"]
+    if audio_fd is not None:
+        args += ["-map", "[aout]", "-f", "s16le", "-ac", "1", "-ar", str(sample_rate), f"pipe:{audio_fd}"]
     if starts:
-        for label, present in (("vstart", video), ("astart", audio)):
+        for label, present in (("vstart", video), ("astart", audio_fd is not None)):
             if present:
                 args += ["-map", f"[{label}]", "-f", "null", "-"]
+    return args
+
+
+def _communicate(
+    args: list[str], video: bool, audio_r: int | None, audio_w: int | None, timeout: float
+) -> tuple[bytes, bytes, str, int] | None:
+    """Run ffmpeg and read its three outputs at once (a full pipe would stall it): (video bytes from stdout, PCM
+    bytes from the audio pipe `audio_r`/`audio_w`, the stderr log, the return code); None when it timed out."""
     pcm_sink: list[bytes] = []
     err_sink: list[bytes] = []
     proc = subprocess.Popen(
@@ -274,23 +314,13 @@ def _run(
         proc.wait()
         for t in readers:
             t.join()
-        return DecodedClip(None, None, None, None, [f"ffmpeg timed out after {timeout}s"], -9), ""
+        return None
     finally:
         if video:
             proc.stdout.close()
     for t in readers:
         t.join()
-    log = b"".join(err_sink).decode("utf-8", "replace")
-    errors = [m.group(2).strip() or line.strip() for line in log.splitlines() if (m := _ERR_LINE.search(line))]
-
-    pcm = None
-    if audio:
-        raw = b"".join(pcm_sink)
-        pcm = np.frombuffer(raw[: len(raw) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
-    frames = frame_pts = video_pts = None
-    if video:
-        frames, frame_pts, video_pts = _parse_video(log, video_bytes, duration_s, num_frames, size)
-    return DecodedClip(pcm, frames, frame_pts, video_pts, errors, proc.returncode), log
+    return video_bytes, b"".join(pcm_sink), b"".join(err_sink).decode("utf-8", "replace"), proc.returncode
 
 
 def decode_window(

@@ -180,6 +180,37 @@ def clip_states(
     (default: its first 16 hex digits, enough to tell two downloads of one clip apart; `pa.string()`: whole).
     """
     root = Path(root)
+    manifest, source_rows, duplicates = _unique_manifest(root, manifest_columns)
+    ids = manifest.column("clip_id").combine_chunks()
+    fe, va, sh = _latest_events(root, ids, validate_columns, sha_type, progress)
+    state, reason = _fetch_states(fe, max_attempts, now or datetime.now(timezone.utc))
+    reason = _verdict_states(state, reason, fe, va, sh)
+    raw_missing = np.zeros(len(ids), dtype=bool)
+    if check_files:
+        reason = _missing_files(root, ids, fe, state, reason, raw_missing)
+    orphans = set(fe.orphan_ids)
+    for ev in (va, sh):
+        if ev is not None:
+            orphans |= ev.orphan_ids
+    return ClipStates(
+        manifest=manifest,
+        source_rows=source_rows,
+        state=state,
+        reason=reason,
+        raw_missing=raw_missing,
+        attempts=fe.events,
+        transient_failures=fe.transient_failures,
+        fetch=fe,
+        validate=va,
+        shard=sh,
+        duplicate_source_rows=duplicates,
+        orphan_ids=orphans,
+    )
+
+
+def _unique_manifest(root: Path, manifest_columns: Sequence[str] | None) -> tuple[pa.Table, np.ndarray, int]:
+    """The manifest with each clip id's first row only, those rows' indices in source.parquet (n,) int64, and the
+    number of rows dropped as duplicates."""
     mpath = manifest_path(root)
     if not mpath.is_file():
         raise FileNotFoundError(f"{mpath} not found: run `tgdp-data manifest` first")
@@ -194,9 +225,17 @@ def clip_states(
     if duplicates:  # keep each clip's first row
         source_rows = np.sort(np.unique(pc.index_in(ids, value_set=unique).to_numpy(), return_index=True)[1])
         manifest = manifest.take(pa.array(source_rows))
-        ids = manifest.column("clip_id").combine_chunks()
-    n = len(ids)
+    return manifest, source_rows, duplicates
 
+
+def _latest_events(
+    root: Path,
+    ids: pa.Array,
+    validate_columns: dict[str, pa.DataType] | None,
+    sha_type: pa.DataType | None,
+    progress: bool,
+) -> tuple[ledger.LatestEvents, ledger.LatestEvents | None, ledger.LatestEvents | None]:
+    """The last fetch, validate and shard event per id (None for a stage that has no events yet)."""
     stages = [s for s in ("validate", "shard") if _has_events(root, s)]
     bar = None
     if progress:
@@ -219,7 +258,13 @@ def clip_states(
     finally:
         if bar is not None:
             bar.close()
+    return fe, va, sh
 
+
+def _fetch_states(fe: ledger.LatestEvents, max_attempts: int | None, now: datetime) -> tuple[np.ndarray, pa.Array]:
+    """What the last fetch says: state (n,) int8 — never_tried, gone, pending, backoff, gave_up, or not_validated
+    for an ok fetch — and reason (n,): the fetch reason of failed clips, null for the others."""
+    n = len(fe.has_event)
     status = fe.column("status")
     ok = _np(pc.equal(status, "ok"))
     failed = _np(pc.equal(status, "failed"))
@@ -232,17 +277,28 @@ def clip_states(
         gave_up = ft & (fe.transient_failures >= max_attempts)
     else:
         gave_up = np.zeros(n, dtype=bool)
-    now = now or datetime.now(timezone.utc)
     later = _np(pc.greater(fe.column("next_attempt_after"), pa.scalar(now, pa.timestamp("us", tz="UTC"))))
     state[ft & ~gave_up & later] = _S["backoff"]
     state[gave_up] = _S["gave_up"]
+    state[ok] = _S["not_validated"]
     reason = fe.column("reason").cast(pa.string())
-    reason = pc.if_else(pa.array(ok), pa.nulls(n, pa.string()), reason)
+    return state, pc.if_else(pa.array(ok), pa.nulls(n, pa.string()), reason)
 
+
+def _verdict_states(
+    state: np.ndarray,
+    reason: pa.Array,
+    fe: ledger.LatestEvents,
+    va: ledger.LatestEvents | None,
+    sh: ledger.LatestEvents | None,
+) -> pa.Array:
+    """Fetched clips move on by the verdicts on their download (same sha256): dropped or valid by the last
+    validate event, sharded by an ok shard event. `state` is updated in place; the reasons come back."""
+    n = len(state)
     fsha = fe.column("sha256")
     if fsha.type != _SHA:  # the whole sha256 was asked for: compare its prefix with the other stages'
         fsha = pc.utf8_rpad(pc.utf8_slice_codeunits(fsha, 0, _SHA.byte_width), _SHA.byte_width, " ").cast(_SHA)
-    state[ok] = _S["not_validated"]
+    ok = state == _S["not_validated"]  # every ok fetch, so far
     if va is not None:
         current = ok & va.has_event & _same(va.column("fetch_sha256"), fsha)
         vtransient = _np(va.column("transient"))
@@ -259,37 +315,26 @@ def clip_states(
         state[packed] = _S["sharded"]
         reason = pc.if_else(pa.array(shard_failed), sh.column("reason").cast(pa.string()), reason)
         reason = pc.if_else(pa.array(packed), pa.nulls(n, pa.string()), reason)
+    return reason
 
-    raw_missing = np.zeros(n, dtype=bool)
-    if check_files:
-        todo = np.flatnonzero((state == _S["not_validated"]) | (state == _S["valid"]))
-        present = _files_present(root, fe.column("raw_path"), fe.column("file_bytes"), todo)
-        lost = todo[~present]
-        unvalidated = lost[state[lost] == _S["not_validated"]]
-        state[unvalidated] = _S["file_missing"]
-        mark = np.zeros(n, dtype=bool)
-        mark[unvalidated] = True
-        reason = pc.if_else(pa.array(mark), pa.scalar("file_missing"), reason)
-        unsharded = lost[state[lost] == _S["valid"]]
-        raw_missing[unsharded[~_cache_present(root, ids, unsharded)]] = True
-    orphans = set(fe.orphan_ids)
-    for ev in (va, sh):
-        if ev is not None:
-            orphans |= ev.orphan_ids
-    return ClipStates(
-        manifest=manifest,
-        source_rows=source_rows,
-        state=state,
-        reason=reason,
-        raw_missing=raw_missing,
-        attempts=fe.events,
-        transient_failures=fe.transient_failures,
-        fetch=fe,
-        validate=va,
-        shard=sh,
-        duplicate_source_rows=duplicates,
-        orphan_ids=orphans,
-    )
+
+def _missing_files(
+    root: Path, ids: pa.Array, fe: ledger.LatestEvents, state: np.ndarray, reason: pa.Array, raw_missing: np.ndarray
+) -> pa.Array:
+    """Clips whose next step needs the raw file: not_validated ones without it become file_missing (`state` in
+    place, the reasons come back); valid-not-sharded ones without it and without a feature-cache entry are marked
+    in `raw_missing` (n,) bool."""
+    todo = np.flatnonzero((state == _S["not_validated"]) | (state == _S["valid"]))
+    present = _files_present(root, fe.column("raw_path"), fe.column("file_bytes"), todo)
+    lost = todo[~present]
+    unvalidated = lost[state[lost] == _S["not_validated"]]
+    state[unvalidated] = _S["file_missing"]
+    mark = np.zeros(len(state), dtype=bool)
+    mark[unvalidated] = True
+    reason = pc.if_else(pa.array(mark), pa.scalar("file_missing"), reason)
+    unsharded = lost[state[lost] == _S["valid"]]
+    raw_missing[unsharded[~_cache_present(root, ids, unsharded)]] = True
+    return reason
 
 
 def _by_reason(reason: pa.Array, mask: np.ndarray, default: str) -> dict[str, int]:

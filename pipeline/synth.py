@@ -296,12 +296,35 @@ def _event_times(
 
 
 def plan_corpus(cfg: SynthConfig) -> tuple[list[ClassSpec], list[ClipPlan]]:
-    """Draw every clip's parameters from one seeded generator (the ground truth depends on nothing else)."""
+    """Draw every clip's parameters from one seeded generator (the ground truth depends on nothing else).
+
+    The draws are made in a fixed order (clip assignment, then clip by clip): changing that order changes the corpus.
+    """
     rng = np.random.default_rng(cfg.seed)
     classes = class_specs(cfg.num_classes, cfg.profile)
-    coupled = cfg.profile == "coupled"
     # the coupled profile's extra draws come from their own stream, so the default profile's plans stay bit-identical
-    rng_c = np.random.default_rng([cfg.seed, 1])
+    rng_c = np.random.default_rng([cfg.seed, 1]) if cfg.profile == "coupled" else None
+    ytids, class_of, eval_idx, fault_of = _assign_clips(rng, cfg)
+    plans = [
+        _plan_clip(
+            rng,
+            rng_c,
+            cfg,
+            ytid=ytids[i],
+            cls=classes[int(class_of[i])],
+            split=_SPLITS["eval" if i in eval_idx else "train"],
+            fault=fault_of.get(i, "none"),
+        )
+        for i in range(cfg.num_clips)
+    ]
+    return classes, plans
+
+
+def _assign_clips(rng: np.random.Generator, cfg: SynthConfig) -> tuple[list[str], np.ndarray, set[int], dict[int, str]]:
+    """Per clip index: its ytid, its class (balanced over the classes, shuffled), whether it is eval, its fault.
+
+    Every fault kind gets at least one clip when `fault_fraction` > 0.
+    """
     n = cfg.num_clips
     ytids = _ytids(rng, n)
     class_of = rng.permutation(np.arange(n) % cfg.num_classes)
@@ -312,71 +335,97 @@ def plan_corpus(cfg: SynthConfig) -> tuple[list[ClassSpec], list[ClipPlan]]:
         n_faults = min(n, max(int(round(cfg.fault_fraction * n)), len(FAULTS)))
     fault_idx = rng.choice(n, size=n_faults, replace=False).tolist()
     fault_of = {i: FAULTS[k % len(FAULTS)] for k, i in enumerate(fault_idx)}
+    return ytids, class_of, eval_idx, fault_of
+
+
+def _plan_clip(
+    rng: np.random.Generator,
+    rng_c: np.random.Generator | None,
+    cfg: SynthConfig,
+    *,
+    ytid: str,
+    cls: ClassSpec,
+    split: str,
+    fault: str,
+) -> ClipPlan:
+    """One clip's parameters: its file format, timing, silent stretch, events and distractors, clutter, object
+    scale and render seed from `rng`; the coupled profile's latent, note gap, decoy and background from `rng_c`."""
     d = cfg.difficulty
-    plans = []
-    for i in range(n):
-        fault = fault_of.get(i, "none")
-        width, height = cfg.sizes[int(rng.integers(len(cfg.sizes)))]
-        fps = cfg.fps[int(rng.integers(len(cfg.fps)))]
-        container = "webm" if rng.random() < cfg.webm_fraction else "mp4"
-        sr = 48000 if container == "webm" else cfg.sample_rates[int(rng.integers(len(cfg.sample_rates)))]
-        start = float(rng.integers(cfg.start_s[0], cfg.start_s[1] + 1))
-        end = start + cfg.segment_s
-        duration = round(end + float(rng.uniform(*cfg.tail_s)), 2)
-        if fault == "short":
-            duration = round(start + float(rng.uniform(0.3, 0.6)) * cfg.segment_s, 2)
-        silence_len = float(rng.uniform(0.0, 0.6 * d)) * cfg.segment_s
-        s0 = start + float(rng.uniform(0.0, cfg.segment_s - silence_len))
-        silence = (round(s0, 3), round(s0 + silence_len, 3)) if silence_len >= 0.5 else (0.0, 0.0)
-        latent, gap, decoy, static = None, None, None, False
-        if coupled:
-            latent = round(float(rng_c.uniform(0.0, 1.0)), 4)
-            mean_gap = float(rng_c.uniform(0.45, 1.4))
-            gap = (round(0.8 * mean_gap, 3), round(1.2 * mean_gap, 3))
-            static = bool(rng_c.random() < 0.5)
-            if rng_c.random() < d:
-                shape = SHAPES[(SHAPES.index(classes[int(class_of[i])].shape) + 1 + int(rng_c.integers(5))) % 6]
-                hue = colorsys.hsv_to_rgb(_HUE_SPAN * float(rng_c.uniform(0.0, 1.0)), 0.9, 0.95)
-                times = tuple(_event_times(rng_c, duration, (0.0, 0.0), (0.5, 1.5)))
-                decoy = (shape, tuple(int(round(255 * v)) for v in hue), times)
-        onsets = tuple(_event_times(rng, duration, silence, gap or (0.6, 1.6)))
-        others = [c for c in range(cfg.num_classes) if c != int(class_of[i])]
-        n_dis = int(rng.poisson(4.0 * d))
-        distractors = []
-        for _ in range(n_dis):
-            t = round(float(rng.uniform(0.0, duration - _EVENT_S)), 3)
-            c = int(others[int(rng.integers(len(others)))])
-            g = round(float(rng.uniform(0.3, 0.7)), 3)
-            if not (silence[0] - _EVENT_S < t < silence[1]):
-                distractors.append((t, c, g))
-        plans.append(
-            ClipPlan(
-                ytid=ytids[i],
-                split=_SPLITS["eval" if i in eval_idx else "train"],
-                cls=classes[int(class_of[i])],
-                fault=fault,
-                container=container,
-                width=width,
-                height=height,
-                fps=fps,
-                sample_rate=sr,
-                duration_s=duration,
-                start_s=start,
-                end_s=end,
-                difficulty=d,
-                silence=silence,
-                onsets=onsets,
-                distractors=tuple(distractors),
-                clutter=round(d * float(rng.uniform(0.5, 1.0)), 3),
-                object_scale=round(0.45 - 0.33 * d * float(rng.uniform(0.5, 1.0)), 3),
-                seed=int(rng.integers(2**31)),
-                latent=latent,
-                note_gap_s=gap,
-                decoy=decoy,
-                static_background=static,
-            )
-        )
-    return classes, plans
+    width, height = cfg.sizes[int(rng.integers(len(cfg.sizes)))]
+    fps = cfg.fps[int(rng.integers(len(cfg.fps)))]
+    container = "webm" if rng.random() < cfg.webm_fraction else "mp4"
+    sr = 48000 if container == "webm" else cfg.sample_rates[int(rng.integers(len(cfg.sample_rates)))]
+    start = float(rng.integers(cfg.start_s[0], cfg.start_s[1] + 1))
+    end = start + cfg.segment_s
+    duration = round(end + float(rng.uniform(*cfg.tail_s)), 2)
+    if fault == "short":
+        duration = round(start + float(rng.uniform(0.3, 0.6)) * cfg.segment_s, 2)
+    silence_len = float(rng.uniform(0.0, 0.6 * d)) * cfg.segment_s
+    s0 = start + float(rng.uniform(0.0, cfg.segment_s - silence_len))
+    silence = (round(s0, 3), round(s0 + silence_len, 3)) if silence_len >= 0.5 else (0.0, 0.0)
+    latent, gap, decoy, static = None, None, None, False
+    if rng_c is not None:
+        latent, gap, decoy, static = _draw_coupled(rng_c, cls, duration, d)
+    onsets = tuple(_event_times(rng, duration, silence, gap or (0.6, 1.6)))
+    return ClipPlan(
+        ytid=ytid,
+        split=split,
+        cls=cls,
+        fault=fault,
+        container=container,
+        width=width,
+        height=height,
+        fps=fps,
+        sample_rate=sr,
+        duration_s=duration,
+        start_s=start,
+        end_s=end,
+        difficulty=d,
+        silence=silence,
+        onsets=onsets,
+        distractors=_draw_distractors(rng, cfg, cls, duration, silence),
+        clutter=round(d * float(rng.uniform(0.5, 1.0)), 3),
+        object_scale=round(0.45 - 0.33 * d * float(rng.uniform(0.5, 1.0)), 3),
+        seed=int(rng.integers(2**31)),
+        latent=latent,
+        note_gap_s=gap,
+        decoy=decoy,
+        static_background=static,
+    )
+
+
+def _draw_coupled(
+    rng_c: np.random.Generator, cls: ClassSpec, duration: float, difficulty: float
+) -> tuple[float, tuple[float, float], tuple[str, tuple[int, int, int], tuple[float, ...]] | None, bool]:
+    """The coupled profile's instance draws: latent u, note gap (lo, hi) s around a drawn mean, decoy (another shape
+    in a random hue moving at its own times; with probability `difficulty`, else None), static background."""
+    latent = round(float(rng_c.uniform(0.0, 1.0)), 4)
+    mean_gap = float(rng_c.uniform(0.45, 1.4))
+    gap = (round(0.8 * mean_gap, 3), round(1.2 * mean_gap, 3))
+    static = bool(rng_c.random() < 0.5)
+    decoy = None
+    if rng_c.random() < difficulty:
+        shape = SHAPES[(SHAPES.index(cls.shape) + 1 + int(rng_c.integers(5))) % 6]
+        hue = colorsys.hsv_to_rgb(_HUE_SPAN * float(rng_c.uniform(0.0, 1.0)), 0.9, 0.95)
+        times = tuple(_event_times(rng_c, duration, (0.0, 0.0), (0.5, 1.5)))
+        decoy = (shape, tuple(int(round(255 * v)) for v in hue), times)
+    return latent, gap, decoy, static
+
+
+def _draw_distractors(
+    rng: np.random.Generator, cfg: SynthConfig, cls: ClassSpec, duration: float, silence: tuple[float, float]
+) -> tuple[tuple[float, int, float], ...]:
+    """Events of other classes, Poisson(4·difficulty) of them: (onset s, class index, gain); the ones that would
+    sound inside the silent stretch are drawn and then left out."""
+    others = [c for c in range(cfg.num_classes) if c != cls.index]
+    distractors = []
+    for _ in range(int(rng.poisson(4.0 * cfg.difficulty))):
+        t = round(float(rng.uniform(0.0, duration - _EVENT_S)), 3)
+        c = int(others[int(rng.integers(len(others)))])
+        g = round(float(rng.uniform(0.3, 0.7)), 3)
+        if not (silence[0] - _EVENT_S < t < silence[1]):
+            distractors.append((t, c, g))
+    return tuple(distractors)
 
 
 # ----------------------------------------------------------------------------------------------------- rendering

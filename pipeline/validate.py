@@ -47,6 +47,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,15 @@ from tgdp.pipeline.features import (
 )
 from tgdp.pipeline.layout import manifest_path, within_root
 from tgdp.pipeline.ledger import EventWriter, compact_if_many, latest_table
-from tgdp.pipeline.media import MediaError, decode_window, ffmpeg_version, probe, probe_decode
+from tgdp.pipeline.media import (
+    DecodedClip,
+    MediaError,
+    ProbeInfo,
+    decode_window,
+    ffmpeg_version,
+    probe,
+    probe_decode,
+)
 
 __all__ = [
     "DROP_REASONS",
@@ -163,6 +172,30 @@ def _empty_metrics() -> dict[str, Any]:
     return {k: None for k in METRIC_COLUMNS}
 
 
+class _Failed(Exception):
+    """The first failing check of `validate_clip` (module docstring): the event's reason and detail."""
+
+    def __init__(self, reason: str, detail: str, transient: bool = False) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.transient = reason, detail, transient
+
+    @classmethod
+    def machine(cls, detail: str) -> _Failed:
+        """An environment error: transient `io_error`, so the next run validates the clip again."""
+        return cls("io_error", detail[:500], transient=True)
+
+
+@contextmanager
+def _machine_oserrors() -> Iterator[None]:
+    """An OSError of the environment (`_ENV_ERRNOS`) becomes `_Failed.machine`; any other OSError propagates."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _ENV_ERRNOS:
+            raise _Failed.machine(f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror or exc}") from exc
+        raise
+
+
 def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     """One clip → one validate event (pure: reads the file, writes nothing).
 
@@ -170,7 +203,37 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     cfg (ValidateConfig as a dict), optional cache_path: where a valid clip's store payload goes (the only write).
     """
     cfg = ValidateConfig.model_validate(task["cfg"])
-    event: dict[str, Any] = {
+    event = _new_event(task, cfg)
+    cache_path = task.get("cache_path") if cfg.feature_cache else None
+    if cache_path:
+        Path(cache_path).unlink(missing_ok=True)  # whatever the verdict, an entry from an earlier run is stale
+    if cache_path and cfg.features.num_frames != cfg.num_frames:
+        cache_path = None  # the still score and the store must sample the same frames to share one decode
+    path = Path(task["path"])
+    start_s, end_s = float(task["start_s"]), float(task["end_s"])
+    dur = end_s - start_s
+    decode_kw = _decode_kwargs(cfg, store_inputs=bool(cache_path))
+    try:
+        if not path.is_file():
+            # The raw file vanished after fetch: the clip needs fetching again, which is not this file's fault.
+            raise _Failed("missing_raw", f"raw file not found: {path.name}", transient=True)
+        info, decoded, offset, rule = _probe_window(path, start_s, end_s, task.get("fetch") or {}, cfg, decode_kw)
+        _record_probe(event, info, offset, rule)
+        decoded = _decode_verdict(event, path, info, offset, dur, decoded, cfg, decode_kw)
+        _record_metrics(event, info, decoded, dur, cfg, decode_kw["sample_rate"])
+        _check_streams_and_duration(event, info, offset, dur, rule, cfg)
+    except _Failed as failed:
+        event.update(reason=failed.reason, transient=failed.transient, reason_detail=failed.detail)
+        return event
+    event.update(status="ok", valid=True)
+    if cache_path:
+        _cache_payload(Path(cache_path), task, event, decoded, cfg)
+    return event
+
+
+def _new_event(task: Mapping[str, Any], cfg: ValidateConfig) -> dict[str, Any]:
+    """A failed event with no reason yet and no metrics: the checks fill it in."""
+    return {
         "clip_id": task["clip_id"],
         "status": "failed",
         "reason": None,
@@ -189,48 +252,49 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
         "decode_path": None,  # which decode gave the verdict: start (window at 0), seek, or from_start (module doc)
         **_empty_metrics(),
     }
-    cache_path = task.get("cache_path") if cfg.feature_cache else None
-    if cache_path:
-        Path(cache_path).unlink(missing_ok=True)  # whatever the verdict, an entry from an earlier run is stale
-    path = Path(task["path"])
-    if not path.is_file():
-        # The raw file vanished after fetch: the clip needs fetching again, which is not this file's fault.
-        event.update(reason="missing_raw", transient=True, reason_detail=f"raw file not found: {path.name}")
-        return event
-    start_s, end_s = float(task["start_s"]), float(task["end_s"])
-    dur = end_s - start_s
-    fetch = task.get("fetch") or {}
+
+
+def _decode_kwargs(cfg: ValidateConfig, store_inputs: bool) -> dict[str, Any]:
+    """`decode_window` options: the store's frame size and sample rate when the decode also feeds the cache."""
     feats = cfg.features
-    if cache_path and feats.num_frames != cfg.num_frames:
-        cache_path = None  # the still score and the store must sample the same frames to share one decode
-    decode_kw = {
+    return {
         "num_frames": cfg.num_frames,
         # With the cache these are the store's frames; without it they only feed the still score.
-        "size": feats.frame_size if cache_path else 64,
-        "sample_rate": feats.sample_rate if cache_path else 16000,
+        "size": feats.frame_size if store_inputs else 64,
+        "sample_rate": feats.sample_rate if store_inputs else 16000,
         "threads": cfg.ffmpeg_threads,
         "timeout": cfg.timeout_s,
     }
+
+
+def _probe_window(
+    path: Path, start_s: float, end_s: float, fetch: Mapping[str, Any], cfg: ValidateConfig, decode_kw: dict[str, Any]
+) -> tuple[ProbeInfo, DecodedClip | None, float, str]:
+    """Check 1 (readable): the file's streams, the window's offset in it and its rule (`resolve_window`).
+
+    When the window is known up front (section / import) one ffmpeg process also decodes it, and that decode comes
+    back; else ffprobe's duration places the window and the decode is None.
+    """
     offset, rule = resolve_window(start_s, end_s, fetch, None, cfg)
     try:
-        with open(path, "rb") as fh:  # a permission or I/O error here is the machine's, not the clip's
-            fh.read(1)
-        if rule in ("section", "import") and not cfg.use_ffprobe:
-            # The window does not depend on the file's duration: one ffmpeg process probes and decodes.
-            info, decoded = probe_decode(path, offset, dur, **decode_kw)
-        else:
+        with _machine_oserrors():
+            with open(path, "rb") as fh:  # a permission or I/O error here is the machine's, not the clip's
+                fh.read(1)
+            if rule in ("section", "import") and not cfg.use_ffprobe:
+                # The window does not depend on the file's duration: one ffmpeg process probes and decodes.
+                info, decoded = probe_decode(path, offset, end_s - start_s, **decode_kw)
+                return info, decoded, offset, rule
             info = probe(path, timeout=min(60.0, cfg.timeout_s))
-            offset, rule = resolve_window(start_s, end_s, fetch, info.duration_s, cfg)
-            decoded = None
     except MediaError as exc:
         if _ENV_TEXT.search(exc.detail):
-            return _env_error(event, exc.detail)
-        event.update(reason=exc.reason, reason_detail=exc.detail)
-        return event
-    except OSError as exc:
-        if exc.errno in _ENV_ERRNOS:
-            return _env_error(event, f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror or exc}")
-        raise
+            raise _Failed.machine(exc.detail) from exc
+        raise _Failed(exc.reason, exc.detail) from exc
+    offset, rule = resolve_window(start_s, end_s, fetch, info.duration_s, cfg)
+    return info, None, offset, rule
+
+
+def _record_probe(event: dict[str, Any], info: ProbeInfo, offset: float, rule: str) -> None:
+    """The window, the streams and their codecs, and the A/V start offset into the event."""
     has_v, has_a = info.video is not None, info.audio is not None
     event.update(
         window_start_s=offset,
@@ -243,38 +307,54 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     )
     if has_v and has_a and info.video["start_time"] is not None and info.audio["start_time"] is not None:
         event["av_offset_s"] = info.audio["start_time"] - info.video["start_time"]
+
+
+def _decode_verdict(
+    event: dict[str, Any],
+    path: Path,
+    info: ProbeInfo,
+    offset: float,
+    dur: float,
+    decoded: DecodedClip | None,
+    cfg: ValidateConfig,
+    decode_kw: dict[str, Any],
+) -> DecodedClip:
+    """Check 2 (decodes): the decode of the window that gives the verdict, its `decode_path` in the event.
+
+    `decoded`: the window's decode when `_probe_window` made one. A seeked decode with errors or too few frames is
+    redone from the file start (module docstring). `_Failed` (corrupt_decode) when the deciding decode has errors.
+    """
+    has_v, has_a = info.video is not None, info.audio is not None
     if decoded is None:
-        try:
+        with _machine_oserrors():
             decoded = decode_window(path, offset, dur, video=has_v, audio=has_a, **decode_kw)
-        except OSError as exc:
-            if exc.errno in _ENV_ERRNOS:
-                return _env_error(event, f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror or exc}")
-            raise
     event["decode_path"] = "seek" if offset > 0 else "start"
     few_frames = has_v and (decoded.video_pts_s is None or decoded.video_pts_s.size < cfg.min_frames)
     if offset > 0 and (decoded.errors or decoded.returncode != 0 or few_frames):
         if _ENV_TEXT.search(decoded.first_error):
-            return _env_error(event, decoded.first_error)
+            raise _Failed.machine(decoded.first_error)
         # A seek can land on a frame the decoder cannot start from (broken index, intra refresh): the errors or the
         # missing frames are then the seek's, not the file's. Decode the window again from the file start (no demuxer
         # seek) and let that decide.
-        try:
+        with _machine_oserrors():
             decoded = decode_window(path, offset, dur, video=has_v, audio=has_a, from_start=True, **decode_kw)
-        except OSError as exc:
-            if exc.errno in _ENV_ERRNOS:
-                return _env_error(event, f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror or exc}")
-            raise
         event["decode_path"] = "from_start"
     if decoded.errors or decoded.returncode != 0:
         if _ENV_TEXT.search(decoded.first_error):
-            return _env_error(event, decoded.first_error)
-        event.update(reason="corrupt_decode", reason_detail=decoded.first_error)
-        return event
+            raise _Failed.machine(decoded.first_error)
+        raise _Failed("corrupt_decode", decoded.first_error)
+    return decoded
+
+
+def _record_metrics(
+    event: dict[str, Any], info: ProbeInfo, decoded: DecodedClip, dur: float, cfg: ValidateConfig, sample_rate: int
+) -> None:
+    """The window's metrics and flags into the event: audio length, level and silence; video frames, length and
+    still score; whether the A/V start offset is flagged. Flags only: nothing is dropped here."""
     if decoded.pcm is not None:
-        sr = feats.sample_rate if cache_path else 16000
-        rms, silent, _peak = audio_metrics(decoded.pcm, sr, cfg.silent_window_s, cfg.silence_dbfs)
+        rms, silent, _peak = audio_metrics(decoded.pcm, sample_rate, cfg.silent_window_s, cfg.silence_dbfs)
         event.update(
-            audio_dur_s=decoded.pcm.size / float(sr),
+            audio_dur_s=decoded.pcm.size / float(sample_rate),
             rms_dbfs=rms,
             silent_frac=silent,
             is_silent=silent >= cfg.silent_frac_flag,
@@ -291,12 +371,16 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
         event["is_still"] = event["still_score"] < cfg.still_eps
     if event["av_offset_s"] is not None:
         event["is_av_offset"] = abs(event["av_offset_s"]) > cfg.av_offset_flag_s
-    if not has_v:
-        event.update(reason="no_video_stream", reason_detail=f"streams: audio {info.audio['codec']}")
-        return event
-    if not has_a:
-        event.update(reason="no_audio_stream", reason_detail=f"streams: video {info.video['codec']}")
-        return event
+
+
+def _check_streams_and_duration(
+    event: dict[str, Any], info: ProbeInfo, offset: float, dur: float, rule: str, cfg: ValidateConfig
+) -> None:
+    """Checks 3 and 4: `_Failed` when a stream is missing, or the window's audio, video or frame count is short."""
+    if info.video is None:
+        raise _Failed("no_video_stream", f"streams: audio {info.audio['codec']}")
+    if info.audio is None:
+        raise _Failed("no_audio_stream", f"streams: video {info.video['codec']}")
     need = dur - cfg.duration_tol_s
     short = []
     if event["audio_dur_s"] < need:
@@ -307,17 +391,7 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
         short.append(f"{event['video_frames']} frames < {cfg.min_frames}")
     if short:
         detail = f"window [{offset:.2f}, {offset + dur:.2f})s of {info.duration_s}s file ({rule}): " + ", ".join(short)
-        event.update(reason="too_short", reason_detail=detail)
-        return event
-    event.update(status="ok", valid=True)
-    if cache_path:
-        _cache_payload(Path(cache_path), task, event, decoded, cfg)
-    return event
-
-
-def _env_error(event: dict[str, Any], detail: str) -> dict[str, Any]:
-    event.update(reason="io_error", transient=True, reason_detail=detail[:500])
-    return event
+        raise _Failed("too_short", detail)
 
 
 def _cache_payload(path: Path, task: Mapping[str, Any], event: dict[str, Any], decoded: Any, cfg: ValidateConfig):
