@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rel_support import make_root, make_tiny_corpus, run_chain, snapshot
 
+from tests.reliability.rel_support import make_root, make_tiny_corpus, run_chain, snapshot
 from tgdp.pipeline.serve import MediaServer
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rel_support import SHARD, assert_funnel_sums, fetch_cfg, make_root, snapshot
 
+from tests.reliability.rel_support import SHARD, assert_funnel_sums, fetch_cfg, make_root, snapshot
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import fetch
 from tgdp.pipeline.serve import FaultSpec, MediaServer

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from rel_support import SHARD, assert_funnel_sums, fetch_cfg, make_root, snapshot
 
+from tests.reliability.rel_support import SHARD, assert_funnel_sums, fetch_cfg, make_root, snapshot
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import fetch, file_sha256
 from tgdp.pipeline.serve import FaultSpec, MediaServer

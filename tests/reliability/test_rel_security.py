@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from rel_support import SHARD, assert_funnel_sums, fetch_cfg
 from typer.testing import CliRunner
 
+from tests.reliability.rel_support import SHARD, assert_funnel_sums, fetch_cfg
 from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.export import run_export
@@ -135,7 +135,7 @@ def test_cookies_never_reach_root_reports_or_logs(
 ) -> None:
     cookies = _cookies(tmp_path / "private" / "cookies.txt")
     root = tmp_path / "root"
-    from rel_support import make_root
+    from tests.reliability.rel_support import make_root
 
     make_root(root, tiny_corpus)
     with MediaServer(tiny_corpus, faults={"nope": FaultSpec(kind="http", status=403)}) as base:
@@ -155,7 +155,7 @@ def test_malformed_cookies_fail_without_echoing_them(
 ) -> None:
     cookies = _cookies(tmp_path / "private" / "cookies.txt", f"{SECRET} not a netscape line\n")
     root = tmp_path / "root"
-    from rel_support import make_root
+    from tests.reliability.rel_support import make_root
 
     make_root(root, tiny_corpus)
     with MediaServer(tiny_corpus) as base, pytest.raises(ValueError, match="not a Netscape cookies file") as info:

@@ -12,8 +12,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from rel_support import assert_funnel_sums, snapshot
 
+from tests.reliability.rel_support import assert_funnel_sums, snapshot
 from tgdp.pipeline import ledger
 from tgdp.pipeline import validate as validate_mod
 from tgdp.pipeline.importer import import_clips

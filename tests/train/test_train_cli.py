@@ -49,7 +49,7 @@ def test_bad_inputs_exit_with_a_clear_message(args: list[str], message: str) -> 
 
 @pytest.mark.slow
 def test_cli_trains_on_a_real_store(make_clip, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
-    from train_support import build_real_store
+    from tests.train.train_support import build_real_store
 
     store = build_real_store(tmp_path_factory.mktemp("real"), make_clip, n=10)
     # A store whose segments are too short for the model is refused before any work.
@@ -76,7 +76,7 @@ def test_damaged_store_is_refused_before_the_run_dir_exists(
 ) -> None:
     import shutil
 
-    from train_support import build_real_store
+    from tests.train.train_support import build_real_store
 
     store = tmp_path / "store"
     shutil.copytree(build_real_store(tmp_path_factory.mktemp("real"), make_clip, n=10), store)
@@ -100,8 +100,7 @@ def test_damaged_store_is_refused_before_the_run_dir_exists(
 
 
 def test_training_mel_mismatch_names_the_fix(tmp_path: Path) -> None:
-    from train_support import fake_open, tiny_config, write_fake_store
-
+    from tests.train.train_support import fake_open, tiny_config, write_fake_store
     from tgdp.train.loop import StoreMismatchError, check_store
 
     # The tiny presets need a 64-bin store; the error says how to build one (the same key in validate and shard).

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from train_support import build_real_store, fake_open, tiny_config, write_fake_store
 
+from tests.train.train_support import build_real_store, fake_open, tiny_config, write_fake_store
 from tgdp.train.checkpoint import list_checkpoints, load_checkpoint
 from tgdp.train.loop import fit
 

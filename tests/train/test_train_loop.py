@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from train_support import build_real_store, fake_open, tiny_config, write_fake_store
 
+from tests.train.train_support import build_real_store, fake_open, tiny_config, write_fake_store
 from tgdp.model.tgdp import TgdpModel
 from tgdp.pipeline.config import ConfigError
 from tgdp.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
