@@ -8,7 +8,6 @@ bounded by the per-session rate limit (~300 clips/h), not by this.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from benchmarks.harness import Figure, repeat, write_section
 from tgdp.pipeline.fetch import FetchConfig, fetch
 from tgdp.pipeline.parallel import ray_session
 from tgdp.pipeline.serve import MediaServer
-from tgdp.pipeline.testing import make_clip, make_root
+from tgdp.pipeline.testing import make_clip, make_corpus, make_root
 
 __all__ = ["main"]
 
@@ -27,9 +26,7 @@ N_CLIPS = 20
 def _corpus(work: Path) -> list[str]:
     ytids = [f"bench{i:03d}" for i in range(N_CLIPS)]
     master = make_clip(work / "master.mp4", duration=4)
-    (work / "corpus" / "videos").mkdir(parents=True)
-    for y in ytids:
-        shutil.copyfile(master, work / "corpus" / "videos" / f"{y}.mp4")
+    make_corpus(work / "corpus", master, ytids)
     return ytids
 
 

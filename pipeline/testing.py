@@ -3,6 +3,7 @@
 - `make_clip`: one small media file made by ffmpeg from lavfi sources (testsrc2 + sine by default).
 - `make_root`: a pipeline ROOT from manifest rows, with given media files registered as fetched through the ledger
   (and optionally marked valid), so a test can start at validate or shard without running fetch.
+- `make_corpus`: a directory `tgdp.pipeline.serve.MediaServer` serves, one copy of a clip per video id.
 - `make_store`: a small real store, written by the shard stage from `make_clip` clips.
 - `StoreLike`: what the train and eval data code reads from a store (`tgdp.pipeline.store.Store` satisfies it).
 
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from tgdp.pipeline.layout import clip_id_for, file_sha256, manifest_path, raw_path_for
 from tgdp.pipeline.ledger import append_events
 
-__all__ = ["StoreLike", "make_clip", "make_root", "make_store", "manifest_row"]
+__all__ = ["StoreLike", "make_clip", "make_corpus", "make_root", "make_store", "manifest_row"]
 
 
 @runtime_checkable
@@ -97,6 +98,15 @@ def make_clip(
     cmd += [*output_args, "-shortest", str(path)]
     subprocess.run(cmd, check=True)
     return path
+
+
+def make_corpus(directory: str | Path, master: str | Path, ytids: Sequence[str]) -> Path:
+    """`directory`/videos/<ytid>.<ext>: a copy of `master` per video id, the layout `MediaServer` serves."""
+    videos = Path(directory) / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    for ytid in ytids:
+        shutil.copyfile(master, videos / f"{ytid}{Path(master).suffix}")
+    return Path(directory)
 
 
 def manifest_row(

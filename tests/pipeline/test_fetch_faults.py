@@ -19,7 +19,7 @@ from tgdp.pipeline.importer import import_clips
 from tgdp.pipeline.layout import clip_id_for, within_root
 from tgdp.pipeline.serve import FaultSpec, MediaServer
 from tgdp.pipeline.status import funnel
-from tgdp.pipeline.testing import make_root
+from tgdp.pipeline.testing import make_corpus, make_root
 
 pytestmark = pytest.mark.reliability
 
@@ -45,13 +45,6 @@ def write_manifest(
 @pytest.fixture(scope="module")
 def master_clip(tmp_path_factory: pytest.TempPathFactory, make_clip: Callable[..., Path]) -> Path:
     return make_clip(tmp_path_factory.mktemp("media") / "master.mp4", duration=4.0)
-
-
-def make_corpus(directory: Path, master: Path, ytids: list[str]) -> Path:
-    (directory / "videos").mkdir(parents=True, exist_ok=True)
-    for y in ytids:
-        shutil.copyfile(master, directory / "videos" / f"{y}.mp4")
-    return directory
 
 
 def cfg(base: str, **kw: object) -> FetchConfig:

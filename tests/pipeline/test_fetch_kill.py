@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from tgdp.pipeline.fetch import FetchConfig, fetch, file_sha256
 from tgdp.pipeline.layout import clip_id_for, raw_path_for
 from tgdp.pipeline.serve import FaultSpec, MediaServer
 from tgdp.pipeline.status import funnel
-from tgdp.pipeline.testing import make_root
+from tgdp.pipeline.testing import make_corpus, make_root
 
 pytestmark = pytest.mark.reliability
 
@@ -32,9 +31,7 @@ def _manifest(root: Path, ytids: list[str]) -> list[str]:
 def test_fetch_sigkill_midrun_then_rerun(tmp_path: Path, make_clip: Callable[..., Path]) -> None:
     ytids = [f"k{i}" for i in range(6)]
     master = make_clip(tmp_path / "master.mp4", duration=4.0)
-    (tmp_path / "corpus" / "videos").mkdir(parents=True)
-    for y in ytids:
-        shutil.copyfile(master, tmp_path / "corpus" / "videos" / f"{y}.mp4")
+    make_corpus(tmp_path / "corpus", master, ytids)
     root = tmp_path / "root"
     ids = _manifest(root, ytids)
     # Every request stalls 0.25 s: a clip takes ~1 s, so the kill lands mid-run at a predictable point.
@@ -95,9 +92,7 @@ def test_fetch_ctrl_c_says_what_was_kept(tmp_path: Path, make_clip: Callable[...
     the finished clips' events are flushed, not lost with the buffer."""
     ytids = [f"i{i}" for i in range(5)]
     master = make_clip(tmp_path / "master.mp4", duration=4.0)
-    (tmp_path / "corpus" / "videos").mkdir(parents=True)
-    for y in ytids:
-        shutil.copyfile(master, tmp_path / "corpus" / "videos" / f"{y}.mp4")
+    make_corpus(tmp_path / "corpus", master, ytids)
     root = tmp_path / "root"
     ids = _manifest(root, ytids)
     slow = {y: FaultSpec(kind="slow", delay_s=0.25) for y in ytids}

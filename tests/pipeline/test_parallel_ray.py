@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import FetchConfig, fetch
 from tgdp.pipeline.parallel import map_unordered, ray_session, run_sessions
 from tgdp.pipeline.serve import MediaServer
-from tgdp.pipeline.testing import make_root
+from tgdp.pipeline.testing import make_corpus, make_root
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -60,9 +59,7 @@ def test_parallel_ray_session_actors(ray_local: object) -> None:
 def test_fetch_with_ray_sessions(ray_local: object, tmp_path: Path, make_clip: Callable[..., Path]) -> None:
     ytids = [f"r{i}" for i in range(4)]
     master = make_clip(tmp_path / "m.mp4", duration=4.0)
-    (tmp_path / "c" / "videos").mkdir(parents=True)
-    for y in ytids:
-        shutil.copyfile(master, tmp_path / "c" / "videos" / f"{y}.mp4")
+    make_corpus(tmp_path / "c", master, ytids)
     root = make_root(tmp_path / "root", [{"ytid": y, "start_s": 1.0} for y in ytids], dataset="synth", split="synth")
     with MediaServer(tmp_path / "c") as base:
         cfg = FetchConfig(url_template=base + "/v/{ytid}", backend="ray", sessions=2, in_flight=1, rate_per_hour=0)

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,9 @@ from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.layout import clip_id_for, file_sha256, manifest_path, raw_path_for
 from tgdp.pipeline.manifest import SOURCE_SCHEMA
+from tgdp.pipeline.serve import MediaServer
 from tgdp.pipeline.store import Store, segment_start
-from tgdp.pipeline.testing import StoreLike, make_clip, make_root, make_store, manifest_row
+from tgdp.pipeline.testing import StoreLike, make_clip, make_corpus, make_root, make_store, manifest_row
 
 
 def _probe(path: Path) -> dict[str, dict]:
@@ -143,3 +145,12 @@ def test_fakes_satisfy_store_like_and_use_the_store_window() -> None:
 def test_testing_imports_without_pytest() -> None:
     code = "import sys; sys.modules['pytest'] = None; import tgdp.pipeline.testing"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_make_corpus_is_what_the_media_server_serves(tmp_path: Path) -> None:
+    master = tmp_path / "master.webm"
+    master.write_bytes(b"\x1aE\xdf\xa3 not really webm")
+    corpus = make_corpus(tmp_path / "corpus", master, ["abc", "-dash"])
+    assert sorted(p.name for p in (corpus / "videos").iterdir()) == ["-dash.webm", "abc.webm"]
+    with MediaServer(corpus) as base, urllib.request.urlopen(base + "/v/-dash") as resp:
+        assert resp.read() == master.read_bytes()
