@@ -22,8 +22,10 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tgdp.pipeline.fetch import EVENT_COLUMNS
 from tgdp.pipeline.layout import clip_id_for, file_sha256, manifest_path, raw_path_for
 from tgdp.pipeline.ledger import append_events
+from tgdp.pipeline.manifest import SOURCE_SCHEMA
 
 __all__ = ["StoreLike", "make_clip", "make_corpus", "make_root", "make_store", "manifest_row"]
 
@@ -142,8 +144,6 @@ def manifest_row(
 
 def _fetch_event(root: Path, clip_id: str, media: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
     """An ok fetch event for `media` copied to the clip's raw path (left in place when it is already there)."""
-    from tgdp.pipeline.fetch import EVENT_COLUMNS
-
     dest = raw_path_for(root, clip_id, media.suffix)
     if media.resolve() != dest.resolve():
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -179,8 +179,6 @@ def make_root(
     start_s − section_start_s) without decoding it, so `run_shard` can follow at once; `events` appends more events
     per stage (`{"fetch": [...], "validate": [...]}`) after those.
     """
-    from tgdp.pipeline.manifest import SOURCE_SCHEMA
-
     root = Path(root)
     full, fetches, validates = [], [], []
     for i, given in enumerate(rows):
@@ -234,7 +232,7 @@ def make_store(
     with a `220 + freq_step·i` Hz tone; `encoders` ffmpeg encodes run at once. `shard` sets `ShardConfig` fields
     over the tiny presets' geometry (96 px frames, 64 mel bins, 256-frame spectrograms).
     """
-    from tgdp.pipeline.shard import ShardConfig, run_shard
+    from tgdp.pipeline.shard import ShardConfig, run_shard  # torch and torchaudio: only when a store is made
 
     dest = Path(dest)
     root = dest / "root"
