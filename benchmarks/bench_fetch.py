@@ -8,20 +8,15 @@ bounded by the per-session rate limit (~300 clips/h), not by this.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from benchmarks.harness import Figure, repeat, write_section
 from tgdp.pipeline.fetch import FetchConfig, fetch
-from tgdp.pipeline.layout import manifest_path
 from tgdp.pipeline.parallel import ray_session
 from tgdp.pipeline.serve import MediaServer
+from tgdp.pipeline.testing import make_clip, make_corpus, make_root
 
 __all__ = ["main"]
 
@@ -30,41 +25,14 @@ N_CLIPS = 20
 
 def _corpus(work: Path) -> list[str]:
     ytids = [f"bench{i:03d}" for i in range(N_CLIPS)]
-    master = work / "master.mp4"
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-         "testsrc2=size=64x64:rate=8:duration=4", "-f", "lavfi", "-i",
-         "sine=frequency=440:sample_rate=16000:duration=4",
-         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(master)],
-        check=True,
-    )  # fmt: skip
-    (work / "corpus" / "videos").mkdir(parents=True)
-    for y in ytids:
-        shutil.copyfile(master, work / "corpus" / "videos" / f"{y}.mp4")
+    master = make_clip(work / "master.mp4", duration=4)
+    make_corpus(work / "corpus", master, ytids)
     return ytids
 
 
 def _root(work: Path, ytids: list[str]) -> Path:
     root = Path(tempfile.mkdtemp(dir=work, prefix="root-"))
-    n = len(ytids)
-    manifest_path(root).parent.mkdir(parents=True)
-    table = pa.table(
-        {
-            "clip_id": [f"synth:{y}:1000" for y in ytids],
-            "video_id": ytids,
-            "dataset": ["synth"] * n,
-            "split": ["synth"] * n,
-            "ytid": ytids,
-            "start_s": [1.0] * n,
-            "end_s": [3.0] * n,
-            "labels": [["/m/0"]] * n,
-            "leak_eval_overlap": [False] * n,
-            "source_file": ["bench"] * n,
-            "source_line": pa.array(range(n), pa.int32()),
-        }
-    )
-    pq.write_table(table, manifest_path(root))
-    return root
+    return make_root(root, [{"ytid": y, "start_s": 1.0} for y in ytids], dataset="synth", split="synth")
 
 
 def main() -> None:

@@ -12,16 +12,11 @@ Loader sample = (`Store.frame`: one 224×224 frame decoded with torchvision.io.d
 
 from __future__ import annotations
 
-import hashlib
 import resource
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from benchmarks.harness import Figure, write_section
 
@@ -34,50 +29,22 @@ def _cpu() -> float:
 
 
 def _make_root(tmp: Path) -> Path:
-    from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
-    from tgdp.pipeline.ledger import append_events
+    from tgdp.pipeline.testing import make_clip, make_root
 
-    root = tmp / "root"
-    rows, events = [], []
+    rows = []
     for i in range(N_CLIPS):
-        cid = clip_id_for("audioset", f"bench{i}", 30.0)
-        dest = raw_path_for(root, cid, ".mp4")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        cmd = ["ffmpeg", "-hide_banner", "-v", "error", "-y", "-f", "lavfi", "-i"]
-        cmd += [f"testsrc2=size=640x360:rate=25:duration=14,hue=H={i}", "-f", "lavfi", "-i"]
-        cmd += [f"sine=frequency={300 + 50 * i}:sample_rate=44100:duration=14", "-ac", "2"]
-        cmd += ["-c:v", "libx264", "-b:v", "500k", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", str(dest)]
-        subprocess.run(cmd, check=True)
-        rows.append(
-            {
-                "clip_id": cid,
-                "video_id": f"bench{i}",
-                "dataset": "audioset",
-                "split": "as_unbal_train",
-                "ytid": f"bench{i}",
-                "start_s": 30.0,
-                "end_s": 40.0,
-                "labels": ["/m/04rlf"],
-                "leak_eval_overlap": False,
-                "source_file": "bench",
-                "source_line": i,
-            }
+        clip = make_clip(
+            tmp / "media" / f"bench{i}.mp4",
+            duration=14,
+            video_source=f"testsrc2=size=640x360:rate=25:duration=14,hue=H={i}",
+            freq=300 + 50 * i,
+            sr=44100,
+            channels=2,
+            preset=None,
+            output_args=["-b:v", "500k", "-b:a", "128k"],
         )
-        events.append(
-            {
-                "clip_id": cid,
-                "status": "ok",
-                "reason": None,
-                "transient": False,
-                "raw_path": str(dest.relative_to(root)),
-                "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
-                "section_start_s": 28.0,
-            }
-        )
-    manifest_path(root).parent.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows), manifest_path(root))
-    append_events(root, "fetch", events)
-    return root
+        rows.append({"ytid": f"bench{i}", "start_s": 30.0, "end_s": 40.0, "labels": ["/m/04rlf"], "media": clip})
+    return make_root(tmp / "root", rows, split="as_unbal_train", section_start_s=28.0)
 
 
 def _loader_rate(store: Path, workers: int, samples: int = 2048) -> tuple[float, float]:

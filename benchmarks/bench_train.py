@@ -1,20 +1,17 @@
 """Training throughput on CPU for the tiny presets: end-to-end samples/s, data-wait fraction, the loader's own
 samples/s, and the TG-DP / CAV-MAE Sync step-time ratio.
 
-The store is written by the real shard stage (`tgdp.pipeline.shard.run_shard`) from ffmpeg test clips (testsrc2 +
+The store is written by the real shard stage (`tgdp.pipeline.testing.make_store`) from ffmpeg test clips (testsrc2 +
 sine), with the tiny presets' geometry (96 px frames, 64 mel bins, 256-frame spectrograms). Run:
 `.venv/bin/python -m benchmarks.bench_train` (or `make bench`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
-import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -29,71 +26,26 @@ BATCH = 8
 WORKERS = 1
 
 
-def _make_clip(path: Path, freq: int, duration: float = 3.0, size: str = "128x112") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    src = [
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=size={size}:rate=8:duration={duration}",
-        "-f",
-        "lavfi",
-        "-i",
-        f"sine=frequency={freq}:sample_rate=16000:duration={duration}",
-    ]
-    enc = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"]
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *src, *enc, str(path)], check=True)
-
-
 def build_store(
     dest: Path, n: int = NUM_CLIPS, duration: float = 3.0, size: str = "128x112", encoders: int = 1, **shard: int
 ) -> Path:
-    """A real store (split train) of `n` synthetic clips, via a hand-assembled pipeline ROOT and `run_shard`.
+    """A real store (split train) of `n` synthetic clips: `tgdp.pipeline.testing.make_store` (ROOT + `run_shard`).
 
     `shard` overrides the tiny geometry (frame_size 96, num_mel_bins 64, target_length 256); `size` is the clips'
     WxH, `encoders` how many ffmpeg encodes run at once (the shard stage itself is serial)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from tgdp.pipeline.testing import make_store
 
-    from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
-    from tgdp.pipeline.ledger import append_events
-    from tgdp.pipeline.shard import ShardConfig, run_shard
-
-    root = dest / "root"
-    rows, fetches, validates = [], [], []
-    raws = [raw_path_for(root, clip_id_for("audioset", f"benchclip{i:03d}", 0.0), "mp4") for i in range(n)]
-    with ThreadPoolExecutor(max(1, encoders)) as pool:
-        list(pool.map(lambda k: _make_clip(raws[k], 220 + 30 * k, duration, size), range(n)))
-    for i, raw in enumerate(raws):
-        ytid = f"benchclip{i:03d}"
-        clip_id = clip_id_for("audioset", ytid, 0.0)
-        sha = hashlib.sha256(raw.read_bytes()).hexdigest()
-        rows.append(
-            {
-                "clip_id": clip_id,
-                "video_id": ytid,
-                "dataset": "audioset",
-                "split": "synth",
-                "ytid": ytid,
-                "start_s": 0.0,
-                "end_s": duration,
-                "labels": [f"/m/c{i % 4}"],
-                "leak_eval_overlap": False,
-                "source_file": "bench_train",
-                "source_line": i,
-            }
-        )
-        base = {"clip_id": clip_id, "status": "ok", "reason": None, "transient": False}
-        fetches.append({**base, "raw_path": str(raw.relative_to(root)), "sha256": sha})
-        validates.append({**base, "valid": True, "window_start_s": 0.0, "fetch_sha256": sha})
-    manifest_path(root).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), manifest_path(root))
-    append_events(root, "fetch", fetches)
-    append_events(root, "validate", validates)
-    store = dest / "store"
-    params = {"frame_size": 96, "num_mel_bins": 64, "target_length": 256, **shard}
-    run_shard(root, store, ShardConfig(**params))
-    return store
+    return make_store(
+        dest,
+        n,
+        duration=duration,
+        size=size,
+        prefix="benchclip",
+        num_labels=4,
+        freq_step=30,
+        encoders=encoders,
+        **shard,
+    )
 
 
 def _config(preset: str, workers: int = WORKERS):

@@ -13,12 +13,10 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import benchmarks.gpu_check as gpu_check
+from benchmarks.gpu_check import Budget, peak_tflops, run_section
 
-import benchmarks.gpu_check as gpu_check  # noqa: E402
-from benchmarks.gpu_check import Budget, peak_tflops, run_section  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _errors(d: dict[str, Any], prefix: str = "") -> list[str]:

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from test_eval_embed import FakeStore
 from torch import nn
 
+from tests.eval.test_eval_embed import FakeStore
 from tgdp.eval.health import heldout_infonce, load_teacher, store_health
 
 

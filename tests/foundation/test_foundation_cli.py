@@ -11,8 +11,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -77,12 +75,9 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def _tiny_root(root: Path) -> Path:
-    from tgdp.pipeline.layout import manifest_path
+    from tgdp.pipeline.testing import make_root
 
-    rows = [{"clip_id": f"audioset:v{i}:0", "split": "as_bal_train", "ytid": f"v{i}"} for i in range(3)]
-    manifest_path(root).parent.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows), manifest_path(root))
-    return root
+    return make_root(root, [{"ytid": f"v{i}"} for i in range(3)])
 
 
 def test_read_only_output_dir_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

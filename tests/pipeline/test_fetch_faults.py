@@ -9,8 +9,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -18,9 +16,10 @@ from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.fetch import FetchConfig, classify_error, fetch
 from tgdp.pipeline.importer import import_clips
-from tgdp.pipeline.layout import manifest_path, within_root
+from tgdp.pipeline.layout import clip_id_for, within_root
 from tgdp.pipeline.serve import FaultSpec, MediaServer
 from tgdp.pipeline.status import funnel
+from tgdp.pipeline.testing import make_corpus, make_root
 
 pytestmark = pytest.mark.reliability
 
@@ -34,38 +33,18 @@ def write_manifest(
     split: str = "synth",
 ) -> list[str]:
     """A source manifest of `ytids` (one segment each) written straight to ROOT; returns the clip ids."""
-    n = len(ytids)
-    ids = [f"{dataset}:{y}:{int(start_s * 1000)}" for y in ytids]
-    table = pa.table(
-        {
-            "clip_id": ids,
-            "video_id": ytids,
-            "dataset": [dataset] * n,
-            "split": [split] * n,
-            "ytid": ytids,
-            "start_s": pa.array([start_s] * n, pa.float64()),
-            "end_s": pa.array([end_s] * n, pa.float64()),
-            "labels": [["/m/0"]] * n,
-            "leak_eval_overlap": [False] * n,
-            "source_file": ["test"] * n,
-            "source_line": pa.array(range(n), pa.int32()),
-        }
+    make_root(
+        root,
+        [{"ytid": y, "start_s": start_s, "end_s": end_s, "labels": ["/m/0"]} for y in ytids],
+        dataset=dataset,
+        split=split,
     )
-    manifest_path(root).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, manifest_path(root))
-    return ids
+    return [clip_id_for(dataset, y, start_s) for y in ytids]
 
 
 @pytest.fixture(scope="module")
 def master_clip(tmp_path_factory: pytest.TempPathFactory, make_clip: Callable[..., Path]) -> Path:
     return make_clip(tmp_path_factory.mktemp("media") / "master.mp4", duration=4.0)
-
-
-def make_corpus(directory: Path, master: Path, ytids: list[str]) -> Path:
-    (directory / "videos").mkdir(parents=True, exist_ok=True)
-    for y in ytids:
-        shutil.copyfile(master, directory / "videos" / f"{y}.mp4")
-    return directory
 
 
 def cfg(base: str, **kw: object) -> FetchConfig:

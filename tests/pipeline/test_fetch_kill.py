@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,48 +11,27 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import FetchConfig, fetch, file_sha256
-from tgdp.pipeline.layout import manifest_path, raw_path_for
+from tgdp.pipeline.layout import clip_id_for, raw_path_for
 from tgdp.pipeline.serve import FaultSpec, MediaServer
 from tgdp.pipeline.status import funnel
+from tgdp.pipeline.testing import make_corpus, make_root
 
 pytestmark = pytest.mark.reliability
 
 
 def _manifest(root: Path, ytids: list[str]) -> list[str]:
-    n = len(ytids)
-    ids = [f"synth:{y}:1000" for y in ytids]
-    table = pa.table(
-        {
-            "clip_id": ids,
-            "video_id": ytids,
-            "dataset": ["synth"] * n,
-            "split": ["synth"] * n,
-            "ytid": ytids,
-            "start_s": pa.array([1.0] * n, pa.float64()),
-            "end_s": pa.array([3.0] * n, pa.float64()),
-            "labels": [["/m/0"]] * n,
-            "leak_eval_overlap": [False] * n,
-            "source_file": ["test"] * n,
-            "source_line": pa.array(range(n), pa.int32()),
-        }
-    )
-    manifest_path(root).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, manifest_path(root))
-    return ids
+    make_root(root, [{"ytid": y, "start_s": 1.0, "end_s": 3.0} for y in ytids], dataset="synth", split="synth")
+    return [clip_id_for("synth", y, 1.0) for y in ytids]
 
 
 def test_fetch_sigkill_midrun_then_rerun(tmp_path: Path, make_clip: Callable[..., Path]) -> None:
     ytids = [f"k{i}" for i in range(6)]
     master = make_clip(tmp_path / "master.mp4", duration=4.0)
-    (tmp_path / "corpus" / "videos").mkdir(parents=True)
-    for y in ytids:
-        shutil.copyfile(master, tmp_path / "corpus" / "videos" / f"{y}.mp4")
+    make_corpus(tmp_path / "corpus", master, ytids)
     root = tmp_path / "root"
     ids = _manifest(root, ytids)
     # Every request stalls 0.25 s: a clip takes ~1 s, so the kill lands mid-run at a predictable point.
@@ -114,9 +92,7 @@ def test_fetch_ctrl_c_says_what_was_kept(tmp_path: Path, make_clip: Callable[...
     the finished clips' events are flushed, not lost with the buffer."""
     ytids = [f"i{i}" for i in range(5)]
     master = make_clip(tmp_path / "master.mp4", duration=4.0)
-    (tmp_path / "corpus" / "videos").mkdir(parents=True)
-    for y in ytids:
-        shutil.copyfile(master, tmp_path / "corpus" / "videos" / f"{y}.mp4")
+    make_corpus(tmp_path / "corpus", master, ytids)
     root = tmp_path / "root"
     ids = _manifest(root, ytids)
     slow = {y: FaultSpec(kind="slow", delay_s=0.25) for y in ytids}

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from test_shard_store import SMALL, _build_root
 from typer.testing import CliRunner
 
 from tgdp.pipeline import ledger
@@ -17,10 +16,13 @@ from tgdp.pipeline.cli import app
 from tgdp.pipeline.export import run_export
 from tgdp.pipeline.fetch import FetchConfig, plan_fetch
 from tgdp.pipeline.layout import clip_id_for
-from tgdp.pipeline.shard import run_shard
+from tgdp.pipeline.shard import ShardConfig, run_shard
 from tgdp.pipeline.status import format_funnel, funnel
+from tgdp.pipeline.testing import make_root
+from tgdp.pipeline.validate import run_validate
 
 runner = CliRunner()
+SOURCES = [("a1", "as_bal_train", 440), ("a2", "as_unbal_train", 660), ("a3", "vgg_train", 880), ("e1", "as_eval", 550)]
 
 
 def _both(root: Path, out: Path) -> tuple[dict, dict]:
@@ -35,9 +37,16 @@ def _both(root: Path, out: Path) -> tuple[dict, dict]:
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory: pytest.TempPathFactory, make_clip) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("agree")
-    root = tmp / "root"
-    _build_root(root, make_clip)  # 4 valid clips + 1 unreadable, fetched and validated
-    run_shard(root, tmp / "store", SMALL, backend="serial")
+    root, media = tmp / "root", tmp / "media"
+    rows = [
+        {"ytid": y, "split": split, "media": make_clip(media / f"{y}.mp4", size="96x64", freq=freq)}
+        for y, split, freq in SOURCES
+    ]
+    (media / "bad.mp4").write_bytes(b"not a video")
+    rows.append({"ytid": "bad", "media": media / "bad.mp4"})
+    make_root(root, rows, section_start_s=0.0)  # 4 valid clips + 1 unreadable, fetched
+    run_validate(root, backend="serial")
+    run_shard(root, tmp / "store", ShardConfig(shard_bytes=300_000, batch_rows=1, window_clips=2), backend="serial")
     return root, tmp
 
 

@@ -9,15 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_fetch_faults import write_manifest as _write_manifest
 
 from tgdp.pipeline import importer, ledger
 from tgdp.pipeline.importer import import_clips
+from tgdp.pipeline.layout import clip_id_for
+from tgdp.pipeline.testing import make_root
 from tgdp.pipeline.validate import run_validate
 
 
 def write_manifest(root: Path, ytids: list[str], start_s: float = 0.0, end_s: float = 2.0) -> list[str]:
-    return _write_manifest(root, ytids, start_s, end_s, dataset="audioset", split="as_bal_train")
+    make_root(root, [{"ytid": y, "start_s": start_s, "end_s": end_s} for y in ytids])
+    return [clip_id_for("audioset", y, start_s) for y in ytids]
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ frames are stored in display orientation, and 10-bit HDR video is converted to 8
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,10 @@ def _ffmpeg(ffmpeg_bin: str, *args: str) -> None:
     subprocess.run([ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-y", *args], check=True, capture_output=True)
 
 
-def test_rotation_metadata_is_applied(ffmpeg_bin: str, tmp_path: Path) -> None:
+def test_rotation_metadata_is_applied(ffmpeg_bin: str, make_clip: Callable[..., Path], tmp_path: Path) -> None:
     plain, rotated = tmp_path / "plain.mp4", tmp_path / "rotated.mp4"
     src = "color=red:s=32x48:d=1:r=8[a];color=blue:s=32x48:d=1:r=8[b];[a][b]hstack"  # red left, blue right
-    _ffmpeg(ffmpeg_bin, "-f", "lavfi", "-i", src, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(plain))
+    make_clip(plain, video_source=src, audio=False, preset=None)
     _ffmpeg(ffmpeg_bin, "-i", str(plain), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(rotated))
 
     def halves(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -33,14 +34,14 @@ def test_rotation_metadata_is_applied(ffmpeg_bin: str, tmp_path: Path) -> None:
     assert np.allclose(left, right, atol=3) and abs(top - bottom).max() > 200
 
 
-def test_ten_bit_hdr_is_converted_without_tone_mapping(ffmpeg_bin: str, tmp_path: Path) -> None:
+def test_ten_bit_hdr_is_converted_without_tone_mapping(make_clip: Callable[..., Path], tmp_path: Path) -> None:
     """The same 10-bit pixels tagged PQ (HDR10) and SDR decode to the same RGB: the transfer function is ignored."""
-    src = ["-f", "lavfi", "-i", "testsrc2=s=64x48:d=1:r=8"]
-    enc = ["-c:v", "libx265", "-pix_fmt", "yuv420p10le", "-x265-params", "log-level=error", "-colorspace", "bt2020nc"]
+    enc = {"video_source": "testsrc2=s=64x48:d=1:r=8", "audio": False, "vcodec": "libx265", "pix_fmt": "yuv420p10le"}
+    tags = ["-x265-params", "log-level=error", "-colorspace", "bt2020nc", "-color_primaries", "bt2020", "-color_trc"]
     pq, sdr = tmp_path / "pq.mp4", tmp_path / "sdr.mp4"
     try:
-        _ffmpeg(ffmpeg_bin, *src, *enc, "-color_primaries", "bt2020", "-color_trc", "smpte2084", str(pq))
-        _ffmpeg(ffmpeg_bin, *src, *enc, "-color_primaries", "bt2020", "-color_trc", "bt709", str(sdr))
+        make_clip(pq, output_args=[*tags, "smpte2084"], **enc)
+        make_clip(sdr, output_args=[*tags, "bt709"], **enc)
     except subprocess.CalledProcessError:
         pytest.skip("this ffmpeg has no 10-bit libx265")
     a = decode_window(pq, 0.0, 1.0, audio=False, num_frames=4, size=48).frames

@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import FetchConfig, fetch
-from tgdp.pipeline.layout import manifest_path
 from tgdp.pipeline.parallel import map_unordered, ray_session, run_sessions
 from tgdp.pipeline.serve import MediaServer
+from tgdp.pipeline.testing import make_corpus, make_root
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[object]:
-    # Ray workers inherit the driver's environment at start: let them import this test module's helpers.
+    # Ray workers inherit the driver's environment at start: let them import this test module (`tests.pipeline...`).
     old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).parent), old) if p)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).parents[2]), old) if p)
     try:
         with ray_session(num_cpus=2) as ray:
             yield ray
@@ -62,34 +59,12 @@ def test_parallel_ray_session_actors(ray_local: object) -> None:
 def test_fetch_with_ray_sessions(ray_local: object, tmp_path: Path, make_clip: Callable[..., Path]) -> None:
     ytids = [f"r{i}" for i in range(4)]
     master = make_clip(tmp_path / "m.mp4", duration=4.0)
-    (tmp_path / "c" / "videos").mkdir(parents=True)
-    for y in ytids:
-        shutil.copyfile(master, tmp_path / "c" / "videos" / f"{y}.mp4")
-    n = len(ytids)
-    root = tmp_path / "root"
-    manifest_path(root).parent.mkdir(parents=True)
-    pq.write_table(
-        pa.table(
-            {
-                "clip_id": [f"synth:{y}:1000" for y in ytids],
-                "video_id": ytids,
-                "dataset": ["synth"] * n,
-                "split": ["synth"] * n,
-                "ytid": ytids,
-                "start_s": [1.0] * n,
-                "end_s": [3.0] * n,
-                "labels": [["/m/0"]] * n,
-                "leak_eval_overlap": [False] * n,
-                "source_file": ["t"] * n,
-                "source_line": pa.array(range(n), pa.int32()),
-            }
-        ),
-        manifest_path(root),
-    )
+    make_corpus(tmp_path / "c", master, ytids)
+    root = make_root(tmp_path / "root", [{"ytid": y, "start_s": 1.0} for y in ytids], dataset="synth", split="synth")
     with MediaServer(tmp_path / "c") as base:
         cfg = FetchConfig(url_template=base + "/v/{ytid}", backend="ray", sessions=2, in_flight=1, rate_per_hour=0)
         summary = fetch(root, cfg)
-    assert summary.ok == n
+    assert summary.ok == len(ytids)
     latest = ledger.latest(root, "fetch")
     assert all(ev["status"] == "ok" and (root / ev["raw_path"]).is_file() for ev in latest.values())
     assert len({ev["session_id"] for ev in latest.values()}) == 2

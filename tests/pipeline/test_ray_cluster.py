@@ -18,15 +18,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import FetchConfig, fetch
-from tgdp.pipeline.layout import manifest_path
 from tgdp.pipeline.serve import MediaServer
 from tgdp.pipeline.shard import ShardConfig, run_shard
+from tgdp.pipeline.testing import make_root
 from tgdp.pipeline.validate import ValidateConfig, run_validate
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -102,25 +100,9 @@ def cluster() -> Iterator[str]:
 
 
 def _root(root: Path) -> None:
-    n = len(YTIDS)
-    manifest_path(root).parent.mkdir(parents=True)
-    pq.write_table(
-        pa.table(
-            {
-                "clip_id": [f"synth:{y}:1000" for y in YTIDS],
-                "video_id": YTIDS,
-                "dataset": ["synth"] * n,
-                "split": ["synth", "synth", "synth", "vgg_test"],
-                "ytid": YTIDS,
-                "start_s": [1.0] * n,
-                "end_s": [3.0] * n,
-                "labels": [["/m/0"]] * n,
-                "leak_eval_overlap": [False] * n,
-                "source_file": ["t"] * n,
-                "source_line": pa.array(range(n), pa.int32()),
-            }
-        ),
-        manifest_path(root),
+    splits = ["synth", "synth", "synth", "vgg_test"]
+    make_root(
+        root, [{"ytid": y, "start_s": 1.0, "split": sp} for y, sp in zip(YTIDS, splits, strict=True)], dataset="synth"
     )
 
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import pickle
-import shutil
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from tgdp.pipeline.cli import app
-from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
-from tgdp.pipeline.ledger import append_events
 from tgdp.pipeline.store import Store, segment_start
+from tgdp.pipeline.testing import make_root
 
 
 def test_segment_starts_match_the_reference_windows():
@@ -29,43 +24,12 @@ def test_segment_starts_match_the_reference_windows():
 def cli_store(tmp_path_factory, make_clip):
     tmp = tmp_path_factory.mktemp("cli")
     root, store = tmp / "root", tmp / "store"
-    rows, events = [], []
-    for i, (ytid, split) in enumerate([("t1", "vgg_train"), ("t2", "vgg_train"), ("v1", "vgg_test")]):
-        cid = clip_id_for("vggsound", ytid, 0.0)
-        src = make_clip(tmp / f"{ytid}.mp4", duration=3.0, freq=300 + 100 * i)
-        dest = raw_path_for(root, cid, ".mp4")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
-        rows.append(
-            {
-                "clip_id": cid,
-                "video_id": f"{ytid}_000000",
-                "dataset": "vggsound",
-                "split": split,
-                "ytid": ytid,
-                "start_s": 0.0,
-                "end_s": 3.0,
-                "labels": [f"label {i}"],
-                "leak_eval_overlap": False,
-                "source_file": "vggsound.csv",
-                "source_line": i + 1,
-            }
-        )
-        events.append(
-            {
-                "clip_id": cid,
-                "status": "ok",
-                "reason": None,
-                "transient": False,
-                "raw_path": str(dest.relative_to(root)),
-                "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
-                "source": "import",
-                "section_start_s": 0.0,
-            }
-        )
-    manifest_path(root).parent.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows), manifest_path(root))
-    append_events(root, "fetch", events)
+    rows = [
+        {"ytid": ytid, "split": split, "video_id": f"{ytid}_000000", "labels": [f"label {i}"], "source_line": i + 1}
+        | {"media": make_clip(tmp / f"{ytid}.mp4", duration=3.0, freq=300 + 100 * i)}
+        for i, (ytid, split) in enumerate([("t1", "vgg_train"), ("t2", "vgg_train"), ("v1", "vgg_test")])
+    ]
+    make_root(root, rows, dataset="vggsound", source="import", section_start_s=0.0)
     runner = CliRunner()
     for args in (
         ["validate", str(root), "--backend", "serial"],

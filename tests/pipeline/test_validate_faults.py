@@ -2,90 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from tgdp.pipeline.export import run_export
-from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
-from tgdp.pipeline.ledger import append_events, latest
+from tgdp.pipeline.layout import clip_id_for
+from tgdp.pipeline.ledger import latest
 from tgdp.pipeline.status import funnel as status_funnel
+from tgdp.pipeline.testing import make_root
 from tgdp.pipeline.validate import ValidateConfig, resolve_window, run_validate
 
 
-def write_manifest(root: Path, rows: list[dict]) -> None:
-    cols = {
-        "clip_id": pa.string(),
-        "video_id": pa.string(),
-        "dataset": pa.string(),
-        "split": pa.string(),
-        "ytid": pa.string(),
-        "start_s": pa.float64(),
-        "end_s": pa.float64(),
-        "labels": pa.list_(pa.string()),
-        "leak_eval_overlap": pa.bool_(),
-        "source_file": pa.string(),
-        "source_line": pa.int32(),
-    }
-    full = []
-    for i, r in enumerate(rows):
-        full.append(
-            {
-                "clip_id": clip_id_for(r.get("dataset", "audioset"), r["ytid"], r["start_s"]),
-                "video_id": r["ytid"],
-                "dataset": r.get("dataset", "audioset"),
-                "split": r.get("split", "as_bal_train"),
-                "ytid": r["ytid"],
-                "start_s": r["start_s"],
-                "end_s": r["end_s"],
-                "labels": r.get("labels", ["/m/09x0r"]),
-                "leak_eval_overlap": False,
-                "source_file": "test.csv",
-                "source_line": i + 1,
-            }
-        )
-    path = manifest_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(full, schema=pa.schema(cols)), path)
-
-
-def fetch_ok(root: Path, clip_id: str, media: Path, **extra) -> None:
-    dest = raw_path_for(root, clip_id, media.suffix)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(media, dest)
-    data = dest.read_bytes()
-    event = {
-        "clip_id": clip_id,
-        "status": "ok",
-        "reason": None,
-        "transient": False,
-        "raw_path": str(dest.relative_to(root)),
-        "file_bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "source": "fetch",
-    }
-    event.update(extra)
-    append_events(root, "fetch", [event])
-
-
-def ffmpeg_av(ffmpeg_bin: str, path: Path, video: str, audio: str, duration: float = 3.0) -> Path:
-    """A clip from arbitrary lavfi video/audio sources (still or silent cases)."""
-    cmd = [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"{video}:d={duration}"]
-    cmd += ["-f", "lavfi", "-i", f"{audio}:d={duration}", "-c:v", "libx264", "-preset", "ultrafast"]
-    cmd += ["-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)]
-    subprocess.run(cmd, check=True)
-    return path
-
-
 @pytest.fixture(scope="module")
-def fault_root(tmp_path_factory, make_clip, ffmpeg_bin):
+def fault_root(tmp_path_factory, make_clip):
     tmp = tmp_path_factory.mktemp("faults")
     media = tmp / "media"
     root = tmp / "root"
@@ -94,8 +27,10 @@ def fault_root(tmp_path_factory, make_clip, ffmpeg_bin):
     files["no_audio"] = make_clip(media / "no_audio.mp4", duration=3.0, audio=False)
     files["no_video"] = make_clip(media / "no_video.m4a", duration=3.0, video=False)
     files["short"] = make_clip(media / "short.mp4", duration=1.5)
-    files["silent"] = ffmpeg_av(ffmpeg_bin, media / "silent.mp4", "testsrc2=s=64x64:r=8", "anullsrc=r=16000:cl=mono")
-    files["still"] = ffmpeg_av(ffmpeg_bin, media / "still.mp4", "color=c=gray:s=64x64:r=8", "sine=f=440")
+    silence = {"video_source": "testsrc2=s=64x64:r=8:d=3", "audio_source": "anullsrc=r=16000:cl=mono:d=3"}
+    files["silent"] = make_clip(media / "silent.mp4", **silence)
+    still = {"video_source": "color=c=gray:s=64x64:r=8:d=3", "audio_source": "sine=f=440:d=3"}
+    files["still"] = make_clip(media / "still.mp4", **still)
     data = ok.read_bytes()
     (media / "truncated.mp4").write_bytes(data[: len(data) // 2])  # moov is at the end: ffprobe can't open it
     files["truncated"] = media / "truncated.mp4"
@@ -113,14 +48,11 @@ def fault_root(tmp_path_factory, make_clip, ffmpeg_bin):
     # A padded yt-dlp section: source [8, 15) holds the clip [10, 13); no section_start_s → padded rule (offset 2).
     files["padded"] = make_clip(media / "padded.mp4", duration=7.0)
 
-    rows = [{"ytid": name, "start_s": 0.0, "end_s": 3.0} for name in files if name != "padded"]
-    rows.append({"ytid": "padded", "start_s": 10.0, "end_s": 13.0, "split": "as_eval"})
+    rows = [{"ytid": name, "start_s": 0.0, "end_s": 3.0, "media": path} for name, path in files.items()]
+    padded = {"start_s": 10.0, "end_s": 13.0, "split": "as_eval", "fetch": {"section_start_s": None}}
+    rows = [{**r, **padded} if r["ytid"] == "padded" else r for r in rows]
     rows.append({"ytid": "never_fetched", "start_s": 0.0, "end_s": 3.0})
-    write_manifest(root, rows)
-    for name, path in files.items():
-        cid = clip_id_for("audioset", name, 10.0 if name == "padded" else 0.0)
-        extra = {} if name == "padded" else {"section_start_s": 0.0}
-        fetch_ok(root, cid, path, **extra)
+    make_root(root, rows, section_start_s=0.0)
     summary = run_validate(root, backend="serial")
     return root, summary
 
@@ -255,9 +187,8 @@ def test_environment_errors_are_transient_and_retried(tmp_path, make_clip, monke
     from tgdp.pipeline import validate as validate_mod
 
     root = tmp_path / "root"
-    write_manifest(root, [{"ytid": "envenvenv01", "start_s": 0.0, "end_s": 3.0}])
+    make_root(root, [{"ytid": "envenvenv01", "media": make_clip(tmp_path / "m" / "a.mp4")}], section_start_s=0.0)
     cid = clip_id_for("audioset", "envenvenv01", 0.0)
-    fetch_ok(root, cid, make_clip(tmp_path / "m" / "a.mp4", duration=3.0), section_start_s=0.0)
     code = getattr(errno, err)
 
     def refuse(*args, **kwargs):
@@ -293,9 +224,8 @@ def test_ffmpeg_reporting_an_environment_error_is_transient(tmp_path, make_clip,
         raise MediaError("unreadable", "/x/raw/ab/c_x.mp4: Permission denied")
 
     root = tmp_path / "root"
-    write_manifest(root, [{"ytid": "envenvenv02", "start_s": 0.0, "end_s": 3.0}])
+    make_root(root, [{"ytid": "envenvenv02", "media": make_clip(tmp_path / "m" / "a.mp4")}], section_start_s=0.0)
     cid = clip_id_for("audioset", "envenvenv02", 0.0)
-    fetch_ok(root, cid, make_clip(tmp_path / "m" / "a.mp4", duration=3.0), section_start_s=0.0)
     monkeypatch.setattr(validate_mod, "probe_decode", denied)
     run_validate(root, backend="serial")
     ev = latest(root, "validate")[cid]
@@ -309,17 +239,12 @@ def test_a_seek_error_is_decoded_again_from_the_start_before_the_verdict(tmp_pat
 
     media = tmp_path / "m"
     media.mkdir()
-    ir = media / "intra_refresh.mp4"
-    cmd = [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=64x64:r=8:d=6"]
-    cmd += ["-f", "lavfi", "-i", "sine=f=440:d=6", "-c:v", "libx264", "-preset", "veryfast"]
-    cmd += ["-x264-params", "intra-refresh=1:keyint=16", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(ir)]
-    subprocess.run(cmd, check=True)
+    x264 = {"preset": "veryfast", "output_args": ["-x264-params", "intra-refresh=1:keyint=16"]}
+    ir = make_clip(media / "intra_refresh.mp4", duration=6.0, audio_source="sine=f=440:d=6", **x264)
     plain = make_clip(media / "plain.mp4", duration=6.0)
     root = tmp_path / "root"
-    write_manifest(root, [{"ytid": y, "start_s": s, "end_s": s + 2.0} for y, s in [("iririririr1", 3.0),
-                          ("plainplain1", 3.0), ("plainplain0", 0.0)]])  # fmt: skip
-    for ytid, path, start in [("iririririr1", ir, 3.0), ("plainplain1", plain, 3.0), ("plainplain0", plain, 0.0)]:
-        fetch_ok(root, clip_id_for("audioset", ytid, start), path, section_start_s=0.0)
+    rows = [("iririririr1", ir, 3.0), ("plainplain1", plain, 3.0), ("plainplain0", plain, 0.0)]
+    make_root(root, [{"ytid": y, "start_s": s, "end_s": s + 2.0, "media": m} for y, m, s in rows], section_start_s=0.0)
     run_validate(root, backend="serial")
     ev = latest(root, "validate")
     got = {c.split(":")[1]: (e["valid"], e["reason"], e["decode_path"]) for c, e in ev.items()}

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rel_support import make_root, make_tiny_corpus, run_chain, snapshot
 
+from tests.reliability.rel_support import corpus_root, make_tiny_corpus, run_chain, snapshot
 from tgdp.pipeline.serve import MediaServer
 
 
@@ -20,7 +20,7 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory, ffmpeg_bin: str) -> Pa
 def clean_run(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> dict[str, Any]:
     """manifest → fetch → validate → shard over the corpus with a server that never fails."""
     base_dir = tmp_path_factory.mktemp("rel-clean")
-    root, store = make_root(base_dir / "root", tiny_corpus), base_dir / "store"
+    root, store = corpus_root(base_dir / "root", tiny_corpus), base_dir / "store"
     with MediaServer(tiny_corpus) as base:
         run_chain(root, store, base)
     return {"root": root, "store": store, "snapshot": snapshot(root, store)}

@@ -25,7 +25,7 @@ __all__ = [
     "assert_funnel_sums",
     "copy_tree",
     "fetch_cfg",
-    "make_root",
+    "corpus_root",
     "make_tiny_corpus",
     "run_chain",
     "snapshot",
@@ -54,7 +54,7 @@ def make_tiny_corpus(out: Path, num_clips: int = 10, fault_fraction: float = 0.8
     return out
 
 
-def make_root(root: Path, corpus: Path) -> Path:
+def corpus_root(root: Path, corpus: Path) -> Path:
     """ROOT with the source manifest built from the corpus's AudioSet-format CSVs."""
     csvs = [str(corpus / name) for name in SEGMENT_FILES.values()]
     build_manifest(root, ManifestConfig(dataset="audioset", csv=csvs, labels=str(corpus / LABELS_FILE)))

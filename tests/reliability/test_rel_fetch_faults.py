@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rel_support import SHARD, assert_funnel_sums, fetch_cfg, make_root, snapshot
 
+from tests.reliability.rel_support import SHARD, assert_funnel_sums, corpus_root, fetch_cfg, snapshot
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import fetch
 from tgdp.pipeline.serve import FaultSpec, MediaServer
@@ -50,7 +50,7 @@ def test_fetch_faults_accounted_and_rerun_converges(
     tmp_path: Path, tiny_corpus: Path, clean_run: dict[str, Any]
 ) -> None:
     faults, gone, slow_ok, recovers = _assign(tiny_corpus)
-    root, store = make_root(tmp_path / "root", tiny_corpus), tmp_path / "store"
+    root, store = corpus_root(tmp_path / "root", tiny_corpus), tmp_path / "store"
     server = MediaServer(tiny_corpus, faults=faults)
     with server as base:
         fetch(root, fetch_cfg(base))

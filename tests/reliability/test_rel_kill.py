@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from rel_support import SHARD, assert_funnel_sums, fetch_cfg, make_root, snapshot
 
+from tests.reliability.rel_support import SHARD, assert_funnel_sums, corpus_root, fetch_cfg, snapshot
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import fetch, file_sha256
 from tgdp.pipeline.serve import FaultSpec, MediaServer
@@ -56,7 +56,7 @@ def _kill_when(cmd: list[str], started: Callable[[], bool], delay_s: float, time
 
 
 def test_fetch_killed_at_random_points_converges(tmp_path: Path, tiny_corpus: Path, clean_run: dict[str, Any]) -> None:
-    root = make_root(tmp_path / "root", tiny_corpus)
+    root = corpus_root(tmp_path / "root", tiny_corpus)
     clean = clean_run["snapshot"]
     ytids = [r["ytid"] for r in read_ground_truth(tiny_corpus)]
     # Every request stalls a little so a run lasts a few seconds and the kills land inside downloads.

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from rel_support import SHARD, assert_funnel_sums, fetch_cfg
 from typer.testing import CliRunner
 
+from tests.reliability.rel_support import SHARD, assert_funnel_sums, fetch_cfg
 from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.export import run_export
@@ -28,6 +28,7 @@ from tgdp.pipeline.manifest import ManifestConfig, build_manifest
 from tgdp.pipeline.serve import FaultSpec, MediaServer
 from tgdp.pipeline.shard import run_shard, verify_store
 from tgdp.pipeline.store import Store
+from tgdp.pipeline.testing import make_root
 from tgdp.pipeline.validate import run_validate
 
 pytestmark = pytest.mark.reliability
@@ -94,13 +95,10 @@ def test_hostile_ids_through_the_whole_chain(
 def test_tampered_raw_path_is_refused_by_validate_and_shard(tmp_path: Path, make_clip: Callable[..., Path]) -> None:
     root = tmp_path / "root"
     secret = make_clip(tmp_path / "outside.mp4", duration=3.0)
-    row = {"clip_id": "audioset:AbCdEfGhIjK:0", "video_id": "AbCdEfGhIjK", "dataset": "audioset", "split": "as_eval",
-           "ytid": "AbCdEfGhIjK", "start_s": 0.0, "end_s": 2.5, "labels": ["/m/a"], "leak_eval_overlap": False,
-           "source_file": "t", "source_line": 1}  # fmt: skip
-    manifest_path(root).parent.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist([row]), manifest_path(root))
-    base = {"clip_id": row["clip_id"], "status": "ok", "reason": None, "transient": False, "sha256": "x"}
-    ledger.append_events(root, "fetch", [{**base, "raw_path": "../outside.mp4", "file_bytes": secret.stat().st_size}])
+    base = {"clip_id": "audioset:AbCdEfGhIjK:0", "status": "ok", "reason": None, "transient": False, "sha256": "x"}
+    tampered = {**base, "raw_path": "../outside.mp4", "file_bytes": secret.stat().st_size}
+    row = {"ytid": "AbCdEfGhIjK", "end_s": 2.5, "split": "as_eval", "labels": ["/m/a"]}
+    make_root(root, [row], events={"fetch": [tampered]})
     with pytest.raises(ValueError, match="outside ROOT"):
         run_validate(root, backend="serial")
     ledger.append_events(
@@ -135,9 +133,9 @@ def test_cookies_never_reach_root_reports_or_logs(
 ) -> None:
     cookies = _cookies(tmp_path / "private" / "cookies.txt")
     root = tmp_path / "root"
-    from rel_support import make_root
+    from tests.reliability.rel_support import corpus_root
 
-    make_root(root, tiny_corpus)
+    corpus_root(root, tiny_corpus)
     with MediaServer(tiny_corpus, faults={"nope": FaultSpec(kind="http", status=403)}) as base:
         fetch(root, fetch_cfg(base, cookies=cookies))
     run_validate(root, backend="serial")
@@ -155,9 +153,9 @@ def test_malformed_cookies_fail_without_echoing_them(
 ) -> None:
     cookies = _cookies(tmp_path / "private" / "cookies.txt", f"{SECRET} not a netscape line\n")
     root = tmp_path / "root"
-    from rel_support import make_root
+    from tests.reliability.rel_support import corpus_root
 
-    make_root(root, tiny_corpus)
+    corpus_root(root, tiny_corpus)
     with MediaServer(tiny_corpus) as base, pytest.raises(ValueError, match="not a Netscape cookies file") as info:
         fetch(root, fetch_cfg(base, cookies=cookies))
     captured = capfd.readouterr()

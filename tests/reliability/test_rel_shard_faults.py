@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rel_support import SHARD, snapshot
 from typer.testing import CliRunner
 
+from tests.reliability.rel_support import SHARD, snapshot
 from tgdp.pipeline import shard as shard_mod
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.shard import ShardError, run_shard, verify_store

@@ -9,16 +9,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from rel_support import assert_funnel_sums, snapshot
 
+from tests.reliability.rel_support import assert_funnel_sums, snapshot
 from tgdp.pipeline import ledger
 from tgdp.pipeline import validate as validate_mod
 from tgdp.pipeline.importer import import_clips
-from tgdp.pipeline.layout import manifest_path, safe_name
+from tgdp.pipeline.layout import safe_name
 from tgdp.pipeline.synth import read_ground_truth
+from tgdp.pipeline.testing import make_root, manifest_row
 from tgdp.pipeline.validate import run_validate
 
 pytestmark = pytest.mark.reliability
@@ -100,12 +99,11 @@ def test_shared_media_sample_through_import_and_validate(tmp_path: Path, shared_
         cid = f"audioset:shared{i:05d}:0"
         shutil.copyfile(media / name, src / f"{safe_name(cid)}{Path(name).suffix}")
         records.append(
-            {"clip_id": cid, "video_id": f"shared{i:05d}", "dataset": "audioset", "split": "as_eval",
-             "ytid": f"shared{i:05d}", "start_s": 0.0, "end_s": duration, "labels": ["/m/x"],
-             "leak_eval_overlap": False, "source_file": name, "source_line": i}
-        )  # fmt: skip
-    manifest_path(root).parent.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(records), manifest_path(root))
+            manifest_row(
+                f"shared{i:05d}", 0.0, duration, split="as_eval", labels=["/m/x"], source_file=name, source_line=i
+            )
+        )
+    make_root(root, records)
     assert import_clips(root, src, copy=True).imported == len(records)
     run_validate(root, backend="serial")
     f = assert_funnel_sums(root)

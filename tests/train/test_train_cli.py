@@ -48,10 +48,10 @@ def test_bad_inputs_exit_with_a_clear_message(args: list[str], message: str) -> 
 
 
 @pytest.mark.slow
-def test_cli_trains_on_a_real_store(make_clip, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
-    from train_support import build_real_store
+def test_cli_trains_on_a_real_store(ffmpeg_bin: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    from tests.train.train_support import build_real_store
 
-    store = build_real_store(tmp_path_factory.mktemp("real"), make_clip, n=10)
+    store = build_real_store(tmp_path_factory.mktemp("real"), ffmpeg_bin, n=10)
     # A store whose segments are too short for the model is refused before any work.
     short = ["--set", "model.audio_length=512", "--set", "train.steps=1"]
     bad = runner.invoke(app, ["--config", "tiny_tgdp", "--store", str(store), "--run-dir", str(tmp_path / "x"), *short])
@@ -72,14 +72,14 @@ def test_cli_trains_on_a_real_store(make_clip, tmp_path_factory: pytest.TempPath
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["truncate", "rows"])
 def test_damaged_store_is_refused_before_the_run_dir_exists(
-    make_clip, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, kind: str
+    ffmpeg_bin: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, kind: str
 ) -> None:
     import shutil
 
-    from train_support import build_real_store
+    from tests.train.train_support import build_real_store
 
     store = tmp_path / "store"
-    shutil.copytree(build_real_store(tmp_path_factory.mktemp("real"), make_clip, n=10), store)
+    shutil.copytree(build_real_store(tmp_path_factory.mktemp("real"), ffmpeg_bin, n=10), store)
     index_file = store / "train" / "index.json"
     index = json.loads(index_file.read_text())
     shard = index["shards"][-1]
@@ -100,8 +100,7 @@ def test_damaged_store_is_refused_before_the_run_dir_exists(
 
 
 def test_training_mel_mismatch_names_the_fix(tmp_path: Path) -> None:
-    from train_support import fake_open, tiny_config, write_fake_store
-
+    from tests.train.train_support import fake_open, tiny_config, write_fake_store
     from tgdp.train.loop import StoreMismatchError, check_store
 
     # The tiny presets need a 64-bin store; the error says how to build one (the same key in validate and shard).

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
-from train_support import NORM_MEAN, NORM_STD, FakeStore, fake_open, write_fake_store
 
+from tests.train.train_support import NORM_MEAN, NORM_STD, FakeStore, fake_open, write_fake_store
 from tgdp.train.config import DataConfig
 from tgdp.train.data import ClipDataset, DataState, TrainStream, batch_to_device
 from tgdp.train.transforms import (

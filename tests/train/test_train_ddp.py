@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from train_support import fake_open, tiny_config, write_fake_store
 
+from tests.train.train_support import fake_open, tiny_config, write_fake_store
 from tgdp.model import build_model
 from tgdp.train.checkpoint import list_checkpoints, load_checkpoint
 from tgdp.train.loop import fit

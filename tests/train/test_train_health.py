@@ -6,8 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from train_support import fake_open, tiny_config, write_fake_store
-
+from tests.train.train_support import fake_open, tiny_config, write_fake_store
 from tgdp.train.config import load_run_config
 from tgdp.train.loop import fit
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from train_support import build_real_store, fake_open, tiny_config, write_fake_store
 
+from tests.train.train_support import build_real_store, fake_open, tiny_config, write_fake_store
 from tgdp.train.checkpoint import list_checkpoints, load_checkpoint
 from tgdp.train.loop import fit
 
@@ -54,9 +54,9 @@ def test_signal_checkpoints_and_resume_continues_exactly(tmp_path: Path, uninter
 
 @pytest.mark.slow
 def test_cli_sigterm_saves_checkpoint_and_says_where(
-    make_clip, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    ffmpeg_bin: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    store = build_real_store(tmp_path_factory.mktemp("real"), make_clip, n=10)
+    store = build_real_store(tmp_path_factory.mktemp("real"), ffmpeg_bin, n=10)
     run = tmp_path / "run"
     sets = ["train.steps=100000", "train.batch_size=4", "train.num_workers=1", "train.log_every=1",
             "train.progress=false", "train.tensorboard=false"]  # fmt: skip

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from train_support import build_real_store, fake_open, tiny_config, write_fake_store
 
+from tests.train.train_support import build_real_store, fake_open, tiny_config, write_fake_store
 from tgdp.model.tgdp import TgdpModel
 from tgdp.pipeline.config import ConfigError
 from tgdp.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
@@ -26,9 +26,11 @@ def _losses(summary: dict) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_tiny_model_loss_falls_on_a_real_store(make_clip, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path):
+def test_tiny_model_loss_falls_on_a_real_store(
+    ffmpeg_bin: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+):
     """Real shard-written store (ffmpeg test clips), real Store reader with a DataLoader worker, tiny TG-DP."""
-    real = build_real_store(tmp_path_factory.mktemp("real"), make_clip, n=10)
+    real = build_real_store(tmp_path_factory.mktemp("real"), ffmpeg_bin, n=10)
     cfg = tiny_config("train.steps=16", "train.batch_size=4", "optim.lr=2e-3", "train.num_workers=1")
     summary = fit(cfg, real, tmp_path / "run")
     losses = [h["loss"] for h in summary["history"]]

@@ -1,8 +1,9 @@
-"""Helpers for the train tests: a small in-memory store with the reader API, and tiny run configs.
+"""Helpers for the train tests: a small in-memory store with the reader API, a real store, and tiny run configs.
 
-`FakeStore` mirrors `tgdp.pipeline.store.Store` (len, meta, clip_ids, labels, frame_jpeg, segment) so the loader and
-loop can be tested without the shard writer. A fake store lives in a directory holding `fake_store.json`; `fake_open`
-(module level, so DataLoader workers can unpickle it) rebuilds it from that file.
+`FakeStore` satisfies `tgdp.pipeline.testing.StoreLike` (len, meta, clip_ids, labels, frame_jpeg, segment, with the
+store's own `segment_start` window) so the loader and loop can be tested without the shard writer. A fake store lives
+in a directory holding `fake_store.json`; `fake_open` (module level, so DataLoader workers can unpickle it) rebuilds it
+from that file. `build_real_store` is a real shard-written store (`tgdp.pipeline.testing.make_store`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import numpy as np
 import torch
 import torchvision
 
+from tgdp.pipeline.store import segment_start
+from tgdp.pipeline.testing import make_store
 from tgdp.train.config import RunConfig, load_run_config
 
-__all__ = ["FakeStore", "fake_open", "tiny_config", "write_fake_store"]
+__all__ = ["FakeStore", "build_real_store", "fake_open", "tiny_config", "write_fake_store"]
 
 NORM_MEAN, NORM_STD = -5.081, 4.4849
 
@@ -68,8 +71,7 @@ class FakeStore:
         return self._jpeg[key]
 
     def segment(self, i: int, t: int, length: int = 416, normalize: bool = True) -> np.ndarray:
-        centre = round(t * self.target_length / self.num_frames)
-        start = min(max(0, centre - length // 2), self.target_length - length)
+        start = segment_start(t, self.num_frames, self.target_length, length)
         seg = self.fbank(i)[start : start + length].astype(np.float32)
         return (seg - NORM_MEAN) / NORM_STD if normalize else seg
 
@@ -106,57 +108,10 @@ def tiny_config(*overrides: str, preset: str = "tiny_tgdp") -> RunConfig:
 _REAL_STORES: dict[tuple, Path] = {}
 
 
-def build_real_store(dest: Path, make_clip: Any, n: int = 12, duration: float = 3.0, **shard: Any) -> Path:
-    """A real store written by `tgdp.pipeline.shard.run_shard` from `n` ffmpeg test clips (split `train`).
-
-    The pipeline ROOT is assembled directly (manifest + fetch/validate events + raw files) instead of running fetch
-    and validate, which have their own tests. Defaults match the tiny presets: 96 px frames, 64 mel bins, 256-frame
-    spectrograms (a 128-frame segment fits). Cached per process by its arguments.
-    """
-    import hashlib
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
-    from tgdp.pipeline.ledger import append_events
-    from tgdp.pipeline.shard import ShardConfig, run_shard
-
-    params = {"frame_size": 96, "num_mel_bins": 64, "target_length": 256, **shard}
-    key = (n, duration, tuple(sorted(params.items())))
-    if key in _REAL_STORES:
-        return _REAL_STORES[key]
-    root = dest / "root"
-    rows, fetches, validates = [], [], []
-    for i in range(n):
-        ytid = f"trainclip{i:03d}"
-        clip_id = clip_id_for("audioset", ytid, 0.0)
-        raw = raw_path_for(root, clip_id, "mp4")
-        make_clip(raw, duration=duration, size="128x112", fps=8, freq=220 + 40 * i)
-        sha = hashlib.sha256(raw.read_bytes()).hexdigest()
-        rows.append(
-            {
-                "clip_id": clip_id,
-                "video_id": ytid,
-                "dataset": "audioset",
-                "split": "synth",
-                "ytid": ytid,
-                "start_s": 0.0,
-                "end_s": duration,
-                "labels": [f"/m/class{i % 3}"],
-                "leak_eval_overlap": False,
-                "source_file": "train_support",
-                "source_line": i,
-            }
-        )
-        base = {"clip_id": clip_id, "status": "ok", "reason": None, "transient": False}
-        fetches.append({**base, "raw_path": str(raw.relative_to(root)), "sha256": sha})
-        validates.append({**base, "valid": True, "window_start_s": 0.0, "fetch_sha256": sha})
-    manifest_path(root).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), manifest_path(root))
-    append_events(root, "fetch", fetches)
-    append_events(root, "validate", validates)
-    store = dest / "store"
-    run_shard(root, store, ShardConfig(**params))
-    _REAL_STORES[key] = store
-    return store
+def build_real_store(dest: Path, ffmpeg: str, n: int = 12, duration: float = 3.0, **shard: Any) -> Path:
+    """`tgdp.pipeline.testing.make_store` of `n` clips `trainclip000…` (split `train`), cached per process by its
+    arguments. Defaults match the tiny presets: 96 px frames, 64 mel bins, 256-frame spectrograms."""
+    key = (n, duration, tuple(sorted(shard.items())))
+    if key not in _REAL_STORES:
+        _REAL_STORES[key] = make_store(dest, n, duration=duration, prefix="trainclip", ffmpeg=ffmpeg, **shard)
+    return _REAL_STORES[key]
