@@ -32,6 +32,8 @@ import os
 import shutil
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,23 @@ def _time_origin(path: Path, start_s: float, end_s: float) -> dict[str, Any]:
     return {"section_mode": "import", "section_start_s": start_s}
 
 
+@contextmanager
+def _placement(root: Path) -> Iterator[tuple[Path, dict[str, Any], ledger.EventWriter]]:
+    """ROOT's fetch lock held, a fresh staging dir ROOT/tmp/import, each clip's fetch state and a fetch event writer;
+    the staging dir is removed when the block finishes."""
+    lock = RootLock(root / "tmp" / "fetch.lock")
+    try:
+        tmp_dir = root / "tmp" / "import"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp_dir.mkdir(parents=True)
+        states = clip_states(root)
+        with ledger.EventWriter(root, "fetch", flush_every=64) as writer:
+            yield tmp_dir, states, writer
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    finally:
+        lock.release()
+
+
 def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport:
     """Import matching media files under `from_dir` (recursively) into ROOT/raw as fetched clips."""
     root, from_dir = Path(root).resolve(), Path(from_dir)
@@ -177,35 +196,26 @@ def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport
         candidates[row["clip_id"]].append(src)
         row_of[row["clip_id"]] = row
 
-    lock = RootLock(root / "tmp" / "fetch.lock")
-    try:
-        tmp_dir = root / "tmp" / "import"
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        tmp_dir.mkdir(parents=True)
-        states = clip_states(root)
-        with ledger.EventWriter(root, "fetch", flush_every=64) as writer:
-            for clip_id in sorted(candidates, key=lambda c: str(candidates[c][0])):
-                row, srcs = row_of[clip_id], candidates[clip_id]
-                st = states.get(clip_id)
-                if st is not None and st.status == "done":
-                    report.already_fetched += 1
-                    for src in srcs:
-                        report.skip(src.relative_to(from_dir).as_posix(), "already_fetched", clip_id)
-                    continue
-                done: str | None = None
+    with _placement(root) as (tmp_dir, states, writer):
+        for clip_id in sorted(candidates, key=lambda c: str(candidates[c][0])):
+            row, srcs = row_of[clip_id], candidates[clip_id]
+            st = states.get(clip_id)
+            if st is not None and st.status == "done":
+                report.already_fetched += 1
                 for src in srcs:
-                    name = src.relative_to(from_dir).as_posix()
-                    if done is not None:
-                        report.skip(name, "duplicate", f"{clip_id} was imported from {done}")
-                        continue
-                    event = _import_one(root, tmp_dir, src, row, st, copy, report, name)
-                    if event is not None:
-                        writer.add({k: event.get(k) for k in EVENT_COLUMNS})
-                        report.imported += 1
-                        done = name
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    finally:
-        lock.release()
+                    report.skip(src.relative_to(from_dir).as_posix(), "already_fetched", clip_id)
+                continue
+            done: str | None = None
+            for src in srcs:
+                name = src.relative_to(from_dir).as_posix()
+                if done is not None:
+                    report.skip(name, "duplicate", f"{clip_id} was imported from {done}")
+                    continue
+                event = _import_one(root, tmp_dir, src, row, st, copy, report, name)
+                if event is not None:
+                    writer.add({k: event.get(k) for k in EVENT_COLUMNS})
+                    report.imported += 1
+                    done = name
     return report
 
 
@@ -284,26 +294,17 @@ def register_files(
     if unknown:
         raise ValueError(f"{len(unknown)} clip ids are not in the manifest of {root}, e.g. {unknown[:3]}")
     origin = {"section_mode": section_mode, "section_start_s": float(section_start_s)}
-    lock = RootLock(root / "tmp" / "fetch.lock")
     registered = 0
-    try:
-        tmp_dir = root / "tmp" / "import"
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        tmp_dir.mkdir(parents=True)
-        states = clip_states(root)
-        with ledger.EventWriter(root, "fetch", flush_every=64) as writer:
-            for clip_id, src in sorted(files.items()):
-                st = states.get(clip_id)
-                if st is not None and st.status == "done":
-                    continue
-                final = raw_path_for(root, clip_id, Path(src).suffix)
-                tmp = _stage(Path(src), tmp_dir, final.suffix, copy)
-                size, digest = tmp.stat().st_size, file_sha256(tmp)
-                _publish(tmp, final)
-                event = _ok_event(root, clip_id, final, size, digest, origin, st, source)
-                writer.add({k: event.get(k) for k in EVENT_COLUMNS})
-                registered += 1
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    finally:
-        lock.release()
+    with _placement(root) as (tmp_dir, states, writer):
+        for clip_id, src in sorted(files.items()):
+            st = states.get(clip_id)
+            if st is not None and st.status == "done":
+                continue
+            final = raw_path_for(root, clip_id, Path(src).suffix)
+            tmp = _stage(Path(src), tmp_dir, final.suffix, copy)
+            size, digest = tmp.stat().st_size, file_sha256(tmp)
+            _publish(tmp, final)
+            event = _ok_event(root, clip_id, final, size, digest, origin, st, source)
+            writer.add({k: event.get(k) for k in EVENT_COLUMNS})
+            registered += 1
     return registered
