@@ -38,7 +38,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 demo: setup
-	$(BIN)/python -m tgdp.eval.demo --out $(DEMO_DIR)
+	$(BIN)/python -m tgdp.experiments demo --out $(DEMO_DIR)
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all
@@ -48,10 +48,10 @@ gpu-check: setup
 	$(BIN)/python -m benchmarks.gpu_check --out runs/gpu_check.json --md BENCHMARKS.md
 
 reproduce: setup
-	$(BIN)/python benchmarks/reproduce.py --out runs/reproduce
+	$(BIN)/python -m tgdp.experiments reproduce --out runs/reproduce
 
 reproduce-short: setup
-	$(BIN)/python benchmarks/reproduce.py --out runs/reproduce-short --short
+	$(BIN)/python -m tgdp.experiments reproduce --out runs/reproduce-short --short
 
 wheel-check: setup
 	bash tests/wheel_check.sh

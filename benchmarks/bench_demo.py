@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.harness import Figure, write_section
-from tgdp.eval.demo import DemoConfig, run_demo
+from tgdp.experiments.demo import DemoConfig, run_demo
 
 
 def main() -> None:

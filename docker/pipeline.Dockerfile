@@ -70,6 +70,7 @@ COPY --chown=1000:1000 model ./model
 COPY --chown=1000:1000 train ./train
 COPY --chown=1000:1000 eval ./eval
 COPY --chown=1000:1000 manifests ./manifests
+COPY --chown=1000:1000 experiments ./experiments
 
 # The project; Ray pinned, because every node of a cluster and the `ray up` client must run the same Ray version, with
 # the `default` extra for the dashboard, job submission and the autoscaler; yt-dlp with its `default` extra (pulls

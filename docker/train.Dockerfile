@@ -67,6 +67,7 @@ COPY model ./model
 COPY train ./train
 COPY eval ./eval
 COPY manifests ./manifests
+COPY experiments ./experiments
 # The multi-node launcher, as `tgdp-torchrun` (keeps its executable bit from git).
 COPY docker/torchrun-multinode.sh /usr/local/bin/tgdp-torchrun
 

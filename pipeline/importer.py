@@ -20,6 +20,10 @@ probed there, then moved onto `layout.raw_path_for` (`layout.place_raw`) and rec
 link) is recorded as an `error` and the import goes on. Two files for one clip (`<ytid>.mkv` and `<ytid>.mp4`): the
 first in path order is imported, the other is reported as a `duplicate` naming it. Every file not imported is in
 `ImportReport.not_imported` with its reason (unmatched, ambiguous_ytid, duplicate, already_fetched, not_media, error).
+
+`register_files(root, {clip_id: path}, section_mode=..., section_start_s=...)` is the same placement and the same
+event for a caller that already knows which clip each file is and where its t=0 lies (a synthetic corpus whose files
+are whole videos): nothing is matched or probed.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import os
 import shutil
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +44,7 @@ from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import EVENT_COLUMNS, RootLock, clip_states, tool_versions
 from tgdp.pipeline.layout import file_sha256, manifest_path, place_raw, raw_path_for, safe_name, within_root
 
-__all__ = ["ImportReport", "import_clips"]
+__all__ = ["ImportReport", "import_clips", "register_files"]
 
 # Containers and audio files ffmpeg reads; a file with another extension is imported when its name matches a clip and
 # ffprobe finds an audio or video stream in it. Sidecars (thumbnails, metadata, partial downloads) never are.
@@ -125,6 +131,23 @@ def _time_origin(path: Path, start_s: float, end_s: float) -> dict[str, Any]:
     return {"section_mode": "import", "section_start_s": start_s}
 
 
+@contextmanager
+def _placement(root: Path) -> Iterator[tuple[Path, dict[str, Any], ledger.EventWriter]]:
+    """ROOT's fetch lock held, a fresh staging dir ROOT/tmp/import, each clip's fetch state and a fetch event writer;
+    the staging dir is removed when the block finishes."""
+    lock = RootLock(root / "tmp" / "fetch.lock")
+    try:
+        tmp_dir = root / "tmp" / "import"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp_dir.mkdir(parents=True)
+        states = clip_states(root)
+        with ledger.EventWriter(root, "fetch", flush_every=64) as writer:
+            yield tmp_dir, states, writer
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    finally:
+        lock.release()
+
+
 def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport:
     """Import matching media files under `from_dir` (recursively) into ROOT/raw as fetched clips."""
     root, from_dir = Path(root).resolve(), Path(from_dir)
@@ -165,35 +188,26 @@ def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport
         candidates[row["clip_id"]].append(src)
         row_of[row["clip_id"]] = row
 
-    lock = RootLock(root / "tmp" / "fetch.lock")
-    try:
-        tmp_dir = root / "tmp" / "import"
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        tmp_dir.mkdir(parents=True)
-        states = clip_states(root)
-        with ledger.EventWriter(root, "fetch", flush_every=64) as writer:
-            for clip_id in sorted(candidates, key=lambda c: str(candidates[c][0])):
-                row, srcs = row_of[clip_id], candidates[clip_id]
-                st = states.get(clip_id)
-                if st is not None and st.status == "done":
-                    report.already_fetched += 1
-                    for src in srcs:
-                        report.skip(src.relative_to(from_dir).as_posix(), "already_fetched", clip_id)
-                    continue
-                done: str | None = None
+    with _placement(root) as (tmp_dir, states, writer):
+        for clip_id in sorted(candidates, key=lambda c: str(candidates[c][0])):
+            row, srcs = row_of[clip_id], candidates[clip_id]
+            st = states.get(clip_id)
+            if st is not None and st.status == "done":
+                report.already_fetched += 1
                 for src in srcs:
-                    name = src.relative_to(from_dir).as_posix()
-                    if done is not None:
-                        report.skip(name, "duplicate", f"{clip_id} was imported from {done}")
-                        continue
-                    event = _import_one(root, tmp_dir, src, row, st, copy, report, name)
-                    if event is not None:
-                        writer.add({k: event.get(k) for k in EVENT_COLUMNS})
-                        report.imported += 1
-                        done = name
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    finally:
-        lock.release()
+                    report.skip(src.relative_to(from_dir).as_posix(), "already_fetched", clip_id)
+                continue
+            done: str | None = None
+            for src in srcs:
+                name = src.relative_to(from_dir).as_posix()
+                if done is not None:
+                    report.skip(name, "duplicate", f"{clip_id} was imported from {done}")
+                    continue
+                event = _import_one(root, tmp_dir, src, row, st, copy, report, name)
+                if event is not None:
+                    writer.add({k: event.get(k) for k in EVENT_COLUMNS})
+                    report.imported += 1
+                    done = name
     return report
 
 
@@ -226,15 +240,22 @@ def _import_one(
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+    return _ok_event(root, row["clip_id"], final, size, digest, origin, st, "import")
+
+
+def _ok_event(
+    root: Path, clip_id: str, final: Path, size: int, digest: str, origin: dict[str, Any], st: Any, source: str
+) -> dict[str, Any]:
+    """The `fetch` ok event of a placed file (`origin`: its `section_mode` and `section_start_s`)."""
     ytv, ffv = tool_versions()
     return {
-        "clip_id": row["clip_id"],
+        "clip_id": clip_id,
         "status": "ok",
         "reason": None,
         "transient": False,
         "attempt": (st.attempts if st else 0) + 1,
-        "source": "import",
-        "session_id": "import",
+        "source": source,
+        "session_id": source,
         "raw_path": final.relative_to(root).as_posix(),
         "file_bytes": size,
         "sha256": digest,
@@ -243,3 +264,39 @@ def _import_one(
         "ffmpeg_version": ffv,
         "gave_up": False,
     }
+
+
+def register_files(
+    root: Path,
+    files: dict[str, Path],
+    section_mode: str = "whole_file",
+    section_start_s: float = 0.0,
+    source: str = "register",
+    copy: bool = False,
+) -> int:
+    """Record `files` (clip_id → media file) as fetched clips whose time origin the caller knows.
+
+    Each file is placed like an imported one (staged under ROOT/tmp, hashed, renamed onto `layout.raw_path_for`) and
+    gets the same `fetch` ok event, with `section_mode` / `section_start_s` as given instead of probed. Clips already
+    fetched are left alone. A clip id the manifest does not have, or a file that cannot be read, is an error (the
+    caller named them). Returns the number of clips registered."""
+    root = Path(root).resolve()
+    known = set(pq.read_table(manifest_path(root), columns=["clip_id"]).column("clip_id").to_pylist())
+    unknown = sorted(set(files) - known)
+    if unknown:
+        raise ValueError(f"{len(unknown)} clip ids are not in the manifest of {root}, e.g. {unknown[:3]}")
+    origin = {"section_mode": section_mode, "section_start_s": float(section_start_s)}
+    registered = 0
+    with _placement(root) as (tmp_dir, states, writer):
+        for clip_id, src in sorted(files.items()):
+            st = states.get(clip_id)
+            if st is not None and st.status == "done":
+                continue
+            final = raw_path_for(root, clip_id, Path(src).suffix)
+            tmp = _stage(Path(src), tmp_dir, final.suffix, copy)
+            size, digest = tmp.stat().st_size, file_sha256(tmp)
+            _publish(tmp, final)
+            event = _ok_event(root, clip_id, final, size, digest, origin, st, source)
+            writer.add({k: event.get(k) for k in EVENT_COLUMNS})
+            registered += 1
+    return registered

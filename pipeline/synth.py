@@ -6,7 +6,7 @@ is about is added per clip and grows with `difficulty` ∈ [0, 1]: a silent stre
 off-screen distractor sounds of other classes with no visible cause, and a cluttered scrolling background in which
 the object covers a small part of the frame. Knob values are recorded per clip in the ground truth.
 
-`profile="coupled"` (the reproduction benchmark, benchmarks/reproduce.py) adds what instance-level retrieval and
+`profile="coupled"` (the reproduction benchmark, tgdp.experiments.reproduce) adds what instance-level retrieval and
 teacher-guided token selection need. Colour and pitch stop naming the class: each clip draws a latent u ∈ [0, 1)
 that sets both the object's hue (0.85·u of the hue circle) and the note pitch (220·2^(2u) Hz, two octaves), and a
 note rate (0.45–1.4 s between onsets; every onset moves the object). The class is the shape + motion on screen and

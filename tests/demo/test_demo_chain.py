@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tgdp.eval.demo import DemoConfig, run_demo
+from tgdp.experiments.demo import DemoConfig, run_demo
 
 
 @pytest.mark.slow

@@ -111,3 +111,23 @@ def test_two_files_for_one_clip_are_reported_not_silently_replaced(tmp_path: Pat
     assert (name, reason) == ("dupdupdupdu.mp4", "duplicate") and "dupdupdupdu.mkv" in detail
     assert ledger.latest(root, "fetch")[cid]["raw_path"].endswith(".mkv")
     assert report.as_dict()["duplicates"] == 1
+
+
+def test_register_files_records_the_given_time_origin_once(tmp_path: Path, clips: dict[str, Path]) -> None:
+    from tgdp.pipeline.importer import register_files
+    from tgdp.pipeline.layout import file_sha256
+
+    root = tmp_path / "root"
+    ids = write_manifest(root, ["reg00000001", "reg00000002"], start_s=1.0, end_s=2.0)
+    files = {ids[0]: clips["mp4"], ids[1]: clips["mkv"]}
+    assert register_files(root, files, section_start_s=0.0, source="synth") == 2
+    latest = ledger.latest(root, "fetch")
+    for clip_id, src in files.items():
+        ev = latest[clip_id]
+        got = (ev["status"], ev["source"], ev["section_mode"], ev["section_start_s"])
+        assert got == ("ok", "synth", "whole_file", 0.0)
+        assert ev["sha256"] == file_sha256(src) and (root / ev["raw_path"]).read_bytes() == src.read_bytes()
+    assert register_files(root, files) == 0  # already fetched: left alone, no second event
+    assert ledger.read_events(root, "fetch").num_rows == 2 and not list((root / "tmp" / "import").glob("*"))
+    with pytest.raises(ValueError, match="not in the manifest"):
+        register_files(root, {"synth:nope:0": clips["mp4"]})

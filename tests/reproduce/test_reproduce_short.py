@@ -1,34 +1,33 @@
-"""`benchmarks/reproduce.py`: `--short` end to end (synth store, 3 configs trained and evaluated, tables written, a
+"""`tgdp.experiments.reproduce`: `--short` end to end (synth store, 3 configs trained and evaluated, tables written, a
 rerun reads the cached results), the rows' run configs, and the arithmetic of the gate, intervals and verdicts."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-REPO = Path(__file__).resolve().parents[2]
+from tgdp.experiments import reproduce as rep
+from tgdp.experiments.cli import app
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("tgdp_reproduce_script", REPO / "benchmarks" / "reproduce.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def _reproduce(argv: list[str]) -> int:
+    """`python -m tgdp.experiments reproduce ARGV` in process; an exception inside fails the test with its traceback."""
+    result = CliRunner().invoke(app, ["reproduce", *argv])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_reproduce_short_end_to_end(tmp_path: Path) -> None:
-    rep = _load()
     out = tmp_path / "out"
     argv = ["--out", str(out), "--short", "--num-clips", "16", "--steps", "3", "--probe-epochs", "1", "--jobs", "1"]
-    assert rep.main(argv) == 0
+    assert _reproduce(argv) == 0
     agg = json.loads((out / "results.json").read_text())
     assert set(agg["configs"]) == {"random_init", "cavmae_sync", "tgdp"}
     for name, row in agg["configs"].items():
@@ -54,17 +53,16 @@ def test_reproduce_short_end_to_end(tmp_path: Path) -> None:
     # a rerun resumes from the cache: no checkpoint is written again
     ckpts = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed0/train/checkpoints/*.pt")}
     assert ckpts
-    assert rep.main(argv) == 0
+    assert _reproduce(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed0/train/checkpoints/*.pt")} == ckpts
     # --report aggregates the cached results alone
     (out / "results.json").unlink()
-    assert rep.main([*argv, "--report"]) == 0
+    assert _reproduce([*argv, "--report"]) == 0
     assert json.loads((out / "results.json").read_text())["configs"].keys() == agg["configs"].keys()
 
 
 def test_reproduce_configs_share_equal_runs() -> None:
-    rep = _load()
-    study = rep.parse_args(["--out", "unused", "--steps", "10"])
+    study = rep.make_study(out=Path("unused"), steps=10)
     fp = {name: rep.fingerprint(study, name) for name in study.configs}
     # rows that are the full method by definition resolve to the same run; every other row differs from it
     full = ("ratio_0.5", "mask_distinct", "distill_on", "tgdp")
@@ -84,7 +82,7 @@ def test_reproduce_configs_share_equal_runs() -> None:
     assert not m.use_teacher and m.embed_dim == sync.embed_dim
     assert m.contrastive_symmetric == sync.contrastive_symmetric
     # the budget's λ_contra reaches every row; λ_dis keeps each preset's λ_dis : λ_contra ratio
-    st = rep.parse_args(["--out", "unused", "--lambda-contra", "0.5"])
+    st = rep.make_study(out=Path("unused"), lambda_contra=0.5)
     cfgs = {
         n: load_run_config(*rep.run_overrides(st, n, 0)).model_cfg() for n in ("tgdp", "tgdp_legacy", "cavmae_sync")
     }
@@ -95,7 +93,6 @@ def test_reproduce_configs_share_equal_runs() -> None:
 
 
 def test_t_interval_and_paired_difference() -> None:
-    rep = _load()
     s = rep.stats([1.0, 2.0, 3.0, 4.0, 5.0])
     half = 2.776 * math.sqrt(2.5) / math.sqrt(5)  # t_{0.975, 4} · sd / √n
     assert s["mean"] == 3.0 and s["std"] == pytest.approx(math.sqrt(2.5))
@@ -110,7 +107,6 @@ def test_t_interval_and_paired_difference() -> None:
 
 
 def test_gate_arithmetic() -> None:
-    rep = _load()
     nce = {0: 0.70, 1: 0.72, 2: 0.68}
     inst = ("latent av", {0: 0.60, 1: 0.62, 2: 0.58}, {0: 0.40, 1: 0.45, 2: 0.42})
     klass = ("linear av", {0: 60.0, 1: 62.0, 2: 58.0}, {0: 40.0, 1: 45.0, 2: 42.0})
@@ -136,7 +132,6 @@ def test_gate_arithmetic() -> None:
 
 
 def test_verdicts_follow_the_interval_and_the_gate() -> None:
-    rep = _load()
     assert rep.verdict(rep.stats([2.0, 3.0, 4.0])) == "reproduced in direction"
     assert rep.verdict(rep.stats([-2.0, -3.0, -4.0])) == "opposite"
     assert rep.verdict(rep.stats([-1.0, 2.0, 3.0])) == "unresolved at this scale"
@@ -162,7 +157,6 @@ def test_verdicts_follow_the_interval_and_the_gate() -> None:
 def test_latent_probe_recovers_a_linear_latent_and_not_noise() -> None:
     import numpy as np
 
-    rep = _load()
     rng = np.random.default_rng(0)
     u_tr, u_ev = rng.uniform(0, 1, 400), rng.uniform(0, 1, 100)
     mix = rng.normal(size=(1, 32))
@@ -182,7 +176,6 @@ def test_latent_probe_recovers_a_linear_latent_and_not_noise() -> None:
 def test_class_recall_and_heldout_infonce() -> None:
     import numpy as np
 
-    rep = _load()
     # 4 clips, classes x x y y; query 0's best candidate is clip 2 (class y), then clip 1 (its class)
     sim = np.array([[0.1, 0.5, 0.9, 0.0], [0.9, 0.2, 0.1, 0.0], [0.0, 0.0, 0.1, 0.5], [0.3, 0.3, 0.3, 0.3]])
     r = rep.class_recall(sim, ["x", "x", "y", "y"], ks=(1, 2))

@@ -1,4 +1,5 @@
-"""`make demo`: the whole chain on the built-in synthetic corpus, through the real command-line tools.
+"""`make demo` (`python -m tgdp.experiments demo`): the whole chain on the built-in synthetic corpus, through the
+real command-line tools.
 
 synth → serve (127.0.0.1) → fetch (yt-dlp, Ray sessions) → status → validate → export → shard → verify →
 train tiny TG-DP and tiny CAV-MAE Sync → embed → retrieval (both directions) → probing → `OUT/report.md`
@@ -15,20 +16,24 @@ recipe uses 224 px and 128 bins: see docs/STORE.md); fbank keeps its 1024-frame 
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-__all__ = ["DemoConfig", "main", "run_demo"]
 
 from pydantic import Field
 
 from tgdp.pipeline.config import StrictConfig
+
+__all__ = ["DemoConfig", "run_demo"]
+
+# the stages' command-line tools, each run as `python -m <module>` in a subprocess
+DATA, TRAIN, EVAL = "tgdp.pipeline.cli", "tgdp.train.cli", "tgdp.eval.cli"
 
 
 class DemoConfig(StrictConfig):
@@ -133,150 +138,180 @@ def _recall_plot(results: dict[str, Path], path: Path) -> Path:
     return _finish(fig, axes, ["recall@K, A→V", "recall@K, V→A"], "K", path, ylabel="%")
 
 
-def run_demo(out: Path, cfg: DemoConfig) -> Path:
-    """Run (or resume) the demo chain under `out`; returns the path of the report."""
-    from tgdp.pipeline.serve import MediaServer
+@dataclass(frozen=True)
+class _Dirs:
+    """Where each stage of one demo run writes, under OUT."""
+
+    out: Path
+    corpus: Path
+    root: Path
+    store: Path
+    runs: Path
+    evals: Path
+
+    @classmethod
+    def under(cls, out: Path) -> _Dirs:
+        out = out.resolve()
+        return cls(out, out / "corpus", out / "root", out / "store", out / "train", out / "eval")
+
+
+def _synth(d: _Dirs, cfg: DemoConfig) -> None:
+    from tgdp.pipeline.synth import LABELS_FILE
+
+    stamp = d.corpus / "demo-config.json"
+    want = json.dumps({"num_clips": cfg.num_clips, "seed": cfg.seed})
+    if stamp.exists() and stamp.read_text() == want and (d.corpus / LABELS_FILE).exists():
+        print(f"reusing {d.corpus}")
+        return
+    _run(_cli(DATA, "synth", str(d.corpus), "--num-clips", str(cfg.num_clips), "--seed", str(cfg.seed)))
+    stamp.write_text(want)
+
+
+def _manifest(d: _Dirs, cfg: DemoConfig) -> None:
     from tgdp.pipeline.synth import LABELS_FILE, SEGMENT_FILES
 
-    t_start = time.perf_counter()
-    out = out.resolve()
-    corpus, root, store, runs, evals = out / "corpus", out / "root", out / "store", out / "train", out / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    data, train_cli, eval_cli = "tgdp.pipeline.cli", "tgdp.train.cli", "tgdp.eval.cli"
-
-    t = _stage("1. synth: the synthetic audio-visual corpus (real media, fault cases, ground truth)")
-    stamp = corpus / "demo-config.json"
-    want = json.dumps({"num_clips": cfg.num_clips, "seed": cfg.seed})
-    if stamp.exists() and stamp.read_text() == want and (corpus / LABELS_FILE).exists():
-        print(f"reusing {corpus}")
-    else:
-        _run(_cli(data, "synth", str(corpus), "--num-clips", str(cfg.num_clips), "--seed", str(cfg.seed)))
-        stamp.write_text(want)
-    timings["synth"] = time.perf_counter() - t
-
-    t = _stage("2. manifest: AudioSet-format segment CSVs → source manifest")
-    if _fresh(root / "manifest" / "source.parquet", stamp):
+    if _fresh(d.root / "manifest" / "source.parquet", d.corpus / "demo-config.json"):
         print("reusing the source manifest")
-    else:
-        _run(
-            _cli(
-                data, "manifest", str(root), "--dataset", "audioset",
-                "--csv", f"{corpus / SEGMENT_FILES['as_bal_train']}:as_bal_train",
-                "--csv", f"{corpus / SEGMENT_FILES['as_eval']}:as_eval",
-                "--labels", str(corpus / LABELS_FILE),
-            )
-        )  # fmt: skip
-    timings["manifest"] = time.perf_counter() - t
+        return
+    _run(
+        _cli(
+            DATA, "manifest", str(d.root), "--dataset", "audioset",
+            "--csv", f"{d.corpus / SEGMENT_FILES['as_bal_train']}:as_bal_train",
+            "--csv", f"{d.corpus / SEGMENT_FILES['as_eval']}:as_eval",
+            "--labels", str(d.corpus / LABELS_FILE),
+        )
+    )  # fmt: skip
 
-    t = _stage("3. serve + fetch: yt-dlp downloads the padded segments from the local media server")
-    with MediaServer(corpus) as base_url:
+
+def _fetch(d: _Dirs, cfg: DemoConfig) -> None:
+    from tgdp.pipeline.serve import MediaServer
+
+    with MediaServer(d.corpus) as base_url:
         print(f"media server on {base_url} (loopback only)")
         _run(
             _cli(
-                data, "fetch", str(root), "--url-template", base_url + "/v/{ytid}",
+                DATA, "fetch", str(d.root), "--url-template", base_url + "/v/{ytid}",
                 "--sessions", str(cfg.sessions), "--rate-per-hour", "0", "--backend", cfg.backend,
                 "--num-cpus", str(cfg.workers),
             )
         )  # fmt: skip
-    _run(_cli(data, "status", str(root)), out / "funnel-fetch.txt")
-    timings["fetch"] = time.perf_counter() - t
+    _run(_cli(DATA, "status", str(d.root)), d.out / "funnel-fetch.txt")
 
-    t = _stage("4. validate + export: drops with a recorded reason, flags silence and still video")
+
+def _feature_sets(cfg: DemoConfig) -> list[str]:
     feats = [f"features.frame_size={cfg.frame_size}", f"features.num_mel_bins={cfg.num_mel_bins}"]
-    _run(
-        _cli(
-            data, "validate", str(root), "--backend", cfg.backend, "--workers", str(cfg.workers),
-            *[a for f in feats for a in ("--set", f)],
-        )
-    )  # fmt: skip
-    _run(_cli(data, "export", str(root), "--out", str(out / "export")))
-    timings["validate"] = time.perf_counter() - t
+    return [a for f in feats for a in ("--set", f)]
 
-    t = _stage("5. shard + verify: 16 JPEG frames + log-Mel fbank per clip into Arrow shards")
-    _run(
-        _cli(
-            data, "shard", str(root), "--store", str(store), "--backend", cfg.backend, "--workers", str(cfg.workers),
-            *[a for f in feats for a in ("--set", f)],
-        )
-    )  # fmt: skip
-    _run(_cli(data, "verify", str(store)))
-    timings["shard"] = time.perf_counter() - t
 
-    run_dirs: dict[str, Path] = {}
-    for preset in cfg.models:
-        t = _stage(f"6. train {preset} ({cfg.train_steps} steps × batch {cfg.batch_size})")
-        run_dir = runs / preset
-        run_dirs[preset] = run_dir
-        args = [
-            "--config", preset, "--store", str(store), "--run-dir", str(run_dir),
-            "--set", f"train.steps={cfg.train_steps}", "--set", f"train.batch_size={cfg.batch_size}",
-            "--set", f"train.ckpt_every={max(cfg.train_steps // 3, 1)}", "--set", f"train.seed={cfg.seed}",
-        ]  # fmt: skip
-        last = _latest_checkpoint(run_dir)
-        if last is not None and int(last.stem.split("_")[-1]) >= cfg.train_steps:
-            print(f"reusing {last} (training finished)")
-        else:
-            _run(_cli(train_cli, *args, *(["--resume"] if last is not None else [])))
-        timings[f"train {preset}"] = time.perf_counter() - t
+def _validate(d: _Dirs, cfg: DemoConfig) -> None:
+    workers = ["--backend", cfg.backend, "--workers", str(cfg.workers)]
+    _run(_cli(DATA, "validate", str(d.root), *workers, *_feature_sets(cfg)))
+    _run(_cli(DATA, "export", str(d.root), "--out", str(d.out / "export")))
 
+
+def _shard(d: _Dirs, cfg: DemoConfig) -> None:
+    workers = ["--backend", cfg.backend, "--workers", str(cfg.workers)]
+    _run(_cli(DATA, "shard", str(d.root), "--store", str(d.store), *workers, *_feature_sets(cfg)))
+    _run(_cli(DATA, "verify", str(d.store)))
+
+
+def _train(d: _Dirs, cfg: DemoConfig, preset: str) -> None:
+    """Train one preset to `cfg.train_steps` (resuming a cut run; a finished one is reused)."""
+    run_dir = d.runs / preset
+    args = [
+        "--config", preset, "--store", str(d.store), "--run-dir", str(run_dir),
+        "--set", f"train.steps={cfg.train_steps}", "--set", f"train.batch_size={cfg.batch_size}",
+        "--set", f"train.ckpt_every={max(cfg.train_steps // 3, 1)}", "--set", f"train.seed={cfg.seed}",
+    ]  # fmt: skip
+    last = _latest_checkpoint(run_dir)
+    if last is not None and int(last.stem.split("_")[-1]) >= cfg.train_steps:
+        print(f"reusing {last} (training finished)")
+        return
+    _run(_cli(TRAIN, *args, *(["--resume"] if last is not None else [])))
+
+
+def _evaluate(d: _Dirs, cfg: DemoConfig, preset: str) -> list[Path]:
+    """Embed both splits, then retrieval, probe and health of one trained preset; outputs newer than the
+    checkpoint are kept. Returns the result files the report reads."""
+    ckpt = _latest_checkpoint(d.runs / preset)
+    if ckpt is None:
+        raise RuntimeError(f"no checkpoint in {d.runs / preset}")
+    ev = d.evals / preset
+    ev.mkdir(parents=True, exist_ok=True)
+    emb = {split: ev / f"emb_{split}.arrow" for split in ("train", "eval")}
+    for split, path in emb.items():
+        if not _fresh(path, ckpt):
+            _run(
+                _cli(
+                    EVAL, "embed", "--checkpoint", str(ckpt), "--store", str(d.store), "--split", split,
+                    "--out", str(path), "--num-workers", "0", "--device", "cpu",
+                )
+            )  # fmt: skip
+    named = ["--name", preset, "--dataset", "synth"]
+    if not _fresh(ev / "retrieval" / "retrieval.json", emb["eval"]):
+        _run(_cli(EVAL, "retrieval", "--emb", str(emb["eval"]), "--out", str(ev / "retrieval"), *named))
+    if not _fresh(ev / "probe" / "probe.json", emb["eval"], emb["train"]):
+        probe_sets = [f"epochs={cfg.probe_epochs}", "num_heads=2", "lr=1e-3", "batch_size=32"]
+        _run(
+            _cli(
+                EVAL, "probe", "--train-emb", str(emb["train"]), "--test-emb", str(emb["eval"]),
+                "--task", "multiclass", "--out", str(ev / "probe"), *named, "--device", "cpu",
+                *[a for s in probe_sets for a in ("--set", s)],
+            )
+        )  # fmt: skip
+    if not _fresh(ev / "health.json", ckpt):
+        _run(
+            _cli(
+                EVAL, "health", "--checkpoint", str(ckpt), "--store", str(d.store), "--split", "eval",
+                "--out", str(ev / "health.json"), "--device", "cpu",
+            )
+        )  # fmt: skip
+    return [ev / "retrieval" / "retrieval.json", ev / "probe" / "probe.json"]
+
+
+def _require_splits(d: _Dirs, cfg: DemoConfig) -> None:
     for split in ("train", "eval"):
-        if not (store / split / "index.json").is_file():
-            raise RuntimeError(f"no valid {split} clips reached {store / split}; raise num_clips (got {cfg.num_clips})")
-    results: dict[str, Path] = {}
-    result_files: list[str] = []
-    for preset, run_dir in run_dirs.items():
-        t = _stage(f"7. evaluate {preset}: embeddings → retrieval (both directions) → probe")
-        ckpt = _latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise RuntimeError(f"no checkpoint in {run_dir}")
-        ev = evals / preset
-        ev.mkdir(parents=True, exist_ok=True)
-        for split in ("train", "eval"):
-            emb = ev / f"emb_{split}.arrow"
-            if not _fresh(emb, ckpt):
-                _run(
-                    _cli(
-                        eval_cli, "embed", "--checkpoint", str(ckpt), "--store", str(store), "--split", split,
-                        "--out", str(emb), "--num-workers", "0", "--device", "cpu",
-                    )
-                )  # fmt: skip
-        if not _fresh(ev / "retrieval" / "retrieval.json", ev / "emb_eval.arrow"):
-            _run(
-                _cli(
-                    eval_cli, "retrieval", "--emb", str(ev / "emb_eval.arrow"), "--out", str(ev / "retrieval"),
-                    "--name", preset, "--dataset", "synth",
-                )
-            )  # fmt: skip
-        if not _fresh(ev / "probe" / "probe.json", ev / "emb_eval.arrow", ev / "emb_train.arrow"):
-            _run(
-                _cli(
-                    eval_cli, "probe", "--train-emb", str(ev / "emb_train.arrow"), "--test-emb",
-                    str(ev / "emb_eval.arrow"), "--task", "multiclass", "--out", str(ev / "probe"),
-                    "--name", preset, "--dataset", "synth", "--device", "cpu",
-                    "--set", f"epochs={cfg.probe_epochs}", "--set", "num_heads=2", "--set", "lr=1e-3",
-                    "--set", "batch_size=32",
-                )
-            )  # fmt: skip
-        if not _fresh(ev / "health.json", ckpt):
-            _run(
-                _cli(
-                    eval_cli, "health", "--checkpoint", str(ckpt), "--store", str(store), "--split", "eval",
-                    "--out", str(ev / "health.json"), "--device", "cpu",
-                )
-            )  # fmt: skip
-        results[preset] = ev / "retrieval"
-        result_files += [str(ev / "retrieval" / "retrieval.json"), str(ev / "probe" / "probe.json")]
-        timings[f"eval {preset}"] = time.perf_counter() - t
+        if not (d.store / split / "index.json").is_file():
+            raise RuntimeError(
+                f"no valid {split} clips reached {d.store / split}; raise num_clips (got {cfg.num_clips})"
+            )
+
+
+def run_demo(out: Path, cfg: DemoConfig) -> Path:
+    """Run (or resume) the demo chain under `out`; returns the path of the report."""
+    t_start = time.perf_counter()
+    d = _Dirs.under(out)
+    d.out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def timed(key: str, title: str, stage: Callable[..., Any], *args: Any) -> Any:
+        t = _stage(title)
+        got = stage(d, cfg, *args)
+        timings[key] = time.perf_counter() - t
+        return got
+
+    timed("synth", "1. synth: the synthetic audio-visual corpus (real media, fault cases, ground truth)", _synth)
+    timed("manifest", "2. manifest: AudioSet-format segment CSVs → source manifest", _manifest)
+    timed("fetch", "3. serve + fetch: yt-dlp downloads the padded segments from the local media server", _fetch)
+    timed("validate", "4. validate + export: drops with a recorded reason, flags silence and still video", _validate)
+    timed("shard", "5. shard + verify: 16 JPEG frames + log-Mel fbank per clip into Arrow shards", _shard)
+    for preset in cfg.models:
+        title = f"6. train {preset} ({cfg.train_steps} steps × batch {cfg.batch_size})"
+        timed(f"train {preset}", title, _train, preset)
+    _require_splits(d, cfg)
+    result_files: list[Path] = []
+    for preset in cfg.models:
+        title = f"7. evaluate {preset}: embeddings → retrieval (both directions) → probe"
+        result_files += timed(f"eval {preset}", title, _evaluate, preset)
 
     t = _stage("8. report")
-    _run(_cli(eval_cli, "report", *result_files, "--out", str(evals)))
-    loss_png = _loss_plot(run_dirs, out / "loss_curves.png")
-    recall_png = _recall_plot(results, out / "recall_at_k.png")
+    _run(_cli(EVAL, "report", *map(str, result_files), "--out", str(d.evals)))
+    loss_png = _loss_plot({p: d.runs / p for p in cfg.models}, d.out / "loss_curves.png")
+    recall_png = _recall_plot({p: d.evals / p / "retrieval" for p in cfg.models}, d.out / "recall_at_k.png")
     timings["report"] = time.perf_counter() - t
     total_s = time.perf_counter() - t_start
-    (out / "timings.json").write_text(json.dumps({**timings, "total": total_s}, indent=2), encoding="utf-8")
-    report = _write_report(out, cfg, timings, total_s, loss_png, recall_png)
+    (d.out / "timings.json").write_text(json.dumps({**timings, "total": total_s}, indent=2), encoding="utf-8")
+    report = _write_report(d.out, cfg, timings, total_s, loss_png, recall_png)
     print(f"\nreport: {report}")
     return report
 
@@ -395,19 +430,3 @@ shorter, decodable file; a 0-byte response is a transient fetch failure that is 
     path = out / "report.md"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="DemoConfig key=value")
-    args = parser.parse_args(argv)
-    from tgdp.pipeline.config import load_config
-
-    cfg = load_config(DemoConfig, None, args.overrides)
-    run_demo(args.out, cfg)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""`python -m tgdp.experiments`: the demo and the reproduction study. Each command parses options and calls one
+library function (`tgdp.experiments.demo.run_demo`, `tgdp.experiments.reproduce.study.run_study`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import typer
+
+from tgdp.pipeline.cli import ErrorsGroup, app_callback
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="tgdp-experiments",
+    help="Experiments over the whole toolkit: the demo chain and the controlled reproduction study.",
+    no_args_is_help=True,
+    add_completion=False,
+    cls=ErrorsGroup,  # expected errors: one line and exit 2 (--debug shows the traceback)
+)
+app.callback()(app_callback("tgdp-experiments"))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="output directory (a rerun reuses its finished stages)"),
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="DemoConfig YAML"),
+    overrides: list[str] = typer.Option([], "--set", help="DemoConfig key=value (repeatable)"),
+) -> None:
+    """The whole chain on the synthetic corpus through the real CLIs (synth → fetch → … → train ×2 → eval → report)."""
+    from tgdp.experiments.demo import DemoConfig, run_demo
+    from tgdp.pipeline.config import load_config
+
+    run_demo(out, load_config(DemoConfig, config, overrides))
+
+
+@app.command()
+def reproduce(
+    out: Path = typer.Option(Path("runs/reproduce"), help="output directory: cached runs, results.json/.md"),
+    short: bool = typer.Option(False, "--short", help="CI mode: 1 seed, a few steps, 3 configs, a tiny corpus"),
+    store: Optional[Path] = typer.Option(None, help="a prebuilt store (STORE/train, STORE/eval): no synth"),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated training seeds (default 0..4; short: 0)"),
+    steps: Optional[int] = typer.Option(None, help="optimiser steps per run (same for every config)"),
+    batch_size: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None),
+    lambda_contra: Optional[float] = typer.Option(None, help="λ_contra for every row (default: the budget's)"),
+    configs: Optional[str] = typer.Option(None, help="comma-separated rows (default all; see REPRODUCTION.md)"),
+    num_clips: Optional[int] = typer.Option(None),
+    num_classes: Optional[int] = typer.Option(None),
+    difficulty: Optional[float] = typer.Option(None),
+    probe_epochs: Optional[int] = typer.Option(None),
+    scale: Literal["tiny", "base"] = typer.Option("tiny", help="tiny presets or the ViT-B ones"),
+    sets: list[str] = typer.Option([], "--set", help="extra run-config override, repeatable"),
+    jobs: int = typer.Option(2, min=1, help="runs in parallel (processes)"),
+    threads: int = typer.Option(1, min=1, help="torch threads per run"),
+    report: bool = typer.Option(False, "--report", help="only aggregate the cached results (of a study cut short)"),
+) -> None:
+    """Controlled reproduction of the TG-DP claims (REPRODUCTION.md): every row, same budget, 5 seeds, the gate."""
+    from tgdp.experiments.reproduce.configs import make_study
+    from tgdp.experiments.reproduce.report import render_tables
+    from tgdp.experiments.reproduce.study import run_study
+
+    study = make_study(
+        out=out, short=short, store=store, seeds=seeds, steps=steps, batch_size=batch_size, lr=lr,
+        lambda_contra=lambda_contra, configs=configs, num_clips=num_clips, num_classes=num_classes,
+        difficulty=difficulty, probe_epochs=probe_epochs, scale=scale, sets=sets, jobs=jobs, threads=threads,
+        report=report,
+    )  # fmt: skip
+    typer.echo(render_tables(run_study(study)))
