@@ -295,7 +295,7 @@ def register_files(
             final = raw_path_for(root, clip_id, Path(src).suffix)
             tmp = _stage(Path(src), tmp_dir, final.suffix, copy)
             size, digest = tmp.stat().st_size, file_sha256(tmp)
-            _publish(tmp, final)
+            place_raw(tmp, final)
             event = _ok_event(root, clip_id, final, size, digest, origin, st, source)
             writer.add({k: event.get(k) for k in EVENT_COLUMNS})
             registered += 1
