@@ -447,11 +447,11 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = load_run_config(job["preset"], job["overrides"])
     t0 = time.perf_counter()
-    summary: dict[str, Any] = {}
+    summary = None
     if job["trained"]:
         resume = any((run_dir / "train" / "checkpoints").glob("step_*.pt"))
         summary = fit(cfg, job["store"], run_dir / "train", resume=resume)
-        model, _ = load_encoder(summary["checkpoint"])
+        model, _ = load_encoder(summary.checkpoint)
     else:
         torch.manual_seed(job["seed"])
         model = build_model(cfg.model_cfg()).eval()
@@ -477,10 +477,10 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "seed": job["seed"],
         "preset": job["preset"],
         "overrides": job["overrides"],
-        "steps": summary.get("step", 0),
+        "steps": summary.step if summary else 0,
         "batch_size": cfg.train.batch_size,
-        "train": _train_summary(summary.get("history") or []),
-        "samples_per_s": summary.get("samples_per_s"),
+        "train": _train_summary(summary.history if summary else []),
+        "samples_per_s": summary.samples_per_s if summary else None,
         "n_eval": len(emb_eval),
         "n_probe_train": len(emb_train),
         "retrieval": ret.metrics,
