@@ -88,7 +88,7 @@ def train_rate(store: Path, preset: str, run_dir: Path) -> dict[str, float]:
     from tgdp.train.loop import fit
 
     summary = fit(_config(preset), store, run_dir)
-    last = summary["history"][-1]
+    last = summary.history[-1]
     return {
         "samples_per_s": last["samples_per_s"],
         "data_wait_frac": last["data_wait_frac"],

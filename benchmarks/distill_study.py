@@ -147,10 +147,10 @@ def short_run(name: str, store: Path, out: Path, steps: int, batch: int, seed: i
         return json.loads(summary_file.read_text())
     t0 = time.perf_counter()
     res = fit(cfg, store, run_dir)
-    hist = res["history"]
+    hist = res.history
     tail = hist[int(len(hist) * 0.8) :] or hist[-1:]
     last = hist[-1]
-    model, info = load_encoder(res["checkpoint"], with_teacher=True)
+    model, info = load_encoder(res.checkpoint, with_teacher=True)
     held = store_health(model, Store.open(store, split="eval"), batch_size=64, with_teacher=info["teacher_loaded"])
     fig = {
         "name": name,

@@ -1,6 +1,6 @@
 """tgdp.train: TG-DP training from the Arrow store (one process, or torchrun + DDP).
 
-Public entry points: `fit(cfg, store_path, run_dir, resume=False) -> dict` (tgdp.train.loop), `RunConfig` and
+Public entry points: `fit(cfg, store_path, run_dir, resume=False) -> FitSummary` (tgdp.train.loop), `RunConfig` and
 `load_run_config(preset_or_yaml, overrides)` (tgdp.train.config). They are imported lazily so that
 `import tgdp.train.data` (used by tgdp.eval) does not pull in the loop.
 """

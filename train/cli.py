@@ -3,8 +3,9 @@
     tgdp-train --config tiny_tgdp --store STORE --run-dir runs/tiny [--set train.steps=50] [--resume] [--dry-run]
     torchrun --nproc_per_node=8 -m tgdp.train.cli --config tgdp_base --store STORE --run-dir runs/tgdp
 
-All logic lives in `tgdp.train.loop.fit`; this module parses options, checks the inputs before any work starts and
-turns known errors into one-line messages with a non-zero exit code (the shared handling of `tgdp.pipeline.cli`).
+All logic lives in `tgdp.train.loop.fit`, which checks the store before any work starts; this module parses options,
+checks the store itself only for `--dry-run`, and turns known errors into one-line messages with a non-zero exit
+code (the shared handling of `tgdp.pipeline.cli`).
 
 Exit status: 0 done; 2 bad input (config, store, checkpoint, path or permission: one line, `--debug` for the
 traceback); 3 non-finite loss (the last good state is checkpointed); 128 + N when stopped by signal N (130 SIGINT,
@@ -50,11 +51,10 @@ def main(
     )
     try:
         cfg = load_run_config(config, list(set_))
-        if store is not None:
-            _, geo = check_store(store, cfg)
         if dry_run:
             from tgdp.model import build_model
 
+            geo = check_store(store, cfg)[1] if store is not None else None
             full = cfg.model_copy(update={"model": cfg.model_cfg().model_dump(mode="json")})
             typer.echo(dump_config(full).rstrip())
             model = build_model(cfg.model_cfg())
@@ -70,19 +70,19 @@ def main(
     except NonFiniteLossError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None
-    if summary["status"] == "interrupted":
-        sig = signal.Signals(summary["signal"])
+    if summary.status == "interrupted":
+        sig = signal.Signals(summary.signal or signal.SIGTERM)
         if rank == 0:
             typer.echo(
-                f"interrupted by {sig.name} after step {summary['step']}/{summary['total_steps']}: checkpoint "
-                f"{summary['checkpoint']}; continue with the same command plus --resume",
+                f"interrupted by {sig.name} after step {summary.step}/{summary.total_steps}: checkpoint "
+                f"{summary.checkpoint}; continue with the same command plus --resume",
                 err=True,
             )
         raise typer.Exit(128 + int(sig))
     if rank == 0:
         typer.echo(
-            f"done: step {summary['step']}/{summary['total_steps']}, {summary['samples_per_s']:.1f} samples/s, "
-            f"checkpoint {summary['checkpoint']}"
+            f"done: step {summary.step}/{summary.total_steps}, {summary.samples_per_s:.1f} samples/s, "
+            f"checkpoint {summary.checkpoint}"
         )
 
 

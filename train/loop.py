@@ -1,16 +1,13 @@
 """`fit`: TG-DP / CAV-MAE Sync pretraining on one process or under torchrun + DDP.
 
 Design:
-- Everything derived (micro-batch, total and warmup steps) comes from `RunConfig.resolve` once; the LR is a pure
-  function of the step (`optim.lr_at`), and the torch generator is reseeded from (seed, step, rank) before every
-  optimiser step, so a resumed run reproduces the model's random masking without saving RNG state: `--resume`
-  gives the same following losses as an uninterrupted run.
-- DDP wraps the whole model; the EMA teacher's parameters have requires_grad=False, so DDP neither syncs nor waits
-  for them, and `update_teacher` (after each optimiser step) is identical on every rank because the student is.
-  Non-final micro-steps of gradient accumulation run under `no_sync()`.
-- Loss terms are averaged over ranks every step (one small all-reduce) and that average decides the finite-loss
-  guard, so all ranks stop together; the optimiser step is skipped, the last good state is checkpointed and
-  `NonFiniteLossError` names the step.
+- `fit` checks the store once, picks the checkpoint to continue from (`restore`), builds a `TrainState` and a
+  `StepPlan` (tgdp.train.step), then runs `train_step` until `train.steps`, logging, checkpointing and stopping
+  around it; it returns a `FitSummary`.
+- Everything derived (micro-batch, total and warmup steps) comes from `RunConfig.resolve` once; the step is a
+  function of (state, step seed), so `--resume` gives the same following losses as an uninterrupted run.
+- On a non-finite rank-mean loss (all ranks agree: it comes from the step's all-reduce) the optimiser step is
+  skipped, the last good state is checkpointed and `NonFiniteLossError` names the step.
 - Rank 0 writes `config.yaml`, metrics and checkpoints; the other ranks wait at a barrier after a checkpoint.
 - SIGINT/SIGTERM (Ctrl-C, SLURM preemption) only set a flag (`_StopRequest`); the flag rides on the per-step loss
   all-reduce, so every rank finishes the same optimiser step, the state is checkpointed and `fit` returns
@@ -19,17 +16,17 @@ Design:
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import inspect
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -44,7 +41,6 @@ from tgdp.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_latest,
-    model_parts,
     save_checkpoint,
 )
 from tgdp.train.config import ResolvedRun, RunConfig, save_run_config
@@ -57,11 +53,20 @@ from tgdp.train.data import (
     open_store,
     store_geometry,
 )
-from tgdp.train.dist import DistInfo, all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed
+from tgdp.train.dist import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from tgdp.train.metrics import MetricsLogger, StepTimer
-from tgdp.train.optim import build_optimizer, lr_at, set_lr
+from tgdp.train.step import LOSS_TERMS, MicroBatch, StepPlan, StepStats, TrainState, step_seed, train_step
 
-__all__ = ["NonFiniteLossError", "StoreMismatchError", "check_store", "fit", "step_seed"]
+__all__ = [
+    "LOSS_TERMS",
+    "FitSummary",
+    "NonFiniteLossError",
+    "StoreMismatchError",
+    "check_store",
+    "fit",
+    "restore",
+    "step_seed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +75,6 @@ _BOOKKEEPING = {
     ("train", k)
     for k in ("log_every", "ckpt_every", "keep_last", "num_workers", "prefetch_factor", "progress", "tensorboard")
 }
-LOSS_TERMS = ("loss", "rec_loss", "mae_a_loss", "mae_v_loss", "contrastive_loss", "dis_loss")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -80,11 +84,6 @@ class NonFiniteLossError(RuntimeError):
         super().__init__(message)
         self.step = step
         self.checkpoint = checkpoint
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """Torch seed for optimiser step `step` on `rank` (masking noise is then a function of the step)."""
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def check_store(
@@ -217,24 +216,71 @@ def _check_resume_config(ckpt: dict[str, Any], current: dict[str, Any], path: Pa
         )
 
 
+@dataclass(frozen=True)
+class FitSummary:
+    """What `fit` returns (rank 0 and every other rank alike; `checkpoint` is None on ranks > 0)."""
+
+    status: str  # "completed" or "interrupted" (by a signal; `signal` holds its number)
+    signal: int | None
+    step: int  # optimiser steps done, counting those before a resume
+    total_steps: int
+    resumed_from: str | None  # the checkpoint this run continued from
+    history: list[dict[str, float]]  # one row per logged step: {"step", loss terms, lr, health, timing, ...}
+    checkpoint: str | None  # the last checkpoint written (None when none was written by this rank)
+    samples_per_s: float  # over this call's steps, start-up included
+    elapsed_s: float
+    derived: dict[str, Any]  # ResolvedRun values
+    run_dir: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def restore(run_dir: Path, config: dict[str, Any], info: DistInfo, resume: bool) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to continue from as (path, checkpoint dict), or None for a fresh start.
+
+    With `resume`, rank 0 picks the newest readable checkpoint of `run_dir` (every rank loads the same file) and its
+    model config must equal `config["model"]` (other changed settings only warn: the continuation is no longer
+    exact); without it, a run dir that already holds checkpoints is refused. Load the result with
+    `TrainState.load_state_dict`.
+    """
+    if not resume:
+        if list_checkpoints(run_dir):
+            raise ConfigError(f"run dir {run_dir} already has checkpoints; pass --resume or choose a new --run-dir")
+        return None
+    chosen = None
+    if info.is_main:
+        found = load_latest(run_dir)
+        chosen = str(found[0]) if found is not None else None
+    chosen = broadcast_object(chosen, info)
+    if chosen is None:
+        log.warning("--resume: no checkpoint in %s; starting from scratch", run_dir)
+        return None
+    path = Path(chosen)
+    ckpt = load_checkpoint(path)
+    _check_resume_config(ckpt, config, path)
+    return path, ckpt
+
+
 def fit(
     cfg: RunConfig,
     store_path: str | Path,
     run_dir: str | Path,
     resume: bool = False,
     *,
-    model_factory: Callable[[Any], nn.Module] | None = None,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
-    open_fn: Callable[..., Any] = open_store,
-) -> dict[str, Any]:
-    """Train; returns a summary {status, step, total_steps, history, checkpoint, samples_per_s, ...}.
+    _model_factory: Callable[[Any], nn.Module] | None = None,
+    _on_step: Callable[[int, dict[str, float]], None] | None = None,
+    _open_fn: Callable[..., Any] = open_store,
+) -> FitSummary:
+    """Train `cfg` on the store's training split, writing config, metrics and checkpoints to `run_dir`.
 
-    `model_factory(model_cfg)` replaces `tgdp.model.build_model` (tests); `on_step(step, row)` runs after every
-    optimiser step on every rank (an exception there stops the run like a crash would).
+    Test hooks: `_model_factory(model_cfg)` replaces `tgdp.model.build_model`; `_on_step(step, row)` runs after every
+    optimiser step on every rank (an exception there stops the run like a crash would); `_open_fn(path, split)`
+    replaces `Store.open`.
     """
     info = init_distributed(cfg.train.device)
     try:
-        return _fit(cfg, Path(store_path), Path(run_dir), resume, info, model_factory, on_step, open_fn)
+        return _fit(cfg, Path(store_path), Path(run_dir), resume, info, _model_factory, _on_step, _open_fn)
     finally:
         cleanup(info)
 
@@ -248,74 +294,108 @@ def _fit(
     model_factory: Callable[[Any], nn.Module] | None,
     on_step: Callable[[int, dict[str, float]], None] | None,
     open_fn: Callable[..., Any],
-) -> dict[str, Any]:
-    model_cfg = cfg.model_cfg()
+) -> FitSummary:
     store, _geo = check_store(store_path, cfg, open_fn)
     resolved: ResolvedRun = cfg.resolve(len(store), info.world_size)
     config_dict = _config_dict(cfg)
-    t = cfg.train
+    found = restore(run_dir, config_dict, info, resume)  # before the model is built: a refusal costs nothing
+    state, amp_dtype = _build_state(cfg, info, model_factory)
+    if found is not None:
+        state.load_state_dict(found[1])
+        log.info(
+            "resumed from %s at step %d (epoch %d, batch %d)",
+            found[0],
+            state.step,
+            state.data_state.epoch,
+            state.data_state.batch,
+        )
+    resumed_from = str(found[0]) if found is not None else None
+    del found
+    plan = _build_plan(state, cfg, resolved, info, amp_dtype)
+    stream, loader = _build_loader(cfg, store_path, resolved, info, state.data_state, open_fn)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_run_config(cfg, run_dir / "config.yaml", resolved)
+    metrics = MetricsLogger(
+        run_dir,
+        enabled=info.is_main,
+        tensorboard=cfg.train.tensorboard,
+        progress=cfg.train.progress,
+        total_steps=resolved.total_steps,
+        initial_step=state.step,
+        samples_per_step=resolved.batch_size,
+    )
+    run = _Run(cfg, resolved, info, run_dir, state, plan, metrics, config_dict, on_step)
+    start_step, run_t0 = state.step, time.perf_counter()
+    status, signum = run.run(loader, stream, fbank_stats(store.meta))
+    elapsed = time.perf_counter() - run_t0
+    return FitSummary(
+        status=status,
+        signal=signum,
+        step=state.step,
+        total_steps=resolved.total_steps,
+        resumed_from=resumed_from,
+        history=run.history,
+        checkpoint=str(run.last_ckpt) if run.last_ckpt else None,
+        samples_per_s=(state.step - start_step) * resolved.batch_size / max(elapsed, 1e-9),
+        elapsed_s=elapsed,
+        derived=resolved.as_dict(),
+        run_dir=str(run_dir),
+    )
 
-    # -- resume / fresh-run guard --------------------------------------------------------------------------------
-    ckpt: dict[str, Any] | None = None
-    ckpt_path: Path | None = None
-    if resume:
-        chosen = None
-        if info.is_main:
-            found = load_latest(run_dir)
-            chosen = str(found[0]) if found is not None else None
-        chosen = broadcast_object(chosen, info)
-        if chosen is None:
-            log.warning("--resume: no checkpoint in %s; starting from scratch", run_dir)
-        else:
-            ckpt_path = Path(chosen)
-            ckpt = load_checkpoint(ckpt_path)
-            _check_resume_config(ckpt, config_dict, ckpt_path)
-    elif list_checkpoints(run_dir):
-        raise ConfigError(f"run dir {run_dir} already has checkpoints; pass --resume or choose a new --run-dir")
 
-    # -- model, optimiser, precision --------------------------------------------------------------------------------
-    torch.manual_seed(t.seed)  # identical initial weights on every rank
+def _build_state(
+    cfg: RunConfig, info: DistInfo, model_factory: Callable[[Any], nn.Module] | None
+) -> tuple[TrainState, torch.dtype | None]:
+    """A fresh TrainState on the device (same initial weights on every rank) and the autocast dtype."""
+    torch.manual_seed(cfg.train.seed)
     if model_factory is None:
         from tgdp.model import build_model
 
         model_factory = build_model
-    model = model_factory(model_cfg).to(info.device)
-    student, teacher = model_parts(model)
-    if teacher is not None:
-        teacher.requires_grad_(False)
-    amp_dtype, use_scaler = _precision(t.precision, info.device)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=use_scaler)
-    params = [p for p in model.parameters() if p.requires_grad]
-    no_decay_names = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    no_decay = [p for n, p in model.named_parameters() if n in no_decay_names]
-    optimizer = build_optimizer(params, cfg.optim, no_decay)
-    step = 0
-    data_state = DataState()
-    if ckpt is not None:
-        student.load_state_dict(ckpt["model"])
-        if teacher is not None and ckpt.get("teacher") is not None:
-            teacher.load_state_dict(ckpt["teacher"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        step = int(ckpt["step"])
-        data_state = DataState.from_dict(ckpt["data_state"])
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_path, step, data_state.epoch, data_state.batch)
-        del ckpt
+    model = model_factory(cfg.model_cfg()).to(info.device)
+    amp_dtype, use_scaler = _precision(cfg.train.precision, info.device)
+    return TrainState.create(model, cfg.optim, info.device, use_scaler), amp_dtype
 
-    train_model: nn.Module = model
+
+def _build_plan(
+    state: TrainState, cfg: RunConfig, resolved: ResolvedRun, info: DistInfo, amp_dtype: torch.dtype | None
+) -> StepPlan:
+    """Wrap the (restored) model for DDP and torch.compile as configured; DDP broadcasts rank 0's weights."""
+    forward: nn.Module = state.model
     ddp: DistributedDataParallel | None = None
     if info.distributed:
         ddp = DistributedDataParallel(
-            model,
+            state.model,
             device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            find_unused_parameters=t.find_unused_parameters,
+            find_unused_parameters=cfg.train.find_unused_parameters,
         )
-        train_model = ddp
-    if t.compile:
-        train_model = torch.compile(train_model)
+        forward = ddp
+    if cfg.train.compile:
+        forward = torch.compile(forward)
+    return StepPlan(
+        forward=forward,
+        total_steps=resolved.total_steps,
+        warmup_steps=resolved.warmup_steps,
+        accum=resolved.accum,
+        optim=cfg.optim,
+        seed=cfg.train.seed,
+        info=info,
+        amp_dtype=amp_dtype,
+        ddp=ddp,
+    )
 
-    # -- data ----------------------------------------------------------------------------------------------------
+
+def _build_loader(
+    cfg: RunConfig,
+    store_path: Path,
+    resolved: ResolvedRun,
+    info: DistInfo,
+    start: DataState,
+    open_fn: Callable[..., Any],
+) -> tuple[TrainStream, DataLoader]:
+    """This rank's endless micro-batch stream from `start`, and the DataLoader that runs it."""
+    t, model_cfg = cfg.train, cfg.model_cfg()
     dataset = ClipDataset(
         store_path,
         audio_length=model_cfg.audio_length,
@@ -334,9 +414,8 @@ def _fit(
         world_size=info.world_size,
         seed=t.seed,
         shuffle=cfg.data.shuffle,
-        start=data_state,
+        start=start,
     )
-    norm_stats = fbank_stats(store.meta)  # batch_to_device normalises raw (uint8/float16) batches on the device
     loader = DataLoader(
         stream,
         batch_size=None,
@@ -345,186 +424,147 @@ def _fit(
         prefetch_factor=t.prefetch_factor if t.num_workers > 0 else None,
         worker_init_fn=_ignore_stop_signals if t.num_workers > 0 else None,
     )
+    return stream, loader
 
-    # -- bookkeeping ---------------------------------------------------------------------------------------------
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_run_config(cfg, run_dir / "config.yaml", resolved)
-    metrics = MetricsLogger(
-        run_dir,
-        enabled=info.is_main,
-        tensorboard=t.tensorboard,
-        progress=t.progress,
-        total_steps=resolved.total_steps,
-        initial_step=step,
-        samples_per_step=resolved.batch_size,
-    )
-    rev = git_revision() if info.is_main else ""
 
-    def checkpoint(at_step: int, state: DataState) -> Path | None:
-        path = None
-        if info.is_main:
-            path = save_checkpoint(
-                run_dir,
-                {
-                    "model": student.state_dict(),
-                    "teacher": teacher.state_dict() if teacher is not None else None,
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "step": at_step,
-                    "data_state": state.as_dict(),
-                    "config": config_dict,
-                    "derived": resolved.as_dict(),
-                    "git_rev": rev,
-                },
-                t.keep_last,
-            )
-        barrier(info)
-        return path
+def _micro_batches(
+    it: Iterator[dict[str, Any]],
+    stream: TrainStream,
+    device: torch.device,
+    norm_stats: tuple[float, float],
+    timer: StepTimer,
+) -> Iterator[MicroBatch]:
+    """Loader batches -> MicroBatch on `device` (normalised there); the wait for the loader goes to `timer.data_s`.
 
-    # Health figures need the contrastive pass's global tokens: asked for on the last micro-batch of a logged step.
-    health_ok = "with_globals" in inspect.signature(model.forward).parameters
-    gathered = info.distributed and model_cfg.contrastive_gather  # negatives per query: the global batch
-    nce_candidates = resolved.micro_batch * (info.world_size if gathered else 1)
-    firing: set[str] = set()
-    history: list[dict[str, float]] = []
-    timer = StepTimer()
-    run_t0 = time.perf_counter()
-    start_step = step
+    `it` is created by the caller, before the first step: with workers that starts them, and without workers its
+    creation draws from the torch generator, which must happen before (not inside) the first seeded step."""
+    while True:
+        t0 = time.perf_counter()
+        batch = next(it, None)
+        timer.data_s += time.perf_counter() - t0
+        if batch is None:
+            return
+        audio, frames = batch_to_device(batch, device, norm_stats)
+        yield MicroBatch(audio, frames, stream.state_after(batch))
+
+
+@dataclass(eq=False)
+class _Run:
+    """The step loop of one `fit` call with its logging, health checks, checkpoints and stop rules."""
+
+    cfg: RunConfig
+    resolved: ResolvedRun
+    info: DistInfo
+    run_dir: Path
+    state: TrainState
+    plan: StepPlan
+    metrics: MetricsLogger
+    config: dict[str, Any]  # saved in every checkpoint
+    on_step: Callable[[int, dict[str, float]], None] | None
+    history: list[dict[str, float]] = field(default_factory=list)
     last_ckpt: Path | None = None
-    ckpt_step = -1
-    terms: tuple[str, ...] | None = None
-    status = "completed"
-    model.train()
-    stop = _StopRequest()
-    it = iter(loader)
-    try:
-        stop.__enter__()
-        while step < resolved.total_steps:
-            step_t0 = time.perf_counter()
-            lr = lr_at(step, resolved.total_steps, resolved.warmup_steps, cfg.optim.lr, cfg.optim.min_lr_ratio)
-            set_lr(optimizer, lr)
-            torch.manual_seed(step_seed(t.seed, step, info.rank))
-            state_before = data_state
-            sums: torch.Tensor | None = None
-            log_now = (step + 1) % t.log_every == 0 or step + 1 == resolved.total_steps
-            globals_out: dict[str, torch.Tensor] = {}
-            for micro in range(resolved.accum):
-                d0 = time.perf_counter()
-                batch = next(it)
-                timer.data_s += time.perf_counter() - d0
-                audio, frames = batch_to_device(batch, info.device, norm_stats)
-                sync = ddp is not None and micro < resolved.accum - 1
-                with ddp.no_sync() if sync else contextlib.nullcontext():
-                    with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        if health_ok and log_now and micro == resolved.accum - 1:
-                            out = train_model(audio, frames, with_globals=True)
-                            globals_out = {k: out.pop(k) for k in ("g_a", "g_v", "t_a", "t_v") if k in out}
-                        else:
-                            out = train_model(audio, frames)
-                    if terms is None:
-                        terms = LOSS_TERMS + tuple(
-                            sorted(k for k in out if k.endswith("_loss") and k not in LOSS_TERMS)
-                        )
-                    scaler.scale(out["loss"] / resolved.accum).backward()
-                vals = torch.stack(
-                    [out[k].detach().float() if k in out else torch.zeros((), device=info.device) for k in terms]
-                )
-                sums = vals / resolved.accum if sums is None else sums + vals / resolved.accum
-                data_state = stream.state_after(batch)
-            assert sums is not None and terms is not None
-            # The stop flag rides on the loss all-reduce: any rank signalled -> every rank stops after this step.
-            flag = torch.tensor([1.0 if stop.signum else 0.0], device=sums.device)
-            reduced = all_reduce_mean(torch.cat([sums, flag]), info)
-            grad_norm_t: torch.Tensor | None = None
-            if cfg.optim.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                grad_norm_t = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-                reduced = torch.cat([reduced, grad_norm_t.detach().float().reshape(1)])
-            # The step's only host sync: the finite guard must see this step's loss before the optimiser step is
-            # launched (skipping it on a NaN keeps the last good state exact), so loss terms, stop flag and grad norm
-            # come back in one small copy; everything before it (data copy, forward, backward, clipping) is queued.
-            host = reduced.cpu()
-            stats, stop_after = host[: len(terms)], bool(host[len(terms)] > 0)
-            loss_value = float(stats[0])
-            if not np.isfinite(loss_value):
-                optimizer.zero_grad(set_to_none=True)
-                data_state = state_before
-                path = checkpoint(step, state_before)
-                msg = (
-                    f"non-finite loss ({loss_value}) at step {step + 1}: training stopped before that optimiser step; "
-                    f"the last good state (step {step}) is saved to {path or run_dir / 'checkpoints'}"
-                )
-                log.error(msg)
-                metrics.message(msg)
-                metrics.log(step + 1, {"event": "nonfinite_loss", "loss": loss_value})
-                raise NonFiniteLossError(msg, step + 1, path)
-            grad_norm = float(host[-1]) if grad_norm_t is not None else None
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if hasattr(model, "update_teacher"):
-                model.update_teacher(step, resolved.total_steps)
+    timer: StepTimer = field(default_factory=StepTimer)
+    firing: set[str] = field(default_factory=set)  # collapse warnings raised at the last logged step
+    rev: str = field(init=False, default="")
+    health_ok: bool = field(init=False, default=False)
+    nce_candidates: int = field(init=False, default=0)
 
-            timer.total_s += time.perf_counter() - step_t0
-            timer.samples += resolved.batch_size
-            timer.steps += 1
-            metrics.advance(resolved.batch_size)
-            row = {k: float(v) for k, v in zip(terms, stats.tolist(), strict=True)}
-            row["lr"] = lr
-            if grad_norm is not None:
-                row["grad_norm"] = grad_norm
-            if log_now:  # computed before the step: (step + 1) then is step now
-                if "g_a" in globals_out and "g_v" in globals_out:
-                    row.update(
-                        health_metrics(
-                            globals_out["g_a"],
-                            globals_out["g_v"],
-                            globals_out.get("t_a"),
-                            globals_out.get("t_v"),
-                            nce=row.get("contrastive_loss"),
-                            batch=nce_candidates,
-                        )
-                    )
-                    fired = collapse_warnings(row)
-                    for msg in fired:
-                        if msg.split("=")[0] not in firing:
-                            metrics.message(f"WARNING step {step}: representation collapse? {msg} (docs/MODEL.md)")
-                    firing = {msg.split("=")[0] for msg in fired}
-                row.update(timer.summary())
-                row.update(epoch=data_state.epoch, samples=step * resolved.batch_size)
-                if info.device.type == "cuda":
-                    row["gpu_mem_gb"] = torch.cuda.max_memory_allocated(info.device) / 2**30
-                metrics.log(step, row)
-                history.append({"step": step, **row})
-                timer.reset()
-            if on_step is not None:
-                on_step(step, row)
-            if step % t.ckpt_every == 0 and step < resolved.total_steps:
-                last_ckpt, ckpt_step = checkpoint(step, data_state), step
-            if stop_after and step < resolved.total_steps:
+    def __post_init__(self) -> None:
+        self.rev = git_revision() if self.info.is_main else ""
+        # Health figures need the contrastive pass's global tokens: asked for on the last micro-batch of a logged step.
+        self.health_ok = "with_globals" in inspect.signature(self.state.model.forward).parameters
+        gathered = self.info.distributed and self.cfg.model_cfg().contrastive_gather  # negatives: the global batch
+        self.nce_candidates = self.resolved.micro_batch * (self.info.world_size if gathered else 1)
+
+    def run(self, loader: DataLoader, stream: TrainStream, norm_stats: tuple[float, float]) -> tuple[str, int | None]:
+        """Steps until `train.steps` or a stop signal; returns (status, signal number or None)."""
+        self.state.model.train()
+        stop = _StopRequest()
+        it = iter(loader)
+        batches = _micro_batches(it, stream, self.info.device, norm_stats, self.timer)
+        try:
+            stop.__enter__()
+            status = self._steps(batches, stop)
+            if status == "interrupted":
+                signame = signal.Signals(stop.signum or signal.SIGTERM).name
+                self.metrics.log(self.state.step, {"event": "interrupted", "signal": signame})
+        finally:
+            stop.__exit__()
+            batches.close()
+            del it
+            self.metrics.close()
+        return status, (int(stop.signum or signal.SIGTERM) if status == "interrupted" else None)
+
+    def _steps(self, batches: Iterator[MicroBatch], stop: _StopRequest) -> str:
+        state, total, t = self.state, self.resolved.total_steps, self.cfg.train
+        start_step, ckpt_step = state.step, -1
+        status = "completed"
+
+        def stop_requested() -> bool:
+            return bool(stop.signum)
+
+        while state.step < total:
+            step_t0 = time.perf_counter()
+            log_now = (state.step + 1) % t.log_every == 0 or state.step + 1 == total
+            stats = train_step(state, batches, self.plan, stop=stop_requested, with_globals=self.health_ok and log_now)
+            if not stats.finite:
+                self._stop_nonfinite(stats)
+            self.timer.total_s += time.perf_counter() - step_t0
+            self.timer.samples += self.resolved.batch_size
+            self.timer.steps += 1
+            self.metrics.advance(self.resolved.batch_size)
+            row = stats.row()
+            if log_now:
+                self._log(row, stats)
+            if self.on_step is not None:
+                self.on_step(state.step, row)
+            if state.step % t.ckpt_every == 0 and state.step < total:
+                self.last_ckpt, ckpt_step = self.checkpoint(), state.step
+            if stats.stop and state.step < total:
                 status = "interrupted"
                 break
-        if ckpt_step != step and (step > start_step or last_ckpt is None):
-            last_ckpt = checkpoint(step, data_state)
-        if status == "interrupted":
-            metrics.log(step, {"event": "interrupted", "signal": signal.Signals(stop.signum or signal.SIGTERM).name})
-    finally:
-        stop.__exit__()
-        del it
-        metrics.close()
-    elapsed = time.perf_counter() - run_t0
-    return {
-        "status": status,
-        "signal": int(stop.signum or signal.SIGTERM) if status == "interrupted" else None,
-        "step": step,
-        "total_steps": resolved.total_steps,
-        "resumed_from": str(ckpt_path) if ckpt_path else None,
-        "history": history,
-        "checkpoint": str(last_ckpt) if last_ckpt else None,
-        "samples_per_s": (step - start_step) * resolved.batch_size / max(elapsed, 1e-9),
-        "elapsed_s": elapsed,
-        "derived": resolved.as_dict(),
-        "run_dir": str(run_dir),
-    }
+        if ckpt_step != state.step and (state.step > start_step or self.last_ckpt is None):
+            self.last_ckpt = self.checkpoint()
+        return status
+
+    def checkpoint(self) -> Path | None:
+        """Save the state (rank 0) with the run's config, derived values and git revision; all ranks then meet."""
+        path = None
+        if self.info.is_main:
+            extra = {"config": self.config, "derived": self.resolved.as_dict(), "git_rev": self.rev}
+            path = save_checkpoint(self.run_dir, {**self.state.state_dict(), **extra}, self.cfg.train.keep_last)
+        barrier(self.info)
+        return path
+
+    def _stop_nonfinite(self, stats: StepStats) -> NoReturn:
+        """The failed step left the state at the last good step: checkpoint it, record the event, raise."""
+        path = self.checkpoint()
+        msg = (
+            f"non-finite loss ({stats.loss}) at step {stats.step}: training stopped before that optimiser step; "
+            f"the last good state (step {self.state.step}) is saved to {path or self.run_dir / 'checkpoints'}"
+        )
+        log.error(msg)
+        self.metrics.message(msg)
+        self.metrics.log(stats.step, {"event": "nonfinite_loss", "loss": stats.loss})
+        raise NonFiniteLossError(msg, stats.step, path)
+
+    def _log(self, row: dict[str, float], stats: StepStats) -> None:
+        """Complete a logged step's row (health, collapse warnings, timing, position) and write it."""
+        state, g = self.state, stats.globals
+        if "g_a" in g and "g_v" in g:
+            nce = row.get("contrastive_loss")
+            row.update(
+                health_metrics(g["g_a"], g["g_v"], g.get("t_a"), g.get("t_v"), nce=nce, batch=self.nce_candidates)
+            )
+            fired = collapse_warnings(row)
+            for msg in fired:
+                if msg.split("=")[0] not in self.firing:
+                    self.metrics.message(f"WARNING step {state.step}: representation collapse? {msg} (docs/MODEL.md)")
+            self.firing = {msg.split("=")[0] for msg in fired}
+        row.update(self.timer.summary())
+        row.update(epoch=state.data_state.epoch, samples=state.step * self.resolved.batch_size)
+        if self.info.device.type == "cuda":
+            row["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.info.device) / 2**30
+        self.metrics.log(state.step, row)
+        self.history.append({"step": state.step, **row})
+        self.timer.reset()

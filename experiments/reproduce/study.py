@@ -26,7 +26,7 @@ from tgdp.experiments.reproduce.report import aggregate, render_tables
 from tgdp.experiments.reproduce.store import build_synth_store
 from tgdp.model import build_model
 from tgdp.train.config import RunConfig, load_run_config
-from tgdp.train.loop import fit
+from tgdp.train.loop import FitSummary, fit
 
 __all__ = ["plan_jobs", "run_one", "run_study"]
 
@@ -44,15 +44,15 @@ def _train_summary(history: list[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def _trained_model(job: dict[str, Any], cfg: RunConfig, run_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+def _trained_model(job: dict[str, Any], cfg: RunConfig, run_dir: Path) -> tuple[torch.nn.Module, FitSummary | None]:
     """The run's model and its training summary: trained (or resumed from its last checkpoint) for a trained row,
     seeded random init for the control."""
     if not job["trained"]:
         torch.manual_seed(job["seed"])
-        return build_model(cfg.model_cfg()).eval(), {}
+        return build_model(cfg.model_cfg()).eval(), None
     resume = any((run_dir / "train" / "checkpoints").glob("step_*.pt"))
     summary = fit(cfg, job["store"], run_dir / "train", resume=resume)
-    model, _ = load_encoder(summary["checkpoint"])
+    model, _ = load_encoder(summary.checkpoint)
     return model, summary
 
 
@@ -77,10 +77,10 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "seed": job["seed"],
         "preset": job["preset"],
         "overrides": job["overrides"],
-        "steps": summary.get("step", 0),
+        "steps": summary.step if summary else 0,
         "batch_size": cfg.train.batch_size,
-        "train": _train_summary(summary.get("history") or []),
-        "samples_per_s": summary.get("samples_per_s"),
+        "train": _train_summary(summary.history if summary else []),
+        "samples_per_s": summary.samples_per_s if summary else None,
     }
     temperature = cfg.model_cfg().contrastive_temperature
     result.update(evaluate(emb_train, emb_eval, job, cfg.train.batch_size, temperature))

@@ -17,7 +17,7 @@ from tgdp.pipeline.store import Store
 from tgdp.train import checkpoint as ckpt_mod
 from tgdp.train.checkpoint import list_checkpoints, load_checkpoint
 from tgdp.train.config import load_run_config
-from tgdp.train.loop import NonFiniteLossError, fit
+from tgdp.train.loop import FitSummary, NonFiniteLossError, fit
 
 pytestmark = pytest.mark.reliability
 
@@ -28,8 +28,8 @@ def _cfg(*extra: str) -> Any:
     return load_run_config("tiny_tgdp", [*base, *extra])
 
 
-def _losses(summary: dict) -> dict[int, float]:
-    return {h["step"]: h["loss"] for h in summary["history"]}
+def _losses(summary: FitSummary) -> dict[int, float]:
+    return {h["step"]: h["loss"] for h in summary.history}
 
 
 def test_killed_mid_checkpoint_write_resumes_from_last_good(
@@ -53,9 +53,9 @@ def test_killed_mid_checkpoint_write_resumes_from_last_good(
     assert [p.name for p in list_checkpoints(tmp_path / "cut")] == ["step_00000001.pt"]  # the torn one is not listed
     good = load_checkpoint(list_checkpoints(tmp_path / "cut")[0])
     resumed = fit(cfg, store, tmp_path / "cut", resume=True)
-    assert resumed["resumed_from"].endswith("step_00000001.pt") and resumed["step"] == 2
+    assert resumed.resumed_from.endswith("step_00000001.pt") and resumed.step == 2
     assert sorted(_losses(resumed)) == [2]
-    end = load_checkpoint(Path(resumed["checkpoint"]))
+    end = load_checkpoint(Path(resumed.checkpoint))
     assert end["step"] == 2 and end["data_state"] != good["data_state"]
     assert all(torch.isfinite(t).all() for t in end["model"].values())
 
@@ -86,7 +86,7 @@ def test_nan_from_data_stops_cleanly_naming_the_step(tmp_path: Path, clean_run: 
 
     run = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at step \d+") as info:
-        fit(_cfg("train.steps=6", "train.ckpt_every=100"), clean_run["store"], run, open_fn=open_poisoned)
+        fit(_cfg("train.steps=6", "train.ckpt_every=100"), clean_run["store"], run, _open_fn=open_poisoned)
     step = info.value.step
     assert f"at step {step}" in str(info.value) and f"last good state (step {step - 1})" in str(info.value)
     ckpt = load_checkpoint(info.value.checkpoint)

@@ -110,3 +110,26 @@ def test_training_mel_mismatch_names_the_fix(tmp_path: Path) -> None:
     msg = str(info.value)
     assert "128 mel bins" in msg and "--set features.num_mel_bins=64" in msg
     assert "tgdp-data validate" in msg and "tgdp-data shard" in msg and "model.num_mel_bins=128" in msg
+
+
+@pytest.mark.parametrize(
+    ("status", "signum", "code", "line"),
+    [
+        ("completed", None, 0, "done: step 5/5, 12.5 samples/s, checkpoint ck/step_00000005.pt"),
+        ("interrupted", 15, 143, "interrupted by SIGTERM after step 5/5: checkpoint ck/step_00000005.pt; continue"),
+    ],
+)
+def test_cli_reports_the_fit_summary_and_checks_the_store_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, status: str, signum: int | None, code: int, line: str
+) -> None:
+    """`fit` checks the store; the CLI does not check it a second time, and turns the summary into a line + exit."""
+    from tgdp.train import cli
+    from tgdp.train.loop import FitSummary
+
+    summary = FitSummary(status, signum, 5, 5, None, [], "ck/step_00000005.pt", 12.5, 0.4, {}, str(tmp_path))
+    calls = []
+    monkeypatch.setattr(cli, "fit", lambda *a, **k: calls.append(a) or summary)
+    monkeypatch.setattr(cli, "check_store", lambda *a, **k: pytest.fail("the CLI checked the store itself"))
+    result = runner.invoke(app, ["--config", "tiny_tgdp", "--store", str(tmp_path), "--run-dir", str(tmp_path / "r")])
+    assert result.exit_code == code, result.output
+    assert line in result.output and len(calls) == 1

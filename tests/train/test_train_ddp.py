@@ -45,8 +45,8 @@ def _rank_main(rank: int, world: int, port: int, store: str, run_dir: str) -> No
     )
     torch.set_num_threads(1)
     _fixed_masks()
-    summary = fit(tiny_config(*OVERRIDES), store, run_dir, open_fn=fake_open)
-    Path(run_dir, f"rank{rank}.json").write_text(json.dumps(summary["history"]))
+    summary = fit(tiny_config(*OVERRIDES), store, run_dir, _open_fn=fake_open)
+    Path(run_dir, f"rank{rank}.json").write_text(json.dumps(summary.history))
 
 
 def _free_port() -> int:
@@ -70,7 +70,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path, monkeypatch: pytest.Mo
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = fit(tiny_config(*OVERRIDES), store, tmp_path / "one", open_fn=fake_open)
+        single = fit(tiny_config(*OVERRIDES), store, tmp_path / "one", _open_fn=fake_open)
     finally:
         torch.set_num_threads(threads)
 
@@ -78,7 +78,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path, monkeypatch: pytest.Mo
     terms = ("loss", "rec_loss", "mae_a_loss", "mae_v_loss", "contrastive_loss", "dis_loss", "lr")
     strip = lambda rows: [{k: r[k] for k in terms} for r in rows]  # noqa: E731
     assert strip(ranks[0]) == strip(ranks[1])  # every rank holds the all-reduced means
-    for got, ref in zip(ranks[0], single["history"], strict=True):
+    for got, ref in zip(ranks[0], single.history, strict=True):
         for key in terms:
             assert got[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-7), (got["step"], key)
     assert ranks[0][0]["contrastive_loss"] > 0
