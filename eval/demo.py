@@ -28,7 +28,7 @@ __all__ = ["DemoConfig", "main", "run_demo"]
 
 from pydantic import Field
 
-from tgdp.pipeline.config import StrictConfig
+from tgdp.config import StrictConfig
 
 
 class DemoConfig(StrictConfig):
@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="DemoConfig key=value")
     args = parser.parse_args(argv)
-    from tgdp.pipeline.config import load_config
+    from tgdp.config import load_config
 
     cfg = load_config(DemoConfig, None, args.overrides)
     run_demo(args.out, cfg)

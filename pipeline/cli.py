@@ -25,7 +25,7 @@ EXIT_EXPECTED = 2  # bad input or environment: one line, no traceback
 # The expected-error classes, by module: a module that was never imported cannot have raised its error, so the
 # lookup imports nothing (the CLIs stay fast to start and `tgdp.model` keeps its light imports).
 _EXPECTED = {
-    "tgdp.pipeline.config": ("ConfigError",),
+    "tgdp.config": ("ConfigError",),
     "tgdp.pipeline.store": ("StoreError", "StoreMismatchError"),
     "tgdp.pipeline.manifest": ("ManifestError",),
     "tgdp.pipeline.shard": ("ShardError",),
@@ -46,7 +46,7 @@ _OS_FIX = {
 
 
 def tgdp_version() -> str:
-    from tgdp.pipeline import __version__
+    from tgdp.config import __version__
 
     return __version__
 
@@ -185,7 +185,7 @@ def manifest_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from tgdp.pipeline.config import ConfigError, validate_config
+    from tgdp.config import ConfigError, validate_config
     from tgdp.pipeline.manifest import ManifestConfig, ManifestError, build_manifest
 
     console = Console(stderr=True)
@@ -243,7 +243,7 @@ def synth_cmd(
     """Write a synthetic audio-visual corpus (real media files) with ground truth and AudioSet-format CSVs."""
     from rich.console import Console
 
-    from tgdp.pipeline.config import ConfigError, load_config
+    from tgdp.config import ConfigError, load_config
     from tgdp.pipeline.synth import SynthConfig, generate
 
     extra = [
@@ -306,7 +306,7 @@ def fetch_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
 ) -> None:
     """Download every pending clip's padded segment with yt-dlp (resumable; every attempt is an event)."""
-    from tgdp.pipeline.config import validate_config
+    from tgdp.config import validate_config
     from tgdp.pipeline.fetch import FetchConfig, FetchInterrupted, fetch
 
     require_root(root)
@@ -398,7 +398,7 @@ from pathlib import Path as _VPath  # noqa: E402 - section-local imports keep th
 def _stage_config(cls, overrides: list[str]):
     """The store's feature parameters are `features.<key>` in validate and shard alike (shard's flat key is kept,
     with a deprecation note)."""
-    from tgdp.pipeline.config import ConfigError, load_config
+    from tgdp.config import ConfigError, load_config
     from tgdp.pipeline.features import FeatureParams
 
     try:

@@ -48,8 +48,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
+from tgdp.config import StrictConfig
 from tgdp.pipeline import ledger
-from tgdp.pipeline.config import StrictConfig
 from tgdp.pipeline.layout import file_sha256, raw_path_for, safe_name, within_root
 from tgdp.pipeline.parallel import run_sessions
 

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import Field
 
-from tgdp.pipeline.config import StrictConfig
+from tgdp.config import StrictConfig
 from tgdp.pipeline.layout import manifest_path
 
 __all__ = [

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tgdp.pipeline.config import StrictConfig
+from tgdp.config import StrictConfig
 
 __all__ = ["FaultSpec", "MediaServer", "load_faults", "serve_forever"]
 

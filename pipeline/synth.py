@@ -55,7 +55,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from tgdp.pipeline.config import StrictConfig
+from tgdp.config import StrictConfig
 from tgdp.pipeline.layout import clip_id_for
 from tgdp.pipeline.manifest import format_audioset_csv
 

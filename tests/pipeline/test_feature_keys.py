@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tgdp.config import ConfigError, load_config
 from tgdp.pipeline.cli import app
-from tgdp.pipeline.config import ConfigError, load_config
 from tgdp.pipeline.shard import ShardConfig
 from tgdp.pipeline.validate import ValidateConfig
 

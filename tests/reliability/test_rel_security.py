@@ -238,7 +238,7 @@ EVIL_YAML = "num_clips: !!python/object/apply:os.mkdir ['{canary}']\n"
 
 
 def test_every_yaml_loader_is_safe(tmp_path: Path, ffmpeg_bin: str) -> None:
-    from tgdp.pipeline.config import load_config
+    from tgdp.config import load_config
     from tgdp.pipeline.fetch import FetchConfig
     from tgdp.pipeline.shard import ShardConfig
     from tgdp.pipeline.synth import SynthConfig
