@@ -151,7 +151,8 @@ def run_demo(out: Path, cfg: DemoConfig) -> Path:
     if stamp.exists() and stamp.read_text() == want and (corpus / LABELS_FILE).exists():
         print(f"reusing {corpus}")
     else:
-        _run(_cli(data, "synth", str(corpus), "--num-clips", str(cfg.num_clips), "--seed", str(cfg.seed)))
+        sets = ["--set", f"synth.num_clips={cfg.num_clips}", "--set", f"synth.seed={cfg.seed}"]
+        _run(_cli(data, "synth", str(corpus), *sets))
         stamp.write_text(want)
     timings["synth"] = time.perf_counter() - t
 
@@ -174,9 +175,9 @@ def run_demo(out: Path, cfg: DemoConfig) -> Path:
         print(f"media server on {base_url} (loopback only)")
         _run(
             _cli(
-                data, "fetch", str(root), "--url-template", base_url + "/v/{ytid}",
-                "--sessions", str(cfg.sessions), "--rate-per-hour", "0", "--backend", cfg.backend,
-                "--num-cpus", str(cfg.workers),
+                data, "fetch", str(root), "--set", "fetch.url_template=" + base_url + "/v/{ytid}",
+                "--set", f"fetch.sessions={cfg.sessions}", "--set", "fetch.rate_per_hour=0", "--backend", cfg.backend,
+                "--workers", str(cfg.workers),
             )
         )  # fmt: skip
     _run(_cli(data, "status", str(root)), out / "funnel-fetch.txt")

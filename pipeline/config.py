@@ -58,10 +58,14 @@ def _shared_key_problem(data: Any) -> str | None:
     moved += [f"shard.{k}" for k in sorted(shard_keys & {"features", *FeatureParams.model_fields})]
     if not moved:
         return None
-    fixes = ", ".join(
-        f"{k} -> {'fetch.pad_s' if k.endswith('pad_s') else 'features.' + k.split('.')[-1]}" for k in moved
-    )
+    fixes = ", ".join(f"{k} -> {_shared_key(k)}" for k in moved)
     return f"unknown key {', '.join(map(repr, moved))}: a setting two stages share has one key ({fixes})"
+
+
+def _shared_key(key: str) -> str:
+    """Where a shared setting spelt as `key` lives: `fetch.pad_s`, the `features` section, or `features.<leaf>`."""
+    leaf = key.split(".")[-1]
+    return "fetch.pad_s" if leaf == "pad_s" else "features" if leaf == "features" else f"features.{leaf}"
 
 
 class PipelineConfig(StrictConfig):

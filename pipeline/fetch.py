@@ -9,7 +9,7 @@ One attempt per clip per run, each recorded as a `fetch` event (`tgdp.pipeline.l
   attempt, `retries` times with a short doubling delay (`retry_backoff_s`, capped at `retry_backoff_max_s`);
   `in_attempt_retries` counts them. Transient failures get `next_attempt_after` (exponential backoff, honoured by later
   runs unless `retry_now`); after `max_attempts` transient failures a clip is `gave_up` (still pending-transient,
-  never "gone": raise `--max-attempts` to resume it). Permanent failures are not retried.
+  never "gone": raise `fetch.max_attempts` to resume it). Permanent failures are not retried.
 
 Crash safety: yt-dlp writes into `ROOT/tmp/fetch/<run>/<slot>/` (wiped on start, under an exclusive lock on
 `ROOT/tmp/fetch.lock`); a finished file is hashed and `os.replace`d into `layout.raw_path_for`, so raw/ never holds a
@@ -178,7 +178,7 @@ def tool_versions() -> tuple[str, str]:
 
 
 class FetchConfig(StrictConfig):
-    """Settings of one `fetch` run (CLI flags map 1:1)."""
+    """Settings of one `fetch` run: the `fetch` section of `PipelineConfig` (`--set fetch.<key>=...`)."""
 
     url_template: str = DEFAULT_URL_TEMPLATE
     pad_s: float = Field(2.0, ge=0)

@@ -846,7 +846,7 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
     leak_ytids.append(rows.column("ytid").filter(eval_rows))
     if issues and not cfg.skip_bad:
         bar.close()
-        raise ManifestError(f"{len(issues)} malformed row(s); fix the input or pass --skip-bad", issues)
+        raise ManifestError(f"{len(issues)} malformed row(s); fix the input or set manifest.skip_bad=true", issues)
 
     bar.set_description("sort and write")
     order = pc.sort_indices(clip_id)

@@ -277,7 +277,7 @@ class MediaServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def url_template(self) -> str:
-        """The `fetch --url-template` that points at this server."""
+        """The `fetch.url_template` that points at this server."""
         return self.base_url + "/v/{ytid}"
 
     def start(self) -> str:

@@ -1,5 +1,5 @@
 """Architecture rules that code review alone would let slip: where Ray and typer may be imported,
-and that `tgdp.model` stays importable without Ray or pyarrow."""
+that `tgdp.model` stays importable without Ray or pyarrow, and that model and config import nothing from pipeline."""
 
 from __future__ import annotations
 
@@ -9,18 +9,19 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ["pipeline", "model", "train", "eval"]
+PACKAGES = ["config", "pipeline", "model", "train", "eval"]
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, depth: int = 1) -> set[str]:
+    """Top-level names (`depth` 1) or `tgdp.<package>` names (`depth` 2) a module imports, lazy imports included."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    names: set[str] = set()
+    modules: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            modules += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
+            modules.append(node.module)
+    return {".".join(m.split(".")[:depth]) for m in modules}
 
 
 def _modules() -> list[Path]:
@@ -52,6 +53,27 @@ def test_model_imports_without_ray_or_pyarrow() -> None:
         "import tgdp.model\n"
         f"for n in {names!r}: importlib.import_module('tgdp.model.' + n)\n"
         "bad = [k for k in ('ray', 'pyarrow', 'typer') if k in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_config_and_model_import_no_pipeline() -> None:
+    """tgdp.config imports no other tgdp package; tgdp.model only tgdp.config (docs/ARCHITECTURE.md)."""
+    allowed = {"config": {"tgdp"}, "model": {"tgdp", "tgdp.config", "tgdp.model"}}
+    for pkg, ok in allowed.items():
+        for path in (REPO / pkg).rglob("*.py"):
+            used = {m for m in _imports(path, depth=2) if m.split(".")[0] == "tgdp"}
+            assert used <= ok, (str(path.relative_to(REPO)), sorted(used - ok))
+
+
+def test_model_and_config_load_no_pipeline_module() -> None:
+    code = (
+        "import sys\n"
+        "import tgdp.config, tgdp.model, tgdp.model.config, tgdp.model.presets\n"
+        "assert tgdp.__version__ == tgdp.model.__version__ == tgdp.config.__version__\n"
+        "bad = sorted(k for k in sys.modules if k.startswith(('tgdp.pipeline', 'tgdp.train', 'tgdp.eval')))\n"
         "assert not bad, bad\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
