@@ -282,7 +282,7 @@ def serve_cmd(
 def fetch_cmd(
     root: Path = typer.Argument(..., help="pipeline ROOT (with manifest/source.parquet)"),
     backend: str | None = typer.Option(None, help="ray | serial (default fetch.backend: ray)"),
-    workers: int | None = typer.Option(None, help="CPUs of a local Ray (default fetch.num_cpus: 2)"),
+    workers: int | None = typer.Option(None, help="CPUs of a local Ray (default fetch.workers: 2)"),
     address: str | None = ADDRESS,
     cookies: Path | None = typer.Option(None, help="Netscape cookies file for yt-dlp (never logged)"),
     retry_now: bool = typer.Option(False, help="ignore the next_attempt_after backoff of transient failures"),
@@ -295,7 +295,7 @@ def fetch_cmd(
     are `fetch.*` keys: `--set fetch.sessions=4 --set fetch.rate_per_hour=0 --set fetch.limit=100`."""
     from tgdp.pipeline.fetch import FetchInterrupted, fetch
 
-    run = dict(backend=backend, num_cpus=workers, address=address, retry_now=retry_now or None)
+    run = dict(backend=backend, workers=workers, address=address, retry_now=retry_now or None)
     cfg = pipeline_config(config, set_, fetch=run)
     # The cookies path is a secret's location: never in a config file, a dump or a log (FetchConfig excludes it).
     fetch_cfg = cfg.fetch.model_copy(update={"cookies": cookies, "progress": progress and not as_json})

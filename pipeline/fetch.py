@@ -198,14 +198,14 @@ class FetchConfig(StrictConfig):
     )
     retry_backoff_s: float = Field(1.0, ge=0, description="first in-attempt retry delay; doubles per retry")
     retry_backoff_max_s: float = Field(8.0, ge=0, description="cap of the in-attempt retry delay")
-    duration_tolerance_s: float = Field(1.0, ge=0)
+    duration_tol_s: float = Field(1.0, ge=0, description="a segment may end this far past the video")
     limit: int | None = Field(None, ge=0)
     splits: list[str] = []
     cookies: Path | None = Field(None, exclude=True, repr=False)
     ytdlp_params: dict[str, Any] = {}
     backend: Literal["ray", "serial"] = "ray"
     address: str | None = None
-    num_cpus: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1, description="CPUs of a local Ray (the --workers flag)")
     progress: bool = False
 
     @field_validator("url_template")
@@ -404,7 +404,7 @@ class FetchSession:
         if live in ("is_live", "is_upcoming", "post_live", "was_live") or info.get("was_live"):
             return {**facts, **self._fail(f"live_status={live}", "live_or_upcoming", False)}
         duration = facts["source_duration_s"]
-        if duration is not None and (start >= duration or end > duration + self.cfg.duration_tolerance_s):
+        if duration is not None and (start >= duration or end > duration + self.cfg.duration_tol_s):
             msg = f"segment [{start}, {end}] outside source duration {duration}"
             return {**facts, **self._fail(msg, "segment_out_of_range", False)}
         mode = "section"
@@ -758,7 +758,7 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
                     in_flight=cfg.in_flight,
                     backend=cfg.backend,
                     address=cfg.address,
-                    num_cpus=cfg.num_cpus,
+                    num_cpus=cfg.workers,
                     session_prefix=f"{run_dir.name}-s",
                 )
                 for event in results:

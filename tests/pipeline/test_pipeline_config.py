@@ -56,7 +56,7 @@ def test_file_then_set_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     base = tmp_path / "base.yaml"
     base.write_text("fetch: {sessions: 3, rate_per_hour: 10, max_attempts: 4}\n")
     cfg_file = tmp_path / "pipeline.yaml"
-    cfg_file.write_text("base: base.yaml\nfetch: {rate_per_hour: 20, num_cpus: 5, backend: serial}\n")
+    cfg_file.write_text("base: base.yaml\nfetch: {rate_per_hour: 20, workers: 5, backend: serial}\n")
     seen: dict[str, Any] = {}
 
     class Summary:
@@ -77,7 +77,7 @@ def test_file_then_set_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (cfg.sessions, cfg.max_attempts) == (3, 4)  # from the base file
     assert cfg.backend == "serial"  # from the file
     assert cfg.rate_per_hour == 0  # --set over the file
-    assert cfg.num_cpus == 7  # the run-level flag over the file
+    assert cfg.workers == 7  # the run-level flag over the file
     assert cfg.url_template == "http://127.0.0.1:9/v/{ytid}" and cfg.progress is False  # --json: no bar
 
 
