@@ -6,6 +6,6 @@ Modules: `table` (cached embedding table I/O), `embed` (store → per-frame glob
 
 from __future__ import annotations
 
-from tgdp.pipeline import __version__  # also sets tgdp.__version__ (see tgdp/pipeline/__init__.py)
+from tgdp.config import __version__  # also sets tgdp.__version__ (see tgdp/config/__init__.py)
 
 __all__ = ["__version__"]

@@ -155,10 +155,10 @@ def probe(
     dataset: Optional[str] = typer.Option(None),
 ) -> None:
     """Train a probe on cached train embeddings, evaluate on test embeddings; writes probe.json and probe.md."""
+    from tgdp.config import load_config
     from tgdp.eval.probe import ProbeConfig, train_probe
     from tgdp.eval.report import probe_table
     from tgdp.eval.table import read_embeddings
-    from tgdp.pipeline.config import load_config
 
     sets = [f"task={task}", f"modality={modality}", f"linear={str(linear).lower()}", f"device={_device(device)}"]
     cfg = load_config(ProbeConfig, config, [*sets, *overrides])

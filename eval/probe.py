@@ -28,9 +28,9 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from tgdp.config import ConfigError, StrictConfig
 from tgdp.eval.metrics import mean_average_precision, top1_accuracy
 from tgdp.eval.table import EmbeddingTable
-from tgdp.pipeline.config import ConfigError, StrictConfig
 
 __all__ = [
     "AttentionProbe",

@@ -29,8 +29,8 @@ def demo(
     overrides: list[str] = typer.Option([], "--set", help="DemoConfig key=value (repeatable)"),
 ) -> None:
     """The whole chain on the synthetic corpus through the real CLIs (synth → fetch → … → train ×2 → eval → report)."""
+    from tgdp.config import load_config
     from tgdp.experiments.demo import DemoConfig, run_demo
-    from tgdp.pipeline.config import load_config
 
     run_demo(out, load_config(DemoConfig, config, overrides))
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import Field
 
-from tgdp.pipeline.config import StrictConfig
+from tgdp.config import StrictConfig
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -163,7 +163,8 @@ def _synth(d: _Dirs, cfg: DemoConfig) -> None:
     if stamp.exists() and stamp.read_text() == want and (d.corpus / LABELS_FILE).exists():
         print(f"reusing {d.corpus}")
         return
-    _run(_cli(DATA, "synth", str(d.corpus), "--num-clips", str(cfg.num_clips), "--seed", str(cfg.seed)))
+    sets = ["--set", f"synth.num_clips={cfg.num_clips}", "--set", f"synth.seed={cfg.seed}"]
+    _run(_cli(DATA, "synth", str(d.corpus), *sets))
     stamp.write_text(want)
 
 
@@ -190,9 +191,9 @@ def _fetch(d: _Dirs, cfg: DemoConfig) -> None:
         print(f"media server on {base_url} (loopback only)")
         _run(
             _cli(
-                DATA, "fetch", str(d.root), "--url-template", base_url + "/v/{ytid}",
-                "--sessions", str(cfg.sessions), "--rate-per-hour", "0", "--backend", cfg.backend,
-                "--num-cpus", str(cfg.workers),
+                DATA, "fetch", str(d.root), "--set", "fetch.url_template=" + base_url + "/v/{ytid}",
+                "--set", f"fetch.sessions={cfg.sessions}", "--set", "fetch.rate_per_hour=0", "--backend", cfg.backend,
+                "--workers", str(cfg.workers),
             )
         )  # fmt: skip
     _run(_cli(DATA, "status", str(d.root)), d.out / "funnel-fetch.txt")

@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tgdp.pipeline.config import StrictConfig
+from tgdp.config import StrictConfig
 
 __all__ = ["ModelConfig", "keep_count"]
 

@@ -1,6 +1,11 @@
 """`tgdp-data`: the ingestion CLI. Each command builds a config and calls one stage function; no logic here.
 
-The first section is shared by the three CLIs (`tgdp-data`, `tgdp-train`, `tgdp-eval`): `--version`, `--debug`, and
+Every command reads one typed config, `tgdp.pipeline.config.PipelineConfig`: `--config FILE` (YAML, `base:` chains),
+then `--set section.key=value` (repeatable), then the command's flags, which are only run-level choices (paths,
+backend/address, workers, --force, --json). `tgdp-data validate ROOT --config pipeline.yaml` and `tgdp-data shard
+ROOT --store S --config pipeline.yaml` therefore agree on `features.*`, and status/export on `fetch.max_attempts`.
+
+The first part is shared by the three CLIs (`tgdp-data`, `tgdp-train`, `tgdp-eval`): `--version`, `--debug`, and
 the one way expected errors end a command (docs/RELIABILITY.md, "CLI errors"): an exception of a class in
 `expected_errors()` prints one line `error: <culprit and fix>` on stderr and exits 2; anything else is a bug and keeps
 its traceback. `--debug` (or TGDP_DEBUG=1) shows the traceback of expected errors too.
@@ -12,6 +17,7 @@ import errno as _errno
 import json as _json
 import os as _os
 import sys as _sys
+from pathlib import Path
 from typing import Any
 
 import click as _click
@@ -19,13 +25,13 @@ import typer
 from typer.core import TyperCommand as _TyperCommand
 from typer.core import TyperGroup as _TyperGroup
 
-# --- section: shared by the three CLIs (errors, --version, --debug) ---
+# --- shared by the three CLIs (errors, --version, --debug) ---
 
 EXIT_EXPECTED = 2  # bad input or environment: one line, no traceback
 # The expected-error classes, by module: a module that was never imported cannot have raised its error, so the
 # lookup imports nothing (the CLIs stay fast to start and `tgdp.model` keeps its light imports).
 _EXPECTED = {
-    "tgdp.pipeline.config": ("ConfigError",),
+    "tgdp.config": ("ConfigError",),
     "tgdp.pipeline.store": ("StoreError", "StoreMismatchError"),
     "tgdp.pipeline.manifest": ("ManifestError",),
     "tgdp.pipeline.shard": ("ShardError",),
@@ -46,7 +52,7 @@ _OS_FIX = {
 
 
 def tgdp_version() -> str:
-    from tgdp.pipeline import __version__
+    from tgdp.config import __version__
 
     return __version__
 
@@ -137,10 +143,8 @@ def app_callback(name: str):
     return callback
 
 
-def require_root(root) -> None:
+def require_root(root: Path) -> None:
     """A pipeline ROOT must exist and hold the source manifest before any stage reads or creates anything in it."""
-    from pathlib import Path
-
     from tgdp.pipeline.layout import manifest_path
 
     root = Path(root)
@@ -156,7 +160,7 @@ def require_root(root) -> None:
         )
 
 
-# --- end section: shared by the three CLIs ---
+# --- tgdp-data ---
 
 app = typer.Typer(
     name="tgdp-data",
@@ -167,43 +171,52 @@ app = typer.Typer(
 )
 app.callback()(app_callback("tgdp-data"))
 
-# --- section: manifest + synth (owner: manifest/synth) ---
-from pathlib import Path as _MPath  # noqa: E402 - section-local imports keep the sections independent
+# The options every command with settings takes (module docstring): one config, `--set` over it.
+CONFIG = typer.Option(None, "--config", help="PipelineConfig YAML (`base:` chains); sections features, fetch, ...")
+SET = typer.Option([], "--set", help="config override section.key=value (repeatable), e.g. fetch.rate_per_hour=0")
+AS_JSON = typer.Option(False, "--json", help="print the result as JSON")
+BACKEND = typer.Option("ray", help="ray | serial")
+WORKERS = typer.Option(2, help="parallel workers (CPUs of a local Ray)")
+ADDRESS = typer.Option(None, help="Ray cluster address (default: start a local one)")
+PROGRESS = typer.Option(True, help="progress bar with rate/ETA on stderr (off with --json)")
+
+
+def pipeline_config(config: Path | None, overrides: list[str], **sections: dict[str, Any]) -> Any:
+    """The command's `PipelineConfig`: file ← `--set` ← its run-level flags (`sections`, None = not given)."""
+    from tgdp.pipeline.config import load_pipeline_config
+
+    return load_pipeline_config(config, overrides, sections)
 
 
 @app.command("manifest")
 def manifest_cmd(
-    root: _MPath = typer.Argument(..., help="pipeline ROOT (writes ROOT/manifest/source.parquet)"),
-    dataset: str = typer.Option(..., help="audioset | vggsound"),
+    root: Path = typer.Argument(..., help="pipeline ROOT (writes ROOT/manifest/source.parquet)"),
+    dataset: str | None = typer.Option(None, help="audioset | vggsound (or manifest.dataset in --config)"),
     csv: list[str] = typer.Option([], help="segment list PATH or PATH:split (repeatable); none = download"),
-    labels: _MPath | None = typer.Option(None, help="label index csv (index,mid,display_name): checks labels"),
-    retrieval: list[_MPath] = typer.Option([], help="retrieval/eval list (CAV-MAE json or csv) for leak flags"),
-    skip_bad: bool = typer.Option(False, help="write malformed rows to rejected.parquet instead of failing"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    labels: Path | None = typer.Option(None, help="label index csv (index,mid,display_name): checks labels"),
+    retrieval: list[Path] = typer.Option([], help="retrieval/eval list (CAV-MAE json or csv) for leak flags"),
+    config: Path | None = CONFIG,
+    set_: list[str] = SET,
+    as_json: bool = AS_JSON,
 ) -> None:
-    """Build the source manifest from the official clip lists (hash and row-count checked)."""
+    """Build the source manifest from the official clip lists (hash and row-count checked); malformed rows fail the
+    build unless `--set manifest.skip_bad=true` (then they go to rejected.parquet)."""
     from rich.console import Console
     from rich.table import Table
 
-    from tgdp.pipeline.config import ConfigError, validate_config
-    from tgdp.pipeline.manifest import ManifestConfig, ManifestError, build_manifest
+    from tgdp.config import ConfigError
+    from tgdp.pipeline.manifest import build_manifest
 
-    console = Console(stderr=True)
-    try:
-        cfg = validate_config(
-            ManifestConfig,
-            dict(
-                dataset=dataset,
-                csv=csv,
-                labels=str(labels) if labels else None,
-                retrieval=[str(r) for r in retrieval],
-                skip_bad=skip_bad,
-            ),
-        )
-        result = build_manifest(root, cfg)
-    except (ConfigError, ManifestError) as exc:
-        console.print(f"[red]manifest failed:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
+    flags = dict(
+        dataset=dataset,
+        csv=csv or None,
+        labels=str(labels) if labels else None,
+        retrieval=[str(r) for r in retrieval] or None,
+    )
+    cfg = pipeline_config(config, set_, manifest=flags)
+    if cfg.manifest is None:
+        raise ConfigError("manifest.dataset is not set: pass --dataset audioset|vggsound")
+    result = build_manifest(root, cfg.manifest)
     if as_json:
         typer.echo(
             _json.dumps(
@@ -228,33 +241,24 @@ def manifest_cmd(
     Console().print(table)
     typer.echo(f"leak_eval_overlap={result.leak_count} rejected={len(result.issues)} meta={result.meta}")
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
 @app.command("synth")
 def synth_cmd(
-    out: _MPath = typer.Argument(..., help="output directory for the corpus"),
-    config: _MPath | None = typer.Option(None, help="SynthConfig YAML"),
-    num_clips: int | None = typer.Option(None, help="clips (default 200)"),
-    seed: int | None = typer.Option(None, help="random seed (default 0)"),
-    difficulty: float | None = typer.Option(None, help="0 (clean) .. 1 (hard): silences, distractors, clutter"),
-    overrides: list[str] = typer.Option([], "--set", help="config override key=value (repeatable)"),
+    out: Path = typer.Argument(..., help="output directory for the corpus"),
+    workers: int | None = typer.Option(None, help="parallel ffmpeg encoders (default synth.workers)"),
+    config: Path | None = CONFIG,
+    set_: list[str] = SET,
 ) -> None:
-    """Write a synthetic audio-visual corpus (real media files) with ground truth and AudioSet-format CSVs."""
+    """Write a synthetic audio-visual corpus (real media files) with ground truth and AudioSet-format CSVs
+    (`--set synth.num_clips=50 --set synth.seed=1 --set synth.difficulty=0.5`)."""
     from rich.console import Console
 
-    from tgdp.pipeline.config import ConfigError, load_config
-    from tgdp.pipeline.synth import SynthConfig, generate
+    from tgdp.pipeline.synth import generate
 
-    extra = [
-        f"{k}={v}" for k, v in (("num_clips", num_clips), ("seed", seed), ("difficulty", difficulty)) if v is not None
-    ]
-    try:
-        cfg = load_config(SynthConfig, config, [*overrides, *extra])
-        result = generate(cfg, out)
-    except (ConfigError, FileExistsError, FileNotFoundError) as exc:
-        Console(stderr=True).print(f"[red]synth failed:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    cfg = pipeline_config(config, set_, synth=dict(workers=workers))
+    result = generate(cfg.synth, out)
     Console().print(
         f"wrote {result.num_clips} clips to {result.out} in {result.elapsed_s:.1f} s; splits {result.split_counts}; "
         f"faults {result.fault_counts}; ground truth {result.ground_truth}",
@@ -262,17 +266,11 @@ def synth_cmd(
     )
 
 
-# --- end section: manifest + synth ---
-
-# --- section: serve + fetch + import + status (owner: fetch) ---
-import pathlib  # noqa: E402 - section-local imports keep the sections independent
-
-
 @app.command("serve")
 def serve_cmd(
-    directory: pathlib.Path = typer.Argument(..., help="corpus dir holding videos/<ytid>.<ext>"),
+    directory: Path = typer.Argument(..., help="corpus dir holding videos/<ytid>.<ext>"),
     port: int = typer.Option(8765, help="port on 127.0.0.1 (0 = any free port)"),
-    faults: pathlib.Path | None = typer.Option(None, help="JSON file {ytid: {kind, status, delay_s, times, ...}}"),
+    faults: Path | None = typer.Option(None, help="JSON file {ytid: {kind, status, delay_s, times, ...}}"),
 ) -> None:
     """Serve a local media corpus over HTTP (127.0.0.1 only) with optional fault injection."""
     from tgdp.pipeline.serve import serve_forever
@@ -282,57 +280,28 @@ def serve_cmd(
 
 @app.command("fetch")
 def fetch_cmd(
-    root: pathlib.Path = typer.Argument(..., help="pipeline ROOT (with manifest/source.parquet)"),
-    url_template: str = typer.Option(
-        "https://www.youtube.com/watch?v={ytid}", help="download URL; {ytid} is URL-quoted in"
-    ),
-    sessions: int = typer.Option(1, help="download sessions (Ray actors; one per egress IP/account)"),
-    in_flight: int = typer.Option(2, help="clips in flight per session"),
-    rate_per_hour: float = typer.Option(
-        300.0, help="clip starts per hour per session (0 = unlimited: use it for a local `serve`)"
-    ),
-    max_attempts: int = typer.Option(5, help="transient failures before a clip is parked as gave_up"),
-    backoff_s: float = typer.Option(900.0, help="first retry delay after a transient failure (doubles)"),
-    retry_now: bool = typer.Option(False, help="ignore next_attempt_after backoff"),
-    limit: int | None = typer.Option(None, help="attempt at most this many clips"),
-    split: list[str] = typer.Option([], help="only these manifest splits (repeatable)"),
-    cookies: pathlib.Path | None = typer.Option(None, help="Netscape cookies file for yt-dlp (never logged)"),
-    socket_timeout: float = typer.Option(30.0),
-    retries: int = typer.Option(3, help="yt-dlp retries per attempt"),
-    backend: str = typer.Option("ray", help="ray | serial"),
-    address: str | None = typer.Option(None, help="Ray cluster address (default: a local Ray)"),
-    num_cpus: int = typer.Option(2, help="CPUs for a local Ray"),
-    progress: bool = typer.Option(True, help="progress bar with rate/ETA"),
+    root: Path = typer.Argument(..., help="pipeline ROOT (with manifest/source.parquet)"),
+    backend: str | None = typer.Option(None, help="ray | serial (default fetch.backend: ray)"),
+    workers: int | None = typer.Option(None, help="CPUs of a local Ray (default fetch.workers: 2)"),
+    address: str | None = ADDRESS,
+    cookies: Path | None = typer.Option(None, help="Netscape cookies file for yt-dlp (never logged)"),
+    retry_now: bool = typer.Option(False, help="ignore the next_attempt_after backoff of transient failures"),
+    config: Path | None = CONFIG,
+    set_: list[str] = SET,
+    progress: bool = PROGRESS,
     as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
 ) -> None:
-    """Download every pending clip's padded segment with yt-dlp (resumable; every attempt is an event)."""
-    from tgdp.pipeline.config import validate_config
-    from tgdp.pipeline.fetch import FetchConfig, FetchInterrupted, fetch
+    """Download every pending clip's padded segment with yt-dlp (resumable; every attempt is an event). Settings
+    are `fetch.*` keys: `--set fetch.sessions=4 --set fetch.rate_per_hour=0 --set fetch.limit=100`."""
+    from tgdp.pipeline.fetch import FetchInterrupted, fetch
 
+    run = dict(backend=backend, workers=workers, address=address, retry_now=retry_now or None)
+    cfg = pipeline_config(config, set_, fetch=run)
+    # The cookies path is a secret's location: never in a config file, a dump or a log (FetchConfig excludes it).
+    fetch_cfg = cfg.fetch.model_copy(update={"cookies": cookies, "progress": progress and not as_json})
     require_root(root)
-    cfg = validate_config(
-        FetchConfig,
-        dict(
-            url_template=url_template,
-            sessions=sessions,
-            in_flight=in_flight,
-            rate_per_hour=rate_per_hour,
-            max_attempts=max_attempts,
-            backoff_s=backoff_s,
-            retry_now=retry_now,
-            limit=limit,
-            splits=split,
-            cookies=cookies,
-            socket_timeout=socket_timeout,
-            retries=retries,
-            backend=backend,
-            address=address,
-            num_cpus=num_cpus,
-            progress=progress,
-        ),
-    )
     try:
-        summary = fetch(root, cfg)
+        summary = fetch(root, fetch_cfg)
     except FetchInterrupted as exc:  # Ctrl-C: say what was kept, exit as a shell does after SIGINT
         typer.echo(str(exc), err=True)
         raise typer.Exit(130) from None
@@ -348,8 +317,8 @@ def fetch_cmd(
 
 @app.command("import")
 def import_cmd(
-    root: pathlib.Path = typer.Argument(..., help="pipeline ROOT"),
-    from_dir: pathlib.Path = typer.Option(..., "--from", help="directory of already-downloaded media"),
+    root: Path = typer.Argument(..., help="pipeline ROOT"),
+    from_dir: Path = typer.Option(..., "--from", help="directory of already-downloaded media"),
     copy: bool = typer.Option(False, help="copy instead of hard-linking"),
 ) -> None:
     """Register already-downloaded files (named by ytid, video id or clip id) as fetched clips."""
@@ -373,73 +342,46 @@ def _lean_arrow_memory() -> None:
 
 @app.command("status")
 def status_cmd(
-    root: pathlib.Path = typer.Argument(..., help="pipeline ROOT"),
-    max_attempts: int = typer.Option(5, help="the cap the fetch runs used (decides gave_up)"),
+    root: Path = typer.Argument(..., help="pipeline ROOT"),
+    config: Path | None = CONFIG,
+    set_: list[str] = SET,
     as_json: bool = typer.Option(False, "--json", help="machine-readable funnel"),
 ) -> None:
-    """Print the funnel: source → fetched / gone by reason / pending transient / never tried → validate → shard."""
+    """Print the funnel: source → fetched / gone by reason / pending transient / never tried → validate → shard.
+    `fetch.max_attempts` (the cap the fetch runs used) decides gave_up."""
     from tgdp.pipeline.status import format_funnel, funnel
 
+    cfg = pipeline_config(config, set_)
     require_root(root)
     _lean_arrow_memory()
-    f = funnel(root, max_attempts=max_attempts, progress=not as_json)
+    f = funnel(root, max_attempts=cfg.fetch.max_attempts, progress=not as_json)
     typer.echo(_json.dumps(f, indent=2) if as_json else format_funnel(f))
     if not f["check"]:
         raise typer.Exit(1)
 
 
-# --- end section: serve + fetch + import + status ---
-
-# --- section: validate + export + shard + verify (owner: validate/shard) ---
-
-from pathlib import Path as _VPath  # noqa: E402 - section-local imports keep the sections independent
-
-
-def _stage_config(cls, overrides: list[str]):
-    """The store's feature parameters are `features.<key>` in validate and shard alike (shard's flat key is kept,
-    with a deprecation note)."""
-    from tgdp.pipeline.config import ConfigError, load_config
-    from tgdp.pipeline.features import FeatureParams
-
-    try:
-        nested = "features" in cls.model_fields  # validate nests them; shard inherits them flat
-        for item in overrides:
-            key = item.partition("=")[0].strip()
-            if nested and key in FeatureParams.model_fields and key not in cls.model_fields:
-                raise ConfigError(f"unknown key {key!r}: store feature parameters are set as features.{key}=VALUE")
-            if not nested and key in FeatureParams.model_fields:
-                typer.echo(
-                    f"note: --set {item} is deprecated; use --set features.{item.strip()} (the key validate takes)",
-                    err=True,
-                )
-        return load_config(cls, None, overrides)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
 @app.command("validate")
 def validate_cmd(
-    root: _VPath = typer.Argument(..., help="pipeline ROOT"),
-    backend: str = typer.Option("ray", help="ray | serial"),
-    workers: int = typer.Option(2, help="parallel workers"),
-    address: str | None = typer.Option(None, help="Ray cluster address (default: start a local one)"),
+    root: Path = typer.Argument(..., help="pipeline ROOT"),
+    backend: str = BACKEND,
+    workers: int = WORKERS,
+    address: str | None = ADDRESS,
     force: bool = typer.Option(False, help="re-validate clips already validated under the current rule"),
-    set_: list[str] = typer.Option(
-        [], "--set", help="ValidateConfig override key=value (repeatable); store features as features.KEY=VALUE"
-    ),
+    config: Path | None = CONFIG,
+    set_: list[str] = SET,
+    progress: bool = PROGRESS,
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
-    """Probe and decode every fetched clip; record metrics and the versioned verdict as validate events."""
+    """Probe and decode every fetched clip; record metrics and the versioned verdict as validate events. Settings are
+    `validate.*`, store features `features.*` (the same keys shard reads)."""
     from dataclasses import asdict
 
-    from tgdp.pipeline.validate import ValidateConfig, run_validate
+    from tgdp.pipeline.validate import run_validate
 
-    cfg = _stage_config(ValidateConfig, set_)
+    cfg = pipeline_config(config, set_).validate_config()
     require_root(root)
-    s = run_validate(
-        root, cfg, backend=backend, num_workers=workers, address=address, force=force, progress=not as_json
-    )
+    bar = progress and not as_json
+    s = run_validate(root, cfg, backend=backend, num_workers=workers, address=address, force=force, progress=bar)
     if as_json:
         typer.echo(_json.dumps(asdict(s)))
         return
@@ -451,17 +393,20 @@ def validate_cmd(
 
 @app.command("export")
 def export_cmd(
-    root: _VPath = typer.Argument(..., help="pipeline ROOT"),
-    out: _VPath = typer.Option(..., help="output directory (manifest.parquet, clip_ids.txt, funnel.json/.md)"),
-    max_attempts: int = typer.Option(5, help="the cap the fetch runs used (decides gave_up)"),
+    root: Path = typer.Argument(..., help="pipeline ROOT"),
+    out: Path = typer.Option(..., help="output directory (manifest.parquet, clip_ids.txt, funnel.json/.md)"),
+    config: Path | None = CONFIG,
+    set_: list[str] = SET,
     as_json: bool = typer.Option(False, "--json", help="print {out, files, valid, funnel} as JSON"),
 ) -> None:
-    """Write the valid clips (filtered manifest + id list) and the funnel that accounts for every source clip."""
+    """Write the valid clips (filtered manifest + id list) and the funnel that accounts for every source clip
+    (`fetch.max_attempts` decides gave_up, as in status)."""
     from tgdp.pipeline.export import funnel_markdown, run_export
 
+    cfg = pipeline_config(config, set_)
     require_root(root)
     _lean_arrow_memory()
-    result = run_export(root, out, max_attempts=max_attempts, progress=not as_json)
+    result = run_export(root, out, max_attempts=cfg.fetch.max_attempts, progress=not as_json)
     files = [str(out / name) for name in ("manifest.parquet", "clip_ids.txt", "funnel.json", "funnel.md")]
     if as_json:
         typer.echo(_json.dumps({"out": str(out), "files": files, "valid": result.valid, "funnel": result.funnel}))
@@ -472,26 +417,34 @@ def export_cmd(
 
 @app.command("shard")
 def shard_cmd(
-    root: _VPath = typer.Argument(..., help="pipeline ROOT"),
-    store: _VPath = typer.Option(..., help="store directory (writes STORE/train and STORE/eval)"),
-    backend: str = typer.Option("ray", help="ray | serial"),
-    workers: int = typer.Option(2, help="parallel workers"),
-    address: str | None = typer.Option(None, help="Ray cluster address"),
+    root: Path = typer.Argument(..., help="pipeline ROOT"),
+    store: Path = typer.Option(..., help="store directory (writes STORE/train and STORE/eval)"),
+    backend: str = BACKEND,
+    workers: int = WORKERS,
+    address: str | None = ADDRESS,
     force: bool = typer.Option(False, help="rebuild splits even when their inputs are unchanged"),
-    set_: list[str] = typer.Option(
-        [], "--set", help="ShardConfig override key=value (repeatable); store features as features.KEY=VALUE"
-    ),
+    config: Path | None = CONFIG,
+    set_: list[str] = SET,
+    progress: bool = PROGRESS,
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
-    """Pack valid clips (validate's cached JPEG frames + fbank, else one decode) into memory-mappable Arrow shards."""
+    """Pack valid clips (validate's cached JPEG frames + fbank, else one decode) into memory-mappable Arrow shards.
+    Settings are `shard.*`, store features `features.*` (the same keys validate reads)."""
     from dataclasses import asdict
 
-    from tgdp.pipeline.shard import ShardConfig, run_shard
+    from tgdp.pipeline.shard import run_shard
 
-    cfg = _stage_config(ShardConfig, set_)
+    cfg = pipeline_config(config, set_).shard_config()
     require_root(root)  # before anything is created: no empty STORE for a wrong ROOT
     s = run_shard(
-        root, store, cfg, backend=backend, num_workers=workers, address=address, force=force, progress=not as_json
+        root,
+        store,
+        cfg,
+        backend=backend,
+        num_workers=workers,
+        address=address,
+        force=force,
+        progress=progress and not as_json,
     )
     if not s.rows:
         typer.echo(f"warning: no valid clips to shard in {root}: run validate first (`tgdp-data status`)", err=True)
@@ -508,7 +461,7 @@ def shard_cmd(
 
 @app.command("verify")
 def verify_cmd(
-    store: _VPath = typer.Argument(..., help="store directory or one split directory"),
+    store: Path = typer.Argument(..., help="store directory or one split directory"),
     as_json: bool = typer.Option(False, "--json", help="print {store, ok, splits, problems} as JSON"),
 ) -> None:
     """Check shard checksums, row counts, that every JPEG decodes to size×size×3 and every fbank is finite."""
@@ -531,9 +484,6 @@ def verify_cmd(
     if not report.ok:
         raise typer.Exit(1)
     typer.echo("ok")
-
-
-# --- end section: validate + export + shard + verify ---
 
 
 if __name__ == "__main__":

@@ -1,162 +1,117 @@
-"""Typed configs shared by every stage: strict pydantic models, YAML presets, `--set key=value` overrides.
+"""`PipelineConfig`: every setting of the data pipeline in one typed config, one section per stage.
 
-Design:
-- `StrictConfig` forbids unknown keys (the error names the key and its location) and validates on assignment.
-- A YAML file may name `base: <preset or path>`; the base is loaded first and the file's keys are merged on top,
-  so an ablation preset is a few lines.
-- Overrides are dotted paths (`optim.lr=1e-4`); values are parsed as YAML scalars (`true`, `1e-4`, `[1, 2]`),
-  then the whole config is validated again, so a wrong type or an out-of-range value names its key.
-- YAML is always read with `yaml.safe_load`.
+Every `tgdp-data` command reads the same config (`--config FILE`, then `--set section.key=value`, then its run-level
+flags: paths, backend/address, workers), so one file describes a whole ROOT's pipeline:
+
+    features:  {num_mel_bins: 64, frame_size: 96}   # the store payload; validate's cache and shard both use it
+    fetch:     {rate_per_hour: 0, max_attempts: 3}  # status and export read fetch.max_attempts too
+    validate:  {min_frames: 16}
+    shard:     {shard_bytes: 300000000}
+    synth:     {num_clips: 50}
+    manifest:  {dataset: audioset, skip_bad: true}
+
+A setting that two stages share has one key: `features.<key>` (not `validate.features.<key>` or the flat
+`shard.<key>` that `ShardConfig` inherits), `fetch.pad_s` (the padding validate assumes for a fetch without a section
+start), `fetch.max_attempts` (what status and export count as gave_up). Spelling one of them under a stage section is
+an error that names the key to use.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = [
-    "ConfigError",
-    "StrictConfig",
-    "apply_overrides",
-    "deep_merge",
-    "dump_config",
-    "load_config",
-    "load_yaml_with_bases",
-    "parse_override",
-    "validate_config",
-]
+from tgdp.config import (
+    ConfigError,
+    StrictConfig,
+    apply_overrides,
+    deep_merge,
+    load_yaml_with_bases,
+    validate_config,
+)
+from tgdp.pipeline.features import FeatureParams
+from tgdp.pipeline.fetch import FetchConfig
+from tgdp.pipeline.manifest import ManifestConfig
+from tgdp.pipeline.shard import ShardConfig
+from tgdp.pipeline.synth import SynthConfig
+from tgdp.pipeline.validate import ValidateConfig
 
-C = TypeVar("C", bound=BaseModel)
-
-
-class ConfigError(ValueError):
-    """A config could not be loaded or validated; the message names the offending key."""
+__all__ = ["PipelineConfig", "load_pipeline_config"]
 
 
-class StrictConfig(BaseModel):
-    """Base for every config model: unknown keys are errors, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value.model_dump() if isinstance(value, BaseModel) else dict(value or {})
 
 
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursively merge `update` into a copy of `base` (mappings merge, everything else replaces)."""
-    out = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+def _shared_key_problem(data: Any) -> str | None:
+    """Why `data` spells a shared setting under a stage section (None when it does not)."""
+    if not isinstance(data, Mapping):
+        return None
+    validate, shard = data.get("validate", data.get("validation")), data.get("shard")
+    # A section given as a model was built in Python (e.g. by `validate_config()`), not spelt by a user.
+    validate_keys = set() if isinstance(validate, BaseModel) else set(_as_dict(validate))
+    shard_keys = set() if isinstance(shard, BaseModel) else set(_as_dict(shard))
+    moved = [f"validate.{k}" for k in ("features", "pad_s") if k in validate_keys]
+    moved += [f"shard.{k}" for k in sorted(shard_keys & {"features", *FeatureParams.model_fields})]
+    if not moved:
+        return None
+    fixes = ", ".join(f"{k} -> {_shared_key(k)}" for k in moved)
+    return f"unknown key {', '.join(map(repr, moved))}: a setting two stages share has one key ({fixes})"
 
 
-def _resolve_source(source: str | Path, preset_dir: Path | None) -> Path:
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path
-    if preset_dir is not None:
-        candidate = preset_dir / f"{source}.yaml"
-        if candidate.is_file():
-            return candidate
-    available = sorted(p.stem for p in preset_dir.glob("*.yaml")) if preset_dir and preset_dir.is_dir() else []
-    raise ConfigError(f"config {str(source)!r} is neither a YAML file nor a preset; presets: {', '.join(available)}")
+def _shared_key(key: str) -> str:
+    """Where a shared setting spelt as `key` lives: `fetch.pad_s`, the `features` section, or `features.<leaf>`."""
+    leaf = key.split(".")[-1]
+    return "fetch.pad_s" if leaf == "pad_s" else "features" if leaf == "features" else f"features.{leaf}"
 
 
-def load_yaml_with_bases(source: str | Path, preset_dir: Path | None = None, _seen: tuple[Path, ...] = ()) -> dict:
-    """Load a YAML config, following `base:` links (a preset name or a path) and merging on top of them."""
-    path = _resolve_source(source, preset_dir).resolve()
-    if path in _seen:
-        raise ConfigError(f"config base cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
-    with path.open("r", encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    base = data.pop("base", None)
-    if base is None:
+class PipelineConfig(StrictConfig):
+    """The data pipeline's settings (module docstring); `validate_config()`/`shard_config()` fill in the shared keys."""
+
+    # `validate` would shadow BaseModel.validate: the field is `validation`, spelt `validate` in files and --set.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    features: FeatureParams = Field(default_factory=FeatureParams)
+    manifest: ManifestConfig | None = None  # `tgdp-data manifest` requires manifest.dataset (its --dataset flag)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
+    validation: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    shard: ShardConfig = Field(default_factory=ShardConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_key_per_setting(cls, data: Any) -> Any:
+        problem = _shared_key_problem(data)
+        if problem:
+            raise ValueError(problem)
         return data
-    base_dir = preset_dir if preset_dir is not None else path.parent
-    if not Path(str(base)).suffix:
-        base_data = load_yaml_with_bases(base, base_dir, (*_seen, path))
-    else:
-        base_path = Path(base) if Path(base).is_absolute() else path.parent / base
-        base_data = load_yaml_with_bases(base_path, base_dir, (*_seen, path))
-    return deep_merge(base_data, data)
+
+    def validate_config(self) -> ValidateConfig:
+        """The validate stage's config with `features` and `fetch.pad_s` filled in."""
+        return self.validation.model_copy(update={"features": self.features, "pad_s": self.fetch.pad_s})
+
+    def shard_config(self) -> ShardConfig:
+        """The shard stage's config with the `features` section filled in."""
+        return self.shard.model_copy(update=self.features.model_dump())
 
 
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """Parse `a.b.c=value` into (["a", "b", "c"], value) with the value read as a YAML scalar or list."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like key=value")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {item!r} has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from exc
-    return key.split("."), value
-
-
-def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of `data` with every `key=value` override applied (missing parents are created)."""
-    out = copy.deepcopy(dict(data))
-    for item in overrides:
-        path, value = parse_override(item)
-        node = out
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-            node = child
-        node[path[-1]] = value
-    return out
-
-
-def _format_validation_error(cls: type[BaseModel], exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"unknown key {loc!r}")
-        else:
-            lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
-    return f"invalid {cls.__name__}: " + "; ".join(lines)
-
-
-def validate_config(cls: type[C], data: Mapping[str, Any]) -> C:
-    """Validate a plain mapping into `cls`, turning pydantic's error into a `ConfigError` naming each key."""
-    try:
-        return cls.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(cls, exc)) from None
-
-
-def load_config(
-    cls: type[C],
+def load_pipeline_config(
     source: str | Path | None = None,
     overrides: Iterable[str] = (),
-    preset_dir: Path | None = None,
-) -> C:
-    """Build a config: defaults ← YAML (`source`, a path or a preset name, with `base:` chains) ← overrides."""
-    data: dict[str, Any] = load_yaml_with_bases(source, preset_dir) if source is not None else {}
+    sections: Mapping[str, Mapping[str, Any]] | None = None,
+) -> PipelineConfig:
+    """defaults ← YAML `source` (with `base:` chains) ← `--set` overrides ← `sections` (a command's run-level flags;
+    None values are left out) → a validated `PipelineConfig` (ConfigError names each bad key)."""
+    data: dict[str, Any] = load_yaml_with_bases(source) if source is not None else {}
     data = apply_overrides(data, overrides)
-    return validate_config(cls, data)
-
-
-def dump_config(cfg: BaseModel, path: Path | None = None) -> str:
-    """Serialise a resolved config to YAML (and write it to `path` when given)."""
-    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    return text
+    problem = _shared_key_problem(data)
+    if problem:
+        raise ConfigError(f"invalid PipelineConfig: {problem}")
+    for name, values in (sections or {}).items():
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            data[name] = deep_merge(data.get(name) or {}, given)
+    return validate_config(PipelineConfig, data)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from tgdp.pipeline.config import StrictConfig
+from tgdp.config import StrictConfig
 from tgdp.pipeline.layout import atomic_path, safe_name
 
 __all__ = [

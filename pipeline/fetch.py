@@ -9,7 +9,7 @@ One attempt per clip per run, each recorded as a `fetch` event (`tgdp.pipeline.l
   attempt, `retries` times with a short doubling delay (`retry_backoff_s`, capped at `retry_backoff_max_s`);
   `in_attempt_retries` counts them. Transient failures get `next_attempt_after` (exponential backoff, honoured by later
   runs unless `retry_now`); after `max_attempts` transient failures a clip is `gave_up` (still pending-transient,
-  never "gone": raise `--max-attempts` to resume it). Permanent failures are not retried.
+  never "gone": raise `fetch.max_attempts` to resume it). Permanent failures are not retried.
 
 Crash safety: yt-dlp writes into `ROOT/tmp/fetch/<run>/<slot>/` (wiped on start, under an exclusive lock on
 `ROOT/tmp/fetch.lock`); a finished file is hashed and `os.replace`d into `layout.raw_path_for`, so raw/ never holds a
@@ -48,8 +48,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
+from tgdp.config import StrictConfig
 from tgdp.pipeline import ledger
-from tgdp.pipeline.config import StrictConfig
 from tgdp.pipeline.layout import file_sha256, place_raw, raw_path_for, within_root
 from tgdp.pipeline.parallel import run_sessions
 
@@ -178,7 +178,7 @@ def tool_versions() -> tuple[str, str]:
 
 
 class FetchConfig(StrictConfig):
-    """Settings of one `fetch` run (CLI flags map 1:1)."""
+    """Settings of one `fetch` run: the `fetch` section of `PipelineConfig` (`--set fetch.<key>=...`)."""
 
     url_template: str = DEFAULT_URL_TEMPLATE
     pad_s: float = Field(2.0, ge=0)
@@ -198,14 +198,14 @@ class FetchConfig(StrictConfig):
     )
     retry_backoff_s: float = Field(1.0, ge=0, description="first in-attempt retry delay; doubles per retry")
     retry_backoff_max_s: float = Field(8.0, ge=0, description="cap of the in-attempt retry delay")
-    duration_tolerance_s: float = Field(1.0, ge=0)
+    duration_tol_s: float = Field(1.0, ge=0, description="a segment may end this far past the video")
     limit: int | None = Field(None, ge=0)
     splits: list[str] = []
     cookies: Path | None = Field(None, exclude=True, repr=False)
     ytdlp_params: dict[str, Any] = {}
     backend: Literal["ray", "serial"] = "ray"
     address: str | None = None
-    num_cpus: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1, description="CPUs of a local Ray (the --workers flag)")
     progress: bool = False
 
     @field_validator("url_template")
@@ -438,7 +438,7 @@ class FetchSession:
         if live in ("is_live", "is_upcoming", "post_live", "was_live") or info.get("was_live"):
             raise _AttemptFailed({**facts, **self._fail(f"live_status={live}", "live_or_upcoming", False)})
         duration = facts["source_duration_s"]
-        if duration is not None and (start >= duration or end > duration + self.cfg.duration_tolerance_s):
+        if duration is not None and (start >= duration or end > duration + self.cfg.duration_tol_s):
             msg = f"segment [{start}, {end}] outside source duration {duration}"
             raise _AttemptFailed({**facts, **self._fail(msg, "segment_out_of_range", False)})
         return info, facts
@@ -790,7 +790,7 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
                     in_flight=cfg.in_flight,
                     backend=cfg.backend,
                     address=cfg.address,
-                    num_cpus=cfg.num_cpus,
+                    num_cpus=cfg.workers,
                     session_prefix=f"{run_dir.name}-s",
                 )
                 for event in results:

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import Field
 
-from tgdp.pipeline.config import StrictConfig
+from tgdp.config import StrictConfig
 from tgdp.pipeline.layout import atomic_path, atomic_write, manifest_path
 
 __all__ = [
@@ -793,7 +793,7 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
     issues = read.issues() + retrieval_issues
     if issues and not cfg.skip_bad:
         bar.close()
-        raise ManifestError(f"{len(issues)} malformed row(s); fix the input or pass --skip-bad", issues)
+        raise ManifestError(f"{len(issues)} malformed row(s); fix the input or set manifest.skip_bad=true", issues)
 
     bar.set_description("sort and write")
     table, leak_count = _source_table(rows, clip_id, cfg.dataset, read.eval_ytids + retrieval_ytids)

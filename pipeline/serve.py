@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tgdp.pipeline.config import StrictConfig
+from tgdp.config import StrictConfig
 
 __all__ = ["FaultSpec", "MediaServer", "load_faults", "serve_forever"]
 
@@ -277,7 +277,7 @@ class MediaServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def url_template(self) -> str:
-        """The `fetch --url-template` that points at this server."""
+        """The `fetch.url_template` that points at this server."""
         return self.base_url + "/v/{ytid}"
 
     def start(self) -> str:

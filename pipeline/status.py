@@ -6,7 +6,7 @@
   gone          last fetch failed permanently (by reason)
   pending       last fetch failed transiently and may be retried now (by reason)
   backoff       ... retried once `next_attempt_after` has passed
-  gave_up       ... `max_attempts` transient failures reached (still pending: raise --max-attempts to resume)
+  gave_up       ... `max_attempts` transient failures reached (still pending: raise fetch.max_attempts to resume)
   file_missing  last fetch ok, but the clip has no verdict yet and its raw file is gone or has the wrong size: the
                 next fetch downloads it again
   not_validated last fetch ok, no validate verdict on that download (sha256) yet (or only a transient one)

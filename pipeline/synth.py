@@ -54,7 +54,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from tgdp.pipeline.config import StrictConfig
+from tgdp.config import StrictConfig
 from tgdp.pipeline.layout import atomic_path, atomic_write, clip_id_for
 from tgdp.pipeline.manifest import format_audioset_csv
 

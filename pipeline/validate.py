@@ -58,7 +58,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from tgdp.pipeline.config import StrictConfig
+from tgdp.config import StrictConfig
 from tgdp.pipeline.features import (
     FeatureParams,
     audio_metrics,

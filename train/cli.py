@@ -21,8 +21,8 @@ from pathlib import Path
 
 import typer
 
+from tgdp.config import ConfigError, dump_config
 from tgdp.pipeline.cli import ErrorsCommand, version_callback
-from tgdp.pipeline.config import ConfigError, dump_config
 from tgdp.train.config import list_presets, load_run_config
 from tgdp.train.loop import NonFiniteLossError, check_store, fit
 
@@ -55,8 +55,7 @@ def main(
             from tgdp.model import build_model
 
             geo = check_store(store, cfg)[1] if store is not None else None
-            full = cfg.model_copy(update={"model": cfg.model_cfg().model_dump(mode="json")})
-            typer.echo(dump_config(full).rstrip())
+            typer.echo(dump_config(cfg).rstrip())  # the model section is the resolved ModelConfig
             model = build_model(cfg.model_cfg())
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             total = sum(p.numel() for p in model.parameters())

@@ -1,9 +1,10 @@
 """Typed training config: `RunConfig` = model preset + ModelConfig overrides + data + optimiser + loop settings.
 
 Design:
-- Every section derives `StrictConfig` (unknown keys are errors). `model` is a plain mapping of `ModelConfig` field
-  overrides; it is validated against `tgdp.model.ModelConfig` when the RunConfig is built, so an unknown model key or
-  an out-of-range value (e.g. a mask ratio >= 1) names `model.<key>`.
+- Every section derives `StrictConfig` (unknown keys are errors). In a file or `--set`, `model` holds `ModelConfig`
+  field overrides on top of `model_preset`; the RunConfig resolves them once, when it is built, into a typed
+  `tgdp.model.ModelConfig`, so an unknown model key or an out-of-range value (e.g. a mask ratio >= 1) names
+  `model.<key>`, and a dumped RunConfig carries the full model section (it re-loads to the same model).
 - `batch_size` is the GLOBAL batch per optimiser step (the recipe's "batch 512"); each rank's micro-batch is
   `batch_size // (world_size * accum)`, which must divide exactly. A preset therefore means the same run on any
   number of GPUs, and a 2-process run sees exactly the clips of a 1-process run.
@@ -15,13 +16,15 @@ Design:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from tgdp.pipeline.config import ConfigError, StrictConfig, dump_config, load_config
+from tgdp.config import ConfigError, StrictConfig, dump_config, load_config
+from tgdp.model.config import ModelConfig
 
 __all__ = [
     "PRESET_DIR",
@@ -104,15 +107,13 @@ class LoopConfig(StrictConfig):
         return self
 
 
-def resolve_model_config(preset: str, overrides: dict[str, Any]) -> Any:
+def resolve_model_config(preset: str, overrides: Mapping[str, Any]) -> ModelConfig:
     """`PRESETS[preset]` with `overrides` applied and validated (unknown key / bad value -> ConfigError)."""
-    from tgdp.model import PRESETS, ModelConfig
+    from tgdp.model.presets import PRESETS
 
     if preset not in PRESETS:
         raise ConfigError(f"model_preset {preset!r} is unknown; presets: {', '.join(sorted(PRESETS))}")
     data = {**PRESETS[preset].model_dump(), **dict(overrides)}
-    from pydantic import ValidationError
-
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:
@@ -127,27 +128,28 @@ def resolve_model_config(preset: str, overrides: dict[str, Any]) -> Any:
 
 
 class RunConfig(StrictConfig):
-    """One training run. `model` holds ModelConfig field overrides on top of `model_preset`."""
+    """One training run. `model` is given as ModelConfig field overrides on top of `model_preset` and holds the
+    resolved `ModelConfig` (module docstring)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
     model_preset: str = "tiny_tgdp"
-    model: dict[str, Any] = Field(default_factory=dict)
+    model: ModelConfig = Field(default_factory=dict, validate_default=True)
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: LoopConfig = Field(default_factory=lambda: LoopConfig(steps=100))
 
-    @field_validator("model")
+    @field_validator("model", mode="before")
     @classmethod
-    def _model_overrides_valid(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    def _resolve_model(cls, v: Any, info: ValidationInfo) -> Any:
         # ConfigError is a ValueError, so pydantic reports it under `model` with the message intact.
-        if "model_preset" in info.data:
-            resolve_model_config(info.data["model_preset"], v)
-        return v
+        if isinstance(v, ModelConfig) or "model_preset" not in info.data:
+            return v  # already resolved, or model_preset itself failed (pydantic reports that)
+        return resolve_model_config(info.data["model_preset"], v)
 
-    def model_cfg(self) -> Any:
-        """The resolved `tgdp.model.ModelConfig`."""
-        return resolve_model_config(self.model_preset, self.model)
+    def model_cfg(self) -> ModelConfig:
+        """The resolved `tgdp.model.ModelConfig` (= `self.model`)."""
+        return self.model
 
     def resolve(self, num_clips: int, world_size: int = 1) -> ResolvedRun:
         """Derived values for a store of `num_clips` clips on `world_size` ranks (errors name the keys)."""
@@ -208,8 +210,7 @@ def load_run_config(source: str | Path, overrides: list[str] | tuple[str, ...] =
 
 def save_run_config(cfg: RunConfig, path: Path, derived: ResolvedRun | None = None) -> str:
     """Write the config with its model section fully resolved (re-loadable with `--config path`)."""
-    full = cfg.model_copy(update={"model": cfg.model_cfg().model_dump(mode="json")})
-    text = dump_config(full)
+    text = dump_config(cfg)
     if derived is not None:
         header = "".join(f"# derived {k}: {v}\n" for k, v in derived.as_dict().items())
         text = header + text

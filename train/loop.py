@@ -32,8 +32,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from tgdp.config import ConfigError
 from tgdp.model.health import collapse_warnings, health_metrics
-from tgdp.pipeline.config import ConfigError
 from tgdp.pipeline.store import StoreMismatchError
 from tgdp.train.checkpoint import (
     CheckpointError,

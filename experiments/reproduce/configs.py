@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tgdp.config import ConfigError
 from tgdp.experiments.reproduce.store import Corpus
-from tgdp.pipeline.config import ConfigError
 from tgdp.train.config import load_run_config
 
 __all__ = [

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from tgdp.config import ConfigError, validate_config
 from tgdp.eval.probe import (
     AttentionProbe,
     LinearProbe,
@@ -17,7 +18,6 @@ from tgdp.eval.probe import (
     train_probe,
 )
 from tgdp.eval.table import EmbeddingTable
-from tgdp.pipeline.config import ConfigError, validate_config
 
 
 def _separable(n: int, n_classes: int, seed: int, multilabel: bool, d: int = 8, signal: str = "a") -> EmbeddingTable:

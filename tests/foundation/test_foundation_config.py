@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import Field
 
-from tgdp.pipeline.config import (
+from tgdp.config import (
     ConfigError,
     StrictConfig,
     apply_overrides,

@@ -1,5 +1,5 @@
 """Architecture rules that code review alone would let slip: where Ray and typer may be imported,
-and that `tgdp.model` stays importable without Ray or pyarrow."""
+that `tgdp.model` stays importable without Ray or pyarrow, and that model and config import nothing from pipeline."""
 
 from __future__ import annotations
 
@@ -9,18 +9,19 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ["pipeline", "model", "train", "eval"]
+PACKAGES = ["config", "pipeline", "model", "train", "eval"]
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, depth: int = 1) -> set[str]:
+    """Top-level names (`depth` 1) or `tgdp.<package>` names (`depth` 2) a module imports, lazy imports included."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    names: set[str] = set()
+    modules: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            modules += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
+            modules.append(node.module)
+    return {".".join(m.split(".")[:depth]) for m in modules}
 
 
 def _modules() -> list[Path]:
@@ -52,6 +53,67 @@ def test_model_imports_without_ray_or_pyarrow() -> None:
         "import tgdp.model\n"
         f"for n in {names!r}: importlib.import_module('tgdp.model.' + n)\n"
         "bad = [k for k in ('ray', 'pyarrow', 'typer') if k in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+# The dependency table of docs/ARCHITECTURE.md ("Layout"): the tgdp modules each package may import. An entry
+# allows itself and its submodules; a package may always import itself.
+ALLOWED = {
+    "config": (),
+    "model": ("tgdp.config",),
+    "pipeline": ("tgdp.config",),
+    "train": ("tgdp.config", "tgdp.model", "tgdp.pipeline.store", "tgdp.pipeline.cli"),
+    "eval": ("tgdp.config", "tgdp.model", "tgdp.pipeline.store", "tgdp.pipeline.cli", "tgdp.train.transforms"),
+    "experiments": ("tgdp.config", "tgdp.model", "tgdp.pipeline", "tgdp.train", "tgdp.eval"),
+}
+
+
+def _tgdp_imports(path: Path) -> set[str]:
+    """Every tgdp module a file imports, at module level or inside a function: `import tgdp.a.b` → tgdp.a.b,
+    `from tgdp.a import b` → tgdp.a.b (b may be a module or a name in tgdp.a; both are checked by prefix)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.split(".")[0] == "tgdp")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "tgdp":
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+    return out
+
+
+def _allowed(pkg: str, name: str) -> bool:
+    ok = (f"tgdp.{pkg}", *ALLOWED[pkg])
+    return name in ("tgdp", "tgdp.__version__") or any(name == p or name.startswith(p + ".") for p in ok)
+
+
+def test_imports_follow_the_dependency_graph() -> None:
+    assert set(ALLOWED) == {*PACKAGES, "experiments"}
+    offenders = []
+    for pkg in ALLOWED:
+        for path in (REPO / pkg).rglob("*.py"):
+            for name in sorted(_tgdp_imports(path)):
+                if not _allowed(pkg, name):
+                    offenders.append(f"{path.relative_to(REPO)}: {name}")
+                elif name.startswith("tgdp.pipeline.testing") and path.name != "testing.py":
+                    offenders.append(f"{path.relative_to(REPO)}: {name} (the test fixtures)")
+    assert offenders == []
+
+
+def test_the_graph_rule_catches_a_wrong_import() -> None:
+    # the checker itself: a model module importing the pipeline, or eval importing the training loop, is refused
+    assert not _allowed("model", "tgdp.pipeline.store.Store") and not _allowed("eval", "tgdp.train.loop.fit")
+    assert not _allowed("pipeline", "tgdp.model") and not _allowed("train", "tgdp.pipeline.shard.run_shard")
+    assert _allowed("eval", "tgdp.train.transforms.decode_frames") and _allowed("train", "tgdp.pipeline.store.Store")
+
+
+def test_model_and_config_load_no_pipeline_module() -> None:
+    code = (
+        "import sys\n"
+        "import tgdp.config, tgdp.model, tgdp.model.config, tgdp.model.presets\n"
+        "assert tgdp.__version__ == tgdp.model.__version__ == tgdp.config.__version__\n"
+        "bad = sorted(k for k in sys.modules if k.startswith(('tgdp.pipeline', 'tgdp.train', 'tgdp.eval')))\n"
         "assert not bad, bad\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

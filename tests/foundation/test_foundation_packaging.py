@@ -40,7 +40,8 @@ def test_wheel_installs_into_fresh_venv(tmp_path: Path) -> None:
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheels[0])], check=True
     )
     code = (
-        "import tgdp.model, tgdp.pipeline, tgdp.train, tgdp.eval, tgdp.pipeline.cli, tgdp.train.cli, tgdp.eval.cli\n"
+        "import tgdp.config, tgdp.model, tgdp.pipeline, tgdp.train, tgdp.eval\n"
+        "import tgdp.pipeline.cli, tgdp.train.cli, tgdp.eval.cli\n"
         "import importlib.resources as r\n"
         "print(tgdp.model.__file__)\n"
         "print(sorted(p.name for p in r.files('tgdp.manifests').iterdir() if p.name.endswith('.yaml')))\n"

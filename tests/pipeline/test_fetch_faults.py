@@ -185,8 +185,9 @@ def test_fetch_cookies_never_leak(tmp_path: Path, master_clip: Path) -> None:
     with MediaServer(corpus, faults={"bad": FaultSpec(kind="http", status=403)}) as base:
         out = CliRunner().invoke(
             app,
-            ["fetch", str(root), "--url-template", base + "/v/{ytid}", "--backend", "serial", "--cookies",
-             str(cookies), "--rate-per-hour", "0", "--retries", "0", "--no-progress", "--json"],
+            ["fetch", str(root), "--set", "fetch.url_template=" + base + "/v/{ytid}", "--backend", "serial",
+             "--cookies", str(cookies), "--set", "fetch.rate_per_hour=0", "--set", "fetch.retries=0", "--no-progress",
+             "--json"],
         )  # fmt: skip
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["ok"] == 1

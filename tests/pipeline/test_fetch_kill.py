@@ -39,8 +39,9 @@ def test_fetch_sigkill_midrun_then_rerun(tmp_path: Path, make_clip: Callable[...
     server = MediaServer(tmp_path / "corpus", faults=slow)
     with server as base:
         cmd = [
-            sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root), "--url-template", base + "/v/{ytid}",
-            "--backend", "serial", "--rate-per-hour", "0", "--retries", "0", "--no-progress",
+            sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root),
+            "--set", "fetch.url_template=" + base + "/v/{ytid}",
+            "--backend", "serial", "--set", "fetch.rate_per_hour=0", "--set", "fetch.retries=0", "--no-progress",
         ]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         try:
@@ -98,8 +99,9 @@ def test_fetch_ctrl_c_says_what_was_kept(tmp_path: Path, make_clip: Callable[...
     slow = {y: FaultSpec(kind="slow", delay_s=0.25) for y in ytids}
     with MediaServer(tmp_path / "corpus", faults=slow) as base:
         cmd = [
-            sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root), "--url-template", base + "/v/{ytid}",
-            "--backend", "serial", "--rate-per-hour", "0", "--retries", "0", "--no-progress",
+            sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root),
+            "--set", "fetch.url_template=" + base + "/v/{ytid}",
+            "--backend", "serial", "--set", "fetch.rate_per_hour=0", "--set", "fetch.retries=0", "--no-progress",
         ]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True)
         try:

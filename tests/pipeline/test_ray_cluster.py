@@ -30,8 +30,8 @@ from tgdp.pipeline.validate import ValidateConfig, run_validate
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 YTIDS = ["n0", "n1", "n2", "n3"]
 STAGES = ("fetch", "validate")
-SHARD_SET = ["--set", "frame_size=64", "--set", "num_mel_bins=64", "--set", "target_length=256"]
-SHARD_SET += ["--set", "shard_bytes=60000"]
+SHARD_SET = ["--set", "features.frame_size=64", "--set", "features.num_mel_bins=64"]
+SHARD_SET += ["--set", "features.target_length=256", "--set", "shard.shard_bytes=60000"]
 
 
 # Ray ≥ 2.5x turns token authentication on for `ray start` clusters; this throw-away local cluster runs without it.
@@ -125,10 +125,10 @@ def _chain_single(root: Path, store: Path, base: str) -> None:
 def _chain_cluster(root: Path, store: Path, base: str, address: str) -> None:
     """The same chain through the CLI, each command a driver joining the cluster with --address."""
     ray = ["--backend", "ray", "--address", address]
-    fetch_args = ["fetch", str(root), "--url-template", base + "/v/{ytid}", "--rate-per-hour", "0", "--no-progress"]
-    _cli(*fetch_args, "--sessions", "2", "--in-flight", "1", *ray)
+    fetch_args = ["fetch", str(root), "--set", "fetch.url_template=" + base + "/v/{ytid}", "--no-progress"]
+    _cli(*fetch_args, "--set", "fetch.rate_per_hour=0", "--set", "fetch.sessions=2", "--set", "fetch.in_flight=1", *ray)
     # no feature cache: shard decodes every clip itself, so its tasks run on the cluster too
-    _cli("validate", str(root), "--workers", "2", "--set", "feature_cache=false", *ray)
+    _cli("validate", str(root), "--workers", "2", "--set", "validate.feature_cache=false", *ray)
     _cli("shard", str(root), "--store", str(store), "--workers", "2", *SHARD_SET, *ray)
 
 

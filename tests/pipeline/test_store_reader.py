@@ -34,7 +34,7 @@ def cli_store(tmp_path_factory, make_clip):
     for args in (
         ["validate", str(root), "--backend", "serial"],
         ["export", str(root), "--out", str(tmp / "export")],
-        ["shard", str(root), "--store", str(store), "--backend", "serial", "--set", "shard_bytes=1000000"],
+        ["shard", str(root), "--store", str(store), "--backend", "serial", "--set", "shard.shard_bytes=1000000"],
         ["verify", str(store)],
     ):
         result = runner.invoke(app, args)

@@ -190,7 +190,10 @@ def test_config_is_strict():
 def test_cli_synth_then_manifest(tmp_path, ffmpeg_bin):
     runner = CliRunner()
     out = tmp_path / "corpus"
-    res = runner.invoke(app, ["synth", str(out), "--num-clips", "3", "--seed", "7", "--set", "fault_fraction=0"])
+    res = runner.invoke(
+        app,
+        ["synth", str(out), "--set", "synth.num_clips=3", "--set", "synth.seed=7", "--set", "synth.fault_fraction=0"],
+    )
     assert res.exit_code == 0, res.output
     assert "wrote 3 clips" in res.output
     gt = read_ground_truth(out)

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from tgdp.config import ConfigError, load_config, validate_config
 from tgdp.pipeline import ledger
-from tgdp.pipeline.config import ConfigError, load_config, validate_config
 from tgdp.pipeline.layout import manifest_path
 from tgdp.pipeline.manifest import ManifestConfig, ManifestError, build_manifest, parse_segments_text
 

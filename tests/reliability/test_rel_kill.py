@@ -65,9 +65,10 @@ def test_fetch_killed_at_random_points_converges(tmp_path: Path, tiny_corpus: Pa
     kills = 0
     with MediaServer(tiny_corpus, faults=slow) as base:
         cmd = [
-            sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root), "--url-template", base + "/v/{ytid}",
-            "--backend", "serial", "--rate-per-hour", "0", "--retries", "0", "--socket-timeout", "5",
-            "--backoff-s", "0", "--no-progress",
+            sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root),
+            "--set", "fetch.url_template=" + base + "/v/{ytid}",
+            "--backend", "serial", "--set", "fetch.rate_per_hour=0", "--set", "fetch.retries=0",
+            "--set", "fetch.socket_timeout=5", "--set", "fetch.backoff_s=0", "--no-progress",
         ]  # fmt: skip
         for delay in rng.uniform(0.1, 2.0, size=3):
             tmp_fetch = root / "tmp" / "fetch"
@@ -109,7 +110,8 @@ def test_shard_killed_at_random_points_converges(tmp_path: Path, clean_run: dict
     root = tmp_path / "root"
     shutil.copytree(clean_run["root"], root)
     store = tmp_path / "store"
-    sets = [f"--set={k}={v}" for k, v in SHARD.model_dump().items()]
+    feature_keys = set(SHARD.feature_params().model_dump())
+    sets = [f"--set={'features' if k in feature_keys else 'shard'}.{k}={v}" for k, v in SHARD.model_dump().items()]
     cmd = [sys.executable, "-m", "tgdp.pipeline.cli", "shard", str(root), "--store", str(store), "--backend", "serial"]
     cmd += sets
     rng = np.random.default_rng(KILL_SEED + 1)

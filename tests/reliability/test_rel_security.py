@@ -236,7 +236,7 @@ EVIL_YAML = "num_clips: !!python/object/apply:os.mkdir ['{canary}']\n"
 
 
 def test_every_yaml_loader_is_safe(tmp_path: Path, ffmpeg_bin: str) -> None:
-    from tgdp.pipeline.config import load_config
+    from tgdp.config import load_config
     from tgdp.pipeline.fetch import FetchConfig
     from tgdp.pipeline.shard import ShardConfig
     from tgdp.pipeline.synth import SynthConfig
@@ -253,11 +253,11 @@ def test_every_yaml_loader_is_safe(tmp_path: Path, ffmpeg_bin: str) -> None:
         load_run_config(evil)
     with pytest.raises(Exception, match="python/object"):
         load_config(SynthConfig, None, [f"num_clips=!!python/object/apply:os.mkdir ['{canary}']"])
-    # Through the CLIs: synth --config, validate/shard --set.
+    # Through the CLIs: a --config file, validate/shard --set.
     out = CliRunner().invoke(app, ["synth", str(tmp_path / "c"), "--config", str(evil)])
     assert out.exit_code != 0
     for cmd in ("validate", "shard"):
-        args = [cmd, str(tmp_path / "r"), f"--set=timeout_s=!!python/object/apply:os.mkdir ['{canary}']"]
+        args = [cmd, str(tmp_path / "r"), f"--set={cmd}.timeout_s=!!python/object/apply:os.mkdir ['{canary}']"]
         if cmd == "shard":
             args += ["--store", str(tmp_path / "s")]
         assert CliRunner().invoke(app, args).exit_code != 0

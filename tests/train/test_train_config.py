@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tgdp.pipeline.config import ConfigError
+from tgdp.config import ConfigError
 from tgdp.train.config import list_presets, load_run_config, save_run_config
 from tgdp.train.optim import lr_at
 

@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from tests.train.train_support import build_real_store, fake_open, tiny_config, write_fake_store
+from tgdp.config import ConfigError
 from tgdp.model.tgdp import TgdpModel
-from tgdp.pipeline.config import ConfigError
 from tgdp.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from tgdp.train.loop import FitSummary, NonFiniteLossError, StoreMismatchError, fit
 
