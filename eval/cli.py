@@ -10,16 +10,11 @@ from typing import Literal, Optional
 
 import typer
 
-from tgdp.pipeline.cli import ErrorsGroup, app_callback
+from tgdp.pipeline.cli import group_app
 
-app = typer.Typer(
-    name="tgdp-eval",
-    help="TG-DP evaluation: cached embeddings, zero-shot retrieval, probing, report tables and plots.",
-    no_args_is_help=True,
-    add_completion=False,
-    cls=ErrorsGroup,  # expected errors: one line and exit 2 (--debug shows the traceback)
+app = group_app(
+    "tgdp-eval", "TG-DP evaluation: cached embeddings, zero-shot retrieval, probing, report tables and plots."
 )
-app.callback()(app_callback("tgdp-eval"))
 
 
 def _device(device: str) -> str:

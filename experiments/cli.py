@@ -8,18 +8,13 @@ from typing import Literal, Optional
 
 import typer
 
-from tgdp.pipeline.cli import ErrorsGroup, app_callback
+from tgdp.pipeline.cli import group_app
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    name="tgdp-experiments",
-    help="Experiments over the whole toolkit: the demo chain and the controlled reproduction study.",
-    no_args_is_help=True,
-    add_completion=False,
-    cls=ErrorsGroup,  # expected errors: one line and exit 2 (--debug shows the traceback)
+app = group_app(
+    "tgdp-experiments", "Experiments over the whole toolkit: the demo chain and the controlled reproduction study."
 )
-app.callback()(app_callback("tgdp-experiments"))
 
 
 @app.command()

@@ -143,6 +143,13 @@ def app_callback(name: str):
     return callback
 
 
+def group_app(name: str, help: str) -> typer.Typer:
+    """A multi-command CLI with the shared behaviour: `--version`, `--debug`, one-line expected errors (exit 2)."""
+    app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False, cls=ErrorsGroup)
+    app.callback()(app_callback(name))
+    return app
+
+
 def require_root(root: Path) -> None:
     """A pipeline ROOT must exist and hold the source manifest before any stage reads or creates anything in it."""
     from tgdp.pipeline.layout import manifest_path
@@ -162,14 +169,7 @@ def require_root(root: Path) -> None:
 
 # --- tgdp-data ---
 
-app = typer.Typer(
-    name="tgdp-data",
-    help="TG-DP data pipeline: manifest → fetch → validate → export → shard → verify.",
-    no_args_is_help=True,
-    add_completion=False,
-    cls=ErrorsGroup,
-)
-app.callback()(app_callback("tgdp-data"))
+app = group_app("tgdp-data", "TG-DP data pipeline: manifest → fetch → validate → export → shard → verify.")
 
 # The options every command with settings takes (module docstring): one config, `--set` over it.
 CONFIG = typer.Option(None, "--config", help="PipelineConfig YAML (`base:` chains); sections features, fetch, ...")

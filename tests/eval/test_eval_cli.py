@@ -58,52 +58,17 @@ def test_retrieval_probe_report_commands(tmp_path) -> None:
         assert (tmp_path / "ret" / f).stat().st_size > 0
     assert np.load(tmp_path / "ret" / "ranks.npz")["a2v"].shape == (30,)
 
-    r = runner.invoke(
-        app,
-        [
-            "probe",
-            "--train-emb",
-            str(tmp_path / "train.arrow"),
-            "--test-emb",
-            str(tmp_path / "test.arrow"),
-            "--task",
-            "multiclass",
-            "--modality",
-            "a",
-            "--out",
-            str(tmp_path / "probe"),
-            "--device",
-            "cpu",
-            "--set",
-            "epochs=4",
-            "--set",
-            "num_heads=2",
-            "--set",
-            "lr=3e-3",
-            "--set",
-            "depth=1",
-        ],
-    )
+    def probe(out: str, *extra: str):
+        emb = ["--train-emb", str(tmp_path / "train.arrow"), "--test-emb", str(tmp_path / "test.arrow")]
+        return runner.invoke(app, ["probe", *emb, "--task", "multiclass", "--out", str(tmp_path / out), *extra])
+
+    sets = ["--set", "epochs=4", "--set", "num_heads=2", "--set", "lr=3e-3", "--set", "depth=1"]
+    r = probe("probe", "--modality", "a", "--device", "cpu", *sets)
     assert r.exit_code == 0, r.output
     p = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert p["metric_name"] == "top1" and p["metric"] > 80 and p["config"]["epochs"] == 4
 
-    r = runner.invoke(
-        app,
-        [
-            "probe",
-            "--train-emb",
-            str(tmp_path / "train.arrow"),
-            "--test-emb",
-            str(tmp_path / "test.arrow"),
-            "--task",
-            "multiclass",
-            "--out",
-            str(tmp_path / "p2"),
-            "--set",
-            "bogus=1",
-        ],
-    )
+    r = probe("p2", "--set", "bogus=1")
     assert r.exit_code == 2 and "unknown key 'bogus'" in r.output and "Traceback" not in r.output
 
     r = runner.invoke(app, ["report", str(tmp_path / "ret"), str(tmp_path / "probe"), "--out", str(tmp_path / "rep")])

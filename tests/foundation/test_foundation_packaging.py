@@ -41,7 +41,7 @@ def test_wheel_installs_into_fresh_venv(tmp_path: Path) -> None:
     )
     code = (
         "import tgdp.config, tgdp.model, tgdp.pipeline, tgdp.train, tgdp.eval\n"
-        "import tgdp.pipeline.cli, tgdp.train.cli, tgdp.eval.cli\n"
+        "import tgdp.pipeline.cli, tgdp.train.cli, tgdp.eval.cli, tgdp.experiments.cli, tgdp.experiments.reproduce\n"
         "import importlib.resources as r\n"
         "print(tgdp.model.__file__)\n"
         "print(sorted(p.name for p in r.files('tgdp.manifests').iterdir() if p.name.endswith('.yaml')))\n"

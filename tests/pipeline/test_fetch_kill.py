@@ -28,14 +28,19 @@ def _manifest(root: Path, ytids: list[str]) -> list[str]:
     return [clip_id_for("synth", y, 1.0) for y in ytids]
 
 
-def test_fetch_sigkill_midrun_then_rerun(tmp_path: Path, make_clip: Callable[..., Path]) -> None:
-    ytids = [f"k{i}" for i in range(6)]
+def _slow_corpus(tmp_path: Path, make_clip: Callable[..., Path], ytids: list[str]):
+    """A served corpus of `ytids`, its ROOT with a manifest, and a fault plan that stalls every request 0.25 s."""
     master = make_clip(tmp_path / "master.mp4", duration=4.0)
     make_corpus(tmp_path / "corpus", master, ytids)
     root = tmp_path / "root"
     ids = _manifest(root, ytids)
+    return root, ids, {y: FaultSpec(kind="slow", delay_s=0.25) for y in ytids}
+
+
+def test_fetch_sigkill_midrun_then_rerun(tmp_path: Path, make_clip: Callable[..., Path]) -> None:
+    ytids = [f"k{i}" for i in range(6)]
     # Every request stalls 0.25 s: a clip takes ~1 s, so the kill lands mid-run at a predictable point.
-    slow = {y: FaultSpec(kind="slow", delay_s=0.25) for y in ytids}
+    root, ids, slow = _slow_corpus(tmp_path, make_clip, ytids)
     server = MediaServer(tmp_path / "corpus", faults=slow)
     with server as base:
         cmd = [
@@ -92,11 +97,7 @@ def test_fetch_ctrl_c_says_what_was_kept(tmp_path: Path, make_clip: Callable[...
     """Ctrl-C (SIGINT to the process group, as a terminal sends it): exit 130 with a message naming what was kept, and
     the finished clips' events are flushed, not lost with the buffer."""
     ytids = [f"i{i}" for i in range(5)]
-    master = make_clip(tmp_path / "master.mp4", duration=4.0)
-    make_corpus(tmp_path / "corpus", master, ytids)
-    root = tmp_path / "root"
-    ids = _manifest(root, ytids)
-    slow = {y: FaultSpec(kind="slow", delay_s=0.25) for y in ytids}
+    root, ids, slow = _slow_corpus(tmp_path, make_clip, ytids)
     with MediaServer(tmp_path / "corpus", faults=slow) as base:
         cmd = [
             sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root),
