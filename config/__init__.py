@@ -44,6 +44,7 @@ __all__ = [
     "load_yaml_with_bases",
     "parse_override",
     "validate_config",
+    "validation_messages",
 ]
 
 C = TypeVar("C", bound=BaseModel)
@@ -135,15 +136,20 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     return out
 
 
-def _format_validation_error(cls: type[BaseModel], exc: ValidationError) -> str:
+def validation_messages(exc: ValidationError, prefix: str = "") -> list[str]:
+    """One readable line per pydantic error: `unknown key 'a.b'` or `a.b: <msg> (got <input>)`; keys get `prefix`."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        loc = prefix + (".".join(str(p) for p in err["loc"]) or "<root>")
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown key {loc!r}")
         else:
             lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
-    return f"invalid {cls.__name__}: " + "; ".join(lines)
+    return lines
+
+
+def _format_validation_error(cls: type[BaseModel], exc: ValidationError) -> str:
+    return f"invalid {cls.__name__}: " + "; ".join(validation_messages(exc))
 
 
 def validate_config(cls: type[C], data: Mapping[str, Any]) -> C:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from tgdp.config import ConfigError, StrictConfig, dump_config, load_config
+from tgdp.config import ConfigError, StrictConfig, dump_config, load_config, validation_messages
 from tgdp.model.config import ModelConfig
 
 __all__ = [
@@ -117,14 +117,7 @@ def resolve_model_config(preset: str, overrides: Mapping[str, Any]) -> ModelConf
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:
-        msgs = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-            if err["type"] == "extra_forbidden":
-                msgs.append(f"unknown key 'model.{loc}'")
-            else:
-                msgs.append(f"model.{loc}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError("invalid model config: " + "; ".join(msgs)) from None
+        raise ConfigError("invalid model config: " + "; ".join(validation_messages(exc, "model."))) from None
 
 
 class RunConfig(StrictConfig):
