@@ -68,6 +68,9 @@ def _gather_worker(rank: int, world: int, init_file: str, a, v, out) -> None:
         loss = contrastive_loss(la, lv, 0.05, symmetric=True, gather=True)
         loss.backward()
         out[rank] = torch.cat([loss.detach().reshape(1), la.grad.reshape(-1)])
+        # both ranks finish their collectives before either tears gloo down: tearing down while the peer's
+        # backward all-reduce is still in flight aborted the process ("terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
