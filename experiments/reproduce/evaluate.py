@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from tgdp.eval.embed import embed_store
+from tgdp.eval.health import heldout_infonce as chunked_infonce
 from tgdp.eval.probe import ProbeConfig, train_probe
 from tgdp.eval.retrieval import run_retrieval, similarity_matrix
 from tgdp.model.health import health_metrics
-from tgdp.model.losses import contrastive_loss
 from tgdp.pipeline.store import Store
 
 __all__ = ["RIDGE_ALPHAS", "class_recall", "embed_splits", "evaluate", "heldout_infonce", "latent_r2", "read_latents"]
@@ -32,20 +32,22 @@ def _probe_task(labels: list[list[str]]) -> str:
 
 def heldout_infonce(emb_a: np.ndarray, emb_v: np.ndarray, batch: int, temperature: float) -> dict[str, float]:
     """InfoNCE of held-out clips, as training scores it: per frame t, consecutive chunks of `batch` clips (the last,
-    shorter chunk dropped), each (frame t, segment t) pair against the chunk's other clips; mean over chunks and
-    frames. emb_*: [N, T, D]. Returns V→A (Eq. 4, the trained direction of Sync and TG-DP), A→V, and / ln(batch)."""
-    n, t, _ = emb_a.shape
-    b = min(batch, n)
-    if b < 2:
-        raise ValueError(f"held-out InfoNCE needs at least 2 clips per chunk, got {n} clips")
+    shorter chunk dropped), each (frame t, segment t) pair against the chunk's other clips (`tgdp.eval.health`'s
+    chunked InfoNCE); mean over frames. emb_*: [N, T, D]. Returns V→A (Eq. 4, the trained direction of Sync and
+    TG-DP), A→V, and / ln(batch)."""
     a, v = torch.from_numpy(np.asarray(emb_a, np.float32)), torch.from_numpy(np.asarray(emb_v, np.float32))
-    v2a, a2v = [], []
-    for s in range(0, n - b + 1, b):
-        for k in range(t):
-            ga, gv = a[s : s + b, k], v[s : s + b, k]
-            v2a.append(float(contrastive_loss(ga, gv, temperature)))  # CE over audios for each video
-            a2v.append(float(contrastive_loss(gv, ga, temperature)))
-    out = {"nce_v2a": float(np.mean(v2a)), "nce_a2v": float(np.mean(a2v)), "nce_batch": b, "ln_batch": math.log(b)}
+    per_frame = [
+        (chunked_infonce(a[:, k], v[:, k], batch, temperature, False),  # CE over audios for each video
+         chunked_infonce(v[:, k], a[:, k], batch, temperature, False))
+        for k in range(a.shape[1])
+    ]  # fmt: skip
+    b = per_frame[0][0][1]
+    out = {
+        "nce_v2a": float(np.mean([v2a for (v2a, _), _ in per_frame])),
+        "nce_a2v": float(np.mean([a2v for _, (a2v, _) in per_frame])),
+        "nce_batch": b,
+        "ln_batch": math.log(b),
+    }
     out["nce_ratio_v2a"] = out["nce_v2a"] / out["ln_batch"]
     out["nce_ratio_a2v"] = out["nce_a2v"] / out["ln_batch"]
     return out
