@@ -90,10 +90,10 @@ def run_export(root: Path, out: Path, max_attempts: int | None = 5, progress: bo
         sha_type=pa.string(),  # the whole sha256 goes into the exported manifest
     )
     funnel = funnel_from_states(cs)
-    valid_mask = np.isin(cs.state, [STATES.index("valid"), STATES.index("sharded")])
+    valid_mask = cs.mask("valid", "sharded")
     rules: dict[str, int] = {}
     if cs.validate is not None:
-        settled = np.isin(cs.state, [STATES.index(s) for s in ("valid", "sharded", "dropped")])
+        settled = cs.mask("valid", "sharded", "dropped")
         vc = pc.value_counts(cs.validate.column("valid_rule").cast(pa.string()).filter(pa.array(settled)))
         rules = {str(r["values"]): int(r["counts"]) for r in vc.to_pylist()}
     funnel["valid_rules"] = rules

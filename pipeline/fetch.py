@@ -668,7 +668,7 @@ def plan_fetch(root: Path, cfg: FetchConfig, summary: FetchSummary | None = None
     cache entry). Skipped: done (incl. clips validated or sharded whose media were deleted since), gone, gave_up,
     backoff, and beyond `limit`.
     """
-    from tgdp.pipeline.status import STATES, clip_states
+    from tgdp.pipeline.status import FETCHED_STATES, STATES, clip_states
 
     summary = summary if summary is not None else FetchSummary()
     cs = clip_states(root, cfg.max_attempts, manifest_columns=["clip_id", "ytid", "start_s", "end_s", "split"])
@@ -684,7 +684,7 @@ def plan_fetch(root: Path, cfg: FetchConfig, summary: FetchSummary | None = None
     if cfg.retry_now:
         todo |= state == STATES.index("backoff")
     skipped = keep & ~todo
-    names = np.array(["done" if STATES[i] in _DONE_STATES else STATES[i] for i in range(len(STATES))])
+    names = np.array(["done" if STATES[i] in FETCHED_STATES else STATES[i] for i in range(len(STATES))])
     for name, n in zip(*np.unique(names[state[skipped]], return_counts=True), strict=True):
         summary.skipped[str(name)] += int(n)
     rows = np.flatnonzero(keep & todo)
@@ -695,9 +695,6 @@ def plan_fetch(root: Path, cfg: FetchConfig, summary: FetchSummary | None = None
     out = table.take(idx)
     out = out.append_column("attempt", pa.array(cs.attempts[rows] + 1))
     return out.append_column("prior_transient", pa.array(cs.transient_failures[rows]))
-
-
-_DONE_STATES = ("not_validated", "dropped", "valid", "sharded")
 
 
 def _task_dicts(table: pa.Table) -> Iterator[dict[str, Any]]:
@@ -818,8 +815,7 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
         if bar is not None:
             bar.close()
         _remove(run_dir)
-        if _event_files(root) > 256:
-            ledger.compact(root, "fetch")
+        ledger.compact_if_many(root, "fetch")
     finally:
         lock.release()
     summary.seconds = time.monotonic() - t0
@@ -842,8 +838,3 @@ def _check_cookies(path: Path) -> None:
                     f"the --cookies file is not a Netscape cookies file: line {n} has {fields} tab-separated fields, "
                     "expected 7"
                 )
-
-
-def _event_files(root: Path) -> int:
-    d = root / "events" / "fetch"
-    return sum(1 for _ in d.glob("*.parquet")) if d.is_dir() else 0

@@ -44,10 +44,13 @@ __all__ = [
     "compact_if_many",
     "count_events",
     "event_positions",
+    "has_events",
     "iter_event_chunks",
     "latest",
     "latest_table",
+    "mask",
     "read_events",
+    "same_or_both_null",
 ]
 
 REQUIRED = ("clip_id", "status", "reason", "transient")
@@ -201,6 +204,21 @@ def compact(root: Path, stage: str) -> Path | None:
 
 
 _COMPACTS = b"tgdp_compacts"
+
+
+def has_events(root: Path, stage: str) -> bool:
+    """Whether `stage` has any event file."""
+    return bool(_event_files(events_dir(root, stage)))
+
+
+def mask(arr: pa.Array | pa.ChunkedArray, fill: bool = False) -> np.ndarray:
+    """A boolean Arrow column (e.g. of `latest_table`) as a numpy mask; nulls (no event) become `fill`."""
+    return np.asarray(pc.fill_null(arr, fill).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def same_or_both_null(a: pa.Array, b: pa.Array) -> np.ndarray:
+    """Element-wise a == b where null == null (events written without a sha256 on both sides)."""
+    return mask(pc.equal(a, b)) | (mask(pc.is_null(a)) & mask(pc.is_null(b)))
 
 
 def _event_files(directory: Path) -> list[Path]:

@@ -53,7 +53,7 @@ from tgdp.pipeline.features import (
     read_feature_cache,
 )
 from tgdp.pipeline.layout import atomic_write, manifest_path, within_root
-from tgdp.pipeline.ledger import append_table, compact_if_many, latest
+from tgdp.pipeline.ledger import append_table, compact_if_many, latest, latest_table
 from tgdp.pipeline.media import decode_window, ffmpeg_version
 from tgdp.pipeline.store import (
     STORE_FORMAT,
@@ -533,8 +533,6 @@ def _shard_events(
         }
     )
     if only_new and table.num_rows:
-        from tgdp.pipeline.ledger import latest_table
-
         cols = {"status": pa.string(), "fetch_sha256": pa.string(), "store": pa.string()}
         last = latest_table(root, "shard", table.column("clip_id").combine_chunks(), cols)
         recorded = pc.and_(

@@ -41,9 +41,9 @@ import pyarrow.parquet as pq
 
 from tgdp.pipeline import ledger
 from tgdp.pipeline.features import feature_cache_path
-from tgdp.pipeline.layout import events_dir, manifest_path
+from tgdp.pipeline.layout import manifest_path
 
-__all__ = ["STATES", "ClipStates", "clip_states", "format_funnel", "funnel", "funnel_from_states"]
+__all__ = ["FETCHED_STATES", "STATES", "ClipStates", "clip_states", "format_funnel", "funnel", "funnel_from_states"]
 
 STATES = (
     "never_tried",
@@ -58,7 +58,7 @@ STATES = (
     "sharded",
 )
 _S = {name: np.int8(i) for i, name in enumerate(STATES)}
-_FETCHED = [_S[s] for s in ("not_validated", "dropped", "valid", "sharded")]
+FETCHED_STATES = ("not_validated", "dropped", "valid", "sharded")  # a download exists and is current
 _PENDING = [_S[s] for s in ("pending", "backoff", "gave_up", "file_missing")]
 _DICT = pa.dictionary(pa.int32(), pa.string())
 _SHA = pa.binary(16)  # sha256 prefix: 64 bits tell two downloads of one clip apart
@@ -110,21 +110,6 @@ class ClipStates:
         return np.isin(self.state, [_S[n] for n in names])
 
 
-def _has_events(root: Path, stage: str) -> bool:
-    d = events_dir(root, stage)
-    return d.is_dir() and any(p for p in d.glob("*.parquet") if not p.name.startswith("."))
-
-
-def _np(arr: pa.Array | pa.ChunkedArray, fill: bool = False) -> np.ndarray:
-    return np.asarray(pc.fill_null(arr, fill).to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _same(a: pa.Array, b: pa.Array) -> np.ndarray:
-    """Element-wise a == b where null == null (events written without a sha256 on both sides)."""
-    eq = _np(pc.equal(a, b))
-    return eq | (_np(pc.is_null(a)) & _np(pc.is_null(b)))
-
-
 def _files_present(root: Path, rel: pa.Array, sizes: pa.Array | None, idx: np.ndarray) -> np.ndarray:
     """(len(idx),) bool: ROOT/rel[i] is a file (of sizes[i] bytes when given), for i in idx.
 
@@ -140,7 +125,7 @@ def _files_present(root: Path, rel: pa.Array, sizes: pa.Array | None, idx: np.nd
     dirs = pc.replace_substring_regex(paths, r"/[^/]*$", "")
     uniq = pc.unique(dirs).drop_null().to_pylist()
     existing = pa.array([d for d in uniq if os.path.isdir(os.path.join(base, d))], pa.string())
-    look = np.flatnonzero(_np(pc.is_in(dirs, value_set=existing)))
+    look = np.flatnonzero(ledger.mask(pc.is_in(dirs, value_set=existing)))
     if look.size == 0:
         return out
     want = sizes.take(pa.array(idx[look])).to_pylist() if sizes is not None else [None] * look.size
@@ -236,7 +221,7 @@ def _latest_events(
     progress: bool,
 ) -> tuple[ledger.LatestEvents, ledger.LatestEvents | None, ledger.LatestEvents | None]:
     """The last fetch, validate and shard event per id (None for a stage that has no events yet)."""
-    stages = [s for s in ("validate", "shard") if _has_events(root, s)]
+    stages = [s for s in ("validate", "shard") if ledger.has_events(root, s)]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -266,9 +251,9 @@ def _fetch_states(fe: ledger.LatestEvents, max_attempts: int | None, now: dateti
     for an ok fetch — and reason (n,): the fetch reason of failed clips, null for the others."""
     n = len(fe.has_event)
     status = fe.column("status")
-    ok = _np(pc.equal(status, "ok"))
-    failed = _np(pc.equal(status, "failed"))
-    transient = _np(fe.column("transient"))
+    ok = ledger.mask(pc.equal(status, "ok"))
+    failed = ledger.mask(pc.equal(status, "failed"))
+    transient = ledger.mask(fe.column("transient"))
     state = np.full(n, _S["never_tried"], dtype=np.int8)
     state[failed & ~transient] = _S["gone"]
     ft = failed & transient
@@ -277,7 +262,7 @@ def _fetch_states(fe: ledger.LatestEvents, max_attempts: int | None, now: dateti
         gave_up = ft & (fe.transient_failures >= max_attempts)
     else:
         gave_up = np.zeros(n, dtype=bool)
-    later = _np(pc.greater(fe.column("next_attempt_after"), pa.scalar(now, pa.timestamp("us", tz="UTC"))))
+    later = ledger.mask(pc.greater(fe.column("next_attempt_after"), pa.scalar(now, pa.timestamp("us", tz="UTC"))))
     state[ft & ~gave_up & later] = _S["backoff"]
     state[gave_up] = _S["gave_up"]
     state[ok] = _S["not_validated"]
@@ -300,18 +285,18 @@ def _verdict_states(
         fsha = pc.utf8_rpad(pc.utf8_slice_codeunits(fsha, 0, _SHA.byte_width), _SHA.byte_width, " ").cast(_SHA)
     ok = state == _S["not_validated"]  # every ok fetch, so far
     if va is not None:
-        current = ok & va.has_event & _same(va.column("fetch_sha256"), fsha)
-        vtransient = _np(va.column("transient"))
+        current = ok & va.has_event & ledger.same_or_both_null(va.column("fetch_sha256"), fsha)
+        vtransient = ledger.mask(va.column("transient"))
         settled = current & ~vtransient
-        valid = settled & _np(va.column("valid"))
+        valid = settled & ledger.mask(va.column("valid"))
         state[settled & ~valid] = _S["dropped"]
         state[valid] = _S["valid"]
         vreason = va.column("reason").cast(pa.string())
         reason = pc.if_else(pa.array(current), vreason, reason)
     if sh is not None:
-        on_download = (state == _S["valid"]) & sh.has_event & _same(sh.column("fetch_sha256"), fsha)
-        packed = on_download & _np(pc.equal(sh.column("status"), "ok"))
-        shard_failed = on_download & _np(pc.equal(sh.column("status"), "failed"))
+        on_download = (state == _S["valid"]) & sh.has_event & ledger.same_or_both_null(sh.column("fetch_sha256"), fsha)
+        packed = on_download & ledger.mask(pc.equal(sh.column("status"), "ok"))
+        shard_failed = on_download & ledger.mask(pc.equal(sh.column("status"), "failed"))
         state[packed] = _S["sharded"]
         reason = pc.if_else(pa.array(shard_failed), sh.column("reason").cast(pa.string()), reason)
         reason = pc.if_else(pa.array(packed), pa.nulls(n, pa.string()), reason)
@@ -349,7 +334,7 @@ def funnel_from_states(cs: ClipStates) -> dict[str, Any]:
     counts = np.bincount(cs.state, minlength=len(STATES))
     c = {name: int(counts[i]) for i, name in enumerate(STATES)}
     st = cs.state
-    fetched = sum(c[s] for s in ("not_validated", "dropped", "valid", "sharded"))
+    fetched = sum(c[s] for s in FETCHED_STATES)
     pending = c["pending"] + c["backoff"] + c["gave_up"] + c["file_missing"]
     out: dict[str, Any] = {
         "source": len(st),
@@ -373,7 +358,9 @@ def funnel_from_states(cs: ClipStates) -> dict[str, Any]:
         "shard": {
             "sharded": c["sharded"],
             "not_sharded": c["valid"],
-            "failed_by_reason": _by_reason(cs.reason, (st == _S["valid"]) & _np(pc.is_valid(cs.reason)), "failed"),
+            "failed_by_reason": _by_reason(
+                cs.reason, (st == _S["valid"]) & ledger.mask(pc.is_valid(cs.reason)), "failed"
+            ),
             "raw_missing": int(cs.raw_missing.sum()),
         },
         "orphan_events": len(cs.orphan_ids),

@@ -69,7 +69,7 @@ from tgdp.pipeline.features import (
     write_feature_cache,
 )
 from tgdp.pipeline.layout import manifest_path, within_root
-from tgdp.pipeline.ledger import EventWriter, compact_if_many, latest_table
+from tgdp.pipeline.ledger import EventWriter, compact_if_many, latest_table, mask, same_or_both_null
 from tgdp.pipeline.media import (
     DecodedClip,
     MediaError,
@@ -449,14 +449,14 @@ def validate_tasks(root: Path, cfg: ValidateConfig, force: bool = False) -> tupl
         )
     ids = table.column("clip_id").combine_chunks()
     fe = latest_table(root, "fetch", ids, _FETCH_COLUMNS)
-    fetched = _mask(pc.and_(pc.equal(fe.column("status"), "ok"), pc.is_valid(fe.column("raw_path"))))
+    fetched = mask(pc.and_(pc.equal(fe.column("status"), "ok"), pc.is_valid(fe.column("raw_path"))))
     rule = cfg.valid_rule()
     up = np.zeros(len(ids), dtype=bool)
     if not force:
         va = latest_table(root, "validate", ids, _VALIDATE_COLUMNS)
         vsha, fsha = va.column("fetch_sha256"), fe.column("sha256")
-        same = _mask(pc.equal(vsha, fsha)) | (_mask(pc.is_null(vsha)) & _mask(pc.is_null(fsha)))
-        up = va.has_event & same & _mask(pc.equal(va.column("valid_rule"), rule)) & ~_mask(va.column("transient"))
+        same = same_or_both_null(vsha, fsha)
+        up = va.has_event & same & mask(pc.equal(va.column("valid_rule"), rule)) & ~mask(va.column("transient"))
     todo = np.flatnonzero(fetched & ~up)
     picked = pa.table(
         {
@@ -501,10 +501,6 @@ _FETCH_COLUMNS = {
     "source": _DICT,
 }
 _VALIDATE_COLUMNS = {"valid_rule": _DICT, "fetch_sha256": pa.string(), "transient": pa.bool_()}
-
-
-def _mask(arr: Any) -> np.ndarray:
-    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def run_validate(
