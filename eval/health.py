@@ -12,24 +12,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from tgdp.eval.embed import EmbedDataset, check_geometry, load_teacher_state
+from tgdp.eval.embed import EmbedDataset, check_geometry
 from tgdp.model.health import collapse_warnings, health_metrics
 from tgdp.model.losses import contrastive_loss
 
-__all__ = ["heldout_infonce", "load_teacher", "store_health"]
-
-
-def load_teacher(model: torch.nn.Module, checkpoint: str | Path) -> bool:
-    """Load a tgdp checkpoint file's EMA teacher into `model.teacher`; False when either side has none
-    (`load_encoder(..., with_teacher=True)` does the same without reading the file twice)."""
-    return load_teacher_state(model, torch.load(Path(checkpoint), map_location="cpu", weights_only=True))
+__all__ = ["heldout_infonce", "store_health"]
 
 
 def heldout_infonce(

@@ -55,17 +55,15 @@ from tgdp.train.data import (
 )
 from tgdp.train.dist import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from tgdp.train.metrics import MetricsLogger, StepTimer
-from tgdp.train.step import LOSS_TERMS, MicroBatch, StepPlan, StepStats, TrainState, step_seed, train_step
+from tgdp.train.step import MicroBatch, StepPlan, StepStats, TrainState, train_step
 
 __all__ = [
-    "LOSS_TERMS",
     "FitSummary",
     "NonFiniteLossError",
     "StoreMismatchError",
     "check_store",
     "fit",
     "restore",
-    "step_seed",
 ]
 
 log = logging.getLogger(__name__)
@@ -186,13 +184,6 @@ def _precision(kind: str, device: torch.device) -> tuple[torch.dtype | None, boo
     return torch.bfloat16, False
 
 
-def _config_dict(cfg: RunConfig) -> dict[str, Any]:
-    """RunConfig as a plain dict with the model section fully resolved."""
-    d = cfg.model_dump(mode="json")
-    d["model"] = cfg.model_cfg().model_dump(mode="json")
-    return d
-
-
 def _check_resume_config(ckpt: dict[str, Any], current: dict[str, Any], path: Path) -> None:
     old = ckpt.get("config") or {}
     if old.get("model") != current["model"]:
@@ -248,7 +239,7 @@ def restore(run_dir: Path, config: dict[str, Any], info: DistInfo, resume: bool)
         if list_checkpoints(run_dir):
             raise ConfigError(f"run dir {run_dir} already has checkpoints; pass --resume or choose a new --run-dir")
         return None
-    chosen = None
+    chosen, found = None, None
     if info.is_main:
         found = load_latest(run_dir)
         chosen = str(found[0]) if found is not None else None
@@ -257,7 +248,7 @@ def restore(run_dir: Path, config: dict[str, Any], info: DistInfo, resume: bool)
         log.warning("--resume: no checkpoint in %s; starting from scratch", run_dir)
         return None
     path = Path(chosen)
-    ckpt = load_checkpoint(path)
+    ckpt = found[1] if found is not None else load_checkpoint(path)  # rank 0 has read it already
     _check_resume_config(ckpt, config, path)
     return path, ckpt
 
@@ -297,7 +288,7 @@ def _fit(
 ) -> FitSummary:
     store, _geo = check_store(store_path, cfg, open_fn)
     resolved: ResolvedRun = cfg.resolve(len(store), info.world_size)
-    config_dict = _config_dict(cfg)
+    config_dict = cfg.model_dump(mode="json")  # its model section is the resolved ModelConfig
     found = restore(run_dir, config_dict, info, resume)  # before the model is built: a refusal costs nothing
     state, amp_dtype = _build_state(cfg, info, model_factory)
     if found is not None:

@@ -168,7 +168,8 @@ def train_step(
     set_lr(state.optimizer, lr)
     torch.manual_seed(step_seed(plan.seed, state.step, plan.info.rank))
     sums, terms, globals_out, data_state = _accumulate(state, batches, plan, with_globals)
-    flag = torch.tensor([1.0 if stop is not None and stop() else 0.0], device=sums.device)
+    # a fill on the device, not a host→device copy (which would wait for the queued backward)
+    flag = torch.full((1,), 1.0 if stop is not None and stop() else 0.0, dtype=torch.float32, device=sums.device)
     reduced = all_reduce_mean(torch.cat([sums, flag]), plan.info)
     clip = plan.optim.grad_clip
     if clip is not None:
