@@ -128,13 +128,9 @@ def _hex(rng: np.random.Generator, n: int, nbytes: int = 32) -> pa.Array:
 
 
 def _raw_paths(ids: list[str]) -> list[str]:
-    from tgdp.pipeline.layout import safe_name
+    from tgdp.pipeline.layout import raw_path_for
 
-    out = []
-    for cid in ids:
-        name = safe_name(cid)
-        out.append(f"raw/{name[-2:]}/{name}.mkv")
-    return out
+    return [raw_path_for(Path(), cid, "mkv").as_posix() for cid in ids]  # relative to ROOT, as events record it
 
 
 def _write_log(root: Path, stage: str, runs: list[pa.Table], t0: float) -> int:

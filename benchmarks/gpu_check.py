@@ -161,7 +161,6 @@ class StepRig:
                     m.to(memory_format=torch.channels_last)
             self.frames = self.frames.contiguous(memory_format=torch.channels_last)
         self.forward: Callable[..., dict[str, torch.Tensor]] = self.model
-        self.compile_s: float | None = None
         if compile_backend is not None:
             self.forward = torch.compile(self.model, backend=compile_backend)
         self.steps = 0

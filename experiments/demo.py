@@ -169,9 +169,10 @@ def _synth(d: _Dirs, cfg: DemoConfig) -> None:
 
 
 def _manifest(d: _Dirs, cfg: DemoConfig) -> None:
+    from tgdp.pipeline.layout import manifest_path
     from tgdp.pipeline.synth import LABELS_FILE, SEGMENT_FILES
 
-    if _fresh(d.root / "manifest" / "source.parquet", d.corpus / "demo-config.json"):
+    if _fresh(manifest_path(d.root), d.corpus / "demo-config.json"):
         print("reusing the source manifest")
         return
     _run(

@@ -21,11 +21,6 @@ from tgdp.pipeline.store import Store
 __all__ = ["RIDGE_ALPHAS", "class_recall", "embed_splits", "evaluate", "heldout_infonce", "latent_r2", "read_latents"]
 
 
-def _probe_heads(dim: int) -> int:
-    # the paper's probe has 12 heads (ViT-B: 2·768 divisible); tiny tokens are 128-d
-    return next(h for h in (12, 8, 4, 2, 1) if dim % h == 0)
-
-
 def _probe_task(labels: list[list[str]]) -> str:
     return "multiclass" if all(len(x) == 1 for x in labels) else "multilabel"
 
@@ -87,12 +82,10 @@ def _probe(job: dict[str, Any], emb_train, emb_eval, task: str, modality: str, l
             lr=job["linear_lr"],
             seed=job["seed"],
         )
-    else:  # the paper's attention probe on [g_v, g_a]
-        dim = emb_train.dim * (2 if modality == "av" else 1)
+    else:  # the paper's attention probe on [g_v, g_a]; heads derived from the width (`eval.probe.probe_heads`)
         pcfg = ProbeConfig(
             task=task,
             modality=modality,
-            num_heads=_probe_heads(dim),
             epochs=job["probe_epochs"],
             lr=job["probe_lr"],
             seed=job["seed"],

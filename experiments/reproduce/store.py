@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tgdp.pipeline.features import FeatureParams
 from tgdp.pipeline.importer import register_files
+from tgdp.pipeline.layout import manifest_path
 from tgdp.pipeline.manifest import ManifestConfig, build_manifest
 from tgdp.pipeline.shard import ShardConfig, run_shard
 from tgdp.pipeline.synth import LABELS_FILE, SEGMENT_FILES, SynthConfig, generate
@@ -67,7 +68,7 @@ def build_synth_store(out: Path, corpus: Corpus, workers: int = 2) -> Path:
         )
         shutil.rmtree(cdir, ignore_errors=True)
         generate(cfg, cdir)
-    if not (root / "manifest" / "source.parquet").exists():
+    if not manifest_path(root).exists():
         csvs = [str(cdir / name) for name in SEGMENT_FILES.values()]
         labels = str(cdir / LABELS_FILE)
         build_manifest(root, ManifestConfig(dataset="audioset", csv=csvs, labels=labels))

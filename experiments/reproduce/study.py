@@ -5,6 +5,7 @@ rewritten after every run."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -25,6 +26,7 @@ from tgdp.experiments.reproduce.evaluate import embed_splits, evaluate
 from tgdp.experiments.reproduce.report import aggregate, render_tables
 from tgdp.experiments.reproduce.store import build_synth_store
 from tgdp.model import build_model
+from tgdp.train.checkpoint import list_checkpoints
 from tgdp.train.config import RunConfig, load_run_config
 from tgdp.train.loop import FitSummary, fit
 
@@ -50,7 +52,7 @@ def _trained_model(job: dict[str, Any], cfg: RunConfig, run_dir: Path) -> tuple[
     if not job["trained"]:
         torch.manual_seed(job["seed"])
         return build_model(cfg.model_cfg()).eval(), None
-    resume = any((run_dir / "train" / "checkpoints").glob("step_*.pt"))
+    resume = bool(list_checkpoints(run_dir / "train"))
     summary = fit(cfg, job["store"], run_dir / "train", resume=resume)
     model, _ = load_encoder(summary.checkpoint)
     return model, summary
@@ -207,6 +209,7 @@ def _brief(r: dict[str, Any]) -> str:
     )
 
 
+@functools.cache  # asked after every run; the machine does not change during a study
 def _machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
