@@ -66,16 +66,18 @@ class ImportReport:
 
     imported: int = 0
     already_fetched: int = 0
-    unmatched: list[str] = field(default_factory=list)
-    ambiguous: list[str] = field(default_factory=list)
     not_imported: list[tuple[str, str, str]] = field(default_factory=list)
 
     def skip(self, name: str, reason: str, detail: str = "") -> None:
         self.not_imported.append((name, reason, detail))
-        if reason == "unmatched":
-            self.unmatched.append(name)
-        elif reason == "ambiguous_ytid":
-            self.ambiguous.append(name)
+
+    @property
+    def unmatched(self) -> list[str]:
+        return [f for f, r, _ in self.not_imported if r == "unmatched"]
+
+    @property
+    def ambiguous(self) -> list[str]:
+        return [f for f, r, _ in self.not_imported if r == "ambiguous_ytid"]
 
     def as_dict(self) -> dict[str, Any]:
         by_reason = Counter(r for _, r, _ in self.not_imported)
@@ -205,7 +207,7 @@ def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport
                     continue
                 event = _import_one(root, tmp_dir, src, row, st, copy, report, name)
                 if event is not None:
-                    writer.add({k: event.get(k) for k in EVENT_COLUMNS})
+                    writer.add(event)
                     report.imported += 1
                     done = name
     return report
@@ -219,9 +221,7 @@ def _import_one(
     Everything that can fail (reading, hashing, probing) happens on the temporary copy, so raw/ only ever gets a
     file whose event follows."""
     ext = src.suffix.lower()
-    final = raw_path_for(root, row["clip_id"], src.suffix)
-    if not within_root(root, final):
-        raise RuntimeError(f"refusing to write outside ROOT: {final}")
+    final = _raw_target(root, row["clip_id"], src.suffix)
     tmp = None
     try:
         tmp = _stage(src, tmp_dir, final.suffix, copy)
@@ -243,12 +243,21 @@ def _import_one(
     return _ok_event(root, row["clip_id"], final, size, digest, origin, st, "import")
 
 
+def _raw_target(root: Path, clip_id: str, suffix: str) -> Path:
+    """`layout.raw_path_for`, refusing any path that would leave ROOT."""
+    final = raw_path_for(root, clip_id, suffix)
+    if not within_root(root, final):
+        raise RuntimeError(f"refusing to write outside ROOT: {final}")
+    return final
+
+
 def _ok_event(
     root: Path, clip_id: str, final: Path, size: int, digest: str, origin: dict[str, Any], st: Any, source: str
 ) -> dict[str, Any]:
-    """The `fetch` ok event of a placed file (`origin`: its `section_mode` and `section_start_s`)."""
+    """The `fetch` ok event of a placed file (`origin`: its `section_mode` and `section_start_s`), with exactly the
+    event log's columns (`fetch.EVENT_COLUMNS`)."""
     ytv, ffv = tool_versions()
-    return {
+    event = {
         "clip_id": clip_id,
         "status": "ok",
         "reason": None,
@@ -264,6 +273,7 @@ def _ok_event(
         "ffmpeg_version": ffv,
         "gave_up": False,
     }
+    return {k: event.get(k) for k in EVENT_COLUMNS}
 
 
 def register_files(
@@ -292,11 +302,10 @@ def register_files(
             st = states.get(clip_id)
             if st is not None and st.status == "done":
                 continue
-            final = raw_path_for(root, clip_id, Path(src).suffix)
+            final = _raw_target(root, clip_id, Path(src).suffix)
             tmp = _stage(Path(src), tmp_dir, final.suffix, copy)
             size, digest = tmp.stat().st_size, file_sha256(tmp)
             place_raw(tmp, final)
-            event = _ok_event(root, clip_id, final, size, digest, origin, st, source)
-            writer.add({k: event.get(k) for k in EVENT_COLUMNS})
+            writer.add(_ok_event(root, clip_id, final, size, digest, origin, st, source))
             registered += 1
     return registered
