@@ -42,18 +42,14 @@ from tgdp.pipeline.validate import ValidateConfig
 __all__ = ["PipelineConfig", "load_pipeline_config"]
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    return value.model_dump() if isinstance(value, BaseModel) else dict(value or {})
-
-
 def _shared_key_problem(data: Any) -> str | None:
     """Why `data` spells a shared setting under a stage section (None when it does not)."""
     if not isinstance(data, Mapping):
         return None
     validate, shard = data.get("validate", data.get("validation")), data.get("shard")
     # A section given as a model was built in Python (e.g. by `validate_config()`), not spelt by a user.
-    validate_keys = set() if isinstance(validate, BaseModel) else set(_as_dict(validate))
-    shard_keys = set() if isinstance(shard, BaseModel) else set(_as_dict(shard))
+    validate_keys = set() if isinstance(validate, BaseModel) else set(dict(validate or {}))
+    shard_keys = set() if isinstance(shard, BaseModel) else set(dict(shard or {}))
     moved = [f"validate.{k}" for k in ("features", "pad_s") if k in validate_keys]
     moved += [f"shard.{k}" for k in sorted(shard_keys & {"features", *FeatureParams.model_fields})]
     if not moved:

@@ -217,7 +217,7 @@ class ClipPlan:
         """The object's colour: the class colour, or the latent's hue (coupled)."""
         if self.latent is None:
             return self.cls.rgb
-        return tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb(_HUE_SPAN * self.latent, 0.9, 0.95))
+        return _hue_rgb(_HUE_SPAN * self.latent)
 
     @property
     def pitch_hz(self) -> float:
@@ -248,12 +248,17 @@ def latent_pitch(u: float) -> float:
     return 220.0 * 2.0 ** (2.0 * u)
 
 
+def _hue_rgb(hue: float) -> tuple[int, int, int]:
+    """The objects' colour of a hue ∈ [0, 1): saturation 0.9, value 0.95, as 0–255 integers."""
+    return tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb(hue, 0.9, 0.95))
+
+
 def class_specs(num_classes: int, profile: str = "default") -> list[ClassSpec]:
     """K classes with distinct colour (hue) and base pitch; shape/motion/timbre/pattern cycle with the index."""
     out = []
     for c in range(num_classes):
         hue = c / num_classes
-        rgb = tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb(hue, 0.9, 0.95))
+        rgb = _hue_rgb(hue)
         shape, motion = SHAPES[c % len(SHAPES)], MOTIONS[c % len(MOTIONS)]
         timbre, pattern = TIMBRES[c % len(TIMBRES)], PATTERNS[(c // 2) % len(PATTERNS)]
         if profile == "coupled":
@@ -406,9 +411,9 @@ def _draw_coupled(
     decoy = None
     if rng_c.random() < difficulty:
         shape = SHAPES[(SHAPES.index(cls.shape) + 1 + int(rng_c.integers(5))) % 6]
-        hue = colorsys.hsv_to_rgb(_HUE_SPAN * float(rng_c.uniform(0.0, 1.0)), 0.9, 0.95)
+        rgb = _hue_rgb(_HUE_SPAN * float(rng_c.uniform(0.0, 1.0)))
         times = tuple(_event_times(rng_c, duration, (0.0, 0.0), (0.5, 1.5)))
-        decoy = (shape, tuple(int(round(255 * v)) for v in hue), times)
+        decoy = (shape, rgb, times)
     return latent, gap, decoy, static
 
 
@@ -495,6 +500,7 @@ def render_frames(plan: ClipPlan) -> np.ndarray:
 
     t = np.arange(n) / plan.fps
     phase, idx = _phases(plan.onsets, t)
+    d_phase = _phases(decoy[4], t)[0] if decoy is not None and decoy[4] else np.full(n, -1.0)
     frames = np.empty((n, h, w, 3), dtype=np.uint8)
     still = plan.fault == "still"
     for i in range(n):
@@ -504,9 +510,8 @@ def render_frames(plan: ClipPlan) -> np.ndarray:
         off = int(speed * i)
         frames[i] = texture[:, off : off + w]
         if decoy is not None:
-            d_mask, d_rgb, dcx, dcy, d_times = decoy
-            dp = _phases(d_times, t[i : i + 1])[0][0] if d_times else -1.0
-            _paste(frames[i], d_mask, d_rgb, dcx, dcy - amp * np.sin(np.pi * max(dp, 0.0)))
+            d_mask, d_rgb, dcx, dcy, _ = decoy
+            _paste(frames[i], d_mask, d_rgb, dcx, dcy - amp * np.sin(np.pi * max(d_phase[i], 0.0)))
         p = max(phase[i], 0.0) if not still else 0.0
         dx = dy = 0.0
         k = 0
