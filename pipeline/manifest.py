@@ -30,7 +30,7 @@ import re
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -293,17 +293,22 @@ def parse_segments_text(text: str, fmt: str, file: str = "<text>") -> ParsedFile
             continue
         in_header = False
         out.data_lines += 1
-        if line.startswith("#"):
-            out.issues.append(_hash_row_issue(line, lineno, file))
-            continue
-        try:
-            fields = _split_fields(line, skip_space)
-        except csv.Error as exc:
-            out.issues.append(ManifestIssue(file, lineno, "column_count", f"{exc}: {line[:200]}"))
-            continue
-        result = parse_line(fields, lineno, file, line)
+        result = _parse_data_line(line, lineno, file, parse_line, skip_space)
         (out.issues if isinstance(result, ManifestIssue) else out.rows).append(result)
     return out
+
+
+def _parse_data_line(
+    line: str, lineno: int, file: str, parse_line: Callable[..., Any], skip_space: bool
+) -> SegmentRow | ManifestIssue:
+    """One non-blank line after the header: a '#' line is an issue (`_hash_row_issue`), else split and parsed."""
+    if line.startswith("#"):
+        return _hash_row_issue(line, lineno, file)
+    try:
+        fields = _split_fields(line, skip_space)
+    except csv.Error as exc:
+        return ManifestIssue(file, lineno, "column_count", f"{exc}: {line[:200]}")
+    return parse_line(fields, lineno, file, line)
 
 
 def _hash_row_issue(line: str, lineno: int, file: str) -> ManifestIssue:
@@ -476,16 +481,7 @@ def _parse_slow_lines(
         if not line.strip():
             continue
         data_lines += 1
-        lineno = i + first_line
-        if line.startswith("#"):
-            issues.append(_hash_row_issue(line, lineno, file))
-            continue
-        try:
-            fields = _split_fields(line, skip_space)
-        except csv.Error as exc:
-            issues.append(ManifestIssue(file, lineno, "column_count", f"{exc}: {line[:200]}"))
-            continue
-        result = parse_line(fields, lineno, file, line)
+        result = _parse_data_line(line, i + first_line, file, parse_line, skip_space)
         (issues if isinstance(result, ManifestIssue) else rows).append(result)
     return rows, issues, data_lines
 
