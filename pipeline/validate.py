@@ -184,6 +184,11 @@ class _Failed(Exception):
         """An environment error: transient `io_error`, so the next run validates the clip again."""
         return cls("io_error", detail[:500], transient=True)
 
+    @classmethod
+    def of(cls, reason: str, detail: str) -> _Failed:
+        """`reason`, unless the detail names a fault of the machine (`_ENV_TEXT`): then `machine`."""
+        return cls.machine(detail) if _ENV_TEXT.search(detail) else cls(reason, detail)
+
 
 @contextmanager
 def _machine_oserrors() -> Iterator[None]:
@@ -286,9 +291,7 @@ def _probe_window(
                 return info, decoded, offset, rule
             info = probe(path, timeout=min(60.0, cfg.timeout_s))
     except MediaError as exc:
-        if _ENV_TEXT.search(exc.detail):
-            raise _Failed.machine(exc.detail) from exc
-        raise _Failed(exc.reason, exc.detail) from exc
+        raise _Failed.of(exc.reason, exc.detail) from exc
     offset, rule = resolve_window(start_s, end_s, fetch, info.duration_s, cfg)
     return info, None, offset, rule
 
@@ -340,9 +343,7 @@ def _decode_verdict(
             decoded = decode_window(path, offset, dur, video=has_v, audio=has_a, from_start=True, **decode_kw)
         event["decode_path"] = "from_start"
     if decoded.errors or decoded.returncode != 0:
-        if _ENV_TEXT.search(decoded.first_error):
-            raise _Failed.machine(decoded.first_error)
-        raise _Failed("corrupt_decode", decoded.first_error)
+        raise _Failed.of("corrupt_decode", decoded.first_error)
     return decoded
 
 
