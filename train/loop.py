@@ -316,7 +316,7 @@ def _fit(
         initial_step=state.step,
         samples_per_step=resolved.batch_size,
     )
-    run = _Run(cfg, resolved, info, run_dir, state, plan, metrics, config_dict, on_step)
+    run = _Run(cfg, resolved, run_dir, state, plan, metrics, config_dict, on_step)
     start_step, run_t0 = state.step, time.perf_counter()
     status, signum = run.run(loader, stream, fbank_stats(store.meta))
     elapsed = time.perf_counter() - run_t0
@@ -445,7 +445,6 @@ class _Run:
 
     cfg: RunConfig
     resolved: ResolvedRun
-    info: DistInfo
     run_dir: Path
     state: TrainState
     plan: StepPlan
@@ -459,6 +458,10 @@ class _Run:
     rev: str = field(init=False, default="")
     health_ok: bool = field(init=False, default=False)
     nce_candidates: int = field(init=False, default=0)
+
+    @property
+    def info(self) -> DistInfo:
+        return self.plan.info
 
     def __post_init__(self) -> None:
         self.rev = git_revision() if self.info.is_main else ""
@@ -474,20 +477,19 @@ class _Run:
         it = iter(loader)
         batches = _micro_batches(it, stream, self.info.device, norm_stats, self.timer)
         try:
-            stop.__enter__()
-            status = self._steps(batches, stop)
-            if status == "interrupted":
-                signame = signal.Signals(stop.signum or signal.SIGTERM).name
-                self.metrics.log(self.state.step, {"event": "interrupted", "signal": signame})
+            with stop:
+                status = self._steps(batches, stop)
+                if status == "interrupted":
+                    signame = signal.Signals(stop.signum or signal.SIGTERM).name
+                    self.metrics.log(self.state.step, {"event": "interrupted", "signal": signame})
         finally:
-            stop.__exit__()
             batches.close()
             del it
             self.metrics.close()
         return status, (int(stop.signum or signal.SIGTERM) if status == "interrupted" else None)
 
     def _steps(self, batches: Iterator[MicroBatch], stop: _StopRequest) -> str:
-        state, total, t = self.state, self.resolved.total_steps, self.cfg.train
+        state, total, t = self.state, self.plan.total_steps, self.cfg.train
         start_step, ckpt_step = state.step, -1
         status = "completed"
 
