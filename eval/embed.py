@@ -47,14 +47,9 @@ Features = Literal["global", "pre_joint"]
 
 def model_config_from_checkpoint(config: dict[str, Any]) -> Any:
     """`ModelConfig` of a training checkpoint's resolved RunConfig dict (`model_preset` + `model` overrides)."""
-    from tgdp.model import PRESETS, ModelConfig
+    from tgdp.model.presets import resolve_model_config
 
-    preset = config.get("model_preset")
-    if preset not in PRESETS:
-        raise ValueError(
-            f"checkpoint config names model_preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}"
-        )
-    return ModelConfig.model_validate({**PRESETS[preset].model_dump(), **dict(config.get("model") or {})})
+    return resolve_model_config(config.get("model_preset"), config.get("model") or {})
 
 
 def load_teacher_state(model: torch.nn.Module, obj: Any) -> bool:

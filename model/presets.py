@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from tgdp.config import ConfigError, validation_messages
 from tgdp.model.config import ModelConfig
 
-__all__ = ["PRESETS"]
+__all__ = ["PRESETS", "resolve_model_config"]
 
 # TG-DP as the paper defines it (§3.3, Eqs. 4 and 6, Tables 6 and 8): dual pass, ρ_c 0.5, deterministic top-k
 # ("Distinct Guided Mask"), single-direction V→A InfoNCE (Eq. 4), L_dis = ‖g − ĝ‖²₂ summed over dims (Eq. 6).
@@ -55,3 +61,14 @@ PRESETS: dict[str, ModelConfig] = {
     "tgdp_base_legacy": ModelConfig(**_TGDP_LEGACY),
     "tiny_tgdp_legacy": ModelConfig(**_TINY, **_TGDP_LEGACY),
 }
+
+
+def resolve_model_config(preset: str, overrides: Mapping[str, Any]) -> ModelConfig:
+    """`PRESETS[preset]` with `overrides` applied and validated (unknown preset, key or bad value -> ConfigError).
+    Used for a run config's model section and for the config stored in a checkpoint."""
+    if preset not in PRESETS:
+        raise ConfigError(f"model_preset {preset!r} is unknown; presets: {', '.join(sorted(PRESETS))}")
+    try:
+        return ModelConfig.model_validate({**PRESETS[preset].model_dump(), **dict(overrides)})
+    except ValidationError as exc:
+        raise ConfigError("invalid model config: " + "; ".join(validation_messages(exc, "model."))) from None

@@ -16,15 +16,15 @@ Design:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from tgdp.config import ConfigError, StrictConfig, dump_config, load_config, validation_messages
+from tgdp.config import ConfigError, StrictConfig, dump_config, load_config
 from tgdp.model.config import ModelConfig
+from tgdp.model.presets import resolve_model_config
 
 __all__ = [
     "PRESET_DIR",
@@ -35,7 +35,6 @@ __all__ = [
     "RunConfig",
     "list_presets",
     "load_run_config",
-    "resolve_model_config",
     "save_run_config",
 ]
 
@@ -105,19 +104,6 @@ class LoopConfig(StrictConfig):
         if self.steps is None and self.epochs is None:
             raise ValueError("set train.steps or train.epochs")
         return self
-
-
-def resolve_model_config(preset: str, overrides: Mapping[str, Any]) -> ModelConfig:
-    """`PRESETS[preset]` with `overrides` applied and validated (unknown key / bad value -> ConfigError)."""
-    from tgdp.model.presets import PRESETS
-
-    if preset not in PRESETS:
-        raise ConfigError(f"model_preset {preset!r} is unknown; presets: {', '.join(sorted(PRESETS))}")
-    data = {**PRESETS[preset].model_dump(), **dict(overrides)}
-    try:
-        return ModelConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError("invalid model config: " + "; ".join(validation_messages(exc, "model."))) from None
 
 
 class RunConfig(StrictConfig):
