@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tgdp.pipeline.layout import atomic_path, atomic_write, manifest_path
-from tgdp.pipeline.status import STATES, clip_states, funnel_from_states
+from tgdp.pipeline.status import STATES, clip_states, funnel_from_states, strictly_increasing
 from tgdp.pipeline.validate import METRIC_COLUMNS
 
 __all__ = ["PAPER_VALID_PAIRS", "ExportResult", "funnel_markdown", "run_export"]
@@ -134,7 +134,7 @@ def _write_valid(root: Path, out: Path, cs: Any, valid_mask: np.ndarray) -> None
     source.parquet (written sorted by `manifest`), so memory holds one batch of rows, not the filtered manifest."""
     source = pq.ParquetFile(manifest_path(root))
     ids = cs.manifest.column("clip_id")
-    ordered = len(ids) < 2 or pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py()
+    ordered = strictly_increasing(ids)
     keep_row = np.zeros(source.metadata.num_rows, dtype=bool)
     keep_row[cs.source_rows[valid_mask]] = True
     clip_of_row = np.full(source.metadata.num_rows, -1, dtype=np.int64)
@@ -154,7 +154,7 @@ def _write_valid(root: Path, out: Path, cs: Any, valid_mask: np.ndarray) -> None
     ):
         if not ordered:  # a hand-made, unsorted manifest (small): sort in memory
             idx = pa.array(np.flatnonzero(valid_mask))
-            table = pq.read_table(manifest_path(root)).take(pa.array(cs.source_rows)).take(idx)
+            table = source.read().take(pa.array(cs.source_rows)).take(idx)
             for name, col in _extra_columns(cs, idx):
                 table = table.append_column(name, col)
             batches = [table.sort_by("clip_id")]

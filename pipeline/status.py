@@ -43,7 +43,16 @@ from tgdp.pipeline import ledger
 from tgdp.pipeline.features import feature_cache_path
 from tgdp.pipeline.layout import manifest_path
 
-__all__ = ["FETCHED_STATES", "STATES", "ClipStates", "clip_states", "format_funnel", "funnel", "funnel_from_states"]
+__all__ = [
+    "FETCHED_STATES",
+    "STATES",
+    "ClipStates",
+    "strictly_increasing",
+    "clip_states",
+    "format_funnel",
+    "funnel",
+    "funnel_from_states",
+]
 
 STATES = (
     "never_tried",
@@ -203,7 +212,7 @@ def _unique_manifest(root: Path, manifest_columns: Sequence[str] | None) -> tupl
     manifest = pq.read_table(mpath, columns=cols)
     ids = manifest.column("clip_id").combine_chunks()
     # `manifest` writes the ids sorted and unique: checking that is far cheaper than hashing 2 M ids
-    ordered = len(ids) < 2 or pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py()
+    ordered = strictly_increasing(ids)
     unique = ids if ordered else pc.unique(ids)
     duplicates = len(ids) - len(unique)
     source_rows = np.arange(len(ids), dtype=np.int64)
@@ -211,6 +220,11 @@ def _unique_manifest(root: Path, manifest_columns: Sequence[str] | None) -> tupl
         source_rows = np.sort(np.unique(pc.index_in(ids, value_set=unique).to_numpy(), return_index=True)[1])
         manifest = manifest.take(pa.array(source_rows))
     return manifest, source_rows, duplicates
+
+
+def strictly_increasing(ids: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether the ids are sorted and unique, as `manifest` writes them (a hand-made manifest may not be)."""
+    return len(ids) < 2 or bool(pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py())
 
 
 def _latest_events(
