@@ -47,11 +47,12 @@ __all__ = [
     "FETCHED_STATES",
     "STATES",
     "ClipStates",
-    "strictly_increasing",
     "clip_states",
     "format_funnel",
     "funnel",
     "funnel_from_states",
+    "strictly_increasing",
+    "unique_manifest",
 ]
 
 STATES = (
@@ -174,7 +175,7 @@ def clip_states(
     (default: its first 16 hex digits, enough to tell two downloads of one clip apart; `pa.string()`: whole).
     """
     root = Path(root)
-    manifest, source_rows, duplicates = _unique_manifest(root, manifest_columns)
+    manifest, source_rows, duplicates = unique_manifest(root, manifest_columns)
     ids = manifest.column("clip_id").combine_chunks()
     fe, va, sh = _latest_events(root, ids, validate_columns, sha_type, progress)
     state, reason = _fetch_states(fe, max_attempts, now or datetime.now(timezone.utc))
@@ -202,7 +203,7 @@ def clip_states(
     )
 
 
-def _unique_manifest(root: Path, manifest_columns: Sequence[str] | None) -> tuple[pa.Table, np.ndarray, int]:
+def unique_manifest(root: Path, manifest_columns: Sequence[str] | None) -> tuple[pa.Table, np.ndarray, int]:
     """The manifest with each clip id's first row only, those rows' indices in source.parquet (n,) int64, and the
     number of rows dropped as duplicates."""
     mpath = manifest_path(root)

@@ -55,7 +55,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from tgdp.config import StrictConfig
@@ -68,7 +67,7 @@ from tgdp.pipeline.features import (
     still_score,
     write_feature_cache,
 )
-from tgdp.pipeline.layout import manifest_path, within_root
+from tgdp.pipeline.layout import within_root
 from tgdp.pipeline.ledger import EventWriter, compact_if_many, latest_table, mask, same_or_both_null
 from tgdp.pipeline.media import (
     DecodedClip,
@@ -79,6 +78,7 @@ from tgdp.pipeline.media import (
     probe,
     probe_decode,
 )
+from tgdp.pipeline.status import unique_manifest
 
 __all__ = [
     "DROP_REASONS",
@@ -442,12 +442,7 @@ def validate_tasks(root: Path, cfg: ValidateConfig, force: bool = False) -> tupl
     (same sha256). Computed in columns (`ledger.latest_table`); a dict is made only per task, sorted by clip id.
     """
     root = Path(root)
-    table = pq.read_table(manifest_path(root), columns=["clip_id", "start_s", "end_s"])
-    ids = pc.unique(table.column("clip_id").combine_chunks())
-    if len(ids) != table.num_rows:  # a hand-made manifest with repeated ids: the first row of each
-        table = table.take(
-            pa.array(np.unique(pc.index_in(table.column("clip_id"), value_set=ids), return_index=True)[1])
-        )
+    table, _, _ = unique_manifest(root, ["start_s", "end_s"])  # a hand-made manifest's repeated ids: the first row
     ids = table.column("clip_id").combine_chunks()
     fe = latest_table(root, "fetch", ids, _FETCH_COLUMNS)
     fetched = mask(pc.and_(pc.equal(fe.column("status"), "ok"), pc.is_valid(fe.column("raw_path"))))
