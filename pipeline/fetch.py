@@ -50,7 +50,7 @@ from pydantic import Field, field_validator
 
 from tgdp.config import StrictConfig
 from tgdp.pipeline import ledger
-from tgdp.pipeline.layout import file_sha256, place_raw, raw_path_for, within_root
+from tgdp.pipeline.layout import file_sha256, place_raw, raw_target
 from tgdp.pipeline.parallel import run_sessions
 
 __all__ = [
@@ -398,9 +398,7 @@ class FetchSession:
             out = self._single_output(directory, facts)
         except _AttemptFailed as failed:
             return failed.event
-        final = raw_path_for(self.root, task["clip_id"], out.suffix)
-        if not within_root(self.root, final):
-            raise RuntimeError(f"refusing to write outside ROOT: {final}")
+        final = raw_target(self.root, task["clip_id"], out.suffix)
         size, digest = out.stat().st_size, file_sha256(out)
         place_raw(out, final)
         fmt = result if isinstance(result, dict) else {}

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import EVENT_COLUMNS, RootLock, clip_states, tool_versions
-from tgdp.pipeline.layout import file_sha256, manifest_path, place_raw, raw_path_for, safe_name, within_root
+from tgdp.pipeline.layout import file_sha256, manifest_path, place_raw, raw_target, safe_name
 
 __all__ = ["ImportReport", "import_clips", "register_files"]
 
@@ -221,7 +221,7 @@ def _import_one(
     Everything that can fail (reading, hashing, probing) happens on the temporary copy, so raw/ only ever gets a
     file whose event follows."""
     ext = src.suffix.lower()
-    final = _raw_target(root, row["clip_id"], src.suffix)
+    final = raw_target(root, row["clip_id"], src.suffix)
     tmp = None
     try:
         tmp = _stage(src, tmp_dir, final.suffix, copy)
@@ -241,14 +241,6 @@ def _import_one(
         if tmp is not None:
             tmp.unlink(missing_ok=True)
     return _ok_event(root, row["clip_id"], final, size, digest, origin, st, "import")
-
-
-def _raw_target(root: Path, clip_id: str, suffix: str) -> Path:
-    """`layout.raw_path_for`, refusing any path that would leave ROOT."""
-    final = raw_path_for(root, clip_id, suffix)
-    if not within_root(root, final):
-        raise RuntimeError(f"refusing to write outside ROOT: {final}")
-    return final
 
 
 def _ok_event(
@@ -302,7 +294,7 @@ def register_files(
             st = states.get(clip_id)
             if st is not None and st.status == "done":
                 continue
-            final = _raw_target(root, clip_id, Path(src).suffix)
+            final = raw_target(root, clip_id, Path(src).suffix)
             tmp = _stage(Path(src), tmp_dir, final.suffix, copy)
             size, digest = tmp.stat().st_size, file_sha256(tmp)
             place_raw(tmp, final)

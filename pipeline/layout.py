@@ -38,6 +38,7 @@ __all__ = [
     "place_raw",
     "raw_dir",
     "raw_path_for",
+    "raw_target",
     "safe_name",
     "temp_path",
     "within_root",
@@ -77,6 +78,14 @@ def raw_path_for(root: Path, clip_id: str, ext: str) -> Path:
     ext = _UNSAFE.sub("", ext.lstrip("."))[:8] or "bin"
     name = safe_name(clip_id)
     return raw_dir(root) / name[-2:] / f"{name}.{ext}"
+
+
+def raw_target(root: Path, clip_id: str, ext: str) -> Path:
+    """`raw_path_for`, refusing a path that would leave ROOT (a downloaded or imported file is about to go there)."""
+    final = raw_path_for(root, clip_id, ext)
+    if not within_root(root, final):
+        raise RuntimeError(f"refusing to write outside ROOT: {final}")
+    return final
 
 
 def place_raw(src: Path, final: Path) -> Path:
