@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tgdp-installed
 TGDP_NO_APT ?=
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup ffmpeg test test-fast lint demo bench gpu-check reproduce reproduce-short wheel-check clean
+.PHONY: setup ffmpeg test test-numerics test-fast lint demo bench gpu-check reproduce reproduce-short wheel-check clean
 
 setup: ffmpeg $(STAMP)
 
@@ -29,6 +29,15 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The tests most sensitive to float reduction order, at two intra-op thread counts, so that a tolerance that only
+# holds on one machine shows up before it lands (.ci/run runs this after `make test`).
+NUMERICS_TESTS := tests/train/test_train_ddp.py tests/model/test_model_losses.py tests/train/test_train_step.py
+test-numerics: setup
+	@for t in 1 2; do \
+	  echo "[test-numerics] $$t intra-op thread(s)"; \
+	  TGDP_TEST_THREADS=$$t OMP_NUM_THREADS=$$t $(BIN)/python -m pytest -q $(NUMERICS_TESTS) || exit 1; \
+	done
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -27,9 +27,12 @@ def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_
 
 def _gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All-gather [B, D] across ranks keeping the autograd path; returns ([W·B, D], rank)."""
-    from torch.distributed.nn.functional import all_gather
+    # functional collectives: autograd-aware (backward = reduce-scatter of the gathered gradient, summed), the
+    # supported successor of the deprecated torch.distributed.nn.functional.all_gather.
+    from torch.distributed._functional_collectives import all_gather_single_autograd
 
-    return torch.cat(all_gather(x), dim=0), dist.get_rank()
+    gathered = all_gather_single_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
+    return gathered.wait() if hasattr(gathered, "wait") else gathered, dist.get_rank()
 
 
 def contrastive_loss(
