@@ -22,9 +22,13 @@ ffmpeg:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml
+# Strict editable mode: a link tree of symlinks under build/ instead of an import hook, so that mypy, pyright and
+# IDEs resolve `tgdp.*` to the repository's files. A link tree only knows the files that existed at install time,
+# so the stamp also depends on the package folders (their mtime changes when a module is added or removed).
+PKG_DIRS := $(wildcard config store pipeline model train eval manifests experiments experiments/reproduce)
+$(STAMP): pyproject.toml $(PKG_DIRS)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=strict
 	@touch $(STAMP)
 
 test: setup
@@ -42,9 +46,11 @@ test-numerics: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# ruff, then mypy over every public name of every package (tests/static/api_probe.py, from tests/static/probe.py).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m mypy tests/static/api_probe.py
 
 demo: setup
 	$(BIN)/python -m tgdp.experiments demo --out $(DEMO_DIR)
