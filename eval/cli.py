@@ -10,7 +10,7 @@ from typing import Literal, Optional
 
 import typer
 
-from tgdp.pipeline.cli import group_app
+from tgdp.pipeline.cli import group_app, print_config
 
 app = group_app(
     "tgdp-eval", "TG-DP evaluation: cached embeddings, zero-shot retrieval, probing, report tables and plots."
@@ -143,7 +143,9 @@ def probe(
     modality: Literal["av", "a", "v"] = typer.Option("av", help="probe input tokens"),
     linear: bool = typer.Option(False, "--linear", help="mean + BatchNorm + Linear instead of the attention probe"),
     config: Optional[Path] = typer.Option(None, exists=True, help="ProbeConfig YAML"),
-    overrides: list[str] = typer.Option([], "--set", help="ProbeConfig override key=value (repeatable)"),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="ProbeConfig override key=value (repeatable), e.g. epochs=50; keys: `tgdp-eval config`"
+    ),
     classes: Optional[Path] = typer.Option(None, exists=True, help="class list (labels CSV with 'mid', or text)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     name: Optional[str] = typer.Option(None),
@@ -166,6 +168,21 @@ def probe(
     (out / "probe.json").write_text(json.dumps(d, indent=2), encoding="utf-8")
     (out / "probe.md").write_text(probe_table([d])[0] + "\n", encoding="utf-8")
     typer.echo(f"{res.metric_name} {res.metric:.2f} ({res.n_train} train / {res.n_test} test clips)")
+
+
+@app.command("config")
+def config_cmd(
+    key: Optional[str] = typer.Argument(None, help="only this key, e.g. epochs"),
+    config: Optional[Path] = typer.Option(None, exists=True, help="ProbeConfig YAML"),
+    overrides: list[str] = typer.Option([], "--set", help="ProbeConfig override key=value (repeatable), e.g. lr=1e-3"),
+    show: bool = typer.Option(False, "--show", help="print the resolved config as YAML that --config loads back"),
+    as_json: bool = typer.Option(False, "--json", help="print the keys as JSON"),
+) -> None:
+    """List every ProbeConfig key (`probe --set`) with its type, resolved value, default and help."""
+    from tgdp.config import load_config
+    from tgdp.eval.probe import ProbeConfig
+
+    print_config(load_config(ProbeConfig, config, overrides), key, show, as_json)
 
 
 @app.command()
