@@ -10,7 +10,7 @@ from typing import Literal, Optional
 
 import typer
 
-from tgdp.pipeline.cli import group_app, print_config
+from tgdp.pipeline.cli import dumps_json, group_app, print_config
 
 app = group_app(
     "tgdp-eval", "TG-DP evaluation: cached embeddings, zero-shot retrieval, probing, report tables and plots."
@@ -82,7 +82,7 @@ def retrieval(
     frame: Optional[int] = typer.Option(None, help="frame of the `single` strategy (default T//2)"),
     ties: Literal["pessimistic", "optimistic"] = typer.Option("pessimistic", help="rank of exactly tied similarities"),
     chunk_size: int = typer.Option(2048, min=1, help="query rows per similarity block"),
-    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     name: Optional[str] = typer.Option(None, help="model name in tables (default: checkpoint file stem)"),
     dataset: Optional[str] = typer.Option(None, help="dataset name in tables (default: from the clip ids)"),
     plot_clips: int = typer.Option(64, min=2, help="clips in the similarity-matrix plot"),
@@ -147,7 +147,7 @@ def probe(
         [], "--set", help="ProbeConfig override key=value (repeatable), e.g. epochs=50; keys: `tgdp-eval config`"
     ),
     classes: Optional[Path] = typer.Option(None, exists=True, help="class list (labels CSV with 'mid', or text)"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     name: Optional[str] = typer.Option(None),
     dataset: Optional[str] = typer.Option(None),
 ) -> None:
@@ -210,7 +210,7 @@ def health(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2), encoding="utf-8")
     if json_out:
-        typer.echo(json.dumps(res, indent=2))
+        typer.echo(dumps_json(res))
         return
     typer.echo(
         f"{checkpoint} ({info['model_preset']}, step {info['step']}) on {res['clips']} {split} clips, frame {frame}"

@@ -271,7 +271,7 @@ def manifest_cmd(
     result = build_manifest(root, cfg.manifest)
     if as_json:
         typer.echo(
-            _json.dumps(
+            dumps_json(
                 {
                     "manifest": str(result.manifest),
                     "meta": str(result.meta),
@@ -359,7 +359,7 @@ def fetch_cmd(
         raise typer.Exit(130) from None
     d = summary.as_dict()
     if as_json:
-        typer.echo(_json.dumps(d))
+        typer.echo(dumps_json(d))
         return
     typer.echo(f"selected {d['selected']}, attempted {d['attempted']}, ok {d['ok']} in {d['seconds']:.1f} s")
     for kind in ("failed", "skipped"):
@@ -378,7 +378,7 @@ def import_cmd(
 
     require_root(root)
     report = import_clips(root, from_dir, copy=copy)
-    typer.echo(_json.dumps(report.as_dict(), indent=2))
+    typer.echo(dumps_json(report.as_dict()))
 
 
 @app.command("config")
@@ -419,7 +419,7 @@ def status_cmd(
     require_root(root)
     _lean_arrow_memory()
     f = funnel(root, max_attempts=cfg.fetch.max_attempts, progress=not as_json)
-    typer.echo(_json.dumps(f, indent=2) if as_json else format_funnel(f))
+    typer.echo(dumps_json(f) if as_json else format_funnel(f))
     if not f["check"]:
         raise typer.Exit(1)
 
@@ -447,7 +447,7 @@ def validate_cmd(
     bar = progress and not as_json
     s = run_validate(root, cfg, backend=backend, num_workers=workers, address=address, force=force, progress=bar)
     if as_json:
-        typer.echo(_json.dumps(asdict(s)))
+        typer.echo(dumps_json(asdict(s)))
         return
     typer.echo(f"rule: {s.valid_rule}")
     typer.echo(f"fetched {s.fetched}, up to date {s.skipped_up_to_date}, validated {s.validated}: valid {s.valid}")
@@ -473,7 +473,7 @@ def export_cmd(
     result = run_export(root, out, max_attempts=cfg.fetch.max_attempts, progress=not as_json)
     files = [str(out / name) for name in ("manifest.parquet", "clip_ids.txt", "funnel.json", "funnel.md")]
     if as_json:
-        typer.echo(_json.dumps({"out": str(out), "files": files, "valid": result.valid, "funnel": result.funnel}))
+        typer.echo(dumps_json({"out": str(out), "files": files, "valid": result.valid, "funnel": result.funnel}))
         return
     typer.echo(funnel_markdown(result.funnel, result.paper_line))
     typer.echo(f"wrote {out}: manifest.parquet ({result.valid:,} valid clips), clip_ids.txt, funnel.json, funnel.md")
@@ -513,7 +513,7 @@ def shard_cmd(
     if not s.rows:
         typer.echo(f"warning: no valid clips to shard in {root}: run validate first (`tgdp-data status`)", err=True)
     if as_json:
-        typer.echo(_json.dumps({"store": str(store), **asdict(s)}))
+        typer.echo(dumps_json({"store": str(store), **asdict(s)}))
         return
     for split in sorted(s.rows):
         note = " (up to date)" if split in s.up_to_date else ""
@@ -536,7 +536,7 @@ def verify_cmd(
     report = verify_store(store)
     if as_json:
         typer.echo(
-            _json.dumps({"store": str(store), "ok": report.ok, "splits": report.splits, "problems": report.problems})
+            dumps_json({"store": str(store), "ok": report.ok, "splits": report.splits, "problems": report.problems})
         )
         if not report.ok:
             raise typer.Exit(1)
