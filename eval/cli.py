@@ -91,7 +91,7 @@ def retrieval(
     import numpy as np
 
     from tgdp.eval.report import plot_recall_curves, plot_similarity, retrieval_table
-    from tgdp.eval.retrieval import run_retrieval, similarity_matrix
+    from tgdp.eval.retrieval import DIRECTION_LABELS, run_retrieval, similarity_matrix
     from tgdp.eval.table import read_embeddings
 
     table = read_embeddings(emb)
@@ -119,7 +119,7 @@ def retrieval(
     sub = table.subset([table.clip_ids.index(c) for c in res.clip_ids[:plot_clips]])
     plot_similarity(similarity_matrix(sub.emb_a, sub.emb_v, strategy, frame), out / "similarity.png")  # type: ignore[arg-type]
     for direction, m in res.metrics.items():
-        typer.echo(f"{direction}: " + "  ".join(f"{k} {v:.2f}" for k, v in m.items()))
+        typer.echo(f"{DIRECTION_LABELS[direction]}: " + "  ".join(f"{k} {v:.2f}" for k, v in m.items()))
     if res.missing:
         typer.echo(f"{len(res.missing)} of {res.n_list} listed clips missing (see retrieval.json)")
 
@@ -136,8 +136,8 @@ def _read_classes(path: Path) -> list[str]:
 
 @app.command()
 def probe(
-    train_emb: Path = typer.Option(..., exists=True, dir_okay=False),
-    test_emb: Path = typer.Option(..., exists=True, dir_okay=False),
+    train_emb: Path = typer.Option(..., exists=True, dir_okay=False, help="embedding table of the probe's train clips"),
+    test_emb: Path = typer.Option(..., exists=True, dir_okay=False, help="embedding table of the probe's test clips"),
     task: Literal["multilabel", "multiclass"] = typer.Option(..., help="BCE + mAP | CE + top-1"),
     out: Path = typer.Option(..., help="output directory"),
     modality: Literal["av", "a", "v"] = typer.Option("av", help="probe input tokens"),
@@ -148,8 +148,8 @@ def probe(
     ),
     classes: Optional[Path] = typer.Option(None, exists=True, help="class list (labels CSV with 'mid', or text)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    name: Optional[str] = typer.Option(None),
-    dataset: Optional[str] = typer.Option(None),
+    name: Optional[str] = typer.Option(None, help="model name in tables (default: checkpoint file stem)"),
+    dataset: Optional[str] = typer.Option(None, help="dataset name in tables (default: from the clip ids)"),
 ) -> None:
     """Train a probe on cached train embeddings, evaluate on test embeddings; writes probe.json and probe.md."""
     from tgdp.config import load_config
@@ -199,6 +199,7 @@ def health(
     """Representation health of a checkpoint on a store split: held-out InfoNCE vs ln(B), collapse figures."""
     from tgdp.eval.embed import load_encoder
     from tgdp.eval.health import store_health
+    from tgdp.eval.retrieval import DIRECTION_LABELS
     from tgdp.pipeline.store import Store
 
     dev = _device(device)
@@ -217,7 +218,7 @@ def health(
     )
     typer.echo(
         f"held-out InfoNCE {res['heldout_nce']:.3f} vs chance ln({res['nce_batch']}) = {res['heldout_nce_chance']:.3f} "
-        f"(ratio {res['nce_ratio']:.3f}, {res['contrastive']})"
+        f"(ratio {res['nce_ratio']:.3f}, {DIRECTION_LABELS.get(res['contrastive'], res['contrastive'])})"
     )
     for m in ("a", "v"):
         ts = f", teacher-student cos {res[m + '_ts_cos']:.3f}" if f"{m}_ts_cos" in res else ""

@@ -181,12 +181,12 @@ def print_config(cfg: Any, section: str | None = None, show: bool = False, as_js
         wide_console().print(table, highlight=False)
 
 
-def wide_console(stderr: bool = False) -> Any:
-    """A rich Console that does not fold tables at 80 columns when stdout is a pipe or a file (paths stay whole)."""
+def wide_console() -> Any:
+    """A rich Console that does not fold tables at 80 columns when stdout is a pipe or a file."""
     from rich.console import Console
 
-    console = Console(stderr=stderr)
-    return console if console.is_terminal else Console(stderr=stderr, width=max(console.width, 200))
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 200))
 
 
 def dumps_json(obj: Any) -> str:
@@ -285,15 +285,17 @@ def manifest_cmd(
             )
         )
         return
-    table = Table(title=f"{result.manifest} ({result.rows} clips)")
-    table.add_column("split")
+    # Paths are printed as plain lines, never inside a table (a table folds them mid-word at its own width).
+    typer.echo(f"{result.manifest}: {result.rows} clips")
+    table = Table()
+    table.add_column("split", no_wrap=True)
     table.add_column("clips", justify="right")
     for split, n in result.split_counts.items():
         table.add_row(split, str(n))
     Console().print(table)
     typer.echo(f"leak_eval_overlap={result.leak_count} rejected={len(result.issues)} meta={result.meta}")
     for warning in result.warnings:
-        Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
 
 
 @app.command("synth")
@@ -305,16 +307,13 @@ def synth_cmd(
 ) -> None:
     """Write a synthetic audio-visual corpus (real media files) with ground truth and AudioSet-format CSVs
     (`--set synth.num_clips=50 --set synth.seed=1 --set synth.difficulty=0.5`)."""
-    from rich.console import Console
-
     from tgdp.pipeline.synth import generate
 
     cfg = pipeline_config(config, set_, synth=dict(workers=workers))
     result = generate(cfg.synth, out)
-    Console().print(
+    typer.echo(
         f"wrote {result.num_clips} clips to {result.out} in {result.elapsed_s:.1f} s; splits {result.split_counts}; "
-        f"faults {result.fault_counts}; ground truth {result.ground_truth}",
-        highlight=False,
+        f"faults {result.fault_counts}; ground truth {result.ground_truth}"
     )
 
 
