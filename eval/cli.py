@@ -10,7 +10,7 @@ from typing import Literal, Optional
 
 import typer
 
-from tgdp.pipeline.cli import group_app
+from tgdp.pipeline.cli import dumps_json, group_app, print_config
 
 app = group_app(
     "tgdp-eval", "TG-DP evaluation: cached embeddings, zero-shot retrieval, probing, report tables and plots."
@@ -82,7 +82,7 @@ def retrieval(
     frame: Optional[int] = typer.Option(None, help="frame of the `single` strategy (default T//2)"),
     ties: Literal["pessimistic", "optimistic"] = typer.Option("pessimistic", help="rank of exactly tied similarities"),
     chunk_size: int = typer.Option(2048, min=1, help="query rows per similarity block"),
-    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     name: Optional[str] = typer.Option(None, help="model name in tables (default: checkpoint file stem)"),
     dataset: Optional[str] = typer.Option(None, help="dataset name in tables (default: from the clip ids)"),
     plot_clips: int = typer.Option(64, min=2, help="clips in the similarity-matrix plot"),
@@ -91,7 +91,7 @@ def retrieval(
     import numpy as np
 
     from tgdp.eval.report import plot_recall_curves, plot_similarity, retrieval_table
-    from tgdp.eval.retrieval import run_retrieval, similarity_matrix
+    from tgdp.eval.retrieval import DIRECTION_LABELS, run_retrieval, similarity_matrix
     from tgdp.eval.table import read_embeddings
 
     table = read_embeddings(emb)
@@ -119,7 +119,7 @@ def retrieval(
     sub = table.subset([table.clip_ids.index(c) for c in res.clip_ids[:plot_clips]])
     plot_similarity(similarity_matrix(sub.emb_a, sub.emb_v, strategy, frame), out / "similarity.png")  # type: ignore[arg-type]
     for direction, m in res.metrics.items():
-        typer.echo(f"{direction}: " + "  ".join(f"{k} {v:.2f}" for k, v in m.items()))
+        typer.echo(f"{DIRECTION_LABELS[direction]}: " + "  ".join(f"{k} {v:.2f}" for k, v in m.items()))
     if res.missing:
         typer.echo(f"{len(res.missing)} of {res.n_list} listed clips missing (see retrieval.json)")
 
@@ -136,18 +136,20 @@ def _read_classes(path: Path) -> list[str]:
 
 @app.command()
 def probe(
-    train_emb: Path = typer.Option(..., exists=True, dir_okay=False),
-    test_emb: Path = typer.Option(..., exists=True, dir_okay=False),
+    train_emb: Path = typer.Option(..., exists=True, dir_okay=False, help="embedding table of the probe's train clips"),
+    test_emb: Path = typer.Option(..., exists=True, dir_okay=False, help="embedding table of the probe's test clips"),
     task: Literal["multilabel", "multiclass"] = typer.Option(..., help="BCE + mAP | CE + top-1"),
     out: Path = typer.Option(..., help="output directory"),
     modality: Literal["av", "a", "v"] = typer.Option("av", help="probe input tokens"),
     linear: bool = typer.Option(False, "--linear", help="mean + BatchNorm + Linear instead of the attention probe"),
     config: Optional[Path] = typer.Option(None, exists=True, help="ProbeConfig YAML"),
-    overrides: list[str] = typer.Option([], "--set", help="ProbeConfig override key=value (repeatable)"),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="ProbeConfig override key=value (repeatable), e.g. epochs=50; keys: `tgdp-eval config`"
+    ),
     classes: Optional[Path] = typer.Option(None, exists=True, help="class list (labels CSV with 'mid', or text)"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    name: Optional[str] = typer.Option(None),
-    dataset: Optional[str] = typer.Option(None),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    name: Optional[str] = typer.Option(None, help="model name in tables (default: checkpoint file stem)"),
+    dataset: Optional[str] = typer.Option(None, help="dataset name in tables (default: from the clip ids)"),
 ) -> None:
     """Train a probe on cached train embeddings, evaluate on test embeddings; writes probe.json and probe.md."""
     from tgdp.config import load_config
@@ -168,6 +170,21 @@ def probe(
     typer.echo(f"{res.metric_name} {res.metric:.2f} ({res.n_train} train / {res.n_test} test clips)")
 
 
+@app.command("config")
+def config_cmd(
+    key: Optional[str] = typer.Argument(None, help="only this key, e.g. epochs"),
+    config: Optional[Path] = typer.Option(None, exists=True, help="ProbeConfig YAML"),
+    overrides: list[str] = typer.Option([], "--set", help="ProbeConfig override key=value (repeatable), e.g. lr=1e-3"),
+    show: bool = typer.Option(False, "--show", help="print the resolved config as YAML that --config loads back"),
+    as_json: bool = typer.Option(False, "--json", help="print the keys as JSON"),
+) -> None:
+    """List every ProbeConfig key (`probe --set`) with its type, resolved value, default and help."""
+    from tgdp.config import load_config
+    from tgdp.eval.probe import ProbeConfig
+
+    print_config(load_config(ProbeConfig, config, overrides), key, show, as_json)
+
+
 @app.command()
 def health(
     checkpoint: Path = typer.Option(..., exists=True, dir_okay=False, help="tgdp training checkpoint"),
@@ -182,6 +199,7 @@ def health(
     """Representation health of a checkpoint on a store split: held-out InfoNCE vs ln(B), collapse figures."""
     from tgdp.eval.embed import load_encoder
     from tgdp.eval.health import store_health
+    from tgdp.eval.retrieval import DIRECTION_LABELS
     from tgdp.pipeline.store import Store
 
     dev = _device(device)
@@ -193,14 +211,14 @@ def health(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2), encoding="utf-8")
     if json_out:
-        typer.echo(json.dumps(res, indent=2))
+        typer.echo(dumps_json(res))
         return
     typer.echo(
         f"{checkpoint} ({info['model_preset']}, step {info['step']}) on {res['clips']} {split} clips, frame {frame}"
     )
     typer.echo(
         f"held-out InfoNCE {res['heldout_nce']:.3f} vs chance ln({res['nce_batch']}) = {res['heldout_nce_chance']:.3f} "
-        f"(ratio {res['nce_ratio']:.3f}, {res['contrastive']})"
+        f"(ratio {res['nce_ratio']:.3f}, {DIRECTION_LABELS.get(res['contrastive'], res['contrastive'])})"
     )
     for m in ("a", "v"):
         ts = f", teacher-student cos {res[m + '_ts_cos']:.3f}" if f"{m}_ts_cos" in res else ""

@@ -50,22 +50,26 @@ class ProbeConfig(StrictConfig):
     """Probe hyper-parameters; defaults follow the CAV-MAE Sync probing script (batch 48, 25 epochs, Adam
     betas 0.95/0.999, wd 5e-7, 10 % warm-up, cosine to 0.1·lr)."""
 
-    task: Literal["multilabel", "multiclass"] = "multilabel"
-    modality: Literal["av", "a", "v"] = "av"
-    linear: bool = False
-    depth: int = Field(2, ge=1)
-    num_heads: int | None = Field(None, ge=1)  # None: derived from the probe width (`probe_heads`)
-    mlp_ratio: float = Field(4.0, gt=0)
-    epochs: int = Field(25, ge=1)
-    batch_size: int = Field(48, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(5e-7, ge=0)
-    betas: tuple[float, float] = (0.95, 0.999)
-    warmup_frac: float = Field(0.1, ge=0, lt=1)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    label_smooth: float = Field(0.0, ge=0, lt=1)
-    seed: int = 0
-    device: str = "cpu"
+    task: Literal["multilabel", "multiclass"] = Field(
+        "multilabel", description="multilabel (BCE, mAP) or multiclass (CE, top-1)"
+    )
+    modality: Literal["av", "a", "v"] = Field("av", description="probe input tokens: av, a or v")
+    linear: bool = Field(False, description="mean + BatchNorm + Linear instead of the attention probe")
+    depth: int = Field(2, ge=1, description="attention-probe blocks")
+    num_heads: int | None = Field(
+        None, ge=1, description="probe attention heads; None = derived from the probe width (`probe_heads`)"
+    )
+    mlp_ratio: float = Field(4.0, gt=0, description="probe MLP hidden width as a multiple of the width")
+    epochs: int = Field(25, ge=1, description="training epochs")
+    batch_size: int = Field(48, ge=1, description="clips per batch")
+    lr: float = Field(1e-4, gt=0, description="peak learning rate")
+    weight_decay: float = Field(5e-7, ge=0, description="weight decay")
+    betas: tuple[float, float] = Field((0.95, 0.999), description="Adam betas")
+    warmup_frac: float = Field(0.1, ge=0, lt=1, description="fraction of steps in linear warm-up")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
+    label_smooth: float = Field(0.0, ge=0, lt=1, description="label smoothing")
+    seed: int = Field(0, description="random seed")
+    device: str = Field("cpu", description="cpu | cuda | cuda:N (the probe --device flag)")
 
 
 MAX_HEADS = 12  # the paper's probe: 12 heads on the base model's 768 (a, v) or 1536 (av) wide tokens

@@ -57,12 +57,22 @@ Strategy = Literal["diagonal_mean", "single", "all_pairs"]
 TieMode = Literal["pessimistic", "optimistic"]
 # direction name → (query modality, candidate modality); released "video" = V→A, "audio" = A→V
 DIRECTIONS: dict[str, tuple[str, str]] = {"v2a": ("v", "a"), "a2v": ("a", "v")}
+# how people read a direction (the paper's tables, every human output); the keys stay the JSON names
+DIRECTION_LABELS = {"v2a": "V→A", "a2v": "A→V"}
 STRATEGIES = ("diagonal_mean", "single", "all_pairs")
 KS = (1, 5, 10)
 
 
 class MissingClipsWarning(UserWarning):
     """Some clips of a retrieval list are not in the embedding table."""
+
+
+def _read_only_tensor(x: np.ndarray) -> torch.Tensor:
+    """A tensor view of an array that may be read-only (a memory-mapped embedding table) without a copy; torch
+    warns that it cannot protect such memory, but the view is only read (converted into a new float32 tensor)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def _check(strategy: str, emb: np.ndarray | torch.Tensor, frame: int | None) -> None:
@@ -94,7 +104,7 @@ def prepare_embeddings(
     t0 = t // 2 if frame is None else frame
     for s in range(0, n, chunk_size):
         x = emb[s : s + chunk_size]
-        x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+        x = _read_only_tensor(x) if isinstance(x, np.ndarray) else x
         if strategy == "single":
             x = x[:, t0]
         dst = out[s : s + x.shape[0]]

@@ -21,7 +21,7 @@ app = group_app(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="output directory (a rerun reuses its finished stages)"),
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="DemoConfig YAML"),
-    overrides: list[str] = typer.Option([], "--set", help="DemoConfig key=value (repeatable)"),
+    overrides: list[str] = typer.Option([], "--set", help="DemoConfig key=value (repeatable), e.g. num_clips=400"),
 ) -> None:
     """The whole chain on the synthetic corpus through the real CLIs (synth → fetch → … → train ×2 → eval → report)."""
     from tgdp.config import load_config
@@ -37,14 +37,14 @@ def reproduce(
     store: Optional[Path] = typer.Option(None, help="a prebuilt store (STORE/train, STORE/eval): no synth"),
     seeds: Optional[str] = typer.Option(None, help="comma-separated training seeds (default 0..4; short: 0)"),
     steps: Optional[int] = typer.Option(None, help="optimiser steps per run (same for every config)"),
-    batch_size: Optional[int] = typer.Option(None),
-    lr: Optional[float] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None, help="global training batch (default: the budget's)"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate (default: the budget's)"),
     lambda_contra: Optional[float] = typer.Option(None, help="λ_contra for every row (default: the budget's)"),
     configs: Optional[str] = typer.Option(None, help="comma-separated rows (default all; see REPRODUCTION.md)"),
-    num_clips: Optional[int] = typer.Option(None),
-    num_classes: Optional[int] = typer.Option(None),
-    difficulty: Optional[float] = typer.Option(None),
-    probe_epochs: Optional[int] = typer.Option(None),
+    num_clips: Optional[int] = typer.Option(None, help="clips of the synthetic corpus"),
+    num_classes: Optional[int] = typer.Option(None, help="classes of the synthetic corpus"),
+    difficulty: Optional[float] = typer.Option(None, help="corpus difficulty 0-1 (synth.difficulty)"),
+    probe_epochs: Optional[int] = typer.Option(None, help="probe training epochs"),
     scale: Literal["tiny", "base"] = typer.Option("tiny", help="tiny presets or the ViT-B ones"),
     sets: list[str] = typer.Option([], "--set", help="extra run-config override, repeatable"),
     jobs: int = typer.Option(2, min=1, help="runs in parallel (processes)"),

@@ -39,17 +39,19 @@ DATA, TRAIN, EVAL = "tgdp.pipeline.cli", "tgdp.train.cli", "tgdp.eval.cli"
 class DemoConfig(StrictConfig):
     """Sizes of the demo; the defaults ran in 449 s on 2 idle CPU cores (BENCHMARKS.md, `demo`)."""
 
-    num_clips: int = Field(200, ge=8)
-    seed: int = 0
-    sessions: int = Field(2, ge=1)  # fetch download sessions (Ray actors)
-    backend: str = "ray"  # fetch/validate/shard parallelism: ray | serial
-    workers: int = Field(2, ge=1)
-    train_steps: int = Field(1500, ge=1)  # per model, same budget for TG-DP and the baseline
-    batch_size: int = Field(16, ge=2)
-    frame_size: int = 96
-    num_mel_bins: int = 64
-    probe_epochs: int = Field(30, ge=1)
-    models: tuple[str, ...] = ("tiny_tgdp", "tiny_cavmae_sync")
+    num_clips: int = Field(200, ge=8, description="synthetic clips")
+    seed: int = Field(0, description="corpus and training seed")
+    sessions: int = Field(2, ge=1, description="fetch download sessions (Ray actors)")
+    backend: str = Field("ray", description="fetch/validate/shard parallelism: ray | serial")
+    workers: int = Field(2, ge=1, description="parallel workers of each stage")
+    train_steps: int = Field(
+        1500, ge=1, description="training steps per model (the same budget for TG-DP and the baseline)"
+    )
+    batch_size: int = Field(16, ge=2, description="training batch")
+    frame_size: int = Field(96, description="stored frame side in pixels")
+    num_mel_bins: int = Field(64, description="fbank mel bins")
+    probe_epochs: int = Field(30, ge=1, description="probe training epochs")
+    models: tuple[str, ...] = Field(("tiny_tgdp", "tiny_cavmae_sync"), description="model presets trained and compared")
 
 
 def _run(cmd: list[str], log: Path | None = None) -> str:

@@ -41,35 +41,48 @@ class ModelConfig(StrictConfig):
     """CAV-MAE Sync backbone + TG-DP options. Defaults are the CAV-MAE Sync ViT-B released architecture."""
 
     # encoder
-    embed_dim: int = Field(768, gt=0)
-    num_heads: int = Field(12, gt=0)
+    embed_dim: int = Field(768, gt=0, description="encoder width D")
+    num_heads: int = Field(12, gt=0, description="encoder attention heads")
     modality_depth: int = Field(11, ge=1, description="modality-specific blocks per modality (blocks_a/blocks_v)")
     joint_depth: int = Field(1, ge=1, description="joint blocks (blocks_u)")
-    mlp_ratio: float = Field(4.0, gt=0)
-    patch_size: int = Field(16, gt=0)
-    img_size: int = Field(224, gt=0)
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of the width")
+    patch_size: int = Field(16, gt=0, description="square patch side (audio and video)")
+    img_size: int = Field(224, gt=0, description="input frame side in pixels")
     audio_length: int = Field(416, gt=0, description="T_seg, fbank frames per audio segment")
-    num_mel_bins: int = Field(128, gt=0)
-    num_register_tokens: int = Field(8, ge=0, description="per modality; appended at the end, dropped before joint")
+    num_mel_bins: int = Field(128, gt=0, description="fbank mel bins F of the audio input")
+    num_register_tokens: int = Field(
+        8, ge=0, description="register tokens per modality; appended at the end, dropped before the joint blocks"
+    )
     # decoder
-    decoder_embed_dim: int = Field(512, gt=0)
-    decoder_depth: int = Field(8, ge=1)
-    decoder_num_heads: int = Field(16, gt=0)
+    decoder_embed_dim: int = Field(512, gt=0, description="MAE decoder width")
+    decoder_depth: int = Field(8, ge=1, description="MAE decoder blocks")
+    decoder_num_heads: int = Field(16, gt=0, description="MAE decoder attention heads")
     # reconstruction pass
-    norm_pix_loss: bool = True
-    mask_ratio_a: float = Field(0.75, gt=0.0, lt=1.0)
-    mask_ratio_v: float = Field(0.75, gt=0.0, lt=1.0)
-    keep_rounding: Literal["floor", "round"] = "floor"
+    norm_pix_loss: bool = Field(True, description="MAE targets normalised per patch")
+    mask_ratio_a: float = Field(0.75, gt=0.0, lt=1.0, description="audio mask ratio of the reconstruction pass")
+    mask_ratio_v: float = Field(0.75, gt=0.0, lt=1.0, description="video mask ratio of the reconstruction pass")
+    keep_rounding: Literal["floor", "round"] = Field(
+        "floor", description="visible-token count: floor = int(N(1-ratio)) as released, or round"
+    )
     # TG-DP dual pass
-    dual_pass: bool = False
-    contrastive_mask_ratio: float = Field(0.5, ge=0.0, lt=1.0, description="0 = the contrastive pass sees all tokens")
-    masking: Literal["random", "distinct", "probabilistic"] = "random"
-    gumbel_tau: float = Field(1.0, gt=0.0)
-    priority_direction: Literal["patch_to_global", "global_to_patch"] = "patch_to_global"
-    teacher_shuffle_bug: bool = False
-    teacher_momentum: float = Field(0.996, ge=0.0, le=1.0)
-    teacher_momentum_end: float = Field(1.0, ge=0.0, le=1.0)
-    teacher_momentum_schedule: Literal["constant", "cosine", "relative_cosine"] = "cosine"
+    dual_pass: bool = Field(False, description="TG-DP: a second, contrastive pass besides the reconstruction pass")
+    contrastive_mask_ratio: float = Field(
+        0.5, ge=0.0, lt=1.0, description="mask ratio of the contrastive pass; 0 = it sees all tokens"
+    )
+    masking: Literal["random", "distinct", "probabilistic"] = Field(
+        "random",
+        description="contrastive-pass tokens: random, distinct (teacher top-k) or probabilistic (Gumbel top-k)",
+    )
+    gumbel_tau: float = Field(1.0, gt=0.0, description="temperature of the probabilistic (Gumbel) selection")
+    priority_direction: Literal["patch_to_global", "global_to_patch"] = Field(
+        "patch_to_global", description="which attention scores a token: patch_to_global or global_to_patch"
+    )
+    teacher_shuffle_bug: bool = Field(False, description="reproduce the released code's shuffled teacher token order")
+    teacher_momentum: float = Field(0.996, ge=0.0, le=1.0, description="EMA momentum of the teacher at the start")
+    teacher_momentum_end: float = Field(1.0, ge=0.0, le=1.0, description="EMA momentum at the end of the run")
+    teacher_momentum_schedule: Literal["constant", "cosine", "relative_cosine"] = Field(
+        "cosine", description="constant, cosine (start to end) or relative_cosine (scaled to the run length)"
+    )
     teacher_momentum_ref_steps: int = Field(
         67_890,
         ge=1,
@@ -78,20 +91,24 @@ class ModelConfig(StrictConfig):
         "fraction of the run",
     )
     # losses
-    lambda_rec: float = Field(1.0, ge=0.0)
-    lambda_dis: float = Field(0.0, ge=0.0)
-    lambda_contra: float = Field(0.01, ge=0.0)
+    lambda_rec: float = Field(1.0, ge=0.0, description="weight of the MAE reconstruction loss")
+    lambda_dis: float = Field(0.0, ge=0.0, description="weight of the teacher distillation loss (Eq. 6); 0 = off")
+    lambda_contra: float = Field(0.01, ge=0.0, description="weight of the contrastive loss")
     dis_reduction: Literal["sum", "mean"] = Field(
         "mean", description="sum = Eq. 6 (squared L2 norm over dims); mean = also averaged over dims (= sum / D)"
     )
     dis_target: Literal["raw", "l2norm"] = Field(
         "raw", description="l2norm: distil the L2-normalised tokens (sum: 2-2cos per sample), scale-free"
     )
-    contrastive_temperature: float = Field(0.05, gt=0.0)
-    contrastive_symmetric: bool = False
-    contrastive_gather: bool = False
+    contrastive_temperature: float = Field(0.05, gt=0.0, description="InfoNCE temperature tau")
+    contrastive_symmetric: bool = Field(
+        False, description="both directions (V->A and A->V) instead of the paper's single V->A"
+    )
+    contrastive_gather: bool = Field(
+        False, description="negatives from the global batch (all-gather across ranks) instead of the rank's"
+    )
     # efficiency
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
 
     @property
     def use_teacher(self) -> bool:

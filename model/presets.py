@@ -71,4 +71,6 @@ def resolve_model_config(preset: str, overrides: Mapping[str, Any]) -> ModelConf
     try:
         return ModelConfig.model_validate({**PRESETS[preset].model_dump(), **dict(overrides)})
     except ValidationError as exc:
-        raise ConfigError("invalid model config: " + "; ".join(validation_messages(exc, "model."))) from None
+        raise ConfigError(
+            "invalid model config: " + "; ".join(validation_messages(exc, "model.", ModelConfig))
+        ) from None

@@ -150,6 +150,50 @@ def group_app(name: str, help: str) -> typer.Typer:
     return app
 
 
+def print_config(cfg: Any, section: str | None = None, show: bool = False, as_json: bool = False) -> None:
+    """Print a resolved config's keys (type, value, default, help) as a table, `--json` or (`show`) commented YAML;
+    `section` keeps the keys under it (`validate`, `optim`, or one key)."""
+    from tgdp.config import ConfigError, commented_yaml, config_keys
+
+    keys = config_keys(cfg)
+    if section:
+        keys = [k for k in keys if k.key == section or k.key.startswith(section + ".")]
+        if not keys:
+            sections = sorted({k.key.split(".")[0] for k in config_keys(cfg)})
+            raise ConfigError(f"no config section or key {section!r}; sections: {', '.join(sections)}")
+    if show:
+        typer.echo(commented_yaml(cfg).rstrip("\n"))
+    elif as_json:
+        typer.echo(dumps_json([k.as_dict() for k in keys]))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{type(cfg).__name__}: {len(keys)} keys (--set key=value)", title_justify="left")
+        table.add_column("key", no_wrap=True, style="bold")
+        table.add_column("type", overflow="fold")
+        table.add_column("value (default)", overflow="fold")
+        table.add_column("help")
+        for k in keys:
+            value = _json.dumps(k.value)
+            if k.required or k.value != k.default:
+                value = f"[yellow]{value}[/] ({'required' if k.required else 'default ' + _json.dumps(k.default)})"
+            table.add_row(k.key, k.type, value, k.help)
+        wide_console().print(table, highlight=False)
+
+
+def wide_console() -> Any:
+    """A rich Console that does not fold tables at 80 columns when stdout is a pipe or a file."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 200))
+
+
+def dumps_json(obj: Any) -> str:
+    """The one `--json` format of every command: indented 2, keys sorted, non-ASCII kept (docs/WORKFLOW.md)."""
+    return _json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
 def require_root(root: Path) -> None:
     """A pipeline ROOT must exist and hold the source manifest before any stage reads or creates anything in it."""
     from tgdp.pipeline.layout import manifest_path
@@ -173,7 +217,15 @@ app = group_app("tgdp-data", "TG-DP data pipeline: manifest → fetch → valida
 
 # The options every command with settings takes (module docstring): one config, `--set` over it.
 CONFIG = typer.Option(None, "--config", help="PipelineConfig YAML (`base:` chains); sections features, fetch, ...")
-SET = typer.Option([], "--set", help="config override section.key=value (repeatable), e.g. fetch.rate_per_hour=0")
+
+
+def set_option(example: str) -> Any:
+    """`--set` with an example from the command's own section (`tgdp-data config` lists every key)."""
+    return typer.Option(
+        [], "--set", help=f"config override section.key=value (repeatable), e.g. {example}; keys: `tgdp-data config`"
+    )
+
+
 AS_JSON = typer.Option(False, "--json", help="print the result as JSON")
 BACKEND = typer.Option("ray", help="ray | serial")
 WORKERS = typer.Option(2, help="parallel workers (CPUs of a local Ray)")
@@ -196,7 +248,7 @@ def manifest_cmd(
     labels: Path | None = typer.Option(None, help="label index csv (index,mid,display_name): checks labels"),
     retrieval: list[Path] = typer.Option([], help="retrieval/eval list (CAV-MAE json or csv) for leak flags"),
     config: Path | None = CONFIG,
-    set_: list[str] = SET,
+    set_: list[str] = set_option("manifest.skip_bad=true"),
     as_json: bool = AS_JSON,
 ) -> None:
     """Build the source manifest from the official clip lists (hash and row-count checked); malformed rows fail the
@@ -219,7 +271,7 @@ def manifest_cmd(
     result = build_manifest(root, cfg.manifest)
     if as_json:
         typer.echo(
-            _json.dumps(
+            dumps_json(
                 {
                     "manifest": str(result.manifest),
                     "meta": str(result.meta),
@@ -233,15 +285,17 @@ def manifest_cmd(
             )
         )
         return
-    table = Table(title=f"{result.manifest} ({result.rows} clips)")
-    table.add_column("split")
+    # Paths are printed as plain lines, never inside a table (a table folds them mid-word at its own width).
+    typer.echo(f"{result.manifest}: {result.rows} clips")
+    table = Table()
+    table.add_column("split", no_wrap=True)
     table.add_column("clips", justify="right")
     for split, n in result.split_counts.items():
         table.add_row(split, str(n))
     Console().print(table)
     typer.echo(f"leak_eval_overlap={result.leak_count} rejected={len(result.issues)} meta={result.meta}")
     for warning in result.warnings:
-        Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
 
 
 @app.command("synth")
@@ -249,20 +303,17 @@ def synth_cmd(
     out: Path = typer.Argument(..., help="output directory for the corpus"),
     workers: int | None = typer.Option(None, help="parallel ffmpeg encoders (default synth.workers)"),
     config: Path | None = CONFIG,
-    set_: list[str] = SET,
+    set_: list[str] = set_option("synth.num_clips=50"),
 ) -> None:
     """Write a synthetic audio-visual corpus (real media files) with ground truth and AudioSet-format CSVs
     (`--set synth.num_clips=50 --set synth.seed=1 --set synth.difficulty=0.5`)."""
-    from rich.console import Console
-
     from tgdp.pipeline.synth import generate
 
     cfg = pipeline_config(config, set_, synth=dict(workers=workers))
     result = generate(cfg.synth, out)
-    Console().print(
+    typer.echo(
         f"wrote {result.num_clips} clips to {result.out} in {result.elapsed_s:.1f} s; splits {result.split_counts}; "
-        f"faults {result.fault_counts}; ground truth {result.ground_truth}",
-        highlight=False,
+        f"faults {result.fault_counts}; ground truth {result.ground_truth}"
     )
 
 
@@ -287,7 +338,7 @@ def fetch_cmd(
     cookies: Path | None = typer.Option(None, help="Netscape cookies file for yt-dlp (never logged)"),
     retry_now: bool = typer.Option(False, help="ignore the next_attempt_after backoff of transient failures"),
     config: Path | None = CONFIG,
-    set_: list[str] = SET,
+    set_: list[str] = set_option("fetch.rate_per_hour=0"),
     progress: bool = PROGRESS,
     as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
 ) -> None:
@@ -307,7 +358,7 @@ def fetch_cmd(
         raise typer.Exit(130) from None
     d = summary.as_dict()
     if as_json:
-        typer.echo(_json.dumps(d))
+        typer.echo(dumps_json(d))
         return
     typer.echo(f"selected {d['selected']}, attempted {d['attempted']}, ok {d['ok']} in {d['seconds']:.1f} s")
     for kind in ("failed", "skipped"):
@@ -326,7 +377,19 @@ def import_cmd(
 
     require_root(root)
     report = import_clips(root, from_dir, copy=copy)
-    typer.echo(_json.dumps(report.as_dict(), indent=2))
+    typer.echo(dumps_json(report.as_dict()))
+
+
+@app.command("config")
+def config_cmd(
+    section: str | None = typer.Argument(None, help="only this section or key, e.g. validate or fetch.max_attempts"),
+    config: Path | None = CONFIG,
+    set_: list[str] = set_option("validate.min_frames=8"),
+    show: bool = typer.Option(False, "--show", help="print the resolved config as YAML that --config loads back"),
+    as_json: bool = AS_JSON,
+) -> None:
+    """List every PipelineConfig key with its type, resolved value (after --config and --set), default and help."""
+    print_config(pipeline_config(config, set_), section, show, as_json)
 
 
 def _lean_arrow_memory() -> None:
@@ -344,7 +407,7 @@ def _lean_arrow_memory() -> None:
 def status_cmd(
     root: Path = typer.Argument(..., help="pipeline ROOT"),
     config: Path | None = CONFIG,
-    set_: list[str] = SET,
+    set_: list[str] = set_option("fetch.max_attempts=3"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable funnel"),
 ) -> None:
     """Print the funnel: source → fetched / gone by reason / pending transient / never tried → validate → shard.
@@ -355,7 +418,7 @@ def status_cmd(
     require_root(root)
     _lean_arrow_memory()
     f = funnel(root, max_attempts=cfg.fetch.max_attempts, progress=not as_json)
-    typer.echo(_json.dumps(f, indent=2) if as_json else format_funnel(f))
+    typer.echo(dumps_json(f) if as_json else format_funnel(f))
     if not f["check"]:
         raise typer.Exit(1)
 
@@ -368,7 +431,7 @@ def validate_cmd(
     address: str | None = ADDRESS,
     force: bool = typer.Option(False, help="re-validate clips already validated under the current rule"),
     config: Path | None = CONFIG,
-    set_: list[str] = SET,
+    set_: list[str] = set_option("validate.min_frames=8"),
     progress: bool = PROGRESS,
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
@@ -383,7 +446,7 @@ def validate_cmd(
     bar = progress and not as_json
     s = run_validate(root, cfg, backend=backend, num_workers=workers, address=address, force=force, progress=bar)
     if as_json:
-        typer.echo(_json.dumps(asdict(s)))
+        typer.echo(dumps_json(asdict(s)))
         return
     typer.echo(f"rule: {s.valid_rule}")
     typer.echo(f"fetched {s.fetched}, up to date {s.skipped_up_to_date}, validated {s.validated}: valid {s.valid}")
@@ -396,7 +459,7 @@ def export_cmd(
     root: Path = typer.Argument(..., help="pipeline ROOT"),
     out: Path = typer.Option(..., help="output directory (manifest.parquet, clip_ids.txt, funnel.json/.md)"),
     config: Path | None = CONFIG,
-    set_: list[str] = SET,
+    set_: list[str] = set_option("fetch.max_attempts=3"),
     as_json: bool = typer.Option(False, "--json", help="print {out, files, valid, funnel} as JSON"),
 ) -> None:
     """Write the valid clips (filtered manifest + id list) and the funnel that accounts for every source clip
@@ -409,7 +472,7 @@ def export_cmd(
     result = run_export(root, out, max_attempts=cfg.fetch.max_attempts, progress=not as_json)
     files = [str(out / name) for name in ("manifest.parquet", "clip_ids.txt", "funnel.json", "funnel.md")]
     if as_json:
-        typer.echo(_json.dumps({"out": str(out), "files": files, "valid": result.valid, "funnel": result.funnel}))
+        typer.echo(dumps_json({"out": str(out), "files": files, "valid": result.valid, "funnel": result.funnel}))
         return
     typer.echo(funnel_markdown(result.funnel, result.paper_line))
     typer.echo(f"wrote {out}: manifest.parquet ({result.valid:,} valid clips), clip_ids.txt, funnel.json, funnel.md")
@@ -424,7 +487,7 @@ def shard_cmd(
     address: str | None = ADDRESS,
     force: bool = typer.Option(False, help="rebuild splits even when their inputs are unchanged"),
     config: Path | None = CONFIG,
-    set_: list[str] = SET,
+    set_: list[str] = set_option("shard.shard_bytes=500000000"),
     progress: bool = PROGRESS,
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
@@ -449,7 +512,7 @@ def shard_cmd(
     if not s.rows:
         typer.echo(f"warning: no valid clips to shard in {root}: run validate first (`tgdp-data status`)", err=True)
     if as_json:
-        typer.echo(_json.dumps({"store": str(store), **asdict(s)}))
+        typer.echo(dumps_json({"store": str(store), **asdict(s)}))
         return
     for split in sorted(s.rows):
         note = " (up to date)" if split in s.up_to_date else ""
@@ -472,7 +535,7 @@ def verify_cmd(
     report = verify_store(store)
     if as_json:
         typer.echo(
-            _json.dumps({"store": str(store), "ok": report.ok, "splits": report.splits, "problems": report.problems})
+            dumps_json({"store": str(store), "ok": report.ok, "splits": report.splits, "problems": report.problems})
         )
         if not report.ok:
             raise typer.Exit(1)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -69,6 +69,12 @@ class PipelineConfig(StrictConfig):
 
     # `validate` would shadow BaseModel.validate: the field is `validation`, spelt `validate` in files and --set.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    # Filled in from `features` and `fetch.pad_s`; spelling them here is an error (`_shared_key_problem`).
+    hidden_keys: ClassVar[tuple[str, ...]] = (
+        "validate.features",
+        "validate.pad_s",
+        *(f"shard.{k}" for k in FeatureParams.model_fields),
+    )
 
     features: FeatureParams = Field(default_factory=FeatureParams)
     manifest: ManifestConfig | None = None  # `tgdp-data manifest` requires manifest.dataset (its --dataset flag)

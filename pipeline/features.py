@@ -128,12 +128,12 @@ def still_score(frames: np.ndarray, grid: int = 32) -> float:
 class FeatureParams(StrictConfig):
     """Everything besides the raw file and the window that determines a clip's store payload."""
 
-    num_frames: int = Field(16, ge=1)
-    frame_size: int = Field(224, ge=16)
-    jpeg_quality: int = Field(90, ge=1, le=100)
-    sample_rate: int = Field(16000, ge=8000)
-    num_mel_bins: int = Field(128, ge=8)
-    target_length: int = Field(1024, ge=16)
+    num_frames: int = Field(16, ge=1, description="video frames sampled per clip into the store (T)")
+    frame_size: int = Field(224, ge=16, description="stored frame side in pixels (center crop, square)")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the stored frames")
+    sample_rate: int = Field(16000, ge=8000, description="audio resample rate in Hz before the fbank")
+    num_mel_bins: int = Field(128, ge=8, description="mel bins of the Kaldi fbank")
+    target_length: int = Field(1024, ge=16, description="fbank frames per clip after padding/cutting (10 ms each)")
 
 
 def clip_payload(

@@ -180,33 +180,37 @@ def tool_versions() -> tuple[str, str]:
 class FetchConfig(StrictConfig):
     """Settings of one `fetch` run: the `fetch` section of `PipelineConfig` (`--set fetch.<key>=...`)."""
 
-    url_template: str = DEFAULT_URL_TEMPLATE
-    pad_s: float = Field(2.0, ge=0)
-    format: str = DEFAULT_FORMAT
-    format_sort: list[str] = ["res:360", "vcodec:h264", "acodec:aac"]
-    merge_output_format: str = "mkv"
-    sessions: int = Field(1, ge=1)
-    in_flight: int = Field(2, ge=1)
+    url_template: str = Field(
+        DEFAULT_URL_TEMPLATE, description="media URL with {ytid} (http(s); a local `tgdp-data serve` for tests)"
+    )
+    pad_s: float = Field(
+        2.0, ge=0, description="seconds downloaded before and after the segment (validate assumes the same)"
+    )
+    format: str = Field(DEFAULT_FORMAT, description="yt-dlp format selector")
+    format_sort: list[str] = Field(["res:360", "vcodec:h264", "acodec:aac"], description="yt-dlp format sort order")
+    merge_output_format: str = Field("mkv", description="container yt-dlp merges video and audio into")
+    sessions: int = Field(1, ge=1, description="download sessions (Ray actors), one per IP/account")
+    in_flight: int = Field(2, ge=1, description="clips downloading at once per session (also the rate limit's burst)")
     rate_per_hour: float = Field(300.0, ge=0, description="clip starts per hour per session; 0 = unlimited")
     max_attempts: int = Field(5, ge=1, description="transient failures after which a clip is `gave_up`")
     backoff_s: float = Field(900.0, ge=0, description="first retry delay; doubles per transient failure")
-    backoff_max_s: float = Field(86400.0, ge=0)
-    retry_now: bool = False
-    socket_timeout: float = Field(30.0, gt=0)
+    backoff_max_s: float = Field(86400.0, ge=0, description="cap of the retry delay between runs")
+    retry_now: bool = Field(False, description="ignore the backoff of transient failures (the --retry-now flag)")
+    socket_timeout: float = Field(30.0, gt=0, description="yt-dlp socket timeout in seconds")
     retries: int = Field(
         3, ge=0, description="yt-dlp retries / fragment_retries / extractor_retries; in-attempt retries of 5xx/reset"
     )
     retry_backoff_s: float = Field(1.0, ge=0, description="first in-attempt retry delay; doubles per retry")
     retry_backoff_max_s: float = Field(8.0, ge=0, description="cap of the in-attempt retry delay")
     duration_tol_s: float = Field(1.0, ge=0, description="a segment may end this far past the video")
-    limit: int | None = Field(None, ge=0)
-    splits: list[str] = []
+    limit: int | None = Field(None, ge=0, description="fetch at most this many pending clips in this run; null = all")
+    splits: list[str] = Field([], description="only clips of these manifest splits; empty = all")
     cookies: Path | None = Field(None, exclude=True, repr=False)
-    ytdlp_params: dict[str, Any] = {}
-    backend: Literal["ray", "serial"] = "ray"
-    address: str | None = None
+    ytdlp_params: dict[str, Any] = Field({}, description="extra yt-dlp options (no cookies or output paths)")
+    backend: Literal["ray", "serial"] = Field("ray", description="ray | serial (the --backend flag)")
+    address: str | None = Field(None, description="Ray cluster address; null = start a local Ray (the --address flag)")
     workers: int = Field(2, ge=1, description="CPUs of a local Ray (the --workers flag)")
-    progress: bool = False
+    progress: bool = Field(False, description="progress bar on stderr (the --progress flag)")
 
     @field_validator("url_template")
     @classmethod

@@ -611,12 +611,20 @@ def infer_split(name: str, dataset: str) -> str | None:
 class ManifestConfig(StrictConfig):
     """`tgdp-data manifest` options; `csv` items are `PATH` or `PATH:split`. No csv → download the definition's."""
 
-    dataset: Literal["audioset", "vggsound"]
-    csv: list[str] = []
-    labels: str | None = None
-    retrieval: list[str] = []
-    skip_bad: bool = False
-    download_timeout_s: float = Field(60.0, gt=0)
+    dataset: Literal["audioset", "vggsound"] = Field(
+        description="which clip lists to read: audioset or vggsound (the --dataset flag)"
+    )
+    csv: list[str] = Field(
+        [], description="segment lists, PATH or PATH:split (the --csv flag); empty = download the official lists"
+    )
+    labels: str | None = Field(
+        None, description="label index CSV (index,mid,display_name) to check labels against (the --labels flag)"
+    )
+    retrieval: list[str] = Field(
+        [], description="retrieval/eval lists whose ytids flag train clips as leak_eval_overlap (the --retrieval flag)"
+    )
+    skip_bad: bool = Field(False, description="put malformed rows in rejected.parquet instead of failing the build")
+    download_timeout_s: float = Field(60.0, gt=0, description="timeout in seconds of each official-list download")
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,15 @@ Two shapes of work:
 Dict results (events) from the Ray backend carry `ray_node`, the node that produced them.
 Both have a `backend="serial"` path that runs the same callables in-process without Ray (tests, debugging).
 Ray is started with `ray.init(num_cpus=..., include_dashboard=False, ignore_reinit_error=True,
-log_to_driver=False)` when not already running (or connected to `address`), and shut down again only when this
-module started it. Callables and items must be picklable for the Ray backend (module-level functions, partials).
+log_to_driver=False, logging_level=WARNING)` when not already running (or connected to `address`), and shut down
+again only when this module started it. Its start-up notices ("Started a local Ray instance", and the "Token
+authentication is enabled" warning, which says the secure default is on) are not printed on every command.
+Callables and items must be picklable for the Ray backend (module-level functions, partials).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -42,7 +45,12 @@ def ray_session(num_cpus: int | None = None, address: str | None = None) -> Iter
     started = False
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        kwargs: dict[str, Any] = dict(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+        kwargs: dict[str, Any] = dict(
+            include_dashboard=False, ignore_reinit_error=True, log_to_driver=False, logging_level=logging.WARNING
+        )
+        # Token authentication stays on (Ray's default); only its notice goes, which a pipeline command would
+        # print on every start.
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         if address:
             ray.init(address=address, **kwargs)
         else:

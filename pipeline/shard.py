@@ -108,12 +108,18 @@ class ShardConfig(FeatureParams):
     """Store contents (the inherited `FeatureParams`: frames, JPEG quality, fbank) and sharding; everything that
     changes the bytes is in the store metadata."""
 
-    shard_bytes: int = Field(1_000_000_000, ge=1)  # close a shard once its payload reaches this (~1 GB)
-    batch_rows: int = Field(64, ge=1)  # rows per Arrow record batch (~32 MB)
-    window_clips: int = Field(128, ge=1)  # clips decoded in parallel before being written in order (bounds memory)
-    ffmpeg_threads: int = Field(1, ge=0)
-    timeout_s: float = Field(300.0, gt=0)
-    keep_feature_cache: bool = False  # keep ROOT/features entries after their split is written (disk: ~store size)
+    shard_bytes: int = Field(
+        1_000_000_000, ge=1, description="close a shard once its payload reaches this many bytes (~1 GB)"
+    )
+    batch_rows: int = Field(64, ge=1, description="rows per Arrow record batch (~32 MB)")
+    window_clips: int = Field(
+        128, ge=1, description="clips decoded in parallel before being written in order (bounds memory)"
+    )
+    ffmpeg_threads: int = Field(1, ge=0, description="ffmpeg decode threads per clip (0 = ffmpeg's choice)")
+    timeout_s: float = Field(300.0, gt=0, description="seconds before one clip's decode is killed")
+    keep_feature_cache: bool = Field(
+        False, description="keep ROOT/features entries after their split is written (disk: about the store size)"
+    )
 
     @model_validator(mode="before")
     @classmethod

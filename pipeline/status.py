@@ -419,7 +419,7 @@ def format_funnel(f: dict[str, Any]) -> str:
             f"    {s['raw_missing']:,} valid clips not sharded have neither raw media nor a feature-cache entry: "
             "the next fetch downloads them again"
         )
-    if f["orphan_events"]:
-        lines.append(f"events for clips not in the manifest: {f['orphan_events']:,}")
+    lines.append(f"orphan events           {f['orphan_events']:>10,}   (events of clips not in the manifest)")
+    lines.append(f"duplicate source rows   {f['duplicate_source_rows']:>10,}   (repeats of a clip id, counted once)")
     lines.append("sums check: " + ("ok" if f["check"] else "MISMATCH"))
     return "\n".join(lines)

@@ -142,22 +142,40 @@ _HUE_SPAN = 0.85  # the latent's hue range: below 1 so that u = 0 and u → 1 ar
 class SynthConfig(StrictConfig):
     """Synthetic corpus; `difficulty` scales silent stretches, distractors, clutter and how small the object is."""
 
-    num_clips: int = Field(200, ge=1, le=100_000)
-    num_classes: int = Field(8, ge=2, le=64)
-    seed: int = Field(0, ge=0)  # numpy's default_rng refuses negative seeds
-    eval_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    fault_fraction: float = Field(0.15, ge=0.0, le=1.0)
-    difficulty: float = Field(0.3, ge=0.0, le=1.0)
-    profile: Literal["default", "coupled"] = "default"
-    sizes: list[tuple[int, int]] = [(160, 120), (128, 96), (192, 144)]
-    fps: list[int] = [12, 15, 24, 25, 30]
-    sample_rates: list[int] = [16000, 22050]
-    webm_fraction: float = Field(0.3, ge=0.0, le=1.0)
-    segment_s: float = Field(10.0, gt=0.0)
-    start_s: tuple[int, int] = (1, 4)  # whole seconds, like AudioSet's `.000` starts
-    tail_s: tuple[float, float] = (1.0, 2.0)
-    workers: int = Field(2, ge=1, le=64)
-    ffmpeg: str = "ffmpeg"
+    num_clips: int = Field(200, ge=1, le=100_000, description="clips in the corpus")
+    num_classes: int = Field(8, ge=2, le=64, description="sound/object classes")
+    seed: int = Field(
+        0, ge=0, description="random seed of the corpus (same seed, same files)"
+    )  # numpy's default_rng refuses negative seeds
+    eval_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="fraction of clips in the eval split")
+    fault_fraction: float = Field(
+        0.15,
+        ge=0.0,
+        le=1.0,
+        description="fraction of clips made faulty (no audio, corrupt, truncated, ...) for the validator to catch",
+    )
+    difficulty: float = Field(
+        0.3, ge=0.0, le=1.0, description="0-1: silent stretches, distractors, clutter and how small the object is"
+    )
+    profile: Literal["default", "coupled"] = Field(
+        "default",
+        description="default = class-level audio-visual link; coupled = per-clip coupling (the study's signal)",
+    )
+    sizes: list[tuple[int, int]] = Field(
+        [(160, 120), (128, 96), (192, 144)], description="frame sizes (width, height) drawn per clip"
+    )
+    fps: list[int] = Field([12, 15, 24, 25, 30], description="frame rates drawn per clip")
+    sample_rates: list[int] = Field([16000, 22050], description="audio sample rates drawn per clip")
+    webm_fraction: float = Field(
+        0.3, ge=0.0, le=1.0, description="fraction of clips written as WebM (VP9/Opus) instead of MP4"
+    )
+    segment_s: float = Field(10.0, gt=0.0, description="labelled segment length in seconds")
+    start_s: tuple[int, int] = Field(
+        (1, 4), description="(lo, hi) range of the segment start in whole seconds"
+    )  # whole seconds, like AudioSet's `.000` starts
+    tail_s: tuple[float, float] = Field((1.0, 2.0), description="(lo, hi) seconds of video after the segment end")
+    workers: int = Field(2, ge=1, le=64, description="parallel ffmpeg encoders")
+    ffmpeg: str = Field("ffmpeg", description="ffmpeg executable")
 
     @model_validator(mode="after")
     def _check(self) -> SynthConfig:

@@ -129,20 +129,41 @@ METRIC_COLUMNS = (
 class ValidateConfig(StrictConfig):
     """Thresholds of the valid predicate and of the flags; all of them are named in `valid_rule`."""
 
-    duration_tol_s: float = Field(0.5, ge=0)
-    min_frames: int = Field(16, ge=1)
-    pad_s: float = Field(2.0, ge=0)  # yt-dlp section padding assumed when a fetch event has no section_start_s
-    silence_dbfs: float = -60.0
-    silent_window_s: float = Field(0.1, gt=0)
-    silent_frac_flag: float = Field(0.9, ge=0, le=1)
-    still_eps: float = Field(1.0, ge=0)
-    av_offset_flag_s: float = Field(0.1, ge=0)
-    num_frames: int = Field(16, ge=2)  # frames sampled for the still score (same rule as the store)
-    ffmpeg_threads: int = Field(1, ge=0)
-    timeout_s: float = Field(300.0, gt=0)
-    use_ffprobe: bool = False  # probe with a separate ffprobe even when the window is known (costs ~0.09 CPU-s/clip)
-    feature_cache: bool = True  # write each valid clip's store payload to ROOT/features for `shard`
-    features: FeatureParams = FeatureParams()  # must equal the ShardConfig's for shard to use the cache
+    duration_tol_s: float = Field(
+        0.5, ge=0, description="audio and video may be this much shorter than the segment and stay valid"
+    )
+    min_frames: int = Field(16, ge=1, description="fewest decoded video frames of a valid clip")
+    pad_s: float = Field(
+        2.0,
+        ge=0,
+        description="yt-dlp section padding assumed when a fetch event has no section_start_s (set by fetch.pad_s)",
+    )
+    silence_dbfs: float = Field(-60.0, description="RMS level in dBFS below which an audio window counts as silent")
+    silent_window_s: float = Field(0.1, gt=0, description="length of the RMS windows of the silence measure")
+    silent_frac_flag: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="flag is_silent when at least this fraction of windows is silent (a flag, not a drop)",
+    )
+    still_eps: float = Field(
+        1.0, ge=0, description="flag is_still when the mean frame change (0-255) is below this (a flag, not a drop)"
+    )
+    av_offset_flag_s: float = Field(
+        0.1, ge=0, description="flag a start offset between audio and video larger than this (seconds)"
+    )
+    num_frames: int = Field(16, ge=2, description="frames sampled for the still score (same rule as the store)")
+    ffmpeg_threads: int = Field(1, ge=0, description="ffmpeg decode threads per clip (0 = ffmpeg's choice)")
+    timeout_s: float = Field(
+        300.0, gt=0, description="seconds before one clip's decode is killed (recorded as a timeout)"
+    )
+    use_ffprobe: bool = Field(
+        False, description="probe with a separate ffprobe even when the window is known (~0.09 CPU-s per clip)"
+    )
+    feature_cache: bool = Field(True, description="write each valid clip's store payload to ROOT/features for shard")
+    features: FeatureParams = Field(
+        FeatureParams(), description="store payload settings (set by the features section)"
+    )  # must equal the ShardConfig's for shard to use the cache
 
     def valid_rule(self) -> str:
         return (

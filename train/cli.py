@@ -22,9 +22,10 @@ from pathlib import Path
 import typer
 
 from tgdp.config import ConfigError, dump_config
-from tgdp.pipeline.cli import ErrorsCommand, version_callback
+from tgdp.pipeline.cli import ErrorsCommand, print_config, version_callback
 from tgdp.train.config import list_presets, load_run_config
-from tgdp.train.loop import NonFiniteLossError, check_store, fit
+
+# torch and the training loop are imported inside `main`, so `--help`, `--version` and `--show-config` start fast.
 
 __all__ = ["app", "main"]
 
@@ -36,9 +37,14 @@ def main(
     config: str = typer.Option(..., "--config", "-c", help=f"preset name ({', '.join(list_presets())}) or YAML"),
     store: Path = typer.Option(None, "--store", help="store root (with train/) or a split directory"),
     run_dir: Path = typer.Option(None, "--run-dir", help="where config.yaml, metrics and checkpoints go"),
-    set_: list[str] = typer.Option([], "--set", help="override, e.g. --set optim.lr=1e-4 (repeatable)"),
+    set_: list[str] = typer.Option(
+        [], "--set", help="config override section.key=value (repeatable), e.g. optim.lr=1e-4; keys: --show-config"
+    ),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest good checkpoint in --run-dir"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and parameter count, then exit"),
+    show_config: bool = typer.Option(
+        False, "--show-config", help="list every config key with its type, resolved value, default and help; exit"
+    ),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks of expected errors too (or TGDP_DEBUG=1)"),
     version: bool = typer.Option(
         False, "--version", is_eager=True, callback=version_callback("tgdp-train"), help="print the version and exit"
@@ -49,12 +55,17 @@ def main(
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from tgdp.train import loop
+
     try:
         cfg = load_run_config(config, list(set_))
+        if show_config:
+            print_config(cfg)
+            return
         if dry_run:
             from tgdp.model import build_model
 
-            geo = check_store(store, cfg)[1] if store is not None else None
+            geo = loop.check_store(store, cfg)[1] if store is not None else None
             typer.echo(dump_config(cfg).rstrip())  # the model section is the resolved ModelConfig
             model = build_model(cfg.model_cfg())
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -65,8 +76,8 @@ def main(
             return
         if store is None or run_dir is None:
             raise ConfigError("--store and --run-dir are required (unless --dry-run)")
-        summary = fit(cfg, store, run_dir, resume=resume)
-    except NonFiniteLossError as exc:
+        summary = loop.fit(cfg, store, run_dir, resume=resume)
+    except loop.NonFiniteLossError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None
     if summary.status == "interrupted":

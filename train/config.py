@@ -44,32 +44,38 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 class DataConfig(StrictConfig):
     """Sampling and augmentation (docs/TRAINING.md, Data). Augmentations are off by default, as in the recipe."""
 
-    split: str = "train"  # store split directory read for training
-    eval_frame: int = Field(8, ge=0)  # fixed frame in eval mode (CAV-MAE Sync uses 8; TG-DP hard-codes 5)
-    resize_frames: bool = True  # resize stored frames to the model's img_size when the sizes differ
-    random_resized_crop: bool = False  # RandomResizedCrop(scale 0.08-1, ratio 0.9-1.1) + horizontal flip
-    freqm: int = Field(0, ge=0)  # SpecAugment frequency-mask width (torchaudio FrequencyMasking); 0 = off
-    timem: int = Field(0, ge=0)  # SpecAugment time-mask width (torchaudio TimeMasking); 0 = off
-    time_shifting: float = Field(0.0, ge=0.0, le=1.0)  # circular roll by randint(-s, s), s = int(x * T_seg)
-    mixup: float = Field(0.0, ge=0.0, le=1.0)  # probability of a beta(10, 10) mixup with another clip
-    shuffle: bool = True  # epoch-seeded permutation of the clip order (False: store order)
+    split: str = Field("train", description="store split directory read for training")
+    eval_frame: int = Field(8, ge=0, description="fixed frame in eval mode (CAV-MAE Sync uses 8; TG-DP hard-codes 5)")
+    resize_frames: bool = Field(True, description="resize stored frames to the model's img_size when the sizes differ")
+    random_resized_crop: bool = Field(
+        False, description="RandomResizedCrop(scale 0.08-1, ratio 0.9-1.1) + horizontal flip"
+    )
+    freqm: int = Field(0, ge=0, description="SpecAugment frequency-mask width (torchaudio FrequencyMasking); 0 = off")
+    timem: int = Field(0, ge=0, description="SpecAugment time-mask width (torchaudio TimeMasking); 0 = off")
+    time_shifting: float = Field(0.0, ge=0.0, le=1.0, description="circular roll by randint(-s, s), s = int(x * T_seg)")
+    mixup: float = Field(0.0, ge=0.0, le=1.0, description="probability of a beta(10, 10) mixup with another clip")
+    shuffle: bool = Field(True, description="epoch-seeded permutation of the clip order (False: store order)")
 
 
 class OptimConfig(StrictConfig):
     """Optimiser and per-step schedule (docs/TRAINING.md): Adam, linear warmup then cosine to min_lr_ratio * lr."""
 
-    name: Literal["adam", "adamw"] = "adam"
-    lr: float = Field(2e-4, gt=0.0)
-    betas: tuple[float, float] = (0.95, 0.999)
-    eps: float = Field(1e-8, gt=0.0)
-    weight_decay: float = Field(5e-7, ge=0.0)
-    warmup_frac: float = Field(0.1, ge=0.0, lt=1.0)  # fraction of total optimiser steps spent in linear warmup
-    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)  # cosine floor as a fraction of lr
-    grad_clip: float | None = Field(None, gt=0.0)  # max global grad norm; None = no clipping (the recipe)
-    fused: bool = False  # torch's fused (single-kernel) Adam/AdamW: fewer launches per step on CUDA
+    name: Literal["adam", "adamw"] = Field("adam", description="optimiser: adam or adamw")
+    lr: float = Field(2e-4, gt=0.0, description="peak learning rate")
+    betas: tuple[float, float] = Field((0.95, 0.999), description="Adam betas")
+    eps: float = Field(1e-8, gt=0.0, description="Adam epsilon")
+    weight_decay: float = Field(5e-7, ge=0.0, description="weight decay")
+    warmup_frac: float = Field(
+        0.1, ge=0.0, lt=1.0, description="fraction of total optimiser steps spent in linear warmup"
+    )
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine floor as a fraction of lr")
+    grad_clip: float | None = Field(None, gt=0.0, description="max global grad norm; None = no clipping (the recipe)")
+    fused: bool = Field(False, description="torch's fused (single-kernel) Adam/AdamW: fewer launches per step on CUDA")
     # False = the released recipe: weight decay on every trainable tensor. True = no decay on the token-like
     # parameters the model names in `no_weight_decay()` (global/register/mask tokens, modality embeddings).
-    exclude_no_decay: bool = False
+    exclude_no_decay: bool = Field(
+        False, description="no weight decay on the tokens the model names in no_weight_decay() (False = the recipe)"
+    )
 
     @field_validator("betas")
     @classmethod
@@ -82,22 +88,30 @@ class OptimConfig(StrictConfig):
 class LoopConfig(StrictConfig):
     """Loop length, batch, precision and bookkeeping."""
 
-    steps: int | None = Field(None, gt=0)  # optimiser steps; wins over `epochs` when set
-    epochs: float | None = Field(None, gt=0.0)
-    batch_size: int = Field(8, gt=0)  # GLOBAL clips per optimiser step (all ranks, all micro-steps)
-    accum: int = Field(1, gt=0)  # micro-steps per optimiser step
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = Field(0, ge=0)
-    log_every: int = Field(10, gt=0)
-    ckpt_every: int = Field(1000, gt=0)  # also written at the end and on a non-finite loss
-    keep_last: int = Field(3, gt=0)
-    num_workers: int = Field(2, ge=0)
-    prefetch_factor: int = Field(4, gt=0)
-    find_unused_parameters: bool = False  # DDP; only needed if some student parameter gets no gradient
-    compile: bool = False  # torch.compile the model
-    progress: bool = True  # tqdm bar on rank 0
-    tensorboard: bool = True
+    steps: int | None = Field(None, gt=0, description="optimiser steps; wins over `epochs` when set")
+    epochs: float | None = Field(None, gt=0.0, description="epochs over the store (used when steps is null)")
+    batch_size: int = Field(8, gt=0, description="GLOBAL clips per optimiser step (all ranks, all micro-steps)")
+    accum: int = Field(1, gt=0, description="micro-steps per optimiser step")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast precision; auto = bf16 on CUDA, fp32 on CPU"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (cuda when available) | cpu | cuda")
+    seed: int = Field(0, ge=0, description="random seed (model init, sampling, masking)")
+    log_every: int = Field(10, gt=0, description="optimiser steps between metric logs")
+    ckpt_every: int = Field(
+        1000,
+        gt=0,
+        description="optimiser steps between checkpoints (one is also written at the end and on a non-finite loss)",
+    )
+    keep_last: int = Field(3, gt=0, description="checkpoints kept (older ones are deleted)")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes")
+    prefetch_factor: int = Field(4, gt=0, description="batches prefetched per DataLoader worker")
+    find_unused_parameters: bool = Field(
+        False, description="DDP find_unused_parameters; only needed if some student parameter gets no gradient"
+    )
+    compile: bool = Field(False, description="torch.compile the model")
+    progress: bool = Field(True, description="tqdm progress bar on rank 0")
+    tensorboard: bool = Field(True, description="write TensorBoard event files to the run dir")
 
     @model_validator(mode="after")
     def _length_given(self) -> LoopConfig:
@@ -112,7 +126,10 @@ class RunConfig(StrictConfig):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
-    model_preset: str = "tiny_tgdp"
+    model_preset: str = Field(
+        "tiny_tgdp",
+        description="model preset (tiny_tgdp, tiny_cavmae_sync, tgdp_base, cavmae_sync_base); model.* overrides it",
+    )
     model: ModelConfig = Field(default_factory=dict, validate_default=True)
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)

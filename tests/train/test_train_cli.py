@@ -123,13 +123,13 @@ def test_cli_reports_the_fit_summary_and_checks_the_store_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, status: str, signum: int | None, code: int, line: str
 ) -> None:
     """`fit` checks the store; the CLI does not check it a second time, and turns the summary into a line + exit."""
-    from tgdp.train import cli
+    from tgdp.train import loop
     from tgdp.train.loop import FitSummary
 
     summary = FitSummary(status, signum, 5, 5, None, [], "ck/step_00000005.pt", 12.5, 0.4, {}, str(tmp_path))
     calls = []
-    monkeypatch.setattr(cli, "fit", lambda *a, **k: calls.append(a) or summary)
-    monkeypatch.setattr(cli, "check_store", lambda *a, **k: pytest.fail("the CLI checked the store itself"))
+    monkeypatch.setattr(loop, "fit", lambda *a, **k: calls.append(a) or summary)
+    monkeypatch.setattr(loop, "check_store", lambda *a, **k: pytest.fail("the CLI checked the store itself"))
     result = runner.invoke(app, ["--config", "tiny_tgdp", "--store", str(tmp_path), "--run-dir", str(tmp_path / "r")])
     assert result.exit_code == code, result.output
     assert line in result.output and len(calls) == 1
