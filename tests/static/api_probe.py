@@ -2,13 +2,17 @@
 
 import tgdp.config
 tgdp.config.ConfigError
+tgdp.config.ConfigKey
 tgdp.config.StrictConfig
 tgdp.config.apply_overrides
+tgdp.config.commented_yaml
+tgdp.config.config_keys
 tgdp.config.deep_merge
 tgdp.config.dump_config
 tgdp.config.load_config
 tgdp.config.load_yaml_with_bases
 tgdp.config.parse_override
+tgdp.config.section_keys
 tgdp.config.validate_config
 tgdp.config.validation_messages
 
