@@ -68,7 +68,8 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def error_line(exc: BaseException) -> str | None:
-    """One line naming the culprit and the fix for an expected error; None for anything else (a bug)."""
+    """One line naming the culprit and the fix for an expected error (then one line per bad row for an error that
+    lists them, capped); None for anything else (a bug)."""
     if isinstance(exc, OSError) and exc.errno in _OS_FIX:
         what = exc.filename if exc.filename is not None else ""
         detail = exc.strerror or str(exc)
@@ -76,6 +77,9 @@ def error_line(exc: BaseException) -> str | None:
     if isinstance(exc, (FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError)) or isinstance(
         exc, expected_errors()
     ):
+        if getattr(exc, "issues", None):  # a list of bad rows (ManifestError): one per line, as the error has them
+            head, *rest = str(exc).split("\n")
+            return "\n".join([" ".join(head.split()), *(f"  {' '.join(ln.split())}" for ln in rest if ln.strip())])
         return " ".join(str(exc).split()) or type(exc).__name__
     return None
 
