@@ -375,13 +375,24 @@ def import_cmd(
     root: Path = typer.Argument(..., help="pipeline ROOT"),
     from_dir: Path = typer.Option(..., "--from", help="directory of already-downloaded media"),
     copy: bool = typer.Option(False, help="copy instead of hard-linking"),
+    as_json: bool = typer.Option(False, "--json", help="print the report (every file not imported) as JSON"),
 ) -> None:
-    """Register already-downloaded files (named by ytid, video id or clip id) as fetched clips."""
+    """Register already-downloaded files (named by ytid, video id or clip id) as fetched clips. Exits 2 when files
+    were found but none was imported (nor was already)."""
     from tgdp.pipeline.importer import import_clips
 
     require_root(root)
     report = import_clips(root, from_dir, copy=copy)
-    typer.echo(dumps_json(report.as_dict()))
+    typer.echo(dumps_json(report.as_dict()) if as_json else "\n".join(report.lines()))
+    if report.imported == 0 and report.already_fetched == 0:
+        reasons = ", ".join(f"{r} {n}" for r, n in report.as_dict()["not_imported_by_reason"].items()) or "no files"
+        typer.echo(
+            f"error: 0 of {report.files} files under {from_dir} imported ({reasons}): name each file by its clip "
+            f"id, video id or ytid, or build the manifest from the folder (`tgdp-data manifest {root} --dataset "
+            f"files --from {from_dir}`)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_EXPECTED)
 
 
 @app.command("config")

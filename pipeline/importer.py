@@ -64,6 +64,7 @@ class ImportReport:
     (path relative to it, reason, detail); reasons: unmatched, ambiguous_ytid, duplicate, already_fetched,
     not_media, error."""
 
+    files: int = 0
     imported: int = 0
     already_fetched: int = 0
     not_imported: list[tuple[str, str, str]] = field(default_factory=list)
@@ -80,8 +81,10 @@ class ImportReport:
         return [f for f, r, _ in self.not_imported if r == "ambiguous_ytid"]
 
     def as_dict(self) -> dict[str, Any]:
+        """Counts, and each file not imported once (`not_imported_files`, with its reason and detail)."""
         by_reason = Counter(r for _, r, _ in self.not_imported)
         return {
+            "files": self.files,
             "imported": self.imported,
             "already_fetched": self.already_fetched,
             "unmatched": len(self.unmatched),
@@ -90,9 +93,15 @@ class ImportReport:
             "not_imported": len(self.not_imported),
             "not_imported_by_reason": dict(sorted(by_reason.items())),
             "not_imported_files": [{"file": f, "reason": r, "detail": d} for f, r, d in self.not_imported],
-            "unmatched_files": self.unmatched[:100],
-            "ambiguous_ytid_files": self.ambiguous[:100],
         }
+
+    def lines(self, cap: int = 20) -> list[str]:
+        """The report for a terminal: the counts, then each file not imported once (the first `cap`)."""
+        out = [f"imported {self.imported} of {self.files} files (already fetched {self.already_fetched})"]
+        out += [f"  not imported ({r}): {f}" + (f": {d}" if d else "") for f, r, d in self.not_imported[:cap]]
+        if len(self.not_imported) > cap:
+            out.append(f"  ... and {len(self.not_imported) - cap} more (--json lists every file)")
+        return out
 
 
 def _stage(src: Path, tmp_dir: Path, suffix: str, copy: bool) -> Path:
@@ -172,6 +181,7 @@ def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport
     candidates: dict[str, list[Path]] = defaultdict(list)
     row_of: dict[str, dict[str, Any]] = {}
     files = sorted(p for p in from_dir.rglob("*") if p.is_symlink() or p.is_file())
+    report.files = len(files)
     for src in files:
         name = src.relative_to(from_dir).as_posix()
         stem, ext = src.name[: -len(src.suffix)] if src.suffix else src.name, src.suffix.lower()

@@ -29,3 +29,23 @@ def test_manifest_errors_print_one_issue_per_line_with_a_cap(tmp_path: Path) -> 
     assert len(issues) == 20 and all(ln.strip().startswith("balanced_train_segments.csv:") for ln in issues)
     assert issues[0].strip().startswith("balanced_train_segments.csv:2: bad_ytid")
     assert lines[-1].strip() == "... and 5 more", lines[-1]
+
+
+def test_import_json_lists_each_file_once_and_zero_imported_exits_2(tmp_path: Path) -> None:
+    from tgdp.pipeline.testing import make_root
+
+    root, src = make_root(tmp_path / "root", [{"ytid": "abcdefghijk"}]), tmp_path / "mine"
+    src.mkdir()
+    for name in ("holiday 1.mp4", "holiday 2.mkv"):
+        (src / name).write_bytes(b"not read: no clip has this name")
+    result = runner.invoke(app, ["import", str(root), "--from", str(src), "--json"])
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.stdout)
+    assert report["files"] == 2 and report["imported"] == 0
+    assert [f["file"] for f in report["not_imported_files"]] == ["holiday 1.mp4", "holiday 2.mkv"]
+    assert result.stdout.count("holiday 1.mp4") == 1, "each unmatched file is listed once"
+    assert "error: 0 of 2 files" in result.stderr and "--dataset files" in result.stderr
+
+    human = runner.invoke(app, ["import", str(root), "--from", str(src)])
+    assert human.exit_code == 2 and human.stdout.count("holiday 2.mkv") == 1, human.output
+    assert human.stdout.startswith("imported 0 of 2 files")
