@@ -247,16 +247,22 @@ def pipeline_config(config: Path | None, overrides: list[str], **sections: dict[
 @app.command("manifest")
 def manifest_cmd(
     root: Path = typer.Argument(..., help="pipeline ROOT (writes ROOT/manifest/source.parquet)"),
-    dataset: str | None = typer.Option(None, help="audioset | vggsound (or manifest.dataset in --config)"),
-    csv: list[str] = typer.Option([], help="segment list PATH or PATH:split (repeatable); none = download"),
+    dataset: str | None = typer.Option(
+        None, help="audioset | vggsound | files (your own media: --from DIR) (or manifest.dataset in --config)"
+    ),
+    csv: list[str] = typer.Option(
+        [], help="segment list PATH or PATH:split (repeatable); none = download. files: one CSV file,id,start_s,..."
+    ),
+    from_dir: Path | None = typer.Option(None, "--from", help="files: the folder of media (each file is a clip)"),
     labels: Path | None = typer.Option(None, help="label index csv (index,mid,display_name): checks labels"),
     retrieval: list[Path] = typer.Option([], help="retrieval/eval list (CAV-MAE json or csv) for leak flags"),
     config: Path | None = CONFIG,
     set_: list[str] = set_option("manifest.skip_bad=true"),
     as_json: bool = AS_JSON,
 ) -> None:
-    """Build the source manifest from the official clip lists (hash and row-count checked); malformed rows fail the
-    build unless `--set manifest.skip_bad=true` (then they go to rejected.parquet)."""
+    """Build the source manifest from the official clip lists (hash and row-count checked), or with `--dataset files
+    --from DIR` from a folder of your own media (docs/WORKFLOW.md); malformed rows fail the build unless `--set
+    manifest.skip_bad=true` (then they go to rejected.parquet; no clip left is still an error)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -268,10 +274,11 @@ def manifest_cmd(
         csv=csv or None,
         labels=str(labels) if labels else None,
         retrieval=[str(r) for r in retrieval] or None,
+        from_dir=str(from_dir) if from_dir else None,
     )
     cfg = pipeline_config(config, set_, manifest=flags)
     if cfg.manifest is None:
-        raise ConfigError("manifest.dataset is not set: pass --dataset audioset|vggsound")
+        raise ConfigError("manifest.dataset is not set: pass --dataset audioset|vggsound|files")
     result = build_manifest(root, cfg.manifest)
     if as_json:
         typer.echo(
