@@ -445,6 +445,50 @@ def status_cmd(
         raise typer.Exit(1)
 
 
+@app.command("clips")
+def clips_cmd(
+    root: Path = typer.Argument(..., help="pipeline ROOT"),
+    state: list[str] = typer.Option([], help="only clips in this state (repeatable): dropped, gone, valid, ..."),
+    reason: list[str] = typer.Option([], help="only clips with this reason (repeatable), e.g. no_audio_stream"),
+    split: list[str] = typer.Option([], help="only clips of this manifest split (repeatable)"),
+    config: Path | None = CONFIG,
+    set_: list[str] = SET,
+    as_json: bool = typer.Option(False, "--json", help="print {root, total, count, clips: [...]} as JSON"),
+    as_csv: bool = typer.Option(False, "--csv", help="print CSV with a header"),
+) -> None:
+    """List clips with their state, the stage and reason behind it, its detail and their files (raw media, store
+    shard); `--state dropped` finds every clip validate dropped. States are the funnel's (`tgdp-data status`)."""
+    import csv as _csv
+
+    from tgdp.config import ConfigError
+    from tgdp.pipeline.clips import CLIP_SCHEMA, clip_rows, filter_clips
+
+    cfg = pipeline_config(config, set_)
+    require_root(root)
+    if as_json and as_csv:
+        raise ConfigError("choose one of --json and --csv")
+    every = clip_rows(root, max_attempts=cfg.fetch.max_attempts)
+    try:
+        rows = filter_clips(every, state, reason, split).to_pylist()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if as_json:
+        typer.echo(
+            _json.dumps({"root": str(root), "total": every.num_rows, "count": len(rows), "clips": rows}, indent=2)
+        )
+    elif as_csv:
+        writer = _csv.DictWriter(_sys.stdout, fieldnames=CLIP_SCHEMA.names, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        for r in rows:
+            typer.echo("  ".join(str(r[k] or "-") for k in ("clip_id", "split", "state", "stage", "reason")))
+            for key in ("detail", "raw_path", "shard_file"):
+                if r[key]:
+                    typer.echo(f"    {key}: {r[key]}")
+        typer.echo(f"{len(rows)} of {every.num_rows} clips", err=True)
+
+
 @app.command("validate")
 def validate_cmd(
     root: Path = typer.Argument(..., help="pipeline ROOT"),
@@ -484,20 +528,25 @@ def export_cmd(
     set_: list[str] = set_option("fetch.max_attempts=3"),
     as_json: bool = typer.Option(False, "--json", help="print {out, files, valid, funnel} as JSON"),
 ) -> None:
-    """Write the valid clips (filtered manifest + id list) and the funnel that accounts for every source clip
-    (`fetch.max_attempts` decides gave_up, as in status)."""
+    """Write the valid clips (filtered manifest + id list), every other clip with its state and reason
+    (dropped.parquet) and the funnel that accounts for every source clip (`fetch.max_attempts` decides gave_up, as in
+    status)."""
     from tgdp.pipeline.export import funnel_markdown, run_export
 
     cfg = pipeline_config(config, set_)
     require_root(root)
     _lean_arrow_memory()
     result = run_export(root, out, max_attempts=cfg.fetch.max_attempts, progress=not as_json)
-    files = [str(out / name) for name in ("manifest.parquet", "clip_ids.txt", "funnel.json", "funnel.md")]
+    names = ("manifest.parquet", "clip_ids.txt", "dropped.parquet", "funnel.json", "funnel.md")
+    files = [str(out / name) for name in names]
     if as_json:
         typer.echo(dumps_json({"out": str(out), "files": files, "valid": result.valid, "funnel": result.funnel}))
         return
     typer.echo(funnel_markdown(result.funnel, result.paper_line))
-    typer.echo(f"wrote {out}: manifest.parquet ({result.valid:,} valid clips), clip_ids.txt, funnel.json, funnel.md")
+    typer.echo(
+        f"wrote {out}: manifest.parquet ({result.valid:,} valid clips), clip_ids.txt, dropped.parquet (every other "
+        f"clip with its state and reason), funnel.json, funnel.md"
+    )
 
 
 @app.command("shard")
