@@ -515,7 +515,15 @@ def validate_cmd(
         typer.echo(dumps_json(asdict(s)))
         return
     typer.echo(f"rule: {s.valid_rule}")
-    typer.echo(f"fetched {s.fetched}, up to date {s.skipped_up_to_date}, validated {s.validated}: valid {s.valid}")
+    again = f" ({s.features_changed} again for other feature settings)" if s.features_changed else ""
+    typer.echo(
+        f"fetched {s.fetched}: up to date {s.skipped_up_to_date}, validated now {s.validated}{again}: valid {s.valid}"
+    )
+    if not s.validated:
+        typer.echo(
+            "nothing to validate: every fetched clip has a verdict under this rule (and valid ones a feature cache "
+            "entry under these features.* settings); `tgdp-data status` counts them, --force validates again"
+        )
     for reason, n in sorted(s.dropped.items()):
         typer.echo(f"  dropped {reason}: {n}")
 

@@ -79,7 +79,8 @@ _STAGE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
     "validate": {  # validate._new_event, METRIC_COLUMNS
         "valid": _BOOL, "valid_rule": _STR, "fetch_sha256": _STR, "window_start_s": _F64, "window_rule": _STR,
         "probe_duration_s": _F64, "video_codec": _STR, "audio_codec": _STR, "ffmpeg_version": _STR,
-        "feature_cache": _STR, "decode_path": _STR, "has_video": _BOOL, "has_audio": _BOOL, "video_frames": _I64,
+        "feature_cache": _STR, "features_id": _STR, "decode_path": _STR, "has_video": _BOOL, "has_audio": _BOOL,
+        "video_frames": _I64,
         "audio_dur_s": _F64, "video_dur_s": _F64, "av_offset_s": _F64, "rms_dbfs": _F64, "silent_frac": _F64,
         "still_score": _F64, "is_silent": _BOOL, "is_still": _BOOL, "is_av_offset": _BOOL,
     },

@@ -49,3 +49,38 @@ def test_import_json_lists_each_file_once_and_zero_imported_exits_2(tmp_path: Pa
     human = runner.invoke(app, ["import", str(root), "--from", str(src)])
     assert human.exit_code == 2 and human.stdout.count("holiday 2.mkv") == 1, human.output
     assert human.stdout.startswith("imported 0 of 2 files")
+
+
+def test_validate_rerun_with_other_features_recomputes_them_and_no_work_starts_no_ray(
+    tmp_path: Path, make_clip, monkeypatch
+) -> None:
+    import numpy as np
+
+    from tgdp.pipeline import parallel
+    from tgdp.pipeline.features import FeatureParams, feature_cache_path
+    from tgdp.pipeline.testing import make_root
+    from tgdp.pipeline.validate import ValidateConfig, run_validate
+
+    media = make_clip(tmp_path / "a.mp4", duration=3.0, fps=8, size="48x48")
+    root = make_root(tmp_path / "root", [{"ytid": f"clip{i:07d}", "media": media} for i in range(2)],
+                     source="import", section_start_s=0.0)  # fmt: skip
+    small = ValidateConfig(features=FeatureParams(frame_size=32, num_mel_bins=32))
+    assert run_validate(root, small).valid == 2
+    cache = feature_cache_path(root, "audioset:clip0000000:0")
+    assert np.load(cache, allow_pickle=False)["fbank"].shape[1] == 32
+
+    other = ValidateConfig(features=FeatureParams(frame_size=48, num_mel_bins=64))
+    s = run_validate(root, other)
+    assert (s.validated, s.features_changed, s.valid, s.skipped_up_to_date) == (2, 2, 2, 0), s
+    assert np.load(cache, allow_pickle=False)["fbank"].shape[1] == 64  # the cache now holds the new settings
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray started with nothing to do")
+
+    monkeypatch.setattr(parallel, "map_unordered", no_ray)
+    again = run_validate(root, other, backend="ray")
+    assert (again.validated, again.skipped_up_to_date) == (0, 2)
+    result = runner.invoke(app, ["validate", str(root), "--backend", "ray", "--set", "features.frame_size=48",
+                                 "--set", "features.num_mel_bins=64"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "up to date 2, validated now 0" in result.output and "nothing to validate" in result.output
