@@ -80,6 +80,13 @@ def test_a_folder_of_real_media_goes_to_a_checkpoint_and_a_retrieval_table(tmp_p
     summary = json.loads(result.stdout)
     assert summary["valid"] == 9 and summary["dropped"] == {"no_audio_stream": 1, "unreadable": 1}, summary
     _ok(runner.invoke(data_app, ["shard", str(root), "--store", str(store), "--backend", "serial", *sets]), "shard")
+    result = runner.invoke(data_app, ["clips", str(root), "--json"])
+    _ok(result, "clips")
+    clips = json.loads(result.stdout)["clips"]
+    dropped = {c["clip_id"]: c["reason"] for c in clips if c["state"] == "dropped"}
+    assert dropped == {"files:broken:0": "unreadable", "files:silent film:0": "no_audio_stream"}
+    sharded = [c for c in clips if c["state"] == "sharded"]
+    assert len(sharded) == 9 and all(Path(c["shard_file"]).is_file() for c in sharded), sharded[0]
 
     train = ["--config", "tiny_tgdp", "--store", str(store), "--run-dir", str(run)]
     for s in ("train.steps=2", "train.batch_size=2", "train.num_workers=0", "train.ckpt_every=2",
