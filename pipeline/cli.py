@@ -452,7 +452,7 @@ def clips_cmd(
     reason: list[str] = typer.Option([], help="only clips with this reason (repeatable), e.g. no_audio_stream"),
     split: list[str] = typer.Option([], help="only clips of this manifest split (repeatable)"),
     config: Path | None = CONFIG,
-    set_: list[str] = SET,
+    set_: list[str] = set_option("fetch.max_attempts=3"),
     as_json: bool = typer.Option(False, "--json", help="print {root, total, count, clips: [...]} as JSON"),
     as_csv: bool = typer.Option(False, "--csv", help="print CSV with a header"),
 ) -> None:
@@ -473,9 +473,7 @@ def clips_cmd(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if as_json:
-        typer.echo(
-            _json.dumps({"root": str(root), "total": every.num_rows, "count": len(rows), "clips": rows}, indent=2)
-        )
+        typer.echo(dumps_json({"root": str(root), "total": every.num_rows, "count": len(rows), "clips": rows}))
     elif as_csv:
         writer = _csv.DictWriter(_sys.stdout, fieldnames=CLIP_SCHEMA.names, lineterminator="\n")
         writer.writeheader()
