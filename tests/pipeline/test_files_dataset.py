@@ -157,3 +157,15 @@ def test_shared_media_folder_builds_a_files_manifest(tmp_path: Path, shared_dir:
         pytest.skip("no shared media folder")
     res = build_manifest(tmp_path / "root", ManifestConfig(dataset="files", from_dir=str(media)))
     assert res.rows > 0 and res.split_counts == {"train": res.rows}
+
+
+def test_fetch_leaves_files_clips_to_import(tmp_path: Path) -> None:
+    from tgdp.pipeline.fetch import FetchConfig, FetchSummary, plan_fetch
+    from tgdp.pipeline.testing import make_root
+
+    root = make_root(
+        tmp_path / "root", [{"ytid": "holiday 1"}, {"ytid": "talks/panel"}], dataset="files", split="train"
+    )
+    summary = FetchSummary()
+    assert plan_fetch(root, FetchConfig(), summary).num_rows == 0
+    assert dict(summary.skipped) == {"files_dataset": 2}
