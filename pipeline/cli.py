@@ -68,7 +68,8 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def error_line(exc: BaseException) -> str | None:
-    """One line naming the culprit and the fix for an expected error; None for anything else (a bug)."""
+    """One line naming the culprit and the fix for an expected error (then one line per bad row for an error that
+    lists them, capped); None for anything else (a bug)."""
     if isinstance(exc, OSError) and exc.errno in _OS_FIX:
         what = exc.filename if exc.filename is not None else ""
         detail = exc.strerror or str(exc)
@@ -76,6 +77,9 @@ def error_line(exc: BaseException) -> str | None:
     if isinstance(exc, (FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError)) or isinstance(
         exc, expected_errors()
     ):
+        if getattr(exc, "issues", None):  # a list of bad rows (ManifestError): one per line, as the error has them
+            head, *rest = str(exc).split("\n")
+            return "\n".join([" ".join(head.split()), *(f"  {' '.join(ln.split())}" for ln in rest if ln.strip())])
         return " ".join(str(exc).split()) or type(exc).__name__
     return None
 
@@ -243,16 +247,22 @@ def pipeline_config(config: Path | None, overrides: list[str], **sections: dict[
 @app.command("manifest")
 def manifest_cmd(
     root: Path = typer.Argument(..., help="pipeline ROOT (writes ROOT/manifest/source.parquet)"),
-    dataset: str | None = typer.Option(None, help="audioset | vggsound (or manifest.dataset in --config)"),
-    csv: list[str] = typer.Option([], help="segment list PATH or PATH:split (repeatable); none = download"),
+    dataset: str | None = typer.Option(
+        None, help="audioset | vggsound | files (your own media: --from DIR) (or manifest.dataset in --config)"
+    ),
+    csv: list[str] = typer.Option(
+        [], help="segment list PATH or PATH:split (repeatable); none = download. files: one CSV file,id,start_s,..."
+    ),
+    from_dir: Path | None = typer.Option(None, "--from", help="files: the folder of media (each file is a clip)"),
     labels: Path | None = typer.Option(None, help="label index csv (index,mid,display_name): checks labels"),
     retrieval: list[Path] = typer.Option([], help="retrieval/eval list (CAV-MAE json or csv) for leak flags"),
     config: Path | None = CONFIG,
     set_: list[str] = set_option("manifest.skip_bad=true"),
     as_json: bool = AS_JSON,
 ) -> None:
-    """Build the source manifest from the official clip lists (hash and row-count checked); malformed rows fail the
-    build unless `--set manifest.skip_bad=true` (then they go to rejected.parquet)."""
+    """Build the source manifest from the official clip lists (hash and row-count checked), or with `--dataset files
+    --from DIR` from a folder of your own media (docs/WORKFLOW.md); malformed rows fail the build unless `--set
+    manifest.skip_bad=true` (then they go to rejected.parquet; no clip left is still an error)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -264,10 +274,11 @@ def manifest_cmd(
         csv=csv or None,
         labels=str(labels) if labels else None,
         retrieval=[str(r) for r in retrieval] or None,
+        from_dir=str(from_dir) if from_dir else None,
     )
     cfg = pipeline_config(config, set_, manifest=flags)
     if cfg.manifest is None:
-        raise ConfigError("manifest.dataset is not set: pass --dataset audioset|vggsound")
+        raise ConfigError("manifest.dataset is not set: pass --dataset audioset|vggsound|files")
     result = build_manifest(root, cfg.manifest)
     if as_json:
         typer.echo(
@@ -371,13 +382,24 @@ def import_cmd(
     root: Path = typer.Argument(..., help="pipeline ROOT"),
     from_dir: Path = typer.Option(..., "--from", help="directory of already-downloaded media"),
     copy: bool = typer.Option(False, help="copy instead of hard-linking"),
+    as_json: bool = typer.Option(False, "--json", help="print the report (every file not imported) as JSON"),
 ) -> None:
-    """Register already-downloaded files (named by ytid, video id or clip id) as fetched clips."""
+    """Register already-downloaded files (named by ytid, video id or clip id) as fetched clips. Exits 2 when files
+    were found but none was imported (nor was already)."""
     from tgdp.pipeline.importer import import_clips
 
     require_root(root)
     report = import_clips(root, from_dir, copy=copy)
-    typer.echo(dumps_json(report.as_dict()))
+    typer.echo(dumps_json(report.as_dict()) if as_json else "\n".join(report.lines()))
+    if report.imported == 0 and report.already_fetched == 0:
+        reasons = ", ".join(f"{r} {n}" for r, n in report.as_dict()["not_imported_by_reason"].items()) or "no files"
+        typer.echo(
+            f"error: 0 of {report.files} files under {from_dir} imported ({reasons}): name each file by its clip "
+            f"id, video id or ytid, or build the manifest from the folder (`tgdp-data manifest {root} --dataset "
+            f"files --from {from_dir}`)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_EXPECTED)
 
 
 @app.command("config")
@@ -423,6 +445,48 @@ def status_cmd(
         raise typer.Exit(1)
 
 
+@app.command("clips")
+def clips_cmd(
+    root: Path = typer.Argument(..., help="pipeline ROOT"),
+    state: list[str] = typer.Option([], help="only clips in this state (repeatable): dropped, gone, valid, ..."),
+    reason: list[str] = typer.Option([], help="only clips with this reason (repeatable), e.g. no_audio_stream"),
+    split: list[str] = typer.Option([], help="only clips of this manifest split (repeatable)"),
+    config: Path | None = CONFIG,
+    set_: list[str] = set_option("fetch.max_attempts=3"),
+    as_json: bool = typer.Option(False, "--json", help="print {root, total, count, clips: [...]} as JSON"),
+    as_csv: bool = typer.Option(False, "--csv", help="print CSV with a header"),
+) -> None:
+    """List clips with their state, the stage and reason behind it, its detail and their files (raw media, store
+    shard); `--state dropped` finds every clip validate dropped. States are the funnel's (`tgdp-data status`)."""
+    import csv as _csv
+
+    from tgdp.config import ConfigError
+    from tgdp.pipeline.clips import CLIP_SCHEMA, clip_rows, filter_clips
+
+    cfg = pipeline_config(config, set_)
+    require_root(root)
+    if as_json and as_csv:
+        raise ConfigError("choose one of --json and --csv")
+    every = clip_rows(root, max_attempts=cfg.fetch.max_attempts)
+    try:
+        rows = filter_clips(every, state, reason, split).to_pylist()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if as_json:
+        typer.echo(dumps_json({"root": str(root), "total": every.num_rows, "count": len(rows), "clips": rows}))
+    elif as_csv:
+        writer = _csv.DictWriter(_sys.stdout, fieldnames=CLIP_SCHEMA.names, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        for r in rows:
+            typer.echo("  ".join(str(r[k] or "-") for k in ("clip_id", "split", "state", "stage", "reason")))
+            for key in ("detail", "raw_path", "shard_file"):
+                if r[key]:
+                    typer.echo(f"    {key}: {r[key]}")
+        typer.echo(f"{len(rows)} of {every.num_rows} clips", err=True)
+
+
 @app.command("validate")
 def validate_cmd(
     root: Path = typer.Argument(..., help="pipeline ROOT"),
@@ -449,7 +513,15 @@ def validate_cmd(
         typer.echo(dumps_json(asdict(s)))
         return
     typer.echo(f"rule: {s.valid_rule}")
-    typer.echo(f"fetched {s.fetched}, up to date {s.skipped_up_to_date}, validated {s.validated}: valid {s.valid}")
+    again = f" ({s.features_changed} again for other feature settings)" if s.features_changed else ""
+    typer.echo(
+        f"fetched {s.fetched}: up to date {s.skipped_up_to_date}, validated now {s.validated}{again}: valid {s.valid}"
+    )
+    if not s.validated:
+        typer.echo(
+            "nothing to validate: every fetched clip has a verdict under this rule (and valid ones a feature cache "
+            "entry under these features.* settings); `tgdp-data status` counts them, --force validates again"
+        )
     for reason, n in sorted(s.dropped.items()):
         typer.echo(f"  dropped {reason}: {n}")
 
@@ -462,20 +534,25 @@ def export_cmd(
     set_: list[str] = set_option("fetch.max_attempts=3"),
     as_json: bool = typer.Option(False, "--json", help="print {out, files, valid, funnel} as JSON"),
 ) -> None:
-    """Write the valid clips (filtered manifest + id list) and the funnel that accounts for every source clip
-    (`fetch.max_attempts` decides gave_up, as in status)."""
+    """Write the valid clips (filtered manifest + id list), every other clip with its state and reason
+    (dropped.parquet) and the funnel that accounts for every source clip (`fetch.max_attempts` decides gave_up, as in
+    status)."""
     from tgdp.pipeline.export import funnel_markdown, run_export
 
     cfg = pipeline_config(config, set_)
     require_root(root)
     _lean_arrow_memory()
     result = run_export(root, out, max_attempts=cfg.fetch.max_attempts, progress=not as_json)
-    files = [str(out / name) for name in ("manifest.parquet", "clip_ids.txt", "funnel.json", "funnel.md")]
+    names = ("manifest.parquet", "clip_ids.txt", "dropped.parquet", "funnel.json", "funnel.md")
+    files = [str(out / name) for name in names]
     if as_json:
         typer.echo(dumps_json({"out": str(out), "files": files, "valid": result.valid, "funnel": result.funnel}))
         return
     typer.echo(funnel_markdown(result.funnel, result.paper_line))
-    typer.echo(f"wrote {out}: manifest.parquet ({result.valid:,} valid clips), clip_ids.txt, funnel.json, funnel.md")
+    typer.echo(
+        f"wrote {out}: manifest.parquet ({result.valid:,} valid clips), clip_ids.txt, dropped.parquet (every other "
+        f"clip with its state and reason), funnel.json, funnel.md"
+    )
 
 
 @app.command("shard")

@@ -4,6 +4,8 @@ Writes (each atomically: temporary name, then rename):
   DIR/manifest.parquet  source-manifest columns + validator metrics + valid_rule + fetch sha256, valid clips only
                         (sharded or not), sorted by clip id
   DIR/clip_ids.txt      one valid clip id per line, sorted
+  DIR/dropped.parquet   every other clip with its state, stage, reason, detail and paths (`tgdp.pipeline.clips`,
+                        what `tgdp-data clips` lists): manifest.parquet + dropped.parquet = the source manifest
   DIR/funnel.json/.md   the funnel of `tgdp.pipeline.status` (the same function `tgdp-data status` prints, so the
                         two agree on every count), plus the valid rules and the states per split.
 On AudioSet-2M (the manifest holds as_unbal_train) the valid count of the AS train splits is printed beside the
@@ -85,6 +87,7 @@ def run_export(root: Path, out: Path, max_attempts: int | None = 5, progress: bo
     cs = clip_states(
         root,
         max_attempts,
+        manifest_columns=("clip_id", "split", "source_file"),
         validate_columns=_EXPORT_TYPES,
         progress=progress,
         sha_type=pa.string(),  # the whole sha256 goes into the exported manifest
@@ -110,11 +113,22 @@ def run_export(root: Path, out: Path, max_attempts: int | None = 5, progress: bo
         funnel["paper"] = {"valid_pairs": PAPER_VALID_PAIRS, "as_train_valid": as_train, "as_unbal_valid": unbal}
     out.mkdir(parents=True, exist_ok=True)
     _write_valid(root, out, cs, valid_mask)
+    _write_dropped(root, out / "dropped.parquet", cs, valid_mask)
     text = json.dumps(funnel, indent=1, sort_keys=True) + "\n"
     atomic_write(out / "funnel.json", text)
     md = funnel_markdown(funnel, result.paper_line)
     atomic_write(out / "funnel.md", md)
     return result
+
+
+def _write_dropped(root: Path, path: Path, cs: Any, valid_mask: np.ndarray) -> None:
+    """dropped.parquet: every clip not in manifest.parquet, with its state, stage, reason and detail
+    (`tgdp.pipeline.clips`), so the two files together hold every source clip."""
+    from tgdp.pipeline.clips import clip_rows
+
+    rows = clip_rows(root, cs=cs).filter(pa.array(~valid_mask))
+    with atomic_path(path) as tmp:
+        pq.write_table(rows, tmp)
 
 
 def _extra_columns(cs: Any, idx: pa.Array) -> list[tuple[str, pa.Array]]:

@@ -668,13 +668,17 @@ def plan_fetch(root: Path, cfg: FetchConfig, summary: FetchSummary | None = None
     Attempted: never tried, transient failures due now (or backing off, with `retry_now`), and downloads whose raw
     file a later stage still needs but is gone (`file_missing`; valid clips not sharded without raw file or feature
     cache entry). Skipped: done (incl. clips validated or sharded whose media were deleted since), gone, gave_up,
-    backoff, and beyond `limit`.
+    backoff, `files_dataset` (clips of a `files` manifest still to come in: `tgdp-data import`), and beyond `limit`.
     """
     from tgdp.pipeline.status import FETCHED_STATES, STATES, clip_states
 
     summary = summary if summary is not None else FetchSummary()
-    cs = clip_states(root, cfg.max_attempts, manifest_columns=["clip_id", "ytid", "start_s", "end_s", "split"])
+    cols = ["clip_id", "ytid", "start_s", "end_s", "split", "dataset"]
+    cs = clip_states(root, cfg.max_attempts, manifest_columns=cols)
     table = cs.manifest
+    # a `files` clip is the user's own media, not a YouTube id: it comes in through `import`, never a download
+    local = ledger.mask(pc.equal(table.column("dataset"), "files"))
+    table = table.drop_columns(["dataset"])
     keep = np.ones(table.num_rows, dtype=bool)
     if cfg.splits:
         unknown = set(cfg.splits) - set(table.column("split").unique().to_pylist())
@@ -686,6 +690,9 @@ def plan_fetch(root: Path, cfg: FetchConfig, summary: FetchSummary | None = None
     if cfg.retry_now:
         todo |= state == STATES.index("backoff")
     skipped = keep & ~todo
+    if (keep & todo & local).any():
+        summary.skipped["files_dataset"] += int((keep & todo & local).sum())
+        todo &= ~local
     names = np.array(["done" if STATES[i] in FETCHED_STATES else STATES[i] for i in range(len(STATES))])
     for name, n in zip(*np.unique(names[state[skipped]], return_counts=True), strict=True):
         summary.skipped[str(name)] += int(n)

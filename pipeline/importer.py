@@ -1,13 +1,14 @@
 """`tgdp-data import ROOT --from DIR`: register media a user already downloaded as fetched clips.
 
-A file matches a manifest row when its stem (name without the last extension) equals the row's `clip_id`,
-`layout.safe_name(clip_id)`, `video_id` (VGGSound `<ytid>_<start:06d>`), or `ytid` (the CAV-MAE `<ytid>.mp4`
-convention). Where the imported file's t=0 lies is decided from its duration: a file at least as long as the
-clip's `end_s` (within 0.1 s) is a whole video (`section_mode="import_full"`, `section_start_s` 0); a shorter one
+A file of a `files` manifest (`tgdp.pipeline.files`) matches the rows whose `source_file` is its path under the input
+dir (one row per window). Otherwise a file matches a manifest row when its stem (name without the last extension) equals
+the row's `clip_id`, `layout.safe_name(clip_id)`, `video_id` (VGGSound `<ytid>_<start:06d>`), or `ytid` (the CAV-MAE
+`<ytid>.mp4` convention). Where the imported file's t=0 lies is decided from its duration: a file at least as long as
+the clip's `end_s` (within 0.1 s) is a whole video (`section_mode="import_full"`, `section_start_s` 0); a shorter one
 holds the labelled segment (`section_mode="import"`, `section_start_s` = the clip's `start_s`, the CAV-MAE mirrors'
-convention). A file ffprobe cannot read is recorded as a segment and dropped by `validate` with its reason.
-A ytid that names several clips matches all of them only through their clip ids / video ids, never by ytid alone
-(one trimmed `<ytid>.mp4` cannot be two segments). Clips already fetched are left alone.
+convention). A file ffprobe cannot read is recorded as a segment and dropped by `validate` with its reason. A ytid that
+names several clips matches all of them only through their clip ids / video ids, never by ytid alone (one trimmed
+`<ytid>.mp4` cannot be two segments). Clips already fetched are left alone.
 
 Formats: the containers in `MEDIA_EXTS` (mp4, m4v, mov, mkv, webm, avi, flv, 3gp, ogv, ts, mpg, wmv, ... and audio
 files); a file with another extension is imported when its name matches a clip and ffprobe finds audio or video in
@@ -64,6 +65,7 @@ class ImportReport:
     (path relative to it, reason, detail); reasons: unmatched, ambiguous_ytid, duplicate, already_fetched,
     not_media, error."""
 
+    files: int = 0
     imported: int = 0
     already_fetched: int = 0
     not_imported: list[tuple[str, str, str]] = field(default_factory=list)
@@ -80,8 +82,10 @@ class ImportReport:
         return [f for f, r, _ in self.not_imported if r == "ambiguous_ytid"]
 
     def as_dict(self) -> dict[str, Any]:
+        """Counts, and each file not imported once (`not_imported_files`, with its reason and detail)."""
         by_reason = Counter(r for _, r, _ in self.not_imported)
         return {
+            "files": self.files,
             "imported": self.imported,
             "already_fetched": self.already_fetched,
             "unmatched": len(self.unmatched),
@@ -90,9 +94,15 @@ class ImportReport:
             "not_imported": len(self.not_imported),
             "not_imported_by_reason": dict(sorted(by_reason.items())),
             "not_imported_files": [{"file": f, "reason": r, "detail": d} for f, r, d in self.not_imported],
-            "unmatched_files": self.unmatched[:100],
-            "ambiguous_ytid_files": self.ambiguous[:100],
         }
+
+    def lines(self, cap: int = 20) -> list[str]:
+        """The report for a terminal: the counts, then each file not imported once (the first `cap`)."""
+        out = [f"imported {self.imported} of {self.files} files (already fetched {self.already_fetched})"]
+        out += [f"  not imported ({r}): {f}" + (f": {d}" if d else "") for f, r, d in self.not_imported[:cap]]
+        if len(self.not_imported) > cap:
+            out.append(f"  ... and {len(self.not_imported) - cap} more (--json lists every file)")
+        return out
 
 
 def _stage(src: Path, tmp_dir: Path, suffix: str, copy: bool) -> Path:
@@ -155,11 +165,14 @@ def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport
     root, from_dir = Path(root).resolve(), Path(from_dir)
     if not from_dir.is_dir():
         raise NotADirectoryError(f"{from_dir} is not a directory")
-    table = pq.read_table(manifest_path(root), columns=["clip_id", "video_id", "ytid", "start_s", "end_s"])
-    rows = table.to_pylist()
+    columns = ["clip_id", "video_id", "ytid", "start_s", "end_s", "dataset", "source_file"]
+    rows = pq.read_table(manifest_path(root), columns=columns).to_pylist()
     by_key: dict[str, dict[str, Any]] = {}
     by_ytid: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_path: dict[str, list[dict[str, Any]]] = defaultdict(list)  # `files` clips: the media path under DIR
     for row in rows:
+        if row["dataset"] == "files":
+            by_path[row["source_file"]].append(row)
         keys = [row["clip_id"], safe_name(row["clip_id"])]
         if row["video_id"] != row["ytid"]:  # AudioSet video ids are bare ytids: those go through by_ytid
             keys.append(row["video_id"])
@@ -172,11 +185,17 @@ def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport
     candidates: dict[str, list[Path]] = defaultdict(list)
     row_of: dict[str, dict[str, Any]] = {}
     files = sorted(p for p in from_dir.rglob("*") if p.is_symlink() or p.is_file())
+    report.files = len(files)
     for src in files:
         name = src.relative_to(from_dir).as_posix()
         stem, ext = src.name[: -len(src.suffix)] if src.suffix else src.name, src.suffix.lower()
         if ext in SIDECAR_EXTS:
             report.skip(name, "not_media", f"{ext} files are not audio/video")
+            continue
+        if name in by_path:  # one file of a `files` manifest feeds each of its windows
+            for row in by_path[name]:
+                candidates[row["clip_id"]].append(src)
+                row_of[row["clip_id"]] = row
             continue
         row = by_key.get(stem)
         if row is None and stem in by_ytid:

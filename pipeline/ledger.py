@@ -7,7 +7,9 @@ redone on the next run: nothing is recorded twice as done, nothing done is lost 
 
 Required event keys: `clip_id`, `status` ("ok" | "failed"), `reason` (None when ok), `transient` (bool).
 The ledger adds `stage`, `attempted_at` (UTC), `worker` (host:pid) and `seq` (monotonic within a flush file).
-Any other keys are stage-specific columns (nullable); files with different columns concatenate by name.
+Any other keys are stage-specific columns (nullable). Every file of a stage is written with the stage's schema
+(`STAGE_SCHEMAS`: every column, in order, typed whether or not a value is null), so the files of one stage share one
+schema and `pa.concat_tables` reads them; files of older writers are cast on read (`typed`).
 `compact()` merges many small files into one, atomically.
 
 At 2 M clips a stage has millions of events: `latest_table()` reduces them to the last event per clip in columns
@@ -36,6 +38,8 @@ import pyarrow.parquet as pq
 from tgdp.pipeline.layout import atomic_path, events_dir
 
 __all__ = [
+    "EVENT_TYPES",
+    "STAGE_SCHEMAS",
     "EventWriter",
     "LatestEvents",
     "append_events",
@@ -51,10 +55,55 @@ __all__ = [
     "mask",
     "read_events",
     "same_or_both_null",
+    "typed",
 ]
 
 REQUIRED = ("clip_id", "status", "reason", "transient")
 STATUSES = ("ok", "failed")
+
+_STR, _F64, _I64, _BOOL, _TS = pa.string(), pa.float64(), pa.int64(), pa.bool_(), pa.timestamp("us", tz="UTC")
+# The columns of each stage's events, in order, with their types. Without them a flush file typed each column from its
+# values, so a file whose events all had reason None got a `null` column and plain `pa.concat_tables` of two files
+# failed ("Schema at index 1 was different"). Every file of a stage is written with exactly this schema (a key no
+# stage declares follows, typed from its values), and every old file is cast to these types on read (`typed`).
+_HEAD = {"clip_id": _STR, "status": _STR, "reason": _STR, "transient": _BOOL, "reason_detail": _STR}
+_TAIL = {"attempted_at": _TS, "worker": _STR, "stage": _STR, "seq": _I64}
+_STAGE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
+    "fetch": {  # fetch.EVENT_COLUMNS; import writes the same
+        "attempt": _I64, "session_id": _STR, "source": _STR, "raw_path": _STR, "file_bytes": _I64, "sha256": _STR,
+        "section_mode": _STR, "section_start_s": _F64, "section_end_s": _F64, "source_duration_s": _F64,
+        "format_id": _STR, "vcodec": _STR, "acodec": _STR, "height": _I64, "fps": _F64, "yt_dlp_version": _STR,
+        "ffmpeg_version": _STR, "elapsed_s": _F64, "next_attempt_after": _TS, "gave_up": _BOOL,
+        "in_attempt_retries": _I64, "rate_wait_s": _F64, "ray_node": _STR,
+    },
+    "validate": {  # validate._new_event, METRIC_COLUMNS
+        "valid": _BOOL, "valid_rule": _STR, "fetch_sha256": _STR, "window_start_s": _F64, "window_rule": _STR,
+        "probe_duration_s": _F64, "video_codec": _STR, "audio_codec": _STR, "ffmpeg_version": _STR,
+        "feature_cache": _STR, "features_id": _STR, "decode_path": _STR, "has_video": _BOOL, "has_audio": _BOOL,
+        "video_frames": _I64,
+        "audio_dur_s": _F64, "video_dur_s": _F64, "av_offset_s": _F64, "rms_dbfs": _F64, "silent_frac": _F64,
+        "still_score": _F64, "is_silent": _BOOL, "is_still": _BOOL, "is_av_offset": _BOOL,
+    },
+    "shard": {"fetch_sha256": _STR, "store": _STR, "store_split": _STR, "shard_file": _STR},
+}  # fmt: skip
+STAGE_SCHEMAS = {stage: pa.schema({**_HEAD, **cols, **_TAIL}) for stage, cols in _STAGE_COLUMNS.items()}
+EVENT_TYPES: dict[str, pa.DataType] = {f.name: f.type for schema in STAGE_SCHEMAS.values() for f in schema}
+
+
+def _stage_schema(stage: str, keys: Sequence[str], infer: Callable[[list[str]], pa.Schema]) -> pa.Schema:
+    """The schema of a new event file: the stage's columns (or, for an undeclared stage, the keys typed by
+    `EVENT_TYPES`), then any other key with the type `infer(keys)` gives it."""
+    declared = STAGE_SCHEMAS.get(stage) or pa.schema([(k, EVENT_TYPES[k]) for k in keys if k in EVENT_TYPES])
+    extra = [k for k in keys if k not in declared.names]
+    return pa.schema([*declared, *infer(extra)]) if extra else declared
+
+
+def typed(table: pa.Table) -> pa.Table:
+    """`table` with each column of `EVENT_TYPES` cast to its type (an all-null column typed `null` by an older
+    writer becomes a null column of the right type); other columns as they are."""
+    fields = [pa.field(f.name, EVENT_TYPES[f.name]) if f.name in EVENT_TYPES else f for f in table.schema]
+    schema = pa.schema(fields, metadata=table.schema.metadata)
+    return table if schema.equals(table.schema) else table.cast(schema)
 
 
 def _check(event: Mapping[str, Any]) -> None:
@@ -90,9 +139,13 @@ def append_events(root: Path, stage: str, events: Iterable[Mapping[str, Any]]) -
         rows.append(row)
     if not rows:
         return None
-    # from_pylist takes its columns from the first row only: build the union so no stage column is dropped.
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    table = pa.Table.from_pylist([{k: row.get(k) for k in keys} for row in rows])
+    keys = list(dict.fromkeys(k for row in rows for k in row))  # every row's keys, not only the first row's
+
+    def infer(extra: list[str]) -> pa.Schema:
+        return pa.Table.from_pylist([{k: row.get(k) for k in extra} for row in rows]).schema
+
+    schema = _stage_schema(stage, keys, infer)
+    table = pa.Table.from_pylist([{k: row.get(k) for k in schema.names} for row in rows], schema=schema)
     return _write_atomic(table, events_dir(root, stage))
 
 
@@ -120,7 +173,11 @@ def append_table(root: Path, stage: str, table: pa.Table) -> Path | None:
         table = table.append_column("worker", pa.repeat(pa.scalar(f"{socket.gethostname()}:{os.getpid()}"), n))
     table = table.append_column("stage", pa.repeat(pa.scalar(stage), n))
     table = table.append_column("seq", pa.array(np.arange(n, dtype=np.int64)))
-    return _write_atomic(table, events_dir(root, stage))
+    schema = _stage_schema(stage, table.column_names, lambda extra: table.select(extra).schema)
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(n, f.type) for f in schema
+    ]
+    return _write_atomic(pa.table(columns, schema=schema), events_dir(root, stage))
 
 
 class EventWriter:
@@ -161,7 +218,7 @@ def read_events(root: Path, stage: str, columns: list[str] | None = None) -> pa.
     files = _live_files(_event_files(events_dir(root, stage)))
     if not files:
         return pa.table({"clip_id": pa.array([], pa.string()), "status": pa.array([], pa.string())})
-    tables = [pq.read_table(f, columns=columns) for f in files]
+    tables = [typed(pq.read_table(f, columns=columns)) for f in files]
     return pa.concat_tables(tables, promote_options="permissive")
 
 
@@ -189,7 +246,7 @@ def compact(root: Path, stage: str) -> Path | None:
     if len(on_disk) <= 1:
         return on_disk[0] if on_disk else None
     files = _live_files(on_disk)
-    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+    table = pa.concat_tables([typed(pq.read_table(f)) for f in files], promote_options="permissive")
     # A crash between publishing the merged file and deleting the originals must not double every event: the merged
     # file names the files it replaces, and readers skip those (`_live_files`).
     table = table.replace_schema_metadata({_COMPACTS: json.dumps([f.name for f in files]).encode()})

@@ -76,6 +76,7 @@ __all__ = [
     "parse_segments_text",
     "sniff_format",
     "video_id_for",
+    "write_manifest_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -611,11 +612,13 @@ def infer_split(name: str, dataset: str) -> str | None:
 class ManifestConfig(StrictConfig):
     """`tgdp-data manifest` options; `csv` items are `PATH` or `PATH:split`. No csv → download the definition's."""
 
-    dataset: Literal["audioset", "vggsound"] = Field(
-        description="which clip lists to read: audioset or vggsound (the --dataset flag)"
+    dataset: Literal["audioset", "vggsound", "files"] = Field(
+        description="which clip lists to read: audioset or vggsound, or files: your own media (the --dataset flag)"
     )
     csv: list[str] = Field(
-        [], description="segment lists, PATH or PATH:split (the --csv flag); empty = download the official lists"
+        [],
+        description="segment lists, PATH or PATH:split (the --csv flag); empty = download the official lists; "
+        "files: at most one CSV file,id,start_s,end_s,labels,split",
     )
     labels: str | None = Field(
         None, description="label index CSV (index,mid,display_name) to check labels against (the --labels flag)"
@@ -625,6 +628,10 @@ class ManifestConfig(StrictConfig):
     )
     skip_bad: bool = Field(False, description="put malformed rows in rejected.parquet instead of failing the build")
     download_timeout_s: float = Field(60.0, gt=0, description="timeout in seconds of each official-list download")
+    from_dir: str | None = Field(None, description="files: the folder of media, each file a clip (the --from flag)")
+    eval_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="files: share of ids put in the eval split when the CSV gives none"
+    )
 
 
 @dataclass(frozen=True)
@@ -778,6 +785,10 @@ class _SegmentFiles:
 def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
     """Read, check and join the inputs; write source.parquet, source.meta.json (and rejected.parquet)."""
     root = Path(root)
+    if cfg.dataset == "files":  # a folder of the user's own media, no definition (tgdp.pipeline.files)
+        from tgdp.pipeline.files import build_files_manifest
+
+        return build_files_manifest(root, cfg)
     definition = load_definition(cfg.dataset)
     specs, labels_path, retrieval_paths = _resolve_inputs(cfg, root, definition)
     warnings: list[str] = []
@@ -801,10 +812,9 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
     del rows
     bar.update(1)
     bar.close()
-    out = manifest_path(root)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_parquet(table, out)
-    rejected_path = _write_rejected(issues, out.parent / "rejected.parquet")
+    if not table.num_rows:  # every row rejected (skip_bad): an empty manifest would pass for a finished build
+        raise ManifestError(_no_clips(issues), issues)
+    out, rejected_path = write_manifest_files(root, table, issues)
 
     split_counts = dict(sorted((r["values"], r["counts"]) for r in pc.value_counts(table.column("split")).to_pylist()))
     meta = {
@@ -831,6 +841,25 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
         issues=issues,
         warnings=warnings,
     )
+
+
+def _no_clips(issues: list[ManifestIssue]) -> str:
+    """Why a build has no clips, with the fix when the ids are not YouTube ids."""
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(i.kind for i in issues).items())) or "no rows"
+    hint = (
+        "; for ids that are not YouTube ids use --dataset files --from DIR"
+        if any(i.kind == "bad_ytid" for i in issues)
+        else ""
+    )
+    return f"no clips: every row was rejected ({kinds}); nothing written{hint}"
+
+
+def write_manifest_files(root: Path, table: pa.Table, issues: list[ManifestIssue]) -> tuple[Path, Path | None]:
+    """Write source.parquet (`table`) and rejected.parquet (`issues`; removed when none); their paths."""
+    out = manifest_path(root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_parquet(table, out)
+    return out, _write_rejected(issues, out.parent / "rejected.parquet")
 
 
 def _read_label_index(

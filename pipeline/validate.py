@@ -30,7 +30,9 @@ the window is decoded again from the file's first packet with the cut made in th
 (`decode_window(from_start=True)`), and that decode gives the verdict. A seek that lands on a frame the decoder
 cannot start from (a broken index, x264 intra refresh) then no longer reads as a corrupt or short file.
 The verdict is versioned: `valid_rule` names the rule and its thresholds; a clip is re-validated when its fetch
-sha256 or the rule changes, and skipped otherwise (resumable). Every fetched clip gets exactly one latest event.
+sha256 or the rule changes, or (a valid clip, cache on) when its cached payload was made with other `features.*`
+settings (`features_id` in the event), and skipped otherwise (resumable). With nothing to do no worker (no Ray)
+starts. Every fetched clip gets exactly one latest event.
 
 One decode per clip: the decode that validates the window already produces the store's inputs (the T sampled frames
 at the store size, 16 kHz PCM), so for a valid clip the worker also encodes the store payload (16 JPEGs, fbank;
@@ -43,6 +45,8 @@ come from that same decode. `feature_cache: false` turns the cache off (validate
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import math
 import os
 import re
@@ -275,6 +279,7 @@ def _new_event(task: Mapping[str, Any], cfg: ValidateConfig) -> dict[str, Any]:
         "audio_codec": None,
         "ffmpeg_version": ffmpeg_version(),
         "feature_cache": None,  # "cached", or why a valid clip's payload was not cached
+        "features_id": None,  # the feature settings of the cached payload (`features_id`)
         "decode_path": None,  # which decode gave the verdict: start (window at 0), seek, or from_start (module doc)
         **_empty_metrics(),
     }
@@ -429,6 +434,7 @@ def _cache_payload(path: Path, task: Mapping[str, Any], event: dict[str, Any], d
     try:
         write_feature_cache(path, key, payload)
         event["feature_cache"] = "cached"
+        event["features_id"] = features_id(cfg.features)
     except OSError as exc:  # e.g. a full disk: the verdict stands, shard falls back to decoding
         event["feature_cache"] = f"not cached: {exc.strerror or exc}"
 
@@ -451,6 +457,7 @@ class ValidateSummary:
     fetched: int = 0
     skipped_up_to_date: int = 0
     validated: int = 0
+    features_changed: int = 0  # valid clips validated again because the feature settings changed
     valid: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     valid_rule: str = ""
@@ -460,7 +467,9 @@ def validate_tasks(root: Path, cfg: ValidateConfig, force: bool = False) -> tupl
     """(tasks to run, number of fetched clips, number up to date) for clips whose latest fetch event is ok.
 
     Up to date: the latest validate event is a non-transient verdict under the current rule on the current download
-    (same sha256). Computed in columns (`ledger.latest_table`); a dict is made only per task, sorted by clip id.
+    (same sha256) and, for a valid clip with the feature cache on, made with the current feature settings
+    (`features_id`; a task validated again for that has `features_changed`). Computed in columns
+    (`ledger.latest_table`); a dict is made only per task, sorted by clip id.
     """
     root = Path(root)
     table, _, _ = unique_manifest(root, ["start_s", "end_s"])  # a hand-made manifest's repeated ids: the first row
@@ -469,11 +478,14 @@ def validate_tasks(root: Path, cfg: ValidateConfig, force: bool = False) -> tupl
     fetched = mask(pc.and_(pc.equal(fe.column("status"), "ok"), pc.is_valid(fe.column("raw_path"))))
     rule = cfg.valid_rule()
     up = np.zeros(len(ids), dtype=bool)
+    refeature = np.zeros(len(ids), dtype=bool)
     if not force:
         va = latest_table(root, "validate", ids, _VALIDATE_COLUMNS)
         vsha, fsha = va.column("fetch_sha256"), fe.column("sha256")
         same = same_or_both_null(vsha, fsha)
         up = va.has_event & same & mask(pc.equal(va.column("valid_rule"), rule)) & ~mask(va.column("transient"))
+        refeature = up & _other_features(va, cfg)
+        up &= ~refeature
     todo = np.flatnonzero(fetched & ~up)
     picked = pa.table(
         {
@@ -484,6 +496,7 @@ def validate_tasks(root: Path, cfg: ValidateConfig, force: bool = False) -> tupl
             "section_start_s": fe.column("section_start_s").take(pa.array(todo)),
             "source": fe.column("source").take(pa.array(todo)),
             "sha256": fe.column("sha256").take(pa.array(todo)),
+            "features_changed": pa.array(refeature[todo]),
         }
     ).sort_by("clip_id")
     tasks = []
@@ -503,6 +516,7 @@ def validate_tasks(root: Path, cfg: ValidateConfig, force: bool = False) -> tupl
                 "fetch_sha256": row["sha256"],
                 "cfg": cfg_dict,
                 "cache_path": str(feature_cache_path(root, clip_id)) if cfg.feature_cache else None,
+                "features_changed": row["features_changed"],
             }
         )
     n_fetched = int(fetched.sum())
@@ -517,7 +531,29 @@ _FETCH_COLUMNS = {
     "section_start_s": pa.float64(),
     "source": _DICT,
 }
-_VALIDATE_COLUMNS = {"valid_rule": _DICT, "fetch_sha256": pa.string(), "transient": pa.bool_()}
+_VALIDATE_COLUMNS = {
+    "valid_rule": _DICT,
+    "fetch_sha256": pa.string(),
+    "transient": pa.bool_(),
+    "valid": pa.bool_(),
+    "features_id": _DICT,
+}
+
+
+def features_id(params: FeatureParams) -> str:
+    """A short digest of the store feature settings a cached payload was made with (recorded as `features_id`)."""
+    blob = json.dumps(params.model_dump(), sort_keys=True).encode()
+    return hashlib.sha1(blob).hexdigest()[:12]
+
+
+def _other_features(va: Any, cfg: ValidateConfig) -> np.ndarray:
+    """(n,) bool: valid verdicts whose cached store payload was made with other feature settings (`features_id`):
+    with the cache on their features are computed again, else shard would decode them all. A verdict without a
+    recorded `features_id` (cache off, not cached, or an older validate) is left alone."""
+    if not cfg.feature_cache:
+        return np.zeros(len(va.has_event), dtype=bool)
+    other = pc.not_equal(va.column("features_id").cast(pa.string()), features_id(cfg.features))
+    return mask(va.column("valid")) & mask(other)
 
 
 def run_validate(
@@ -534,7 +570,11 @@ def run_validate(
     cfg = cfg or ValidateConfig()
     tasks, fetched, up_to_date = validate_tasks(root, cfg, force=force)
     summary = ValidateSummary(fetched=fetched, skipped_up_to_date=up_to_date, valid_rule=cfg.valid_rule())
-    results: Iterator[dict[str, Any]] = map_clips(validate_clip, tasks, backend, num_workers, address)
+    summary.features_changed = sum(bool(t.get("features_changed")) for t in tasks)
+    # no task, no Ray: a rerun with nothing to do must not start a cluster
+    results: Iterator[dict[str, Any]] = (
+        map_clips(validate_clip, tasks, backend, num_workers, address) if tasks else iter(())
+    )
     bar = None
     if progress:
         from tqdm import tqdm

@@ -103,10 +103,11 @@ def test_export_says_where_it_wrote_and_json(tmp_path: Path) -> None:
     assert js.exit_code == 0, js.output
     d = json.loads(js.output)
     assert d["out"] == str(tmp_path / "exp2") and d["valid"] == 0 and d["funnel"]["source"] == 3
-    assert sorted(Path(f).name for f in d["files"]) == ["clip_ids.txt", "funnel.json", "funnel.md", "manifest.parquet"]
+    names = ["clip_ids.txt", "dropped.parquet", "funnel.json", "funnel.md", "manifest.parquet"]
+    assert sorted(Path(f).name for f in d["files"]) == names and all(Path(f).is_file() for f in d["files"])
 
 
-@pytest.mark.parametrize("stage", ["manifest", "validate", "export", "shard", "verify", "fetch"])
+@pytest.mark.parametrize("stage", ["manifest", "validate", "export", "shard", "verify", "fetch", "import", "clips"])
 def test_every_stage_has_json(stage: str) -> None:
     result = runner.invoke(data_app, [stage, "--help"])
     assert "--json" in result.output

@@ -16,6 +16,11 @@ tgdp.config.section_keys
 tgdp.config.validate_config
 tgdp.config.validation_messages
 
+import tgdp.pipeline.clips
+tgdp.pipeline.clips.CLIP_SCHEMA
+tgdp.pipeline.clips.clip_rows
+tgdp.pipeline.clips.filter_clips
+
 import tgdp.pipeline.config
 tgdp.pipeline.config.PipelineConfig
 tgdp.pipeline.config.load_pipeline_config
@@ -60,6 +65,12 @@ tgdp.pipeline.fetch.file_sha256
 tgdp.pipeline.fetch.plan_fetch
 tgdp.pipeline.fetch.tool_versions
 
+import tgdp.pipeline.files
+tgdp.pipeline.files.FILES_SPLITS
+tgdp.pipeline.files.NOMINAL_WINDOW_S
+tgdp.pipeline.files.build_files_manifest
+tgdp.pipeline.files.media_files
+
 import tgdp.pipeline.importer
 tgdp.pipeline.importer.ImportReport
 tgdp.pipeline.importer.import_clips
@@ -83,8 +94,10 @@ tgdp.pipeline.layout.temp_path
 tgdp.pipeline.layout.within_root
 
 import tgdp.pipeline.ledger
+tgdp.pipeline.ledger.EVENT_TYPES
 tgdp.pipeline.ledger.EventWriter
 tgdp.pipeline.ledger.LatestEvents
+tgdp.pipeline.ledger.STAGE_SCHEMAS
 tgdp.pipeline.ledger.append_events
 tgdp.pipeline.ledger.append_table
 tgdp.pipeline.ledger.compact
@@ -98,6 +111,7 @@ tgdp.pipeline.ledger.latest_table
 tgdp.pipeline.ledger.mask
 tgdp.pipeline.ledger.read_events
 tgdp.pipeline.ledger.same_or_both_null
+tgdp.pipeline.ledger.typed
 
 import tgdp.pipeline.manifest
 tgdp.pipeline.manifest.DATASETS
@@ -128,6 +142,7 @@ tgdp.pipeline.manifest.parse_segments_columns
 tgdp.pipeline.manifest.parse_segments_text
 tgdp.pipeline.manifest.sniff_format
 tgdp.pipeline.manifest.video_id_for
+tgdp.pipeline.manifest.write_manifest_files
 
 import tgdp.pipeline.media
 tgdp.pipeline.media.DecodedClip
