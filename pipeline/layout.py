@@ -127,14 +127,21 @@ def temp_path(path: Path | str) -> Path:
     return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
 
 
-def commit_temp(tmp: Path | str, path: Path | str) -> Path:
-    """fsync the finished temporary file `tmp`, then `os.replace` it onto `path` (the package's one such rename)."""
+def commit_temp(tmp: Path | str, path: Path | str, exclusive: bool = False) -> Path:
+    """fsync the finished temporary file `tmp`, then `os.replace` it onto `path` (the package's one such rename).
+
+    exclusive: publish with a hard link instead, which fails with FileExistsError when `path` exists (the ledger
+    claims sequence-numbered names this way); `tmp` is removed after a successful link."""
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    if exclusive:
+        os.link(tmp, path)
+        Path(tmp).unlink()
+    else:
+        os.replace(tmp, path)
     return Path(path)
 
 
