@@ -35,6 +35,7 @@ _EXPECTED = {
     "tgdp.pipeline.store": ("StoreError", "StoreMismatchError"),
     "tgdp.pipeline.manifest": ("ManifestError",),
     "tgdp.pipeline.shard": ("ShardError",),
+    "tgdp.pipeline.validate": ("ValidateError",),
     "tgdp.model.checkpoint": ("CheckpointError",),
 }
 # Environment errors that are the user's to fix (a path, a permission, a full or read-only disk), with the fix.

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tgdp.pipeline.layout import atomic_path, atomic_write, manifest_path
-from tgdp.pipeline.status import STATES, clip_states, funnel_from_states, strictly_increasing
+from tgdp.pipeline.status import STATES, clip_states, funnel_from_states, root_temporaries, strictly_increasing
 from tgdp.pipeline.validate import METRIC_COLUMNS
 
 __all__ = ["PAPER_VALID_PAIRS", "ExportResult", "funnel_markdown", "run_export"]
@@ -93,6 +93,7 @@ def run_export(root: Path, out: Path, max_attempts: int | None = 5, progress: bo
         sha_type=pa.string(),  # the whole sha256 goes into the exported manifest
     )
     funnel = funnel_from_states(cs)
+    funnel["temporaries"] = root_temporaries(root)  # as status reports it
     valid_mask = cs.mask("valid", "sharded")
     rules: dict[str, int] = {}
     if cs.validate is not None:

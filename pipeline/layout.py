@@ -10,7 +10,8 @@ ROOT/
 
 Every file the package writes goes through `atomic_path` / `atomic_write`: a temporary `.tmp-<pid>-<name>` in the
 same directory, fsynced, then `os.replace`d onto its name, so a reader sees the old file or the new one, never a
-torn one, and a crash leaves at most a `.tmp-*` file that the next run of the writer ignores or removes.
+torn one, and a crash leaves at most a `.tmp-*` file. The next run of that stage removes the ones whose writer is
+gone (`remove_stale_temps`: validate under features/, export in its output directory); `status` lists any left.
 
 Clip ids come from untrusted CSVs (`--exec=...`, `../../etc/passwd`), so no file name is ever built from one
 directly: `safe_name` keeps `[A-Za-z0-9_-]`, replaces the rest, and appends a hash of the full id so two ids
@@ -22,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,8 +42,11 @@ __all__ = [
     "raw_dir",
     "raw_path_for",
     "raw_target",
+    "remove_stale_temps",
     "safe_name",
+    "stale_temps",
     "temp_path",
+    "temporaries",
     "within_root",
 ]
 
@@ -165,3 +171,52 @@ def atomic_write(path: Path | str, data: bytes | str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+STALE_TEMP_S = 3600.0  # a temporary untouched this long has no live writer (each is written in seconds at most)
+
+
+def _writer_gone(path: Path, now: float) -> bool:
+    """Whether the process named in `.tmp-<pid>-...` is gone (no such pid here), or the file is older than
+    STALE_TEMP_S (the pid may have been reused, or the writer ran on another host)."""
+    try:
+        age = now - path.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age > STALE_TEMP_S:
+        return True
+    pid = path.name[len(TMP_PREFIX) :].split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def temporaries(directory: Path, depth: int = 0) -> list[Path]:
+    """The `.tmp-*` entries (files or folders) in `directory`, or in its sub-folders `depth` levels down, sorted."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob("/".join(["*"] * depth + [f"{TMP_PREFIX}*"])))
+
+
+def stale_temps(directory: Path, depth: int = 0) -> list[Path]:
+    """`temporaries(directory, depth)` whose writer is gone."""
+    now = time.time()
+    return [p for p in temporaries(directory, depth) if _writer_gone(p, now)]
+
+
+def remove_stale_temps(directory: Path, depth: int = 0) -> list[Path]:
+    """Remove `stale_temps(directory, depth)` (a killed writer's debris); returns what was removed."""
+    removed = stale_temps(directory, depth)
+    for p in removed:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return removed
