@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +119,41 @@ def test_stale_feature_temporaries_are_removed_by_the_next_validate(tmp_path: Pa
     res = CliRunner().invoke(app, ["status", str(root)])
     assert "temporary files left" not in res.output
     shutil.rmtree(bucket)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """mount(size) -> a real tmpfs of that size at tmp_path/disk (skips where mounting is not permitted)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = []
+
+    def mount(size: str) -> Path:
+        opts = ["-o", f"remount,size={size}"] if mounted else ["-o", f"size={size}"]
+        res = subprocess.run(["mount", "-t", "tmpfs", *opts, "tmpfs", str(disk)], capture_output=True, text=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+        mounted.append(size)
+        return disk
+
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    yield mount
+    if mounted:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_real_full_tmpfs_under_the_feature_cache(tmp_path: Path, clip: Path, small_disk) -> None:
+    clean = _root(tmp_path / "clean", clip)
+    run_validate(clean, backend="serial")
+    entry = max(len(b) for b in _cache(clean).values())
+    root = _root(tmp_path / "root", clip)
+    disk = small_disk(f"{entry * 3 // 2}")  # room for one cache entry, not two
+    (root / "features").symlink_to(disk, target_is_directory=True)
+    res = CliRunner().invoke(app, ["validate", str(root), "--backend", "serial", "--no-progress"])
+    assert res.exit_code == 2 and "no space left on device" in res.stderr and "MB free" in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not list(disk.rglob(".tmp-*")) and len(_cache(root)) == 1
+    small_disk("16m")  # space freed
+    run_validate(root, backend="serial")
+    assert _verdicts(root) == _verdicts(clean) and _cache(root) == _cache(clean)
