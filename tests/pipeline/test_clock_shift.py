@@ -3,6 +3,7 @@ status, export and fetch plan as an unshifted run (the clock patched in the chil
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -34,9 +35,19 @@ time.time = lambda: _time() + _shift
 time.time_ns = lambda: _time_ns() + int(_shift * 1e9)
 """
 
-# One child process runs both CLI commands (one interpreter start-up).
+# What `outcome` needs in the child.
+IMPORTS = """
+import json
+from pathlib import Path
+import pyarrow.parquet as pq
+from tgdp.pipeline.export import run_export
+from tgdp.pipeline.fetch import FetchConfig, plan_fetch
+from tgdp.pipeline.status import funnel
+"""
+
+# One child process runs both CLI commands (one interpreter start-up), then `outcome` on its own clock.
 DRIVER = """
-import datetime as dt, sys, time
+import datetime as dt, json, sys, time
 import tgdp.pipeline.fetch, tgdp.pipeline.ledger, tgdp.pipeline.status, tgdp.pipeline.validate
 from tgdp.pipeline.cli import app
 
@@ -57,61 +68,76 @@ for args in (fetch, validate):
         app(args, standalone_mode=False)
     except SystemExit as exc:
         assert not exc.code, exc.code
+print(json.dumps(outcome(root, root + "-export")))
 """
 
 
-def _rerun(root: Path, base: str, shift_s: int, site: Path) -> None:
+def outcome(root: str, out: str) -> dict:
+    """status, export and the fetch plan of ROOT, as seen by a process on the current clock (the child runs this
+    function's source after IMPORTS)."""
+    f = funnel(Path(root))
+    run_export(Path(root), Path(out))
+    plan = {
+        str(retry): sorted(plan_fetch(Path(root), FetchConfig(retry_now=retry)).column("clip_id").to_pylist())
+        for retry in (False, True)
+    }
+    return {
+        "funnel": {k: f[k] for k in ("source", "fetch", "validate", "check")},
+        "export_ids": (Path(out) / "clip_ids.txt").read_text(),
+        "export_rows": pq.read_metadata(Path(out) / "manifest.parquet").num_rows,
+        "export_funnel": json.loads((Path(out) / "funnel.json").read_text())["validate"],
+        "plan": plan,
+    }
+
+
+def _rerun(root: Path, base: str, shift_s: int, site: Path) -> dict:
     env = {**os.environ, "TGDP_TEST_CLOCK_SHIFT_S": str(shift_s)}
     env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
     probe = "import time; print(time.time())"
     seen = float(subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout)
     assert abs(seen - (__import__("time").time() + shift_s)) < 60, "the clock shift is not applied"
-    out = subprocess.run([sys.executable, "-c", DRIVER, str(root), base], env=env, capture_output=True, text=True)
+    driver = IMPORTS + inspect.getsource(outcome) + DRIVER
+    out = subprocess.run([sys.executable, "-c", driver, str(root), base], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-
-
-def _outcome(root: Path, tmp: Path) -> dict:
-    f = funnel(root)
-    out = tmp / f"export-{root.name}"
-    run_export(root, out)
-    plan = {
-        retry: sorted(plan_fetch(root, FetchConfig(retry_now=retry)).column("clip_id").to_pylist())
-        for retry in (False, True)
-    }
-    return {
-        "funnel": {k: f[k] for k in ("source", "fetch", "validate", "check")},
-        "export_ids": (out / "clip_ids.txt").read_text(),
-        "export_rows": pq.read_metadata(out / "manifest.parquet").num_rows,
-        "export_funnel": json.loads((out / "funnel.json").read_text())["validate"],
-        "plan": plan,
-    }
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.reliability
 def test_a_shifted_clock_does_not_reorder_events(tmp_path: Path, make_clip: Callable[..., Path]) -> None:
     master = make_clip(tmp_path / "master.mp4", duration=4.0)
-    ytids = ["a1", "a2", "a3", "flaky"]
+    ytids = ["a1", "a2", "a3", "flaky", "down"]
     corpus = make_corpus(tmp_path / "corpus", master, ytids)
     first = tmp_path / "first"
     make_root(first, [{"ytid": y, "start_s": 1.0, "end_s": 3.0, "labels": ["/m/0"]} for y in ytids])
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    with MediaServer(corpus, faults={"flaky": FaultSpec(kind="http", status=503, times=1)}) as base:
+    faults = {"flaky": FaultSpec(kind="http", status=503, times=1), "down": FaultSpec(kind="http", status=503)}
+    with MediaServer(corpus, faults=faults) as base:
         cfg = FetchConfig(url_template=base + "/v/{ytid}", backend="serial", rate_per_hour=0, retries=0)
-        assert fetch(first, cfg).ok == 3  # flaky: a 503, pending http_5xx
+        assert fetch(first, cfg).ok == 3  # flaky and down: a 503, pending http_5xx
         assert run_validate(first, ValidateConfig(), backend="serial").valid == 3
-        outcomes = {}
+        seen, later = {}, {}
         for shift in (0, -DAY, DAY):
             root = tmp_path / f"root{shift}"
             shutil.copytree(first, root)
-            _rerun(root, base, shift, site)  # the 503 clip refetched; validate with a stricter rule
-            outcomes[shift] = _outcome(root, tmp_path)
-    clean = outcomes[0]
-    assert clean["funnel"]["fetch"]["fetched"] == 4 and clean["funnel"]["validate"]["valid"] == 0
-    assert clean["export_rows"] == 0 and clean["export_ids"] == "" and clean["plan"] == {False: [], True: []}
-    assert outcomes[-DAY] == clean
-    assert outcomes[DAY] == clean
+            # flaky refetched (down fails again), then validate with a stricter rule; the outcome on the child's clock
+            seen[shift] = _rerun(root, base, shift, site)
+            later[shift] = outcome(str(root), str(tmp_path / f"export-later{shift}"))  # once the clock is right
+    clean = seen[0]
+    fe, va = clean["funnel"]["fetch"], clean["funnel"]["validate"]
+    counts = (fe["fetched"], fe["pending_transient"], fe["pending_backoff"], va["valid"], va["dropped"])
+    assert counts == (4, 1, 1, 0, 4)
+    assert clean["export_rows"] == 0 and clean["export_ids"] == ""
+    assert clean["plan"] == {"False": [], "True": ["audioset:down:1000"]}  # down backs off; --retry-now tries it
+    assert seen[-DAY] == clean
+    assert seen[DAY] == clean
+    # After the clock is set right, only the backoff of `down` (a wall-clock wait by design) may differ.
+    for shift in (-DAY, DAY):
+        for res in (later[shift], later[0]):
+            res["funnel"]["fetch"].pop("pending_backoff", None)
+            res["plan"].pop("False", None)
+        assert later[shift] == later[0]
 
 
 def _old_name(ns: int) -> str:
