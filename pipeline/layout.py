@@ -20,6 +20,7 @@ that sanitise alike never collide. A file name never starts with `-`, so it can'
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -137,18 +138,32 @@ def commit_temp(tmp: Path | str, path: Path | str, exclusive: bool = False) -> P
     """fsync the finished temporary file `tmp`, then `os.replace` it onto `path` (the package's one such rename).
 
     exclusive: publish with a hard link instead, which fails with FileExistsError when `path` exists (the ledger
-    claims sequence-numbered names this way); `tmp` is removed after a successful link."""
+    claims sequence-numbered names this way); `tmp` is removed after a successful link. On a file system without
+    hard links the name is claimed with an exclusive create, then replaced (a reader may meet it empty for an
+    instant: the ledger skips empty files)."""
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    if exclusive:
-        os.link(tmp, path)
-        Path(tmp).unlink()
-    else:
+    if not exclusive:
         os.replace(tmp, path)
+        return Path(path)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.replace(tmp, path)
+        return Path(path)
+    Path(tmp).unlink()
     return Path(path)
+
+
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 
 
 @contextmanager

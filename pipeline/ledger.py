@@ -131,7 +131,8 @@ _SEQ_NAME = re.compile(rf"{SEQ_PREFIX}(\d+)(?:-compact)*\.parquet")
 
 def next_sequence(directory: Path) -> int:
     """One more than the highest event-file sequence in `directory` (1 when there is none)."""
-    seqs = [int(m.group(1)) for p in _event_files(directory) if (m := _SEQ_NAME.fullmatch(p.name))]
+    names = os.listdir(directory) if directory.is_dir() else []  # claimed (still empty) names count too
+    seqs = [int(m.group(1)) for name in names if (m := _SEQ_NAME.fullmatch(name))]
     return max(seqs, default=0) + 1
 
 
@@ -306,7 +307,17 @@ def same_or_both_null(a: pa.Array, b: pa.Array) -> np.ndarray:
 
 
 def _event_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.is_dir() else []
+    """The event files of a stage directory in write order (empty ones are names being claimed: skipped)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(".") and _non_empty(p))
+
+
+def _non_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:  # removed by a compaction since the listing
+        return False
 
 
 def _live_files(files: list[Path]) -> list[Path]:

@@ -401,10 +401,11 @@ def funnel(root: Path, max_attempts: int | None = 5, progress: bool = False) -> 
 
 
 def root_temporaries(root: Path, shown: int = 20) -> dict[str, Any]:
-    """The `.tmp-*` files under ROOT's manifest/, events/ and features/ (a running writer's, or debris of a killed
-    one that the next run of its stage removes): {"count": n, "paths": the first `shown`, relative to ROOT}."""
+    """The `.tmp-*` files under ROOT's manifest/, events/, features/ and export/ (a running writer's, or debris of a
+    killed one that the next run of its stage removes): {"count": n, "paths": the first `shown`, relative to ROOT}."""
     root = Path(root)
     found = temporaries(root / "manifest") + temporaries(root / "events", 1) + temporaries(root / "features", 1)
+    found += temporaries(root / "export")  # the usual export folder (`--out ROOT/export`)
     return {"count": len(found), "paths": [p.relative_to(root).as_posix() for p in found[:shown]]}
 
 

@@ -173,3 +173,18 @@ def test_event_files_are_numbered_whatever_the_clock(tmp_path: Path, monkeypatch
     assert ledger.latest(tmp_path, "fetch")["a"]["n"] == 2
     names = sorted(p.name for p in (tmp_path / "events" / "fetch").iterdir())
     assert names == [f"s{i:020d}.parquet" for i in (1, 2, 3)]
+
+
+def test_event_files_are_numbered_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    for i in range(3):
+        ledger.append_events(tmp_path, "fetch", [_ev("a", i)])
+    (tmp_path / "events" / "fetch" / f"s{4:020d}.parquet").touch()  # a name being claimed: not yet an event file
+    assert [e["n"] for e in ledger.read_events(tmp_path, "fetch").to_pylist()] == [0, 1, 2]
+    ledger.append_events(tmp_path, "fetch", [_ev("a", 3)])  # the claimed name is skipped, not overwritten
+    assert ledger.latest(tmp_path, "fetch")["a"]["n"] == 3
