@@ -952,17 +952,18 @@ def _dedupe_labels(rows: pa.Table, file: str, warnings: list[str]) -> pa.Table:
     """Each row's labels with repeats removed (first occurrence kept, order kept), and one warning per file that had
     any: a line listing one label 200k times must not carry 200k labels into every later stage."""
     labels = rows.column("labels").combine_chunks()
-    flat = pc.list_flatten(labels)
-    if len(flat) == 0:
+    if len(labels) == 0 or (pc.max(pc.list_value_length(labels)).as_py() or 0) < 2:  # nothing can repeat
         return rows
-    parent = pc.list_parent_indices(labels)
-    pairs = pa.table({"row": parent, "label": flat, "pos": pa.array(np.arange(len(flat), dtype=np.int64))})
-    first = pairs.group_by(["row", "label"], use_threads=False).aggregate([("pos", "min")])
-    if first.num_rows == len(flat):
+    flat = pc.list_flatten(labels)
+    # (row, label code) as one int64 key per label; a sorted copy shows repeats as equal neighbours
+    codes = pc.dictionary_encode(flat).indices.to_numpy().astype(np.int64)
+    parents = pc.list_parent_indices(labels).to_numpy().astype(np.int64)
+    keys = parents * (int(codes.max()) + 1) + codes
+    ordered = np.sort(keys)
+    if not (ordered[1:] == ordered[:-1]).any():
         return rows
     keep = np.zeros(len(flat), dtype=bool)
-    keep[first.column("pos_min").to_numpy()] = True
-    parents = parent.to_numpy()
+    keep[np.unique(keys, return_index=True)[1]] = True  # the first position of each (row, label)
     hit = np.unique(parents[~keep])
     offsets = np.zeros(len(labels) + 1, dtype=np.int32)
     np.cumsum(np.bincount(parents[keep], minlength=len(labels)), out=offsets[1:])
