@@ -1,4 +1,4 @@
-"""export's four files are one commit: a failure or a kill between them leaves the previous export whole."""
+"""export's five files are one commit: a failure or a kill between them leaves the previous export whole."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _read(out: Path) -> dict[str, bytes]:
 
 
 def _consistent(out: Path) -> int:
-    """The four files describe one export: the same valid count everywhere; returns it."""
+    """The five files describe one export: the same valid count everywhere; returns it."""
     ids = (out / "clip_ids.txt").read_text().splitlines()
     rows = pq.read_table(out / "manifest.parquet").column("clip_id").to_pylist()
     valid = json.loads((out / "funnel.json").read_text())["validate"]["valid"]
