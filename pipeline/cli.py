@@ -35,6 +35,7 @@ _EXPECTED = {
     "tgdp.pipeline.store": ("StoreError", "StoreMismatchError"),
     "tgdp.pipeline.manifest": ("ManifestError",),
     "tgdp.pipeline.shard": ("ShardError",),
+    "tgdp.pipeline.validate": ("ValidateError",),
     "tgdp.model.checkpoint": ("CheckpointError",),
 }
 # Environment errors that are the user's to fix (a path, a permission, a full or read-only disk), with the fix.
@@ -256,13 +257,15 @@ def manifest_cmd(
     from_dir: Path | None = typer.Option(None, "--from", help="files: the folder of media (each file is a clip)"),
     labels: Path | None = typer.Option(None, help="label index csv (index,mid,display_name): checks labels"),
     retrieval: list[Path] = typer.Option([], help="retrieval/eval list (CAV-MAE json or csv) for leak flags"),
+    force: bool = typer.Option(False, help="replace ROOT's manifest even if it drops clips that have events"),
     config: Path | None = CONFIG,
     set_: list[str] = set_option("manifest.skip_bad=true"),
     as_json: bool = AS_JSON,
 ) -> None:
     """Build the source manifest from the official clip lists (hash and row-count checked), or with `--dataset files
     --from DIR` from a folder of your own media (docs/WORKFLOW.md); malformed rows fail the build unless `--set
-    manifest.skip_bad=true` (then they go to rejected.parquet; no clip left is still an error)."""
+    manifest.skip_bad=true` (then they go to rejected.parquet; no clip left is still an error). A list without data
+    rows is an error; a manifest that drops clips which already have events needs `--force`."""
     from rich.console import Console
     from rich.table import Table
 
@@ -279,7 +282,7 @@ def manifest_cmd(
     cfg = pipeline_config(config, set_, manifest=flags)
     if cfg.manifest is None:
         raise ConfigError("manifest.dataset is not set: pass --dataset audioset|vggsound|files")
-    result = build_manifest(root, cfg.manifest)
+    result = build_manifest(root, cfg.manifest, force=force)
     if as_json:
         typer.echo(
             dumps_json(

@@ -1,6 +1,6 @@
 """`tgdp-data export ROOT --out DIR`: the valid clips as an auditable artifact, and the funnel that accounts for all.
 
-Writes (each atomically: temporary name, then rename):
+Writes:
   DIR/manifest.parquet  source-manifest columns + validator metrics + valid_rule + fetch sha256, valid clips only
                         (sharded or not), sorted by clip id
   DIR/clip_ids.txt      one valid clip id per line, sorted
@@ -8,6 +8,12 @@ Writes (each atomically: temporary name, then rename):
                         what `tgdp-data clips` lists): manifest.parquet + dropped.parquet = the source manifest
   DIR/funnel.json/.md   the funnel of `tgdp.pipeline.status` (the same function `tgdp-data status` prints, so the
                         two agree on every count), plus the valid rules and the states per split.
+The five files are one commit: they are written into a new version folder `DIR/v-<n>/` (built as `.tmp-<pid>-v-<n>`
+and renamed when complete), then the one link `DIR/current -> v-<n>` is replaced atomically; the five names in DIR
+are fixed links `DIR/<file> -> current/<file>`. A reader sees the old export or the new one, never a mix (one that
+reads several files across a rerun resolves `DIR/current` once). A failed or killed export leaves the previous one
+in place; the next export removes the temporaries of killed ones. The previous version is kept beside the current
+one (a reader that resolved `current` just before the flip can finish), older ones are removed.
 On AudioSet-2M (the manifest holds as_unbal_train) the valid count of the AS train splits is printed beside the
 paper's 1,390,395 valid pairs. A clip is valid when its latest validate event is a valid verdict on its current
 download (same sha256); deleting the raw media afterwards changes nothing (docs/STORE.md, "Clip states").
@@ -17,6 +23,9 @@ Columnar throughout (pyarrow): no Python object per clip.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +35,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tgdp.pipeline.layout import atomic_path, atomic_write, manifest_path
-from tgdp.pipeline.status import STATES, clip_states, funnel_from_states, strictly_increasing
+from tgdp.pipeline.layout import atomic_path, atomic_write, manifest_path, remove_stale_temps, temp_path
+from tgdp.pipeline.status import STATES, clip_states, funnel_from_states, root_temporaries, strictly_increasing
 from tgdp.pipeline.validate import METRIC_COLUMNS
 
-__all__ = ["PAPER_VALID_PAIRS", "ExportResult", "funnel_markdown", "run_export"]
+__all__ = ["EXPORT_FILES", "PAPER_VALID_PAIRS", "ExportResult", "funnel_markdown", "run_export"]
+
+EXPORT_FILES = ("manifest.parquet", "clip_ids.txt", "dropped.parquet", "funnel.json", "funnel.md")
+_VERSION = re.compile(r"v-(\d{6,})")
 
 PAPER_VALID_PAIRS = 1_390_395  # TG-DP: valid AudioSet-2M audio-visual pairs
 _EXTRA = ("valid_rule", "window_start_s", "window_rule", "probe_duration_s", "video_codec", "audio_codec")
@@ -93,6 +105,7 @@ def run_export(root: Path, out: Path, max_attempts: int | None = 5, progress: bo
         sha_type=pa.string(),  # the whole sha256 goes into the exported manifest
     )
     funnel = funnel_from_states(cs)
+    funnel["temporaries"] = root_temporaries(root)  # as status reports it
     valid_mask = cs.mask("valid", "sharded")
     rules: dict[str, int] = {}
     if cs.validate is not None:
@@ -112,13 +125,48 @@ def run_export(root: Path, out: Path, max_attempts: int | None = 5, progress: bo
         )
         funnel["paper"] = {"valid_pairs": PAPER_VALID_PAIRS, "as_train_valid": as_train, "as_unbal_valid": unbal}
     out.mkdir(parents=True, exist_ok=True)
-    _write_valid(root, out, cs, valid_mask)
-    _write_dropped(root, out / "dropped.parquet", cs, valid_mask)
-    text = json.dumps(funnel, indent=1, sort_keys=True) + "\n"
-    atomic_write(out / "funnel.json", text)
-    md = funnel_markdown(funnel, result.paper_line)
-    atomic_write(out / "funnel.md", md)
+    remove_stale_temps(out)  # the half-written version folders of killed exports
+    version = f"v-{_next_version(out):06d}"
+    staging = temp_path(out / version)
+    staging.mkdir()
+    try:
+        _write_valid(root, staging, cs, valid_mask)
+        _write_dropped(root, staging / "dropped.parquet", cs, valid_mask)
+        atomic_write(staging / "funnel.json", json.dumps(funnel, indent=1, sort_keys=True) + "\n")
+        atomic_write(staging / "funnel.md", funnel_markdown(funnel, result.paper_line))
+        os.rename(staging, out / version)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _publish(out, version)
     return result
+
+
+def _next_version(out: Path) -> int:
+    found = [int(m.group(1)) for p in out.iterdir() if (m := _VERSION.fullmatch(p.name))]
+    return max(found, default=0) + 1
+
+
+def _replace_link(path: Path, target: str) -> None:
+    """Point the symlink `path` at `target` with one rename (a reader sees the old link or the new one)."""
+    if path.is_symlink() and os.readlink(path) == target:
+        return
+    tmp = temp_path(path)
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
+
+
+def _publish(out: Path, version: str) -> None:
+    """Commit `version`: flip `current` (the one atomic step), make sure the five names link through it (files of
+    an export written before versions existed are replaced once), and drop versions older than the previous one."""
+    previous = os.readlink(out / "current") if (out / "current").is_symlink() else None
+    _replace_link(out / "current", version)
+    for name in EXPORT_FILES:
+        _replace_link(out / name, f"current/{name}")
+    for p in out.iterdir():
+        if _VERSION.fullmatch(p.name) and p.name not in (version, previous) and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _write_dropped(root: Path, path: Path, cs: Any, valid_mask: np.ndarray) -> None:

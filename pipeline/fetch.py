@@ -10,6 +10,10 @@ One attempt per clip per run, each recorded as a `fetch` event (`tgdp.pipeline.l
   `in_attempt_retries` counts them. Transient failures get `next_attempt_after` (exponential backoff, honoured by later
   runs unless `retry_now`); after `max_attempts` transient failures a clip is `gave_up` (still pending-transient,
   never "gone": raise `fetch.max_attempts` to resume it). Permanent failures are not retried.
+- A segment that starts past the media's end is `segment_out_of_range` (permanent): checked against the source's
+  duration before downloading when the extractor reports it, else (a direct media link) against the downloaded
+  file, probed with ffprobe: the media ends at the section start plus the file's duration (the whole video's
+  duration in "full" mode), and a segment starting at or after that end has no media.
 
 Crash safety: yt-dlp writes into `ROOT/tmp/fetch/<run>/<slot>/` (wiped on start, under an exclusive lock on
 `ROOT/tmp/fetch.lock`); a finished file is hashed and `os.replace`d into `layout.raw_path_for`, so raw/ never holds a
@@ -51,6 +55,7 @@ from pydantic import Field, field_validator
 from tgdp.config import StrictConfig
 from tgdp.pipeline import ledger
 from tgdp.pipeline.layout import file_sha256, place_raw, raw_target
+from tgdp.pipeline.media import MediaError, probe
 from tgdp.pipeline.parallel import run_sessions
 
 __all__ = [
@@ -400,6 +405,7 @@ class FetchSession:
             info, facts = self._source_info(ydl, build_url(self.cfg.url_template, task["ytid"]), start, end)
             result, mode = self._download(ydl, directory, info, (a, b), facts)
             out = self._single_output(directory, facts)
+            self._check_in_range(out, start, a if mode == "section" else 0.0, facts)
         except _AttemptFailed as failed:
             return failed.event
         final = raw_target(self.root, task["clip_id"], out.suffix)
@@ -477,6 +483,20 @@ class FetchSession:
         finally:
             ydl.params.pop("download_ranges", None)
         return result, mode
+
+    def _check_in_range(self, out: Path, start: float, offset: float, facts: dict[str, Any]) -> None:
+        """Without the source's duration (a direct link), the downloaded file tells where the media ends: at
+        `offset` (the section start, 0 for a whole video) plus its duration; a segment starting there or later is
+        `segment_out_of_range`. A file ffprobe cannot read is left for validate to judge."""
+        if facts.get("source_duration_s") is not None:
+            return  # checked before the download (`_source_info`)
+        try:
+            duration = probe(out).duration_s
+        except MediaError:
+            return
+        if duration is not None and offset + duration <= start:
+            msg = f"segment starts at {start} s, the media ends by {offset + duration:.2f} s"
+            raise _AttemptFailed({**facts, **self._fail(msg, "segment_out_of_range", False)})
 
     def _single_output(self, directory: Path, facts: dict[str, Any]) -> Path:
         """The one finished file the download left in `directory` (partial and temporary files aside); the attempt

@@ -10,7 +10,8 @@ ROOT/
 
 Every file the package writes goes through `atomic_path` / `atomic_write`: a temporary `.tmp-<pid>-<name>` in the
 same directory, fsynced, then `os.replace`d onto its name, so a reader sees the old file or the new one, never a
-torn one, and a crash leaves at most a `.tmp-*` file that the next run of the writer ignores or removes.
+torn one, and a crash leaves at most a `.tmp-*` file. The next run of that stage removes the ones whose writer is
+gone (`remove_stale_temps`: validate under features/, export in its output directory); `status` lists any left.
 
 Clip ids come from untrusted CSVs (`--exec=...`, `../../etc/passwd`), so no file name is ever built from one
 directly: `safe_name` keeps `[A-Za-z0-9_-]`, replaces the rest, and appends a hash of the full id so two ids
@@ -19,9 +20,12 @@ that sanitise alike never collide. A file name never starts with `-`, so it can'
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,8 +43,11 @@ __all__ = [
     "raw_dir",
     "raw_path_for",
     "raw_target",
+    "remove_stale_temps",
     "safe_name",
+    "stale_temps",
     "temp_path",
+    "temporaries",
     "within_root",
 ]
 
@@ -127,15 +134,36 @@ def temp_path(path: Path | str) -> Path:
     return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
 
 
-def commit_temp(tmp: Path | str, path: Path | str) -> Path:
-    """fsync the finished temporary file `tmp`, then `os.replace` it onto `path` (the package's one such rename)."""
+def commit_temp(tmp: Path | str, path: Path | str, exclusive: bool = False) -> Path:
+    """fsync the finished temporary file `tmp`, then `os.replace` it onto `path` (the package's one such rename).
+
+    exclusive: publish with a hard link instead, which fails with FileExistsError when `path` exists (the ledger
+    claims sequence-numbered names this way); `tmp` is removed after a successful link. On a file system without
+    hard links the name is claimed with an exclusive create, then replaced (a reader may meet it empty for an
+    instant: the ledger skips empty files)."""
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    if not exclusive:
+        os.replace(tmp, path)
+        return Path(path)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.replace(tmp, path)
+        return Path(path)
+    Path(tmp).unlink()
     return Path(path)
+
+
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 
 
 @contextmanager
@@ -158,3 +186,52 @@ def atomic_write(path: Path | str, data: bytes | str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+STALE_TEMP_S = 3600.0  # a temporary untouched this long has no live writer (each is written in seconds at most)
+
+
+def _writer_gone(path: Path, now: float) -> bool:
+    """Whether the process named in `.tmp-<pid>-...` is gone (no such pid here), or the file is older than
+    STALE_TEMP_S (the pid may have been reused, or the writer ran on another host)."""
+    try:
+        age = now - path.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age > STALE_TEMP_S:
+        return True
+    pid = path.name[len(TMP_PREFIX) :].split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def temporaries(directory: Path, depth: int = 0) -> list[Path]:
+    """The `.tmp-*` entries (files or folders) in `directory`, or in its sub-folders `depth` levels down, sorted."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob("/".join(["*"] * depth + [f"{TMP_PREFIX}*"])))
+
+
+def stale_temps(directory: Path, depth: int = 0) -> list[Path]:
+    """`temporaries(directory, depth)` whose writer is gone."""
+    now = time.time()
+    return [p for p in temporaries(directory, depth) if _writer_gone(p, now)]
+
+
+def remove_stale_temps(directory: Path, depth: int = 0) -> list[Path]:
+    """Remove `stale_temps(directory, depth)` (a killed writer's debris); returns what was removed."""
+    removed = stale_temps(directory, depth)
+    for p in removed:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return removed

@@ -10,6 +10,13 @@ The ledger adds `stage`, `attempted_at` (UTC), `worker` (host:pid) and `seq` (mo
 Any other keys are stage-specific columns (nullable). Every file of a stage is written with the stage's schema
 (`STAGE_SCHEMAS`: every column, in order, typed whether or not a value is null), so the files of one stage share one
 schema and `pa.concat_tables` reads them; files of older writers are cast on read (`typed`).
+
+Order: event files are named `s<sequence>.parquet`, the sequence one more than the highest on disk, claimed with an
+exclusive hard link (`layout.commit_temp(..., exclusive=True)`), so two writers never share a number and a later file
+always sorts after every earlier one. The wall clock plays no part in the order (a clock stepped back a day must
+not hide the events written after it): `attempted_at` is data only. Files of older ROOTs are named
+`<time_ns>-<pid>-<hex>.parquet`; they start with a digit and so sort, in their own (time) order, before every
+sequence-named file.
 `compact()` merges many small files into one, atomically.
 
 At 2 M clips a stage has millions of events: `latest_table()` reduces them to the last event per clip in columns
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -35,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tgdp.pipeline.layout import atomic_path, events_dir
+from tgdp.pipeline.layout import atomic_path, commit_temp, events_dir, temp_path
 
 __all__ = [
     "EVENT_TYPES",
@@ -53,6 +61,7 @@ __all__ = [
     "latest",
     "latest_table",
     "mask",
+    "next_sequence",
     "read_events",
     "same_or_both_null",
     "typed",
@@ -116,12 +125,30 @@ def _check(event: Mapping[str, Any]) -> None:
         raise ValueError(f"failed event for {event['clip_id']!r} has no reason")
 
 
-def _write_atomic(table: pa.Table, directory: Path, prefix: str = "") -> Path:
+SEQ_PREFIX = "s"  # sorts after the digits that start the time-named files of older ROOTs
+_SEQ_NAME = re.compile(rf"{SEQ_PREFIX}(\d+)(?:-compact)*\.parquet")
+
+
+def next_sequence(directory: Path) -> int:
+    """One more than the highest event-file sequence in `directory` (1 when there is none)."""
+    names = os.listdir(directory) if directory.is_dir() else []  # claimed (still empty) names count too
+    seqs = [int(m.group(1)) for name in names if (m := _SEQ_NAME.fullmatch(name))]
+    return max(seqs, default=0) + 1
+
+
+def _write_atomic(table: pa.Table, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"{prefix}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
-    with atomic_path(final) as tmp:
+    tmp = temp_path(directory / f"{uuid.uuid4().hex}.parquet")
+    try:
         pq.write_table(table, tmp)
-    return final
+        while True:  # a concurrent writer that claimed the number first: take the next one
+            final = directory / f"{SEQ_PREFIX}{next_sequence(directory):020d}.parquet"
+            try:
+                return commit_temp(tmp, final, exclusive=True)
+            except FileExistsError:
+                continue
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def append_events(root: Path, stage: str, events: Iterable[Mapping[str, Any]]) -> Path | None:
@@ -250,8 +277,9 @@ def compact(root: Path, stage: str) -> Path | None:
     # A crash between publishing the merged file and deleting the originals must not double every event: the merged
     # file names the files it replaces, and readers skip those (`_live_files`).
     table = table.replace_schema_metadata({_COMPACTS: json.dumps([f.name for f in files]).encode()})
-    # The merged file sorts before any later flush but after nothing it replaces: name it after the first file.
-    merged = directory / files[0].name.replace(".parquet", "-compact.parquet")
+    # The merged file sorts after everything it replaces and before any later flush: name it after the last file,
+    # whose sequence it keeps, so no later file can be given a name it lists as replaced.
+    merged = directory / files[-1].name.replace(".parquet", "-compact.parquet")
     with atomic_path(merged) as tmp:
         pq.write_table(table, tmp)
     for f in on_disk:
@@ -279,7 +307,17 @@ def same_or_both_null(a: pa.Array, b: pa.Array) -> np.ndarray:
 
 
 def _event_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.is_dir() else []
+    """The event files of a stage directory in write order (empty ones are names being claimed: skipped)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(".") and _non_empty(p))
+
+
+def _non_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:  # removed by a compaction since the listing
+        return False
 
 
 def _live_files(files: list[Path]) -> list[Path]:

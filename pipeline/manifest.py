@@ -45,7 +45,7 @@ from pydantic import Field
 
 from tgdp.config import StrictConfig
 from tgdp.pipeline.layout import atomic_path, atomic_write, manifest_path
-from tgdp.pipeline.ledger import mask
+from tgdp.pipeline.ledger import event_positions, mask
 
 __all__ = [
     "DATASETS",
@@ -782,8 +782,11 @@ class _SegmentFiles:
         return out
 
 
-def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
-    """Read, check and join the inputs; write source.parquet, source.meta.json (and rejected.parquet)."""
+def build_manifest(root: Path, cfg: ManifestConfig, force: bool = False) -> ManifestResult:
+    """Read, check and join the inputs; write source.parquet, source.meta.json (and rejected.parquet).
+
+    An input without data rows, or a result without clips, is a ManifestError. Replacing ROOT's manifest with one
+    that drops clips which already have events needs `force` (their events would no longer be accounted for)."""
     root = Path(root)
     if cfg.dataset == "files":  # a folder of the user's own media, no definition (tgdp.pipeline.files)
         from tgdp.pipeline.files import build_files_manifest
@@ -814,6 +817,7 @@ def build_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
     bar.close()
     if not table.num_rows:  # every row rejected (skip_bad): an empty manifest would pass for a finished build
         raise ManifestError(_no_clips(issues), issues)
+    _check_dropped_clips(root, table.column("clip_id"), force, warnings)
     out, rejected_path = write_manifest_files(root, table, issues)
 
     split_counts = dict(sorted((r["values"], r["counts"]) for r in pc.value_counts(table.column("split")).to_pylist()))
@@ -862,6 +866,30 @@ def write_manifest_files(root: Path, table: pa.Table, issues: list[ManifestIssue
     return out, _write_rejected(issues, out.parent / "rejected.parquet")
 
 
+_EVENT_STAGES = ("fetch", "validate", "shard")
+
+
+def _check_dropped_clips(root: Path, ids: pa.ChunkedArray | pa.Array, force: bool, warnings: list[str]) -> None:
+    """Refuse (without `force`) a new manifest that leaves out clips of ROOT's current one that have events."""
+    old_path = manifest_path(root)
+    if not old_path.exists():
+        return
+    new_ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    outside: set[str] = set()
+    for _, orphans in event_positions(root, _EVENT_STAGES, new_ids).values():
+        outside |= orphans
+    if not outside:
+        return
+    old_ids = pq.read_table(old_path, columns=["clip_id"]).column("clip_id")
+    dropped = sorted(set(pc.filter(old_ids, pc.is_in(old_ids, value_set=pa.array(sorted(outside)))).to_pylist()))
+    if not dropped:
+        return
+    msg = f"the new manifest drops {len(dropped)} clip(s) of {old_path} that already have events (e.g. {dropped[0]})"
+    if not force:
+        raise ManifestError(f"{msg}; pass --force to replace it anyway")
+    warnings.append(f"{msg}; replaced (--force)")
+
+
 def _read_label_index(
     path: Path | None, definition: dict[str, Any], inputs_meta: list[dict[str, Any]], warnings: list[str]
 ) -> dict[str, str]:
@@ -898,6 +926,8 @@ def _read_segment_files(
         split = spec.split or infer_split(file, dataset)
         as_reference = fmt == "vgg_list" and has_full_vgg
         role = "eval_list" if as_reference else "segments"
+        if parsed.data_lines == 0:
+            raise ManifestError(f"{spec.path}: no data rows (only blank, header or '#' lines); ROOT is unchanged")
         info = _check_input(spec.path, definition, role, parsed.data_lines, parsed.header_rows, warnings)
         info.update(format=fmt, split=split, rejected_rows=len(parsed.issues))
         read.inputs_meta.append(info)
@@ -910,11 +940,40 @@ def _read_segment_files(
         if split is not None and split not in _DATASET_SPLITS[dataset]:
             raise ManifestError(f"{spec.path}: split {split!r} does not belong to dataset {dataset}")
         k = len(read.file_issues) - 1
-        rows, read.row_issues[k] = _drop_unknown_labels(parsed.table, file, known_labels)
+        deduped = _dedupe_labels(parsed.table, file, warnings)
+        rows, read.row_issues[k] = _drop_unknown_labels(deduped, file, known_labels)
         read.parts.append(_tag_rows(rows, split, file, k))
         if fmt == "vggsound":
             info["split_rows"] = _check_split_rows(file, parsed.table, definition, warnings)
     return read
+
+
+def _dedupe_labels(rows: pa.Table, file: str, warnings: list[str]) -> pa.Table:
+    """Each row's labels with repeats removed (first occurrence kept, order kept), and one warning per file that had
+    any: a line listing one label 200k times must not carry 200k labels into every later stage."""
+    labels = rows.column("labels").combine_chunks()
+    if len(labels) == 0 or (pc.max(pc.list_value_length(labels)).as_py() or 0) < 2:  # nothing can repeat
+        return rows
+    flat = pc.list_flatten(labels)
+    # (row, label code) as one int64 key per label; a sorted copy shows repeats as equal neighbours
+    codes = pc.dictionary_encode(flat).indices.to_numpy().astype(np.int64)
+    parents = pc.list_parent_indices(labels).to_numpy().astype(np.int64)
+    keys = parents * (int(codes.max()) + 1) + codes
+    ordered = np.sort(keys)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return rows
+    keep = np.zeros(len(flat), dtype=bool)
+    keep[np.unique(keys, return_index=True)[1]] = True  # the first position of each (row, label)
+    hit = np.unique(parents[~keep])
+    offsets = np.zeros(len(labels) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(parents[keep], minlength=len(labels)), out=offsets[1:])
+    deduped = pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(keep)))
+    line = rows.column("line")[int(hit[0])].as_py()
+    warnings.append(
+        f"{file}: {hit.size} row(s) listed a label more than once ({int((~keep).sum())} repeats, first at line "
+        f"{line}); each label is kept once"
+    )
+    return rows.set_column(rows.schema.get_field_index("labels"), "labels", deduped)
 
 
 def _drop_unknown_labels(

@@ -5,7 +5,8 @@ with the right `Content-Type` (yt-dlp's generic extractor treats `video/*` respo
 HTTP Range (206 + `Content-Range`, 416) and HEAD. It binds to 127.0.0.1 only.
 
 Files are found through an index built by listing `DIR/videos/` (the id from the URL is only ever a dict key,
-never joined into a path), so `../../etc/passwd` or `--exec=...` simply 404.
+never joined into a path), so `../../etc/passwd` or `--exec=...` simply 404. A file is served from its real path,
+and only when that path is inside the served directory: a symlink out of it (`videos/x.mp4 -> /etc/passwd`) 404s.
 
 Faults (per ytid, `FaultSpec`): `http` (answer `status`, e.g. 404/410/403/429/500/503), `slow` (send the
 headers, then stall `delay_s` seconds before the body), `truncate` (announce the full length, send `keep_fraction`
@@ -262,12 +263,17 @@ class MediaServer:
             return fault
 
     def lookup(self, ytid: str) -> Path | None:
+        """The real path of `ytid`'s file, or None; never a path outside the served directory (checked on every
+        request, as a link can change after the index is built)."""
         with self._lock:
             hit = self._index.get(ytid)
-            if hit is not None and hit.is_file():
-                return hit
-            self._index = {p.stem: p for p in sorted(self.videos.iterdir()) if p.is_file()}
-            return self._index.get(ytid)
+            if hit is None or not hit.is_file():
+                self._index = {p.stem: p for p in sorted(self.videos.iterdir()) if p.is_file()}
+                hit = self._index.get(ytid)
+            if hit is None:
+                return None
+            real = hit.resolve()
+            return real if real.is_relative_to(self.videos.resolve()) and real.is_file() else None
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     @property

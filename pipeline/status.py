@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from tgdp.pipeline import ledger
 from tgdp.pipeline.features import feature_cache_path
-from tgdp.pipeline.layout import manifest_path
+from tgdp.pipeline.layout import manifest_path, temporaries
 
 __all__ = [
     "FETCHED_STATES",
@@ -51,6 +51,7 @@ __all__ = [
     "format_funnel",
     "funnel",
     "funnel_from_states",
+    "root_temporaries",
     "strictly_increasing",
     "unique_manifest",
 ]
@@ -394,7 +395,18 @@ def funnel_from_states(cs: ClipStates) -> dict[str, Any]:
 
 def funnel(root: Path, max_attempts: int | None = 5, progress: bool = False) -> dict[str, Any]:
     """The funnel of ROOT as a JSON-able dict (what `tgdp-data status --json` prints)."""
-    return funnel_from_states(clip_states(root, max_attempts, progress=progress))
+    out = funnel_from_states(clip_states(root, max_attempts, progress=progress))
+    out["temporaries"] = root_temporaries(root)
+    return out
+
+
+def root_temporaries(root: Path, shown: int = 20) -> dict[str, Any]:
+    """The `.tmp-*` files under ROOT's manifest/, events/, features/ and export/ (a running writer's, or debris of a
+    killed one that the next run of its stage removes): {"count": n, "paths": the first `shown`, relative to ROOT}."""
+    root = Path(root)
+    found = temporaries(root / "manifest") + temporaries(root / "events", 1) + temporaries(root / "features", 1)
+    found += temporaries(root / "export")  # the usual export folder (`--out ROOT/export`)
+    return {"count": len(found), "paths": [p.relative_to(root).as_posix() for p in found[:shown]]}
 
 
 def format_funnel(f: dict[str, Any]) -> str:
@@ -421,5 +433,10 @@ def format_funnel(f: dict[str, Any]) -> str:
         )
     lines.append(f"orphan events           {f['orphan_events']:>10,}   (events of clips not in the manifest)")
     lines.append(f"duplicate source rows   {f['duplicate_source_rows']:>10,}   (repeats of a clip id, counted once)")
+    tmp = f.get("temporaries") or {}
+    if tmp.get("count"):
+        note = "the next run of their stage removes those whose writer is gone"
+        lines.append(f"temporary files left: {tmp['count']:,} ({note})")
+        lines += [f"    {p}" for p in tmp["paths"]]
     lines.append("sums check: " + ("ok" if f["check"] else "MISMATCH"))
     return "\n".join(lines)

@@ -50,6 +50,7 @@ import json
 import math
 import os
 import re
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ from tgdp.pipeline.features import (
     still_score,
     write_feature_cache,
 )
-from tgdp.pipeline.layout import within_root
+from tgdp.pipeline.layout import remove_stale_temps, within_root
 from tgdp.pipeline.ledger import EventWriter, compact_if_many, latest_table, mask, same_or_both_null
 from tgdp.pipeline.media import (
     DecodedClip,
@@ -88,11 +89,13 @@ __all__ = [
     "DROP_REASONS",
     "METRIC_COLUMNS",
     "ValidateConfig",
+    "ValidateError",
     "ValidateSummary",
     "map_clips",
     "resolve_window",
     "run_validate",
     "validate_clip",
+    "validate_lock",
     "validate_tasks",
 ]
 
@@ -421,8 +424,13 @@ def _check_streams_and_duration(
         raise _Failed("too_short", detail)
 
 
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL = "_disk_full"  # a result key (never an event column): the cache write found the disk full
+
+
 def _cache_payload(path: Path, task: Mapping[str, Any], event: dict[str, Any], decoded: Any, cfg: ValidateConfig):
-    """Encode and write the store payload of a valid clip; a failure only costs `shard` a decode."""
+    """Encode and write the store payload of a valid clip; a failure only costs `shard` a decode, except a full disk,
+    which the driver turns into an error (the run stops: every later write would fail too)."""
     payload, reason = clip_payload(decoded.frames, decoded.frame_pts_s, decoded.pcm, cfg.features)
     if payload is None:
         event["feature_cache"] = f"not cached: {reason}"
@@ -435,8 +443,10 @@ def _cache_payload(path: Path, task: Mapping[str, Any], event: dict[str, Any], d
         write_feature_cache(path, key, payload)
         event["feature_cache"] = "cached"
         event["features_id"] = features_id(cfg.features)
-    except OSError as exc:  # e.g. a full disk: the verdict stands, shard falls back to decoding
+    except OSError as exc:  # the verdict stands, shard falls back to decoding
         event["feature_cache"] = f"not cached: {exc.strerror or exc}"
+        if exc.errno in _FULL_ERRNOS:
+            event[_DISK_FULL] = str(path)
 
 
 def map_clips(fn: Any, items: list, backend: str = "serial", num_workers: int = 2, address: str | None = None):
@@ -556,6 +566,34 @@ def _other_features(va: Any, cfg: ValidateConfig) -> np.ndarray:
     return mask(va.column("valid")) & mask(other)
 
 
+class ValidateError(RuntimeError):
+    """An expected validate failure, reported in one line: another run holds ROOT's validate lock, a full disk."""
+
+
+VALIDATE_LOCK = "validate.lock"
+
+
+def validate_lock(root: Path | str) -> Any:
+    """Take ROOT's validate lock (`ROOT/tmp/validate.lock`) for one run; ValidateError names the holder."""
+    from tgdp.pipeline.fetch import RootLock
+
+    try:
+        return RootLock(Path(root) / "tmp" / VALIDATE_LOCK, what="`tgdp-data validate`")
+    except RuntimeError as exc:
+        raise ValidateError(str(exc)) from None
+
+
+def _disk_full_error(path: str) -> ValidateError:
+    where = Path(path).parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    return ValidateError(
+        f"{path}: no space left on device writing the feature cache ({free / 1e6:.1f} MB free); the verdicts so far "
+        "are kept: free space (or --set validate.feature_cache=false) and rerun validate"
+    )
+
+
 def run_validate(
     root: Path,
     cfg: ValidateConfig | None = None,
@@ -566,8 +604,23 @@ def run_validate(
     force: bool = False,
     progress: bool = False,
 ) -> ValidateSummary:
-    """Validate every fetched clip not yet validated under the current rule and fetch sha256; events → ledger."""
+    """Validate every fetched clip not yet validated under the current rule and fetch sha256; events → ledger.
+
+    One run per ROOT (`validate_lock`); it first removes the feature-cache temporaries of killed runs. A full disk
+    while writing the cache stops the run with a ValidateError naming the path and the free space; the clip it hit
+    gets no event, so the rerun validates and caches it."""
     cfg = cfg or ValidateConfig()
+    lock = validate_lock(root)
+    try:
+        remove_stale_temps(Path(root) / "features", depth=1)  # no other validate runs: nobody else writes there
+        return _run_locked(root, cfg, backend, num_workers, address, force, progress)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    root: Path, cfg: ValidateConfig, backend: str, num_workers: int, address: str | None, force: bool, progress: bool
+) -> ValidateSummary:
     tasks, fetched, up_to_date = validate_tasks(root, cfg, force=force)
     summary = ValidateSummary(fetched=fetched, skipped_up_to_date=up_to_date, valid_rule=cfg.valid_rule())
     summary.features_changed = sum(bool(t.get("features_changed")) for t in tasks)
@@ -582,6 +635,10 @@ def run_validate(
         bar = tqdm(total=len(tasks), unit="clip", desc="validate")
     with EventWriter(root, "validate") as writer:
         for event in results:
+            if event.get(_DISK_FULL):
+                getattr(results, "close", lambda: None)()  # stop the workers: every later write would fail too
+                raise _disk_full_error(event[_DISK_FULL])
+            event.pop(_DISK_FULL, None)
             writer.add(event)
             summary.validated += 1
             if event["valid"]:

@@ -362,3 +362,23 @@ def test_progress_bar_says_when_it_waits_for_the_rate_limit(
     assert "rate-limited, next start in" in capsys.readouterr().err
     waits = sorted(e["rate_wait_s"] for e in events(root))
     assert waits[0] == 0.0 and waits[-1] > 0.3  # the first start takes the bucket's token, a later one waits
+
+
+def test_a_segment_past_the_media_end_is_a_permanent_reason_at_fetch(tmp_path: Path, master_clip: Path) -> None:
+    # a direct media link: the extractor reports no duration, so fetch judges the downloaded file (4-s source)
+    corpus = make_corpus(tmp_path / "corpus", master_clip, ["far", "edge", "near"])
+    root = tmp_path / "root"
+    rows = [("far", 100.0, 110.0), ("edge", 4.0, 6.0), ("near", 1.0, 3.0)]
+    make_root(root, [{"ytid": y, "start_s": s, "end_s": e, "labels": ["/m/0"]} for y, s, e in rows])
+    with MediaServer(corpus) as base:
+        summary = fetch(root, cfg(base))
+        latest = ledger.latest(root, "fetch")
+        for y, start, end in (("far", 100000, "98.00"), ("edge", 4000, "4.00")):  # far: nothing after 98 s (pad 2 s)
+            ev = latest[f"audioset:{y}:{start}"]
+            assert (ev["status"], ev["reason"], ev["transient"]) == ("failed", "segment_out_of_range", False), ev
+            assert f"the media ends by {end} s" in ev["reason_detail"] and ev["raw_path"] is None
+        assert latest["audioset:near:1000"]["status"] == "ok" and summary.ok == 1
+        assert len(raw_files(root)) == 1
+        f = funnel(root)
+        assert f["fetch"]["gone_by_reason"] == {"segment_out_of_range": 2} and f["check"]
+        assert fetch(root, cfg(base, retry_now=True)).attempted == 0  # permanent: never tried again

@@ -134,3 +134,24 @@ def test_serve_faults_from_json_file(tmp_path: Path) -> None:
         load_faults({"x": {"kind": "http", "status": 200}})
     with pytest.raises(ValueError):
         load_faults({"x": {"kind": "http", "bogus": 1}})
+
+
+def test_serve_never_follows_a_link_out_of_its_directory(tmp_path: Path) -> None:
+    videos = tmp_path / "corpus" / "videos"
+    videos.mkdir(parents=True)
+    (videos / "real.mp4").write_bytes(b"r" * 100)
+    outside = tmp_path / "private.txt"
+    outside.write_text("outside the corpus")
+    (videos / "passwd.mp4").symlink_to("/etc/passwd")
+    (videos / "private.mp4").symlink_to(outside)
+    (videos / "escape").symlink_to(tmp_path)  # a linked folder is not a file: never indexed
+    (videos / "alias.mp4").symlink_to(videos / "real.mp4")  # a link that stays inside is served
+    with MediaServer(tmp_path / "corpus") as base:
+        for ytid in ("passwd", "private"):
+            status, _, body = _get(base + "/v/" + ytid)
+            assert status == 404 and b"outside" not in body and b"root:" not in body, ytid
+        assert _get(base + "/v/alias")[:3:2] == (200, b"r" * 100)
+        # a link swapped after the index was built is checked again
+        (videos / "real.mp4").unlink()
+        (videos / "real.mp4").symlink_to(outside)
+        assert _get(base + "/v/real")[0] == 404

@@ -26,6 +26,7 @@ tgdp.pipeline.config.PipelineConfig
 tgdp.pipeline.config.load_pipeline_config
 
 import tgdp.pipeline.export
+tgdp.pipeline.export.EXPORT_FILES
 tgdp.pipeline.export.ExportResult
 tgdp.pipeline.export.PAPER_VALID_PAIRS
 tgdp.pipeline.export.funnel_markdown
@@ -89,8 +90,11 @@ tgdp.pipeline.layout.place_raw
 tgdp.pipeline.layout.raw_dir
 tgdp.pipeline.layout.raw_path_for
 tgdp.pipeline.layout.raw_target
+tgdp.pipeline.layout.remove_stale_temps
 tgdp.pipeline.layout.safe_name
+tgdp.pipeline.layout.stale_temps
 tgdp.pipeline.layout.temp_path
+tgdp.pipeline.layout.temporaries
 tgdp.pipeline.layout.within_root
 
 import tgdp.pipeline.ledger
@@ -109,6 +113,7 @@ tgdp.pipeline.ledger.iter_event_chunks
 tgdp.pipeline.ledger.latest
 tgdp.pipeline.ledger.latest_table
 tgdp.pipeline.ledger.mask
+tgdp.pipeline.ledger.next_sequence
 tgdp.pipeline.ledger.read_events
 tgdp.pipeline.ledger.same_or_both_null
 tgdp.pipeline.ledger.typed
@@ -188,6 +193,7 @@ tgdp.pipeline.status.clip_states
 tgdp.pipeline.status.format_funnel
 tgdp.pipeline.status.funnel
 tgdp.pipeline.status.funnel_from_states
+tgdp.pipeline.status.root_temporaries
 tgdp.pipeline.status.strictly_increasing
 tgdp.pipeline.status.unique_manifest
 
@@ -241,11 +247,13 @@ import tgdp.pipeline.validate
 tgdp.pipeline.validate.DROP_REASONS
 tgdp.pipeline.validate.METRIC_COLUMNS
 tgdp.pipeline.validate.ValidateConfig
+tgdp.pipeline.validate.ValidateError
 tgdp.pipeline.validate.ValidateSummary
 tgdp.pipeline.validate.map_clips
 tgdp.pipeline.validate.resolve_window
 tgdp.pipeline.validate.run_validate
 tgdp.pipeline.validate.validate_clip
+tgdp.pipeline.validate.validate_lock
 tgdp.pipeline.validate.validate_tasks
 
 import tgdp.model
