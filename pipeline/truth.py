@@ -111,7 +111,9 @@ def write_truth(store: Any, split: str, synth: SynthConfig, store_dir: str | Pat
     ids = list(store.clip_ids)
     missing = [c for c in ids if c not in plans]
     if missing:
-        raise TruthError(f"{len(missing)} clip(s) of split {split!r} have no plan in this synth config, e.g. {missing[0]}")
+        raise TruthError(
+            f"{len(missing)} clip(s) of split {split!r} have no plan in this synth config, e.g. {missing[0]}"
+        )
     n_t = int(store.meta["frames"]["n"])
     visual = np.zeros((len(ids), n_t, cells, cells, 2), np.uint8)
     audio = np.zeros((len(ids), target), np.uint8)

@@ -44,7 +44,9 @@ def test_grad_shares_match_separate_backward_passes_on_clones(preset: str) -> No
     audio, frames = torch.randn(4, 128, 64, generator=g), torch.randn(4, 3, 96, 96, generator=g)
     torch.manual_seed(7)
     out = model(audio, frames, with_terms=True)
-    figures = term_grad_norms({k: v for k, v in out.items() if k.startswith("term_")}, encoder_parameters(model.student))
+    figures = term_grad_norms(
+        {k: v for k, v in out.items() if k.startswith("term_")}, encoder_parameters(model.student)
+    )
     naive = {t: _naive_norm(model, t, audio, frames, seed=7) for t in GRAD_TERMS}
     for t in GRAD_TERMS:
         assert figures[f"gnorm_{t}"] == pytest.approx(naive[t], rel=1e-4, abs=1e-12), t
@@ -91,7 +93,9 @@ def test_fit_history_is_the_same_with_and_without_grad_shares(tmp_path) -> None:
     for flag in ("true", "false"):
         cfg = tiny_config("train.steps=3", "train.log_every=2", f"train.grad_shares={flag}")
         losses: list[dict[str, float]] = []
-        summary = fit(cfg, store, tmp_path / flag, _open_fn=fake_open, _on_step=lambda s, row: losses.append(row))
+        summary = fit(
+            cfg, store, tmp_path / flag, _open_fn=fake_open, _on_step=lambda s, row, out=losses: out.append(row)
+        )
         runs[flag] = (losses, summary)
     on, off = runs["true"][0], runs["false"][0]
     keys = ("loss", "rec_loss", "contrastive_loss", "dis_loss", "lr")
