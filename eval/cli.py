@@ -205,7 +205,7 @@ def health(
     dev = _device(device)
     model, info = load_encoder(checkpoint, None, dev, with_teacher=True)
     st = Store.open(store, split=split)
-    res = store_health(model, st, None, frame, batch_size, dev, with_teacher=info["teacher_loaded"])
+    res = store_health(model, st, None, frame, batch_size, dev, with_teacher=info["teacher_loaded"], grad_shares=True)
     res.update(checkpoint=str(checkpoint), model_preset=info["model_preset"], step=info["step"], split=split)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +226,10 @@ def health(
             f"{'audio ' if m == 'a' else 'visual'}: std·√D {res[m + '_std_iso']:.3f}, pairwise cos "
             f"{res[m + '_cos']:.3f}, effective rank {res[m + '_erank']:.2f}{ts}"
         )
+    if "gnorm_rec" in res:
+        terms = ("rec", "contra", "dis")
+        shares = ", ".join(f"{t} {res['gshare_' + t]:.3f} (‖∇‖ {res['gnorm_' + t]:.3g})" for t in terms)
+        typer.echo(f"gradient shares on the shared encoder, first {res['nce_batch']} clips: {shares}")
     for w in res["collapse_warnings"]:
         typer.echo(f"WARNING: {w}")
 
