@@ -30,10 +30,21 @@ from tgdp.pipeline.layout import atomic_path
 if TYPE_CHECKING:
     from tgdp.pipeline.synth import ClipPlan, SynthConfig
 
-__all__ = ["TRUTH_FORMAT", "PatchTruth", "TruthError", "truth_path", "write_truth"]
+__all__ = [
+    "AUDIO_LABELS",
+    "TRUTH_FORMAT",
+    "VISUAL_LABELS",
+    "PatchTruth",
+    "TruthError",
+    "label_precision",
+    "truth_path",
+    "write_truth",
+]
 
 TRUTH_FORMAT = "tgdp-truth/1"
 _CELL_PX = 8
+VISUAL_LABELS = ("obj", "decoy", "bg")  # the label axis of `PatchTruth.visual`
+AUDIO_LABELS = ("note", "dist", "quiet")  # the label axis of `PatchTruth.audio`
 _SHIFT_S, _HALF_WINDOW_S = 0.010, 0.0125  # fbank frame shift and half the 25-ms window (features.FBANK_PARAMS)
 
 
@@ -178,3 +189,21 @@ class PatchTruth:
         onehot = np.stack([lab == k for k in (1, 2, 0)], axis=-1).astype(np.float32)  # note, distractor, quiet
         cols = onehot.reshape(lab.shape[0], gt, length // gt, 3).mean(axis=2)  # [B, gt, 3]
         return np.tile(cols, (1, gf, 1))
+
+
+def label_precision(
+    shares: np.ndarray, keep: np.ndarray, prio: np.ndarray | None, labels: tuple[str, ...], prefix: str
+) -> dict[str, np.ndarray]:
+    """Per-clip precision of a selection: shares [B, N, L] (`PatchTruth` output), keep [B, k] kept positions, prio
+    [B, N] (summing to 1) or None -> {sel_, rand_, att_}<prefix>_<label>: float arrays [B].
+
+    sel = mean share of the label over the kept patches; rand = its mean over all patches, which is exactly the
+    expected precision of a uniformly random k-subset; att = Σ_n prio_n · share_n, the priority mass on the label."""
+    kept = np.take_along_axis(shares, keep[:, :, None], axis=1)  # [B, k, L]
+    out: dict[str, np.ndarray] = {}
+    for j, name in enumerate(labels):
+        out[f"sel_{prefix}_{name}"] = kept[..., j].mean(axis=1)
+        out[f"rand_{prefix}_{name}"] = shares[..., j].mean(axis=1)
+        if prio is not None:
+            out[f"att_{prefix}_{name}"] = (prio * shares[..., j]).sum(axis=1)
+    return out

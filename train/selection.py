@@ -21,26 +21,13 @@ import torch
 
 from tgdp.model.config import ModelConfig
 from tgdp.pipeline.store import segment_start
-from tgdp.pipeline.truth import PatchTruth
+from tgdp.pipeline.truth import AUDIO_LABELS, VISUAL_LABELS, PatchTruth, label_precision
 
-__all__ = ["AUDIO_LABELS", "VISUAL_LABELS", "label_precision", "selection_metrics"]
-
-VISUAL_LABELS = ("obj", "decoy", "bg")
-AUDIO_LABELS = ("note", "dist", "quiet")
+__all__ = ["selection_metrics"]
 
 
-def label_precision(
-    shares: np.ndarray, keep: np.ndarray, prio: np.ndarray | None, labels: tuple[str, ...], prefix: str
-) -> dict[str, float]:
-    """shares [B, N, L], keep [B, k] kept positions, prio [B, N] or None -> {sel_, rand_, att_}{prefix}_{label}."""
-    kept = np.take_along_axis(shares, keep[:, :, None], axis=1)  # [B, k, L]
-    out: dict[str, float] = {}
-    for j, name in enumerate(labels):
-        out[f"sel_{prefix}_{name}"] = float(kept[..., j].mean())
-        out[f"rand_{prefix}_{name}"] = float(shares[..., j].mean())
-        if prio is not None:
-            out[f"att_{prefix}_{name}"] = float((prio * shares[..., j]).sum(axis=1).mean())
-    return out
+def _batch_means(figures: dict[str, np.ndarray]) -> dict[str, float]:
+    return {k: float(v.mean()) for k, v in figures.items()}
 
 
 def selection_metrics(
@@ -59,9 +46,9 @@ def selection_metrics(
 
     if "keep_v" in g:
         shares = truth.visual(rows, frames, cfg.visual_grid)
-        out.update(label_precision(shares, g["keep_v"].cpu().numpy(), arr("prio_v"), VISUAL_LABELS, "v"))
+        out.update(_batch_means(label_precision(shares, g["keep_v"].cpu().numpy(), arr("prio_v"), VISUAL_LABELS, "v")))
     if "keep_a" in g:
         starts = np.array([segment_start(int(t), num_frames, target_length, cfg.audio_length) for t in frames])
         shares = truth.audio(rows, starts, cfg.audio_length, cfg.audio_grid)
-        out.update(label_precision(shares, g["keep_a"].cpu().numpy(), arr("prio_a"), AUDIO_LABELS, "a"))
+        out.update(_batch_means(label_precision(shares, g["keep_a"].cpu().numpy(), arr("prio_a"), AUDIO_LABELS, "a")))
     return out

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from tests.train.train_support import FakeStore, fake_open, tiny_config, write_fake_store
-from tgdp.pipeline.truth import TRUTH_FORMAT, truth_path
+from tgdp.pipeline.truth import TRUTH_FORMAT, VISUAL_LABELS, label_precision, truth_path
 from tgdp.train.loop import fit
-from tgdp.train.selection import VISUAL_LABELS, label_precision
 
 
 def test_label_precision_on_a_hand_example() -> None:
@@ -23,7 +22,7 @@ def test_label_precision_on_a_hand_example() -> None:
     )
     keep = np.array([[0, 1], [2, 3]])
     prio = np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]])
-    out = label_precision(shares, keep, prio, VISUAL_LABELS, "v")
+    out = {k: v.mean() for k, v in label_precision(shares, keep, prio, VISUAL_LABELS, "v").items()}
     assert out["sel_v_obj"] == pytest.approx((1.0 + 0.5 + 0.25 + 0) / 4)
     assert out["sel_v_decoy"] == pytest.approx((0 + 0 + 0 + 0.5) / 4)
     assert out["sel_v_bg"] == pytest.approx((0 + 0.5 + 0.75 + 0.5) / 4)
