@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.train.train_support import FakeStore, write_fake_store
+from tests.train.train_support import FakeStore
 from tgdp.eval.selection import store_selection, summarise
 from tgdp.model import build_model
 from tgdp.pipeline.truth import TRUTH_FORMAT, PatchTruth, truth_path
