@@ -267,7 +267,7 @@ def selection(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2), encoding="utf-8")
     if json_out:
-        typer.echo(json.dumps(res, indent=2))
+        typer.echo(dumps_json(res))
         return
     typer.echo(
         f"{checkpoint} (step {info['step']}) {source} {res['direction']}: {res['clips']} {split} clips, frame {frame}"

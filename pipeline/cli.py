@@ -337,20 +337,18 @@ def truth_cmd(
     store: Path = typer.Argument(..., help="STORE directory built from a synth corpus"),
     split: list[str] = typer.Option(["train", "eval"], help="store split(s) to cover"),
     config: Path | None = CONFIG,
-    set_: list[str] = SET,
+    set_: list[str] = set_option("synth.seed=1"),
 ) -> None:
     """Write the per-patch ground truth of a store built from `tgdp-data synth` (STORE/truth/<split>.npz: object /
     decoy / background per frame cell, note / distractor / quiet per fbank frame), recomputed from the synth
     section of the same config; training logs the teacher's selection precision when it is there."""
-    from rich.console import Console
-
     from tgdp.pipeline.store import Store
     from tgdp.pipeline.truth import write_truth
 
     cfg = pipeline_config(config, set_)
     for name in split:
         path = write_truth(Store.open(store, split=name), name, cfg.synth, store)
-        Console().print(f"wrote {path}", highlight=False)
+        typer.echo(f"wrote {path}")
 
 
 @app.command("serve")
