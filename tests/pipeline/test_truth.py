@@ -111,12 +111,21 @@ def test_reader_pools_cells_onto_patches_in_model_order(tmp_path) -> None:
         truth.visual(np.array([0]), np.array([0]), (3, 3))
 
 
-def test_store_truth_matches_the_stored_frames_and_fbank(tmp_path, ffmpeg_bin) -> None:
-    from tgdp.experiments.reproduce.store import Corpus, build_synth_store, synth_config
+CORPUS = dict(num_clips=6, eval_fraction=0.34, segment_s=2.56, seed=5)
+
+
+@pytest.fixture(scope="module")
+def synth_store(tmp_path_factory, ffmpeg_bin):
+    from tgdp.experiments.reproduce.store import Corpus, build_synth_store
+
+    return build_synth_store(tmp_path_factory.mktemp("truth") / "data", Corpus(**CORPUS), workers=1)
+
+
+def test_store_truth_matches_the_stored_frames_and_fbank(synth_store) -> None:
+    from tgdp.experiments.reproduce.store import Corpus, synth_config
     from tgdp.pipeline.store import Store
 
-    corpus = Corpus(num_clips=6, eval_fraction=0.34, segment_s=2.56, seed=5)
-    store_dir = build_synth_store(tmp_path / "data", corpus, workers=1)
+    corpus, store_dir = Corpus(**CORPUS), synth_store
     store = Store.open(store_dir, split="train")
     truth = PatchTruth.find(store_dir, "train", store.clip_ids)
     assert truth is not None and truth.meta["synth"] == synth_config(corpus, 1).model_dump(mode="json")
@@ -140,3 +149,24 @@ def test_store_truth_matches_the_stored_frames_and_fbank(tmp_path, ffmpeg_bin) -
         assert starts  # each note's onset: its first 50 ms are louder than the 50 ms before it
         assert all(loud[j : j + 5].mean() > loud[j - 6 : j - 1].mean() + 1.5 for j in starts)
     assert min(agree) > 0.8, agree
+
+
+def test_cli_truth_rewrites_the_sidecar_and_refuses_another_corpus(synth_store, tmp_path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from tgdp.experiments.reproduce.store import Corpus, synth_config
+    from tgdp.pipeline.cli import app
+    from tgdp.pipeline.store import Store
+
+    synth = synth_config(Corpus(**CORPUS), 1).model_dump(mode="json")
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(yaml.safe_dump({"synth": synth}))
+    before = PatchTruth.find(synth_store, "eval", Store.open(synth_store, split="eval").clip_ids)
+    res = CliRunner().invoke(app, ["truth", str(synth_store), "--split", "eval", "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    after = PatchTruth.find(synth_store, "eval", Store.open(synth_store, split="eval").clip_ids)
+    assert before is not None and after is not None
+    assert np.array_equal(before._visual, after._visual) and np.array_equal(before._audio, after._audio)
+    res = CliRunner().invoke(app, ["truth", str(synth_store), "--config", str(cfg), "--set", "synth.seed=6"])
+    assert res.exit_code == 2 and "no plan in this synth config" in res.output
