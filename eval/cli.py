@@ -205,7 +205,7 @@ def health(
     dev = _device(device)
     model, info = load_encoder(checkpoint, None, dev, with_teacher=True)
     st = Store.open(store, split=split)
-    res = store_health(model, st, None, frame, batch_size, dev, with_teacher=info["teacher_loaded"])
+    res = store_health(model, st, None, frame, batch_size, dev, with_teacher=info["teacher_loaded"], grad_shares=True)
     res.update(checkpoint=str(checkpoint), model_preset=info["model_preset"], step=info["step"], split=split)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -226,8 +226,58 @@ def health(
             f"{'audio ' if m == 'a' else 'visual'}: std·√D {res[m + '_std_iso']:.3f}, pairwise cos "
             f"{res[m + '_cos']:.3f}, effective rank {res[m + '_erank']:.2f}{ts}"
         )
+    if "gnorm_rec" in res:
+        terms = ("rec", "contra", "dis")
+        shares = ", ".join(f"{t} {res['gshare_' + t]:.3f} (‖∇‖ {res['gnorm_' + t]:.3g})" for t in terms)
+        typer.echo(f"gradient shares on the shared encoder, first {res['nce_batch']} clips: {shares}")
     for w in res["collapse_warnings"]:
         typer.echo(f"WARNING: {w}")
+
+
+@app.command()
+def selection(
+    checkpoint: Path = typer.Option(..., exists=True, dir_okay=False, help="tgdp training checkpoint"),
+    store: Path = typer.Option(..., exists=True, file_okay=False, help="STORE dir with a truth sidecar"),
+    split: str = typer.Option("eval", help="store split (held-out clips)"),
+    frame: int = typer.Option(8, min=0, help="frame index of the pair taken from each clip"),
+    source: str = typer.Option("teacher", help="teacher (the EMA teacher) | student (no EMA lag)"),
+    direction: Optional[str] = typer.Option(None, help="patch_to_global | global_to_patch (default: the model's)"),
+    out: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Does the teacher keep the informative tokens? Precision of its top-k patches against a synthetic store's
+    per-patch ground truth (`tgdp-data truth`), next to random selection at the same ratio."""
+    from tgdp.eval.embed import load_encoder
+    from tgdp.eval.selection import store_selection
+    from tgdp.pipeline.store import Store
+    from tgdp.pipeline.truth import PatchTruth, TruthError
+
+    dev = _device(device)
+    model, info = load_encoder(checkpoint, None, dev, with_teacher=True)
+    st = Store.open(store, split=split)
+    truth = PatchTruth.find(store, split, st.clip_ids)
+    if truth is None:
+        raise TruthError(f"{store} has no ground truth for split {split!r}: write it with `tgdp-data truth`")
+    if source == "teacher" and not info["teacher_loaded"]:
+        raise TruthError(f"{checkpoint} holds no EMA teacher: use --source student")
+    res = store_selection(model, st, truth, None, frame, 64, dev, source, direction)
+    res.update(checkpoint=str(checkpoint), model_preset=info["model_preset"], step=info["step"], split=split)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2), encoding="utf-8")
+    if json_out:
+        typer.echo(dumps_json(res))
+        return
+    typer.echo(
+        f"{checkpoint} (step {info['step']}) {source} {res['direction']}: {res['clips']} {split} clips, frame {frame}"
+    )
+    for name in ("v_obj", "v_decoy", "v_bg", "a_note", "a_dist", "a_quiet"):
+        typer.echo(
+            f"{name:8s} selected {res['sel_' + name]:.3f}  random {res['rand_' + name]:.3f}  lift "
+            f"{res['lift_' + name]:.2f}  Δ {res['diff_' + name]:+.3f} [{res['diff_' + name + '_lo']:+.3f}, "
+            f"{res['diff_' + name + '_hi']:+.3f}]  attention mass {res['att_' + name]:.3f}"
+        )
 
 
 @app.command()

@@ -6,6 +6,11 @@ are `tgdp.model.health.health_metrics` over all clips, plus the held-out InfoNCE
 (its temperature and direction) over consecutive chunks of `batch_size` clips, averaged, next to its chance level
 ln(batch_size). A model whose held-out InfoNCE stays at ln(B) has not learnt the correspondence, whatever its
 training loss says.
+
+With `grad_shares`, the training loss's terms are also computed on the first chunk of held-out clips (the model's
+own training forward, masks drawn from a forked generator seeded with `seed`, so the caller's RNG is untouched) and
+each weighted term's gradient norm on the shared encoder and its share are reported (`gnorm_*`, `gshare_*`,
+`tgdp.model.health.term_grad_norms`): how much each term still pushes the encoder at this checkpoint.
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from tgdp.eval.embed import EmbedDataset, check_geometry
-from tgdp.model.health import collapse_warnings, health_metrics
+from tgdp.model.health import collapse_warnings, encoder_parameters, health_metrics, term_grad_norms
 from tgdp.model.losses import contrastive_loss
 
-__all__ = ["heldout_infonce", "store_health"]
+__all__ = ["heldout_grad_shares", "heldout_infonce", "store_health"]
 
 
 def heldout_infonce(
@@ -42,6 +47,17 @@ def heldout_infonce(
     return float(np.mean(losses)), b
 
 
+def heldout_grad_shares(model: torch.nn.Module, audio: torch.Tensor, frames: torch.Tensor, seed: int = 0) -> dict:
+    """Per-term gradient norms and shares (`term_grad_norms`) of `model`'s training loss on one batch
+    (audio [B, T_seg, F], frames [B, 3, S, S]); masks come from a forked generator seeded with `seed`, and no
+    `.grad` is written."""
+    with torch.enable_grad(), torch.random.fork_rng(devices=[] if audio.device.type == "cpu" else [audio.device]):
+        torch.manual_seed(seed)
+        out = model(audio, frames, with_terms=True)
+        terms = {k: v for k, v in out.items() if k.startswith("term_")}
+        return term_grad_norms(terms, encoder_parameters(model.student))
+
+
 @torch.no_grad()
 def store_health(
     model: torch.nn.Module,
@@ -52,6 +68,7 @@ def store_health(
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     with_teacher: bool = False,
+    grad_shares: bool = False,
 ) -> dict[str, Any]:
     """Health figures of `model` (a `TgdpModel`) on store rows (all by default); see the module docstring."""
     cfg = model.cfg
@@ -67,8 +84,11 @@ def store_health(
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     teacher = model.teacher if with_teacher else None
     parts: dict[str, list[torch.Tensor]] = {"g_a": [], "g_v": [], "t_a": [], "t_v": []}
+    grads: dict[str, float] = {}
     for audio, frames in loader:  # [B, 1, T_seg, F], [B, 1, 3, S, S]: one pair per clip
         audio, frames = audio.flatten(0, 1).to(device), frames.flatten(0, 1).to(device)
+        if grad_shares and not grads:
+            grads = heldout_grad_shares(model, audio, frames)
         g_a, g_v = model.encode(audio, frames)
         parts["g_a"].append(g_a.float().cpu())
         parts["g_v"].append(g_v.float().cpu())
@@ -87,5 +107,6 @@ def store_health(
         "contrastive": "symmetric" if cfg.contrastive_symmetric else "v2a",
         **health_metrics(g["g_a"], g["g_v"], g.get("t_a"), g.get("t_v"), nce=nce, batch=chunk),
     }
+    out.update(grads)
     out["collapse_warnings"] = collapse_warnings(out)
     return out

@@ -10,6 +10,11 @@ Figures per modality m ∈ {a, v}, over a batch of global tokens g_m [B, D] (L2-
 - `nce_ratio`: InfoNCE / ln(B) of the contrastive term (1 = chance; only when the loss and B are given).
 
 `collapse_warnings` applies the documented rules (docs/MODEL.md, "Representation health") to such a dict.
+
+Gradient shares (`term_grad_norms`): the norm of each weighted loss term's gradient on the student's shared encoder
+(`encoder_parameters`: the trainable tensors of the parts the EMA teacher copies, i.e. everything but the decoder,
+the fused-pass norm and the mask token), each from its own `torch.autograd.grad` call (no `.grad` is touched), and
+its share of their sum: `gnorm_{rec,contra,dis}`, `gshare_{rec,contra,dis}`.
 """
 
 from __future__ import annotations
@@ -18,8 +23,22 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["COLLAPSE_RULES", "collapse_warnings", "effective_rank", "health_metrics", "pairwise_cosine"]
+from tgdp.model.cavmae_sync import TEACHER_PARTS
+
+__all__ = [
+    "COLLAPSE_RULES",
+    "GRAD_TERMS",
+    "collapse_warnings",
+    "effective_rank",
+    "encoder_parameters",
+    "health_metrics",
+    "pairwise_cosine",
+    "term_grad_norms",
+]
+
+GRAD_TERMS = ("rec", "contra", "dis")  # `TgdpModel.forward(with_terms=True)` returns them as term_<name>
 
 # (figure suffix, comparison, threshold, meaning). A rule fires for a modality when its figure crosses it.
 COLLAPSE_RULES: tuple[tuple[str, str, float, str], ...] = (
@@ -94,3 +113,31 @@ def collapse_warnings(h: dict[str, float]) -> list[str]:
             if (op == ">" and val > thr) or (op == "<" and val < thr):
                 fired.append(f"{name} {m}_{suffix}={val:.3f}: {meaning}")
     return fired
+
+
+def encoder_parameters(student: nn.Module) -> list[nn.Parameter]:
+    """The student's shared encoder: trainable parameters of the `TEACHER_PARTS` (all three losses reach them)."""
+    return [p for n, p in student.named_parameters() if n.split(".")[0] in TEACHER_PARTS and p.requires_grad]
+
+
+def term_grad_norms(terms: dict[str, torch.Tensor], params: list[nn.Parameter], scale: float = 1.0) -> dict[str, float]:
+    """Per-term gradient norms on `params` and their shares: {gnorm_<t>, gshare_<t>} for t in `GRAD_TERMS`.
+
+    terms: `term_<t>` 0-dim tensors still in the graph (weighted as they enter the loss); a missing term, or one
+    without a graph (a zero λ), has norm 0. Each norm comes from its own `autograd.grad(retain_graph=True)`, so
+    the caller's backward afterwards is unchanged. `scale` multiplies each term first and divides the norm after
+    (a GradScaler's scale, so fp16 gradients do not underflow). Shares are norm / sum of the norms (NaN when all 0).
+    """
+    norms: dict[str, float] = {}
+    for t in GRAD_TERMS:
+        term = terms.get(f"term_{t}")
+        if term is None or not term.requires_grad or not float(term.detach()) != 0.0:
+            norms[t] = 0.0
+            continue
+        grads = torch.autograd.grad(term * scale, params, retain_graph=True, allow_unused=True)
+        per_tensor = [g.detach().float().norm() for g in grads if g is not None]
+        norms[t] = float(torch.stack(per_tensor).norm()) / scale if per_tensor else 0.0
+    total = sum(norms.values())
+    out = {f"gnorm_{t}": v for t, v in norms.items()}
+    out.update({f"gshare_{t}": (v / total if total > 0 else float("nan")) for t, v in norms.items()})
+    return out

@@ -91,18 +91,28 @@ class TgdpModel(nn.Module):
         return t_a, t_v, p_a, p_v
 
     def forward(
-        self, audio: torch.Tensor, frames: torch.Tensor, step: int | None = None, with_globals: bool = False
+        self,
+        audio: torch.Tensor,
+        frames: torch.Tensor,
+        step: int | None = None,
+        with_globals: bool = False,
+        with_terms: bool = False,
     ) -> dict[str, torch.Tensor]:
         """audio: [B, T_seg, F], frames: [B, 3, H, W] -> {loss, rec_loss, mae_a_loss, mae_v_loss,
         contrastive_loss, dis_loss} (0-dim fp32 tensors; absent terms are 0). `step` is accepted for the trainer's
         call signature; the loss does not depend on it (the EMA schedule is applied in `update_teacher`).
         with_globals: also return the detached global tokens the contrastive loss saw, `g_a`/`g_v` [B, D], and the
-        teacher's `t_a`/`t_v` [B, D] when there is one (for the representation-health figures)."""
+        teacher's `t_a`/`t_v` [B, D] when there is one (for the representation-health figures); with a teacher
+        also its priorities `prio_a` [B, N_a] / `prio_v` [B, N_v] and the contrastive pass's kept positions
+        `keep_a` [B, k_a] / `keep_v` [B, k_v] (absent when that pass keeps every token).
+        with_terms: also return the weighted terms as they enter `loss`, still in the graph: `term_rec`,
+        `term_contra`, `term_dis` (for per-term gradient norms)."""
         del step
         cfg, s = self.cfg, self.student
         zero = torch.zeros((), device=audio.device)
         dis = zero
         t_a = t_v = None
+        extra: dict[str, torch.Tensor] = {}
         if not cfg.dual_pass:
             rec = s.forward_reconstruction(audio, frames, with_global=True)
             g_a, g_v = rec["g_a"], rec["g_v"]
@@ -110,12 +120,14 @@ class TgdpModel(nn.Module):
             p_a = p_v = None
             if self.teacher is not None:
                 t_a, t_v, p_a, p_v = self.teacher_outputs(audio, frames)
+                extra.update(prio_a=p_a, prio_v=p_v)
                 if cfg.masking == "random":
                     p_a = p_v = None
             rec = s.forward_reconstruction(audio, frames, with_global=False)
             b = audio.shape[0]
             ids_a = self._contrastive_keep_ids(cfg.num_patches_a, b, audio.device, p_a)
             ids_v = self._contrastive_keep_ids(cfg.num_patches_v, b, audio.device, p_v)
+            extra.update({k: v for k, v in (("keep_a", ids_a), ("keep_v", ids_v)) if v is not None})
             g_a, g_v = s.forward_global(audio, frames, ids_a, ids_v)
             if self.teacher is not None:
                 dis = distillation_loss(g_a, g_v, t_a, t_v, cfg.dis_reduction, cfg.dis_target)
@@ -123,9 +135,11 @@ class TgdpModel(nn.Module):
             g_a, g_v, cfg.contrastive_temperature, cfg.contrastive_symmetric, cfg.contrastive_gather
         )
         rec_loss = rec["mae_a_loss"] + rec["mae_v_loss"]
-        loss = cfg.lambda_rec * rec_loss + cfg.lambda_contra * contra
+        terms = {"term_rec": cfg.lambda_rec * rec_loss, "term_contra": cfg.lambda_contra * contra}
+        loss = terms["term_rec"] + terms["term_contra"]
+        terms["term_dis"] = cfg.lambda_dis * dis
         if cfg.lambda_dis > 0:
-            loss = loss + cfg.lambda_dis * dis
+            loss = loss + terms["term_dis"]
         out = {
             "loss": loss,
             "rec_loss": rec_loss.detach(),
@@ -135,9 +149,11 @@ class TgdpModel(nn.Module):
             "dis_loss": dis.detach(),
         }
         if with_globals:
-            out.update(g_a=g_a.detach(), g_v=g_v.detach())
+            out.update(g_a=g_a.detach(), g_v=g_v.detach(), **extra)
             if t_a is not None and t_v is not None:
                 out.update(t_a=t_a.detach(), t_v=t_v.detach())
+        if with_terms:
+            out.update(terms)
         return out
 
     # ---------------------------------------------------------------- teacher

@@ -36,6 +36,7 @@ _EXPECTED = {
     "tgdp.pipeline.manifest": ("ManifestError",),
     "tgdp.pipeline.shard": ("ShardError",),
     "tgdp.pipeline.validate": ("ValidateError",),
+    "tgdp.pipeline.truth": ("TruthError",),
     "tgdp.model.checkpoint": ("CheckpointError",),
 }
 # Environment errors that are the user's to fix (a path, a permission, a full or read-only disk), with the fix.
@@ -329,6 +330,25 @@ def synth_cmd(
         f"wrote {result.num_clips} clips to {result.out} in {result.elapsed_s:.1f} s; splits {result.split_counts}; "
         f"faults {result.fault_counts}; ground truth {result.ground_truth}"
     )
+
+
+@app.command("truth")
+def truth_cmd(
+    store: Path = typer.Argument(..., help="STORE directory built from a synth corpus"),
+    split: list[str] = typer.Option(["train", "eval"], help="store split(s) to cover"),
+    config: Path | None = CONFIG,
+    set_: list[str] = set_option("synth.seed=1"),
+) -> None:
+    """Write the per-patch ground truth of a store built from `tgdp-data synth` (STORE/truth/<split>.npz: object /
+    decoy / background per frame cell, note / distractor / quiet per fbank frame), recomputed from the synth
+    section of the same config; training logs the teacher's selection precision when it is there."""
+    from tgdp.pipeline.store import Store
+    from tgdp.pipeline.truth import write_truth
+
+    cfg = pipeline_config(config, set_)
+    for name in split:
+        path = write_truth(Store.open(store, split=name), name, cfg.synth, store)
+        typer.echo(f"wrote {path}")
 
 
 @app.command("serve")

@@ -61,6 +61,12 @@ from tgdp.pipeline.manifest import format_audioset_csv
 __all__ = [
     "EXPECTED_REASON",
     "FAULTS",
+    "LABEL_BACKGROUND",
+    "LABEL_DECOY",
+    "LABEL_DISTRACTOR",
+    "LABEL_NOTE",
+    "LABEL_OBJECT",
+    "LABEL_QUIET",
     "GROUND_TRUTH_COLUMNS",
     "LABELS_FILE",
     "PROFILES",
@@ -75,6 +81,8 @@ __all__ = [
     "read_ground_truth",
     "render_audio",
     "render_frames",
+    "render_labels",
+    "sound_labels",
 ]
 
 SEGMENT_FILES = {"as_bal_train": "synth_train_segments.csv", "as_eval": "synth_eval_segments.csv"}
@@ -137,6 +145,9 @@ _EVENT_S = 0.35  # motion and note length
 _SPLITS = {"train": "as_bal_train", "eval": "as_eval"}
 PROFILES = ("default", "coupled")
 _HUE_SPAN = 0.85  # the latent's hue range: below 1 so that u = 0 and u → 1 are not the same red
+# `render_labels` / `sound_labels` values (the per-pixel and per-instant ground truth of tgdp.pipeline.truth)
+LABEL_BACKGROUND, LABEL_OBJECT, LABEL_DECOY = 0, 1, 2
+LABEL_QUIET, LABEL_NOTE, LABEL_DISTRACTOR = 0, 1, 2
 
 
 class SynthConfig(StrictConfig):
@@ -484,8 +495,27 @@ def _phases(onsets: tuple[float, ...], t: np.ndarray) -> tuple[np.ndarray, np.nd
     return phase, idx
 
 
-def render_frames(plan: ClipPlan) -> np.ndarray:
-    """Video frames uint8 [N, H, W, 3] at plan.fps for the whole file duration."""
+@dataclass
+class _Scene:
+    """What `render_frames` draws from the clip's render seed, in the order it draws it (module doc: determinism)."""
+
+    texture: np.ndarray | None  # [H, tex_w, 3] scrolling background (None when only labels are wanted)
+    speed: float  # background scroll, px/frame
+    masks: list[np.ndarray]  # the object's mask per pulse scale
+    amp: float  # motion amplitude, px
+    cx: float
+    cy: float
+    decoy: tuple[np.ndarray, np.ndarray, float, float, tuple[float, ...]] | None  # mask, rgb, cx, cy, motion times
+    phase: np.ndarray  # [n] object event phase per video frame (-1 outside an event)
+    idx: np.ndarray  # [n] index of the last object event started
+    d_phase: np.ndarray  # [n] decoy event phase
+
+
+_SCALES = (1.0, 1.15, 1.3, 1.45, 1.6)
+
+
+def _scene(plan: ClipPlan, paint: bool = True) -> _Scene:
+    """The clip's background, object and decoy placement; `paint=False` makes the same draws without painting."""
     rng = np.random.default_rng(plan.seed)
     h, w = plan.height, plan.width
     n = max(1, int(round(plan.duration_s * plan.fps)))
@@ -493,60 +523,109 @@ def render_frames(plan: ClipPlan) -> np.ndarray:
     tex_w = w + int(speed * n) + 2
     grad = np.linspace(60, 110, h, dtype=np.float32)[:, None, None]
     base = rng.uniform(0.7, 1.0, size=3).astype(np.float32)
-    texture = np.broadcast_to(grad * base, (h, tex_w, 3)).astype(np.uint8).copy()
+    texture = np.broadcast_to(grad * base, (h, tex_w, 3)).astype(np.uint8).copy() if paint else None
     n_blobs = int(plan.clutter * 0.02 * tex_w * h / 20)
     for _ in range(n_blobs):
         bw, bh = int(rng.integers(3, max(4, w // 6))), int(rng.integers(3, max(4, h // 6)))
         x0, y0 = int(rng.integers(0, tex_w - bw)), int(rng.integers(0, h - bh))
         sat = 0.3 + 0.6 * plan.difficulty  # harder: clutter as colourful as the object
         rgb = np.array(colorsys.hsv_to_rgb(float(rng.random()), sat, float(rng.uniform(0.4, 0.9)))) * 255
-        texture[y0 : y0 + bh, x0 : x0 + bw] = rgb.astype(np.uint8)
+        if texture is not None:
+            texture[y0 : y0 + bh, x0 : x0 + bw] = rgb.astype(np.uint8)
 
     size = max(6, int(plan.object_scale * min(h, w)))
-    scales = (1.0, 1.15, 1.3, 1.45, 1.6)
-    masks = [_shape_mask(plan.cls.shape, max(4, int(size * s))) for s in scales]
-    colour = np.array(plan.rgb, dtype=np.uint8)
+    masks = [_shape_mask(plan.cls.shape, max(4, int(size * s))) for s in _SCALES]
     amp = max(3.0, 0.5 * size)
     cx = float(rng.uniform(size + amp, w - size - amp)) if w > 2 * (size + amp) else w / 2
     cy = float(rng.uniform(size + amp, h - size - amp)) if h > 2 * (size + amp) else h / 2
     decoy = None
     if plan.decoy is not None:  # a silent on-screen object: same size, jumps at its own times, on the other side
         d_shape, d_rgb, d_times = plan.decoy
-        d_mask = _shape_mask(d_shape, size)
         dcx = w - cx if abs(w - 2 * cx) > size else (cx + w / 2) % w
-        decoy = (d_mask, np.array(d_rgb, dtype=np.uint8), dcx, h - cy, d_times)
-
+        decoy = (_shape_mask(d_shape, size), np.array(d_rgb, dtype=np.uint8), dcx, h - cy, d_times)
     t = np.arange(n) / plan.fps
     phase, idx = _phases(plan.onsets, t)
     d_phase = _phases(decoy[4], t)[0] if decoy is not None and decoy[4] else np.full(n, -1.0)
+    return _Scene(texture, speed, masks, amp, cx, cy, decoy, phase, idx, d_phase)
+
+
+def _object_at(plan: ClipPlan, sc: _Scene, i: int) -> tuple[np.ndarray, float, float]:
+    """The object's (mask, centre x, centre y) in video frame i."""
+    still = plan.fault == "still"
+    p = max(sc.phase[i], 0.0) if not still else 0.0
+    dx = dy = 0.0
+    k = 0
+    amp, motion = sc.amp, plan.cls.motion
+    if motion == "jump":
+        dy = -amp * np.sin(np.pi * p)
+    elif motion == "shake":
+        dx = amp * np.sin(4 * np.pi * p) * (1 - p)
+    elif motion == "slide":
+        # each event moves the object to the other side, where it stays until the next event
+        started = int(sc.idx[i]) + 1
+        after = amp if started % 2 else -amp
+        dx = -after + 2 * after * p if sc.phase[i] >= 0 else after
+    elif motion == "pulse":
+        k = int(round(np.sin(np.pi * p) * (len(_SCALES) - 1)))
+    return sc.masks[k], sc.cx + dx, sc.cy + dy
+
+
+def _decoy_at(sc: _Scene, i: int) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """The decoy's (mask, rgb, centre x, centre y) in video frame i, or None."""
+    if sc.decoy is None:
+        return None
+    d_mask, d_rgb, dcx, dcy, _ = sc.decoy
+    return d_mask, d_rgb, dcx, dcy - sc.amp * np.sin(np.pi * max(sc.d_phase[i], 0.0))
+
+
+def render_frames(plan: ClipPlan) -> np.ndarray:
+    """Video frames uint8 [N, H, W, 3] at plan.fps for the whole file duration."""
+    sc = _scene(plan)
+    assert sc.texture is not None
+    h, w, n = plan.height, plan.width, len(sc.phase)
+    colour = np.array(plan.rgb, dtype=np.uint8)
     frames = np.empty((n, h, w, 3), dtype=np.uint8)
     still = plan.fault == "still"
     for i in range(n):
         if still and i > 0:
             frames[i] = frames[0]
             continue
-        off = int(speed * i)
-        frames[i] = texture[:, off : off + w]
-        if decoy is not None:
-            d_mask, d_rgb, dcx, dcy, _ = decoy
-            _paste(frames[i], d_mask, d_rgb, dcx, dcy - amp * np.sin(np.pi * max(d_phase[i], 0.0)))
-        p = max(phase[i], 0.0) if not still else 0.0
-        dx = dy = 0.0
-        k = 0
-        motion = plan.cls.motion
-        if motion == "jump":
-            dy = -amp * np.sin(np.pi * p)
-        elif motion == "shake":
-            dx = amp * np.sin(4 * np.pi * p) * (1 - p)
-        elif motion == "slide":
-            # each event moves the object to the other side, where it stays until the next event
-            started = int(idx[i]) + 1
-            after = amp if started % 2 else -amp
-            dx = -after + 2 * after * p if phase[i] >= 0 else after
-        elif motion == "pulse":
-            k = int(round(np.sin(np.pi * p) * (len(scales) - 1)))
-        _paste(frames[i], masks[k], colour, cx + dx, cy + dy)
+        off = int(sc.speed * i)
+        frames[i] = sc.texture[:, off : off + w]
+        if (d := _decoy_at(sc, i)) is not None:
+            _paste(frames[i], d[0], d[1], d[2], d[3])
+        mask, x, y = _object_at(plan, sc, i)
+        _paste(frames[i], mask, colour, x, y)
     return frames
+
+
+def render_labels(plan: ClipPlan, frame_indices: np.ndarray | list[int]) -> np.ndarray:
+    """What each pixel of the given video frames shows, uint8 [len(frame_indices), H, W]: `LABEL_BACKGROUND`,
+    `LABEL_OBJECT` (the sounding object) or `LABEL_DECOY` (the silent decoy), painted as `render_frames` paints."""
+    sc = _scene(plan, paint=False)
+    n = len(sc.phase)
+    out = np.full((len(frame_indices), plan.height, plan.width, 1), LABEL_BACKGROUND, dtype=np.uint8)
+    for j, i in enumerate(frame_indices):
+        i = 0 if plan.fault == "still" else min(max(int(i), 0), n - 1)
+        if (d := _decoy_at(sc, i)) is not None:
+            _paste(out[j], d[0], np.array([LABEL_DECOY], np.uint8), d[2], d[3])
+        mask, x, y = _object_at(plan, sc, i)
+        _paste(out[j], mask, np.array([LABEL_OBJECT], np.uint8), x, y)
+    return out[..., 0]
+
+
+def sound_labels(plan: ClipPlan, times_s: np.ndarray) -> np.ndarray:
+    """What sounds at each time (file seconds), uint8 [len(times_s)]: `LABEL_NOTE` (one of the on-screen object's
+    notes), `LABEL_DISTRACTOR` (only an off-screen note) or `LABEL_QUIET` (neither: the noise floor or silence).
+    A note counts for `_EVENT_S` s from its onset, the length `render_audio` gives it."""
+    t = np.asarray(times_s, dtype=np.float64)
+    out = np.full(t.shape, LABEL_QUIET, dtype=np.uint8)
+    if plan.fault == "silent" or plan.fault == "no_audio":
+        return out
+    out[_phases(tuple(d[0] for d in sorted(plan.distractors)), t)[0] >= 0] = LABEL_DISTRACTOR
+    out[_phases(plan.onsets, t)[0] >= 0] = LABEL_NOTE
+    out[(t >= plan.silence[0]) & (t < plan.silence[1])] = LABEL_QUIET
+    return out
 
 
 def _paste(frame: np.ndarray, mask: np.ndarray, colour: np.ndarray, cx: float, cy: float) -> None:

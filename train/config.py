@@ -112,6 +112,11 @@ class LoopConfig(StrictConfig):
     compile: bool = Field(False, description="torch.compile the model")
     progress: bool = Field(True, description="tqdm progress bar on rank 0")
     tensorboard: bool = Field(True, description="write TensorBoard event files to the run dir")
+    grad_shares: bool = Field(
+        True,
+        description="at logged steps: each loss term's gradient norm on the shared encoder and its share (extra "
+        "backward passes on those steps only; training is unchanged)",
+    )
 
     @model_validator(mode="after")
     def _length_given(self) -> LoopConfig:

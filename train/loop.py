@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from tgdp.config import ConfigError
 from tgdp.model.health import collapse_warnings, health_metrics
 from tgdp.pipeline.store import StoreMismatchError
+from tgdp.pipeline.truth import PatchTruth
 from tgdp.train.checkpoint import (
     CheckpointError,
     git_revision,
@@ -55,6 +56,7 @@ from tgdp.train.data import (
 )
 from tgdp.train.dist import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from tgdp.train.metrics import MetricsLogger, StepTimer
+from tgdp.train.selection import selection_metrics
 from tgdp.train.step import MicroBatch, StepPlan, StepStats, TrainState, train_step
 
 __all__ = [
@@ -71,7 +73,16 @@ log = logging.getLogger(__name__)
 # Settings that do not change what is computed: a resume may change them freely.
 _BOOKKEEPING = {
     ("train", k)
-    for k in ("log_every", "ckpt_every", "keep_last", "num_workers", "prefetch_factor", "progress", "tensorboard")
+    for k in (
+        "log_every",
+        "ckpt_every",
+        "keep_last",
+        "num_workers",
+        "prefetch_factor",
+        "progress",
+        "tensorboard",
+        "grad_shares",
+    )
 }
 
 
@@ -317,6 +328,7 @@ def _fit(
         samples_per_step=resolved.batch_size,
     )
     run = _Run(cfg, resolved, run_dir, state, plan, metrics, config_dict, on_step)
+    run.truth, run.geo = _find_truth(cfg, store_path, store), _geo
     start_step, run_t0 = state.step, time.perf_counter()
     status, signum = run.run(loader, stream, fbank_stats(store.meta))
     elapsed = time.perf_counter() - run_t0
@@ -333,6 +345,15 @@ def _fit(
         derived=resolved.as_dict(),
         run_dir=str(run_dir),
     )
+
+
+def _find_truth(cfg: RunConfig, store_path: Path, store: Any) -> PatchTruth | None:
+    """The store's per-patch ground truth (`tgdp.pipeline.truth`), when it has one and the training samples keep
+    its geometry (no random crop, time shift or mixup)."""
+    d = cfg.data
+    if d.random_resized_crop or d.time_shifting > 0 or d.mixup > 0 or not hasattr(store, "clip_ids"):
+        return None
+    return PatchTruth.find(store_path, d.split, list(store.clip_ids))
 
 
 def _build_state(
@@ -436,7 +457,7 @@ def _micro_batches(
         if batch is None:
             return
         audio, frames = batch_to_device(batch, device, norm_stats)
-        yield MicroBatch(audio, frames, stream.state_after(batch))
+        yield MicroBatch(audio, frames, stream.state_after(batch), batch.get("index"), batch.get("frame"))
 
 
 @dataclass(eq=False)
@@ -455,8 +476,11 @@ class _Run:
     last_ckpt: Path | None = None
     timer: StepTimer = field(default_factory=StepTimer)
     firing: set[str] = field(default_factory=set)  # collapse warnings raised at the last logged step
+    truth: PatchTruth | None = None  # the store's ground truth: selection figures at logged steps
+    geo: dict[str, int] = field(default_factory=dict)  # store_geometry of the training split
     rev: str = field(init=False, default="")
     health_ok: bool = field(init=False, default=False)
+    grads_ok: bool = field(init=False, default=False)
     nce_candidates: int = field(init=False, default=0)
 
     @property
@@ -466,7 +490,9 @@ class _Run:
     def __post_init__(self) -> None:
         self.rev = git_revision() if self.info.is_main else ""
         # Health figures need the contrastive pass's global tokens: asked for on the last micro-batch of a logged step.
-        self.health_ok = "with_globals" in inspect.signature(self.state.model.forward).parameters
+        params = inspect.signature(self.state.model.forward).parameters
+        self.health_ok = "with_globals" in params
+        self.grads_ok = "with_terms" in params and self.cfg.train.grad_shares
         gathered = self.info.distributed and self.cfg.model_cfg().contrastive_gather  # negatives: the global batch
         self.nce_candidates = self.resolved.micro_batch * (self.info.world_size if gathered else 1)
 
@@ -499,7 +525,14 @@ class _Run:
         while state.step < total:
             step_t0 = time.perf_counter()
             log_now = (state.step + 1) % t.log_every == 0 or state.step + 1 == total
-            stats = train_step(state, batches, self.plan, stop=stop_requested, with_globals=self.health_ok and log_now)
+            stats = train_step(
+                state,
+                batches,
+                self.plan,
+                stop=stop_requested,
+                with_globals=self.health_ok and log_now,
+                grad_shares=self.grads_ok and log_now,
+            )
             if not stats.finite:
                 self._stop_nonfinite(stats)
             self.timer.total_s += time.perf_counter() - step_t0
@@ -554,6 +587,9 @@ class _Run:
                 if msg.split("=")[0] not in self.firing:
                     self.metrics.message(f"WARNING step {state.step}: representation collapse? {msg} (docs/MODEL.md)")
             self.firing = {msg.split("=")[0] for msg in fired}
+        if self.truth is not None:
+            geo = self.geo
+            row.update(selection_metrics(self.truth, g, self.cfg.model_cfg(), geo["num_frames"], geo["target_length"]))
         row.update(self.timer.summary())
         row.update(epoch=state.data_state.epoch, samples=state.step * self.resolved.batch_size)
         if self.info.device.type == "cuda":

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from tgdp.model.health import GRAD_TERMS, encoder_parameters, term_grad_norms
 from tgdp.train.checkpoint import model_parts
 from tgdp.train.config import OptimConfig
 from tgdp.train.data import DataState
@@ -37,7 +38,10 @@ from tgdp.train.optim import build_optimizer, lr_at, set_lr
 __all__ = ["LOSS_TERMS", "MicroBatch", "StepPlan", "StepStats", "TrainState", "step_seed", "train_step"]
 
 LOSS_TERMS = ("loss", "rec_loss", "mae_a_loss", "mae_v_loss", "contrastive_loss", "dis_loss")
-GLOBAL_KEYS = ("g_a", "g_v", "t_a", "t_v")  # global tokens a `with_globals=True` forward adds (health figures)
+# what a `with_globals=True` forward adds: global tokens (health figures), the teacher's priorities and the
+# contrastive pass's kept positions (selection figures)
+GLOBAL_KEYS = ("g_a", "g_v", "t_a", "t_v", "prio_a", "prio_v", "keep_a", "keep_v")
+TERM_KEYS = tuple(f"term_{t}" for t in GRAD_TERMS)  # what a `with_terms=True` forward adds (gradient shares)
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -46,12 +50,14 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class MicroBatch(NamedTuple):
-    """One micro-batch on the device: audio [B, T_seg, F], frames [B, 3, S, S] (normalised float32) and the data
-    stream's position once it is consumed."""
+    """One micro-batch on the device: audio [B, T_seg, F], frames [B, 3, S, S] (normalised float32), the data
+    stream's position once it is consumed, and (optional) the store rows [B] and frame indices [B] it came from."""
 
     audio: torch.Tensor
     frames: torch.Tensor
     data_state: DataState
+    rows: torch.Tensor | None = None
+    frame_index: torch.Tensor | None = None
 
 
 @dataclass(eq=False)
@@ -133,6 +139,8 @@ class StepStats:
     grad_norm: float | None  # pre-clip global norm; None without optim.grad_clip
     stop: bool  # some rank asked to stop after this step
     globals: dict[str, torch.Tensor] = field(default_factory=dict)  # g_a/g_v [B, D] (+ t_a/t_v) when asked for
+    # with `with_globals`: the last micro-batch's store rows and frame indices ("rows", "frame_index") when known
+    grads: dict[str, float] = field(default_factory=dict)  # gnorm_*/gshare_* when `grad_shares` was asked for
 
     @property
     def loss(self) -> float:
@@ -147,6 +155,7 @@ class StepStats:
         row = {**self.losses, "lr": self.lr}
         if self.grad_norm is not None:
             row["grad_norm"] = self.grad_norm
+        row.update(self.grads)
         return row
 
 
@@ -157,17 +166,21 @@ def train_step(
     *,
     stop: Callable[[], bool] | None = None,
     with_globals: bool = False,
+    grad_shares: bool = False,
 ) -> StepStats:
     """One optimiser step over `plan.accum` micro-batches from `batches`, then the EMA teacher update.
 
     `stop()` is read after the backward passes and shared with every rank; `with_globals` asks the last micro-batch's
-    forward for its global tokens (`StepStats.globals`). A non-finite rank-mean loss skips the optimiser step and
-    leaves `state` unchanged (gradients cleared); check `StepStats.finite`.
+    forward for its global tokens (`StepStats.globals`); `grad_shares` measures each loss term's gradient on the
+    shared encoder for that micro-batch (`StepStats.grads`, `tgdp.model.health.term_grad_norms`: extra autograd
+    calls that leave the step's gradients, RNG and result unchanged). A non-finite rank-mean loss skips the
+    optimiser step and leaves `state` unchanged (gradients cleared); check `StepStats.finite`.
     """
     lr = lr_at(state.step, plan.total_steps, plan.warmup_steps, plan.optim.lr, plan.optim.min_lr_ratio)
     set_lr(state.optimizer, lr)
     torch.manual_seed(step_seed(plan.seed, state.step, plan.info.rank))
-    sums, terms, globals_out, data_state = _accumulate(state, batches, plan, with_globals)
+    asks = _Asks(with_globals, grad_shares)
+    sums, terms, globals_out, data_state = _accumulate(state, batches, plan, asks)
     # a fill on the device, not a host→device copy (which would wait for the queued backward)
     flag = torch.full((1,), 1.0 if stop is not None and stop() else 0.0, dtype=torch.float32, device=sums.device)
     reduced = all_reduce_mean(torch.cat([sums, flag]), plan.info)
@@ -187,6 +200,7 @@ def train_step(
         grad_norm=float(host[-1]) if clip is not None else None,
         stop=bool(host[len(terms)] > 0),
         globals=globals_out,
+        grads=asks.grads,
     )
     if not stats.finite:
         state.optimizer.zero_grad(set_to_none=True)
@@ -201,8 +215,35 @@ def train_step(
     return stats
 
 
+@dataclass
+class _Asks:
+    """What the last micro-batch of a step is asked for besides the loss, and where the gradient figures go."""
+
+    with_globals: bool = False
+    grad_shares: bool = False
+    grads: dict[str, float] = field(default_factory=dict)
+
+
+def _last_forward(state: TrainState, plan: StepPlan, mb: MicroBatch, asks: _Asks) -> tuple[dict, dict]:
+    """The last micro-batch's forward with what `asks` wants; returns (out, globals) and fills `asks.grads`."""
+    kw = {}
+    if asks.with_globals:
+        kw["with_globals"] = True
+    if asks.grad_shares:
+        kw["with_terms"] = True
+    out = plan.forward(mb.audio, mb.frames, **kw)
+    globals_out = {k: out.pop(k) for k in GLOBAL_KEYS if k in out}
+    if asks.with_globals and mb.rows is not None and mb.frame_index is not None:
+        globals_out.update(rows=mb.rows, frame_index=mb.frame_index)
+    terms = {k: out.pop(k) for k in TERM_KEYS if k in out}
+    if asks.grad_shares and terms:
+        scale = float(state.scaler.get_scale()) if state.scaler.is_enabled() else 1.0
+        asks.grads = term_grad_norms(terms, encoder_parameters(state.student), scale)
+    return out, globals_out
+
+
 def _accumulate(
-    state: TrainState, batches: Iterator[MicroBatch], plan: StepPlan, with_globals: bool
+    state: TrainState, batches: Iterator[MicroBatch], plan: StepPlan, asks: _Asks
 ) -> tuple[torch.Tensor, tuple[str, ...], dict[str, torch.Tensor], DataState]:
     """Forward + backward over the step's micro-batches; returns (mean loss terms [K], term names, the last
     micro-batch's global tokens when asked for, the data position after the last micro-batch)."""
@@ -212,15 +253,15 @@ def _accumulate(
     data_state = state.data_state
     device = plan.info.device
     for micro in range(plan.accum):
-        audio, frames, data_state = next(batches)
+        mb = next(batches)
+        data_state = mb.data_state
         last = micro == plan.accum - 1
         with plan.ddp.no_sync() if plan.ddp is not None and not last else contextlib.nullcontext():
             with torch.autocast(device.type, dtype=plan.amp_dtype, enabled=plan.amp_dtype is not None):
-                if with_globals and last:
-                    out = plan.forward(audio, frames, with_globals=True)
-                    globals_out = {k: out.pop(k) for k in GLOBAL_KEYS if k in out}
+                if last and (asks.with_globals or asks.grad_shares):
+                    out, globals_out = _last_forward(state, plan, mb, asks)
                 else:
-                    out = plan.forward(audio, frames)
+                    out = plan.forward(mb.audio, mb.frames)
             if not terms:
                 terms = LOSS_TERMS + tuple(sorted(k for k in out if k.endswith("_loss") and k not in LOSS_TERMS))
             state.scaler.scale(out["loss"] / plan.accum).backward()

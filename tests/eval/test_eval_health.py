@@ -10,7 +10,7 @@ from torch import nn
 
 from tests.eval.test_eval_embed import FakeStore
 from tgdp.eval.embed import load_teacher_state
-from tgdp.eval.health import heldout_infonce, store_health
+from tgdp.eval.health import heldout_grad_shares, heldout_infonce, store_health
 
 
 def test_heldout_infonce_matches_a_naive_loop() -> None:
@@ -68,8 +68,17 @@ def test_tiny_tgdp_checkpoint_with_teacher(tmp_path) -> None:
     for name, t in model.teacher.state_dict().items():
         torch.testing.assert_close(fresh.teacher.state_dict()[name], t)
     fresh.student.load_state_dict(model.student.state_dict())
-    res = store_health(fresh, FakeStore(n=5), batch_size=4, with_teacher=True)
+    res = store_health(fresh, FakeStore(n=5), batch_size=4, with_teacher=True, grad_shares=True)
+    assert all(p.grad is None for p in fresh.parameters())
+    audio, frames = torch.randn(4, 128, 64), torch.randn(4, 3, 96, 96)
+    rng = torch.get_rng_state()
+    once = heldout_grad_shares(fresh, audio, frames, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng) and heldout_grad_shares(fresh, audio, frames, seed=3) == once
     assert res["nce_batch"] == 4 and 0 < res["a_ts_cos"] < 1 and 0 < res["v_ts_cos"] < 1
+    # the held-out gradient shares are term_grad_norms of the first chunk of 4 clips
+    assert sum(res[f"gshare_{t}"] for t in ("rec", "contra", "dis")) == pytest.approx(1.0)
+    assert res["gnorm_dis"] > 0 and res["gnorm_contra"] > 0 and res["gnorm_rec"] > 0
+    assert "gnorm_rec" not in store_health(fresh, FakeStore(n=5), batch_size=4)
     assert res["contrastive"] == "v2a"
     with pytest.raises(ValueError, match="frame_index"):
         store_health(fresh, FakeStore(n=5), frame_index=16)

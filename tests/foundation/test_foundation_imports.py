@@ -65,8 +65,15 @@ ALLOWED = {
     "config": (),
     "model": ("tgdp.config",),
     "pipeline": ("tgdp.config",),
-    "train": ("tgdp.config", "tgdp.model", "tgdp.pipeline.store", "tgdp.pipeline.cli"),
-    "eval": ("tgdp.config", "tgdp.model", "tgdp.pipeline.store", "tgdp.pipeline.cli", "tgdp.train.transforms"),
+    "train": ("tgdp.config", "tgdp.model", "tgdp.pipeline.store", "tgdp.pipeline.truth", "tgdp.pipeline.cli"),
+    "eval": (
+        "tgdp.config",
+        "tgdp.model",
+        "tgdp.pipeline.store",
+        "tgdp.pipeline.truth",
+        "tgdp.pipeline.cli",
+        "tgdp.train.transforms",
+    ),
     "experiments": ("tgdp.config", "tgdp.model", "tgdp.pipeline", "tgdp.train", "tgdp.eval"),
 }
 

@@ -224,6 +224,12 @@ tgdp.pipeline.synth.EXPECTED_REASON
 tgdp.pipeline.synth.FAULTS
 tgdp.pipeline.synth.GROUND_TRUTH_COLUMNS
 tgdp.pipeline.synth.LABELS_FILE
+tgdp.pipeline.synth.LABEL_BACKGROUND
+tgdp.pipeline.synth.LABEL_DECOY
+tgdp.pipeline.synth.LABEL_DISTRACTOR
+tgdp.pipeline.synth.LABEL_NOTE
+tgdp.pipeline.synth.LABEL_OBJECT
+tgdp.pipeline.synth.LABEL_QUIET
 tgdp.pipeline.synth.PROFILES
 tgdp.pipeline.synth.SEGMENT_FILES
 tgdp.pipeline.synth.SynthConfig
@@ -234,6 +240,8 @@ tgdp.pipeline.synth.plan_corpus
 tgdp.pipeline.synth.read_ground_truth
 tgdp.pipeline.synth.render_audio
 tgdp.pipeline.synth.render_frames
+tgdp.pipeline.synth.render_labels
+tgdp.pipeline.synth.sound_labels
 
 import tgdp.pipeline.testing
 tgdp.pipeline.testing.StoreLike
@@ -242,6 +250,16 @@ tgdp.pipeline.testing.make_corpus
 tgdp.pipeline.testing.make_root
 tgdp.pipeline.testing.make_store
 tgdp.pipeline.testing.manifest_row
+
+import tgdp.pipeline.truth
+tgdp.pipeline.truth.AUDIO_LABELS
+tgdp.pipeline.truth.PatchTruth
+tgdp.pipeline.truth.TRUTH_FORMAT
+tgdp.pipeline.truth.TruthError
+tgdp.pipeline.truth.VISUAL_LABELS
+tgdp.pipeline.truth.label_precision
+tgdp.pipeline.truth.truth_path
+tgdp.pipeline.truth.write_truth
 
 import tgdp.pipeline.validate
 tgdp.pipeline.validate.DROP_REASONS
@@ -302,10 +320,13 @@ tgdp.model.flops.step_flops
 
 import tgdp.model.health
 tgdp.model.health.COLLAPSE_RULES
+tgdp.model.health.GRAD_TERMS
 tgdp.model.health.collapse_warnings
 tgdp.model.health.effective_rank
+tgdp.model.health.encoder_parameters
 tgdp.model.health.health_metrics
 tgdp.model.health.pairwise_cosine
+tgdp.model.health.term_grad_norms
 
 import tgdp.model.layers
 tgdp.model.layers.Block
@@ -395,6 +416,9 @@ tgdp.train.optim.build_optimizer
 tgdp.train.optim.lr_at
 tgdp.train.optim.set_lr
 
+import tgdp.train.selection
+tgdp.train.selection.selection_metrics
+
 import tgdp.train.step
 tgdp.train.step.LOSS_TERMS
 tgdp.train.step.MicroBatch
@@ -424,6 +448,7 @@ tgdp.eval.embed.model_config_from_checkpoint
 tgdp.eval.embed.select_clips
 
 import tgdp.eval.health
+tgdp.eval.health.heldout_grad_shares
 tgdp.eval.health.heldout_infonce
 tgdp.eval.health.store_health
 
@@ -471,6 +496,10 @@ tgdp.eval.retrieval.retrieval_ranks_both
 tgdp.eval.retrieval.run_retrieval
 tgdp.eval.retrieval.similarity_blocks
 tgdp.eval.retrieval.similarity_matrix
+
+import tgdp.eval.selection
+tgdp.eval.selection.store_selection
+tgdp.eval.selection.summarise
 
 import tgdp.eval.table
 tgdp.eval.table.EmbeddingTable
@@ -550,6 +579,7 @@ import tgdp.experiments.reproduce.store
 tgdp.experiments.reproduce.store.Corpus
 tgdp.experiments.reproduce.store.SHARD_TINY
 tgdp.experiments.reproduce.store.build_synth_store
+tgdp.experiments.reproduce.store.synth_config
 
 import tgdp.experiments.reproduce.study
 tgdp.experiments.reproduce.study.plan_jobs
