@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tgdp.pipeline.cli import app
-from tgdp.pipeline.store import Store, segment_start
 from tgdp.pipeline.testing import make_root
+from tgdp.store import Store, segment_start
 
 
 def test_segment_starts_match_the_reference_windows():
