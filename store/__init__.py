@@ -7,36 +7,36 @@ object-store URIs through `pyarrow.fs`), `reader` (`Store`), `writer` (`StoreWri
 The names below are re-exported for the readers' convenience.
 """
 
-from tgdp.config import __version__ as __version__  # also sets tgdp.__version__ (see tgdp/config/__init__.py)
-from tgdp.store.format import (
-    FBANK_MEAN,
-    FBANK_STD,
-    STORE_FORMAT,
-    ShardEntry,
-    ShardError,
-    StoreError,
-    StoreFormatError,
-    StoreIndex,
-    StoreMismatchError,
-    segment_start,
-)
-from tgdp.store.fs import RemoteError, is_remote, location
-from tgdp.store.reader import Store
+from __future__ import annotations
 
-__all__ = [
-    "FBANK_MEAN",
-    "FBANK_STD",
-    "STORE_FORMAT",
-    "RemoteError",
-    "ShardEntry",
-    "ShardError",
-    "Store",
-    "StoreError",
-    "StoreFormatError",
-    "StoreIndex",
-    "StoreMismatchError",
-    "__version__",
-    "is_remote",
-    "location",
-    "segment_start",
-]
+from importlib import import_module
+from typing import Any
+
+from tgdp.config import __version__ as __version__  # also sets tgdp.__version__ (see tgdp/config/__init__.py)
+
+# Re-exported lazily, so that importing `tgdp.store.config` (the run configs do) loads neither numpy nor pyarrow:
+# `tgdp-train --help` stays light.
+_EXPORTS = {
+    "FBANK_MEAN": "format",
+    "FBANK_STD": "format",
+    "STORE_FORMAT": "format",
+    "ShardEntry": "format",
+    "ShardError": "format",
+    "StoreError": "format",
+    "StoreFormatError": "format",
+    "StoreIndex": "format",
+    "StoreMismatchError": "format",
+    "segment_start": "format",
+    "RemoteError": "fs",
+    "is_remote": "fs",
+    "location": "fs",
+    "Store": "reader",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f"tgdp.store.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'tgdp.store' has no attribute {name!r}")

@@ -16,22 +16,6 @@ tgdp.config.section_keys
 tgdp.config.validate_config
 tgdp.config.validation_messages
 
-import tgdp.store
-tgdp.store.FBANK_MEAN
-tgdp.store.FBANK_STD
-tgdp.store.RemoteError
-tgdp.store.STORE_FORMAT
-tgdp.store.ShardEntry
-tgdp.store.ShardError
-tgdp.store.Store
-tgdp.store.StoreError
-tgdp.store.StoreFormatError
-tgdp.store.StoreIndex
-tgdp.store.StoreMismatchError
-tgdp.store.is_remote
-tgdp.store.location
-tgdp.store.segment_start
-
 import tgdp.store.cache
 tgdp.store.cache.ShardCache
 tgdp.store.cache.default_cache
