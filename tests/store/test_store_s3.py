@@ -141,3 +141,24 @@ def test_server_killed_mid_download_retries_then_names_shard_and_uri(
     monkeypatch.setattr(fs, "S3_MAX_ATTEMPTS", 5)
     monkeypatch.setattr(fs, "_FILESYSTEMS", {})
     Store(split, ShardCache(tmp_path / "cache", attempts=8, backoff_s=0.25)).check()
+
+
+def _fetch_all(uri: str, cache_dir: str, env: dict) -> int:
+    """In a fresh process (as a torchrun rank or a DataLoader worker): map every shard; returns its downloads."""
+    import os
+
+    os.environ.update(env)
+    cache = ShardCache(cache_dir)
+    Store.open(uri, "train", cache=cache).check()
+    return cache.downloads
+
+
+def test_processes_on_one_node_download_each_shard_once(s3: dict, tmp_path: Path) -> None:
+    import multiprocessing as mp
+    import os
+
+    index = write_split(s3["uri"], tmp_path / "st", n=7)
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    with mp.get_context("spawn").Pool(3) as pool:
+        downloads = pool.starmap(_fetch_all, [(s3["uri"], str(tmp_path / "cache"), env)] * 3)
+    assert sum(downloads) == len(index.shards), downloads
