@@ -66,10 +66,10 @@ def _read_all(store) -> float:
 
 
 def main() -> None:
-    from tgdp.pipeline.testing import SeaweedServer, weed_binary
     from tgdp.store import Store
     from tgdp.store.cache import ShardCache
     from tgdp.store.fs import location
+    from tgdp.store.seaweed import SeaweedServer, weed_binary
     from tgdp.store.writer import assemble_split, split_files
 
     binary = weed_binary()

