@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tgdp.config import StrictConfig
 
@@ -28,6 +28,14 @@ class StoreConfig(StrictConfig):
         None, description="node-local shard cache of remote stores (else $TGDP_STORE_CACHE or ~/.cache/tgdp/shards)"
     )
     cache_limit_gb: float = Field(200.0, gt=0, description="evict least recently used cached shards beyond this")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        """A config is saved in every run dir and checkpoint: user info in the endpoint would leak a secret."""
+        if v is not None and "@" in v.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("store.endpoint_url must not hold credentials (user:secret@); use the environment")
+        return v
 
     def cache(self) -> ShardCache:
         """The shard cache this config names."""

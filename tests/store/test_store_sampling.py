@@ -40,3 +40,20 @@ def test_block_order_covers_every_row_once_block_by_block(block: int) -> None:
 def test_auto_is_block_for_remote_stores_only() -> None:
     assert resolve_mode("auto", True) == "block" and resolve_mode("auto", False) == "global"
     assert resolve_mode("global", True) == "global"
+
+
+def test_an_endpoint_with_credentials_is_refused_without_echoing_them() -> None:
+    from pydantic import ValidationError
+
+    from tgdp.store.config import StoreConfig
+
+    assert StoreConfig(endpoint_url="http://127.0.0.1:8333").endpoint_url == "http://127.0.0.1:8333"
+    with pytest.raises(ValidationError, match="must not hold credentials") as err:
+        StoreConfig(endpoint_url="http://AKIA:topsecret@127.0.0.1:8333")
+    assert "must not hold credentials" in str(err.value)
+    from typer.testing import CliRunner
+
+    from tgdp.pipeline.cli import app
+
+    out = CliRunner().invoke(app, ["verify", "/nonexistent", "--set", "store.endpoint_url=http://AKIA:topsecret@h:1"])
+    assert out.exit_code == 2 and "must not hold credentials" in out.output and "topsecret" not in out.output
