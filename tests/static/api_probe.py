@@ -70,6 +70,13 @@ tgdp.store.sampling.ShuffleMode
 tgdp.store.sampling.epoch_order
 tgdp.store.sampling.resolve_mode
 
+import tgdp.store.seaweed
+tgdp.store.seaweed.S3_ACCESS_KEY
+tgdp.store.seaweed.S3_SECRET_KEY
+tgdp.store.seaweed.SeaweedServer
+tgdp.store.seaweed.free_ports
+tgdp.store.seaweed.weed_binary
+
 import tgdp.store.verify
 tgdp.store.verify.VerifyReport
 tgdp.store.verify.verify_store
@@ -289,17 +296,12 @@ tgdp.pipeline.synth.render_labels
 tgdp.pipeline.synth.sound_labels
 
 import tgdp.pipeline.testing
-tgdp.pipeline.testing.S3_ACCESS_KEY
-tgdp.pipeline.testing.S3_SECRET_KEY
-tgdp.pipeline.testing.SeaweedServer
 tgdp.pipeline.testing.StoreLike
-tgdp.pipeline.testing.free_ports
 tgdp.pipeline.testing.make_clip
 tgdp.pipeline.testing.make_corpus
 tgdp.pipeline.testing.make_root
 tgdp.pipeline.testing.make_store
 tgdp.pipeline.testing.manifest_row
-tgdp.pipeline.testing.weed_binary
 
 import tgdp.pipeline.truth
 tgdp.pipeline.truth.AUDIO_LABELS
@@ -560,6 +562,9 @@ tgdp.eval.table.write_embeddings
 import tgdp.experiments.demo
 tgdp.experiments.demo.DemoConfig
 tgdp.experiments.demo.run_demo
+
+import tgdp.experiments.demo_s3
+tgdp.experiments.demo_s3.run_demo_s3
 
 import tgdp.experiments.reproduce
 tgdp.experiments.reproduce.Budget
