@@ -162,3 +162,20 @@ def test_processes_on_one_node_download_each_shard_once(s3: dict, tmp_path: Path
     with mp.get_context("spawn").Pool(3) as pool:
         downloads = pool.starmap(_fetch_all, [(s3["uri"], str(tmp_path / "cache"), env)] * 3)
     assert sum(downloads) == len(index.shards), downloads
+
+
+def test_datasets_load_from_disk_opens_the_bucket_store(s3: dict, tmp_path: Path) -> None:
+    """`datasets.load_from_disk("s3://…", storage_options=…)` (fsspec's s3fs, a dev dependency) opens the store."""
+    import os
+
+    import datasets
+
+    write_split(s3["uri"], tmp_path / "st", n=5)
+    opts = {
+        "key": os.environ["AWS_ACCESS_KEY_ID"],
+        "secret": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "client_kwargs": {"endpoint_url": s3["endpoint"], "region_name": "us-east-1"},
+    }
+    dd = datasets.load_from_disk(s3["uri"], storage_options=opts)
+    assert isinstance(dd, datasets.DatasetDict) and list(dd) == ["train"]
+    assert dd["train"].num_rows == 5 and dd["train"][0]["clip_id"] == "d:000:0"
