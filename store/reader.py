@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
+from collections import OrderedDict
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from tgdp.store.fs import Location, location
 __all__ = ["Store"]
 
 _HEAVY = ("fbank", "frames_jpeg")
+MAX_MAPPED_REMOTE = 8  # shards a process keeps mapped from a remote split (block shuffle touches a few at a time)
 
 
 class _Batch:
@@ -61,8 +64,11 @@ class Store:
         self._frames = self.meta["frames"]
         self._num_rows = self.index.num_rows
         self._pid: int | None = None
-        self._batches: list[_Batch] = []
-        self._starts: list[int] = []
+        self._shard_starts: list[int] = []
+        # shard k -> (its record batches, their first rows); remote splits keep only the most recently used mapped,
+        # so the cache can evict a shard this process has finished with.
+        self._mapped: OrderedDict[int, tuple[list[_Batch], list[int]]] = OrderedDict()
+        self._max_mapped = MAX_MAPPED_REMOTE if self.location.remote else 0
         self._lut: np.ndarray | None = None
         self._clip_ids: list[str] | None = None
         self._id_to_row: dict[str, int] | None = None
@@ -97,19 +103,25 @@ class Store:
             )
         return store
 
-    # -- lazy, per-process mmaps -------------------------------------------------------------------------
-    def _ensure(self) -> None:
-        if self._pid == os.getpid():
-            return
+    # -- lazy, per-process mmaps, one shard at a time ----------------------------------------------------------
+    def _start_process(self) -> None:
+        """First use in this process (or a forked worker): row ranges from the index, nothing mapped yet."""
+        self._check_total(sum(s.rows for s in self.index.shards))
+        self._shard_starts = list(accumulate([0, *(s.rows for s in self.index.shards)]))
+        self._mapped = OrderedDict()
+        self._pid = os.getpid()
+
+    def _map_shard(self, k: int) -> tuple[list[_Batch], list[int]]:
+        table = self._open_shard(self.index.shards[k])
         batches: list[_Batch] = []
         starts = [0]
-        for shard in self.index.shards:
-            table = self._open_shard(shard)
-            for rb in table.to_batches():
-                batches.append(_Batch(rb, self._fb["target_length"], self._fb["num_mel_bins"], self._frames["n"]))
-                starts.append(starts[-1] + rb.num_rows)
-        self._check_total(starts[-1])
-        self._batches, self._starts, self._pid = batches, starts, os.getpid()
+        for rb in table.to_batches():
+            batches.append(_Batch(rb, self._fb["target_length"], self._fb["num_mel_bins"], self._frames["n"]))
+            starts.append(starts[-1] + rb.num_rows)
+        self._mapped[k] = (batches, starts)
+        if self._max_mapped and len(self._mapped) > self._max_mapped:
+            self._mapped.popitem(last=False)  # views already handed out keep their buffers alive
+        return batches, starts
 
     def _check_total(self, total: int) -> None:
         if total != self._num_rows:
@@ -148,10 +160,19 @@ class Store:
         return table
 
     def check(self) -> None:
-        """Pre-flight check of every shard against index.json: present, byte size, readable, row count (raises
-        StoreError naming the first damaged shard). Cheap (metadata reads over the mmaps); sha256 over every byte
-        is `tgdp-data verify`'s job. A remote split downloads every shard into the cache here."""
-        self._check_total(sum(self._open_shard(shard).num_rows for shard in self.index.shards))
+        """Pre-flight check of every shard against index.json (raises StoreError naming the first damaged shard).
+        Local: present, byte size, readable, row count (metadata reads over the mmaps). Remote: every object present
+        with its index.json byte size (one HEAD each, nothing downloaded: the cache checks sha256 on download).
+        sha256 over every byte is `tgdp-data verify`'s job."""
+        if not self.location.remote:
+            self._check_total(sum(self._open_shard(shard).num_rows for shard in self.index.shards))
+            return
+        self._check_total(sum(s.rows for s in self.index.shards))
+        for shard in self.index.shards:
+            size = self.location.size(shard.file)
+            if size != shard.bytes:
+                found = "missing" if size is None else f"{size} bytes, index.json says {shard.bytes}"
+                raise StoreError(f"shard {shard.file} of {self.location} is damaged: {found}; re-run `tgdp-data shard`")
 
     def __getstate__(self) -> dict[str, Any]:
         return {"uri": self.location.uri, "endpoint_url": self.location.endpoint_url, "cache": self._cache}
@@ -166,9 +187,17 @@ class Store:
         if i < 0:
             i += self._num_rows
         if self._pid != os.getpid():
-            self._ensure()
-        b = bisect_right(self._starts, i) - 1
-        return self._batches[b], i - self._starts[b]
+            self._start_process()
+        k = bisect_right(self._shard_starts, i) - 1
+        mapped = self._mapped.get(k)
+        if mapped is None:
+            mapped = self._map_shard(k)
+        elif self._max_mapped:
+            self._mapped.move_to_end(k)
+        batches, starts = mapped
+        r = i - self._shard_starts[k]
+        b = bisect_right(starts, r) - 1
+        return batches[b], r - starts[b]
 
     # -- public API ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -177,10 +206,13 @@ class Store:
     @property
     def clip_ids(self) -> list[str]:
         if self._clip_ids is None:
-            self._ensure()
+            if self._pid != os.getpid():
+                self._start_process()
             ids: list[str] = []
-            for b in self._batches:
-                ids.extend(b.batch.column("clip_id").to_pylist())
+            for k in range(len(self.index.shards)):
+                batches, _ = self._mapped.get(k) or self._map_shard(k)
+                for b in batches:
+                    ids.extend(b.batch.column("clip_id").to_pylist())
             self._clip_ids = ids
         return self._clip_ids
 

@@ -36,8 +36,8 @@ def test_a_split_written_to_s3_reads_back_like_the_local_one(s3: dict, tmp_path:
     assert cache.downloads == len(local.shards)
     assert sorted(p.stem for p in (tmp_path / "cache").glob("*/*.arrow")) == sorted(e.sha256 for e in local.shards)
     again = Store(loc.child("train"), ShardCache(tmp_path / "cache"))
-    again.check()
-    assert again._cache.downloads == 0  # every shard once per node
+    again.check()  # HEADs only: nothing downloaded
+    assert again.clip_ids == ref.clip_ids and again._cache.downloads == 0  # every shard once per node
     report = verify_store(s3["uri"], decode_jpegs=False)
     assert report.ok and report.splits == {"train": 7}, report.problems
     assert Store.open(s3["uri"]).split == "train"
@@ -89,7 +89,7 @@ def test_a_corrupt_shard_object_is_named_by_its_sha256(s3: dict, tmp_path: Path)
     split.write_bytes(bytes(data), name)
     st = Store(split, ShardCache(tmp_path / "cache"))
     with pytest.raises(StoreError, match=rf"shard {name} of s3://.* is corrupt: sha256"):
-        st.check()
+        st.clip_ids  # noqa: B018 - maps every shard
     assert not list((tmp_path / "cache").glob("*/.tmp-*"))  # nothing partial left in the cache
     assert any(name in p for p in verify_store(s3["uri"], decode_jpegs=False).problems)
 
@@ -131,7 +131,7 @@ def test_server_killed_mid_download_retries_then_names_shard_and_uri(
     server.stop()
     try:
         with pytest.raises(RemoteError) as err:
-            st.check()
+            st.fbank(0)
     finally:
         server.start()
     text = str(err.value)
@@ -140,7 +140,7 @@ def test_server_killed_mid_download_retries_then_names_shard_and_uri(
     # The server is back (its volume servers take a moment to rejoin): the SDK's and the cache's retries converge.
     monkeypatch.setattr(fs, "S3_MAX_ATTEMPTS", 5)
     monkeypatch.setattr(fs, "_FILESYSTEMS", {})
-    Store(split, ShardCache(tmp_path / "cache", attempts=8, backoff_s=0.25)).check()
+    assert len(Store(split, ShardCache(tmp_path / "cache", attempts=8, backoff_s=0.25)).clip_ids) == 4
 
 
 def _fetch_all(uri: str, cache_dir: str, env: dict) -> int:
@@ -149,7 +149,9 @@ def _fetch_all(uri: str, cache_dir: str, env: dict) -> int:
 
     os.environ.update(env)
     cache = ShardCache(cache_dir)
-    Store.open(uri, "train", cache=cache).check()
+    store = Store.open(uri, "train", cache=cache)
+    store.check()
+    assert len(store.clip_ids) == len(store)
     return cache.downloads
 
 
@@ -179,3 +181,19 @@ def test_datasets_load_from_disk_opens_the_bucket_store(s3: dict, tmp_path: Path
     dd = datasets.load_from_disk(s3["uri"], storage_options=opts)
     assert isinstance(dd, datasets.DatasetDict) and list(dd) == ["train"]
     assert dd["train"].num_rows == 5 and dd["train"][0]["clip_id"] == "d:000:0"
+
+
+def test_a_remote_read_downloads_only_the_shards_it_touches(s3: dict, tmp_path: Path) -> None:
+    """Rows are mapped shard by shard: reading one row of a remote split downloads one shard, and `check` (the
+    training pre-flight) downloads none but names a missing object."""
+    index = write_split(s3["uri"], tmp_path / "st", n=7)
+    split = location(s3["uri"]).child("train")
+    cache = ShardCache(tmp_path / "cache")
+    st = Store(split, cache)
+    st.check()
+    assert cache.downloads == 0
+    st.fbank(len(st) - 1)
+    assert cache.downloads == 1
+    split.delete(index.shards[0].file)
+    with pytest.raises(StoreError, match=rf"shard {index.shards[0].file} of s3://.* is damaged: missing"):
+        Store(split, ShardCache(tmp_path / "cache2")).check()
