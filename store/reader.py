@@ -1,10 +1,10 @@
 """The store reader: `Store`, one split, opened from a directory or an object-store URI.
 
-Each shard is memory-mapped (`pa.memory_map` + `pa.ipc.open_stream(...).read_all()`), so `fbank(i)` is a zero-copy
-numpy view into the page cache and a DataLoader worker costs a few MB. Mmaps are opened lazily, per process: a
-pickled or forked Store re-opens its files in the worker on first use. A remote split (`s3://…`) is read through
-the node's shard cache (`tgdp.store.cache.ShardCache`): each shard is downloaded whole, checked against its sha256
-in index.json, then mapped like a local one.
+Each shard is memory-mapped when one of its rows is first read (`pa.memory_map` + `pa.ipc.open_stream(...)
+.read_all()`), so `fbank(i)` is a zero-copy numpy view into the page cache and a DataLoader worker costs a few MB.
+Mmaps are opened lazily, per process: a pickled or forked Store re-opens its files in the worker on first use. A
+remote split (`s3://…`) is read through the node's shard cache (`tgdp.store.cache.ShardCache`): each shard is
+downloaded whole, checked against its sha256 in index.json, then mapped like a local one.
 
 Hot path (a training sample = one frame + its segment): row → (batch, offset) is a `bisect` over precomputed batch
 starts, JPEG and fbank offsets are numpy views of the Arrow buffers computed once per record batch, and `segment`
