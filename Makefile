@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tgdp-installed
 TGDP_NO_APT ?=
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup ffmpeg test test-numerics test-fast lint demo bench gpu-check reproduce reproduce-short wheel-check clean
+.PHONY: setup ffmpeg test test-numerics test-fast lint demo demo-s3 bench gpu-check reproduce reproduce-short wheel-check clean
 
 setup: ffmpeg $(STAMP)
 
@@ -54,6 +54,10 @@ lint: setup
 
 demo: setup
 	$(BIN)/python -m tgdp.experiments demo --out $(DEMO_DIR)
+
+# The demo chain with the store in a local SeaweedFS bucket (dev extras): shard to s3://, train and embed from it.
+demo-s3: setup
+	$(BIN)/python -m tgdp.experiments demo-s3 --out runs/demo-s3 --set num_clips=40 --set train_steps=30 --set backend=serial
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all

@@ -51,7 +51,7 @@ def _loader_rate(store: Path, workers: int, samples: int = 2048) -> tuple[float,
     """(samples per wall second, samples per CPU-second of this process; the latter is meaningful at 0 workers)."""
     import torch
 
-    from tgdp.pipeline.store import Store
+    from tgdp.store import Store
 
     class Pairs(torch.utils.data.Dataset):
         def __init__(self, st: Store) -> None:

@@ -125,7 +125,7 @@ def short_run(name: str, store: Path, out: Path, steps: int, batch: int, seed: i
     """Train candidate `name` for `steps` × `batch` on `store`; returns training and held-out health figures."""
     from tgdp.eval.embed import load_encoder
     from tgdp.eval.health import store_health
-    from tgdp.pipeline.store import Store
+    from tgdp.store import Store
     from tgdp.train.config import load_run_config
     from tgdp.train.loop import fit
 

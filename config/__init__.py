@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -314,7 +315,8 @@ def validation_messages(exc: ValidationError, prefix: str = "", cls: type[BaseMo
         elif isinstance(nested, ConfigError):  # a section resolved by its own loader (RunConfig.model) said it all
             lines.append(str(nested))
         else:
-            lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+            got = re.sub(r"(://)[^/@\s'\"]+@", r"\1***@", repr(err.get("input")))  # no URI credentials echoed
+            lines.append(f"{loc}: {err['msg']} (got {got})")
     return lines
 
 

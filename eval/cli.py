@@ -38,9 +38,9 @@ def _model_name(meta: dict, emb: Path) -> str:
 @app.command()
 def embed(
     checkpoint: Path = typer.Option(..., exists=True, dir_okay=False, help="tgdp checkpoint or released state dict"),
-    store: Path = typer.Option(..., exists=True, file_okay=False, help="STORE dir or a split dir"),
+    store: str = typer.Option(..., help="STORE (dir or s3://, gs://, az:// URI) or one split of it"),
     out: Path = typer.Option(..., help="output embedding table (.arrow)"),
-    split: str = typer.Option("eval", help="store split"),
+    split: Optional[str] = typer.Option(None, help="store split (default: the split --store is, else eval)"),
     batch_size: int = typer.Option(8, min=1, help="clips per forward batch (each clip = 16 frame/segment pairs)"),
     list_file: Optional[Path] = typer.Option(
         None, "--list", exists=True, help="only these clips (ids or CAV-MAE JSON)"
@@ -57,15 +57,17 @@ def embed(
     from tgdp.eval.embed import embed_store, load_encoder, select_clips
     from tgdp.eval.retrieval import load_id_list
     from tgdp.eval.table import write_embeddings
-    from tgdp.pipeline.store import Store
+    from tgdp.store import Store
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dev = _device(device)
     model, info = load_encoder(checkpoint, preset, dev)
-    st = Store.open(store, split=split)
+    st = Store.open(store, split, default_split="eval")
     rows, missing = select_clips(st, load_id_list(list_file) if list_file else None)
     table = embed_store(model, st, rows, batch_size, dev, num_workers, features, progress=True)  # type: ignore[arg-type]
-    table.meta.update(info, store=str(store), split=split, list=str(list_file) if list_file else None, missing=missing)
+    table.meta.update(
+        info, store=str(st.location), split=st.split, list=str(list_file) if list_file else None, missing=missing
+    )
     write_embeddings(out, table, dtype)
     typer.echo(
         f"wrote {out}: {len(table)} clips × {table.num_frames} frames × D={table.dim} ({dtype}); "
@@ -188,8 +190,8 @@ def config_cmd(
 @app.command()
 def health(
     checkpoint: Path = typer.Option(..., exists=True, dir_okay=False, help="tgdp training checkpoint"),
-    store: Path = typer.Option(..., exists=True, file_okay=False, help="STORE dir or a split dir"),
-    split: str = typer.Option("eval", help="store split (held-out clips)"),
+    store: str = typer.Option(..., help="STORE (dir or s3://, gs://, az:// URI) or one split of it"),
+    split: Optional[str] = typer.Option(None, help="store split (default: the split --store is, else eval)"),
     batch_size: int = typer.Option(64, min=2, help="clips per InfoNCE chunk (chance level = ln of this)"),
     frame: int = typer.Option(8, min=0, help="frame index of the pair taken from each clip"),
     out: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
@@ -200,24 +202,26 @@ def health(
     from tgdp.eval.embed import load_encoder
     from tgdp.eval.health import store_health
     from tgdp.eval.retrieval import DIRECTION_LABELS
-    from tgdp.pipeline.store import Store
+    from tgdp.store import Store
 
     dev = _device(device)
     model, info = load_encoder(checkpoint, None, dev, with_teacher=True)
-    st = Store.open(store, split=split)
+    st = Store.open(store, split, default_split="eval")
     res = store_health(model, st, None, frame, batch_size, dev, with_teacher=info["teacher_loaded"], grad_shares=True)
-    res.update(checkpoint=str(checkpoint), model_preset=info["model_preset"], step=info["step"], split=split)
+    res.update(checkpoint=str(checkpoint), model_preset=info["model_preset"], step=info["step"], split=st.split)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2), encoding="utf-8")
     if json_out:
         typer.echo(dumps_json(res))
         return
+    heldout = "held-out" if st.split != "train" else "TRAINING-split (not held-out)"
     typer.echo(
-        f"{checkpoint} ({info['model_preset']}, step {info['step']}) on {res['clips']} {split} clips, frame {frame}"
+        f"{checkpoint} ({info['model_preset']}, step {info['step']}) on {res['clips']} {st.split} clips, frame {frame}"
     )
     typer.echo(
-        f"held-out InfoNCE {res['heldout_nce']:.3f} vs chance ln({res['nce_batch']}) = {res['heldout_nce_chance']:.3f} "
+        f"{heldout} InfoNCE {res['heldout_nce']:.3f}"
+        f" vs chance ln({res['nce_batch']}) = {res['heldout_nce_chance']:.3f} "
         f"(ratio {res['nce_ratio']:.3f}, {DIRECTION_LABELS.get(res['contrastive'], res['contrastive'])})"
     )
     for m in ("a", "v"):
@@ -250,8 +254,8 @@ def selection(
     per-patch ground truth (`tgdp-data truth`), next to random selection at the same ratio."""
     from tgdp.eval.embed import load_encoder
     from tgdp.eval.selection import store_selection
-    from tgdp.pipeline.store import Store
     from tgdp.pipeline.truth import PatchTruth, TruthError
+    from tgdp.store import Store
 
     dev = _device(device)
     model, info = load_encoder(checkpoint, None, dev, with_teacher=True)

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tgdp.eval.retrieval import MissingClipsWarning
 from tgdp.eval.table import EmbeddingTable, video_id_from_clip_id
-from tgdp.pipeline.store import StoreMismatchError
+from tgdp.store import StoreMismatchError
 
 __all__ = [
     "EmbedDataset",

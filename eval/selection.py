@@ -24,8 +24,8 @@ from tgdp.eval.embed import EmbedDataset, check_geometry
 from tgdp.model.cavmae_sync import TeacherEncoder
 from tgdp.model.config import keep_count
 from tgdp.model.masking import priority_order
-from tgdp.pipeline.store import segment_start
 from tgdp.pipeline.truth import AUDIO_LABELS, VISUAL_LABELS, PatchTruth, label_precision
+from tgdp.store import segment_start
 
 __all__ = ["store_selection", "summarise"]
 

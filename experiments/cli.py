@@ -30,6 +30,20 @@ def demo(
     run_demo(out, load_config(DemoConfig, config, overrides))
 
 
+@app.command("demo-s3")
+def demo_s3(
+    out: Path = typer.Option(Path("runs/demo-s3"), help="output directory (the local SeaweedFS data goes to OUT/s3)"),
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="DemoConfig YAML"),
+    overrides: list[str] = typer.Option([], "--set", help="DemoConfig key=value (repeatable), e.g. train_steps=40"),
+) -> None:
+    """The demo chain with the store in a local S3 bucket (SeaweedFS): shard to s3://, train and embed from it."""
+    from tgdp.config import load_config
+    from tgdp.experiments.demo import DemoConfig
+    from tgdp.experiments.demo_s3 import run_demo_s3
+
+    run_demo_s3(out, load_config(DemoConfig, config, overrides))
+
+
 @app.command()
 def reproduce(
     out: Path = typer.Option(Path("runs/reproduce"), help="output directory: cached runs, results.json/.md"),

@@ -32,9 +32,9 @@ EXIT_EXPECTED = 2  # bad input or environment: one line, no traceback
 # lookup imports nothing (the CLIs stay fast to start and `tgdp.model` keeps its light imports).
 _EXPECTED = {
     "tgdp.config": ("ConfigError",),
-    "tgdp.pipeline.store": ("StoreError", "StoreMismatchError"),
+    "tgdp.store.format": ("StoreError", "StoreMismatchError", "ShardError"),
+    "tgdp.store.fs": ("RemoteError",),
     "tgdp.pipeline.manifest": ("ManifestError",),
-    "tgdp.pipeline.shard": ("ShardError",),
     "tgdp.pipeline.validate": ("ValidateError",),
     "tgdp.pipeline.truth": ("TruthError",),
     "tgdp.model.checkpoint": ("CheckpointError",),
@@ -342,8 +342,8 @@ def truth_cmd(
     """Write the per-patch ground truth of a store built from `tgdp-data synth` (STORE/truth/<split>.npz: object /
     decoy / background per frame cell, note / distractor / quiet per fbank frame), recomputed from the synth
     section of the same config; training logs the teacher's selection precision when it is there."""
-    from tgdp.pipeline.store import Store
     from tgdp.pipeline.truth import write_truth
+    from tgdp.store import Store
 
     cfg = pipeline_config(config, set_)
     for name in split:
@@ -581,7 +581,7 @@ def export_cmd(
 @app.command("shard")
 def shard_cmd(
     root: Path = typer.Argument(..., help="pipeline ROOT"),
-    store: Path = typer.Option(..., help="store directory (writes STORE/train and STORE/eval)"),
+    store: str = typer.Option(..., help="store directory or s3://, gs://, az:// URI (writes STORE/train, STORE/eval)"),
     backend: str = BACKEND,
     workers: int = WORKERS,
     address: str | None = ADDRESS,
@@ -597,12 +597,14 @@ def shard_cmd(
 
     from tgdp.pipeline.shard import run_shard
 
-    cfg = pipeline_config(config, set_).shard_config()
+    pcfg = pipeline_config(config, set_)
+    cfg = pcfg.shard_config()
     require_root(root)  # before anything is created: no empty STORE for a wrong ROOT
     s = run_shard(
         root,
         store,
         cfg,
+        endpoint_url=pcfg.store.endpoint_url,
         backend=backend,
         num_workers=workers,
         address=address,
@@ -624,15 +626,20 @@ def shard_cmd(
 
 @app.command("verify")
 def verify_cmd(
-    store: Path = typer.Argument(..., help="store directory or one split directory"),
+    store: str = typer.Argument(..., help="store directory or URI, or one split of it"),
     as_json: bool = typer.Option(False, "--json", help="print {store, ok, splits, problems} as JSON"),
+    config: Path | None = CONFIG,
+    set_: list[str] = set_option("store.endpoint_url=http://127.0.0.1:8333"),
 ) -> None:
     """Check shard checksums, row counts, that every JPEG decodes to size×size×3 and every fbank is finite."""
-    from tgdp.pipeline.shard import verify_store
+    from tgdp.store.fs import location
+    from tgdp.store.verify import verify_store
 
-    if not store.is_dir():
+    loc = location(store, pipeline_config(config, set_).store.endpoint_url)
+    if not loc.remote and not loc.local.is_dir():
         raise FileNotFoundError(f"store {store} does not exist: pass the --store directory `tgdp-data shard` wrote")
-    report = verify_store(store)
+    loc.check_bucket()
+    report = verify_store(loc)
     if as_json:
         typer.echo(
             dumps_json({"store": str(store), "ok": report.ok, "splits": report.splits, "problems": report.problems})

@@ -38,6 +38,7 @@ from tgdp.pipeline.manifest import ManifestConfig
 from tgdp.pipeline.shard import ShardConfig
 from tgdp.pipeline.synth import SynthConfig
 from tgdp.pipeline.validate import ValidateConfig
+from tgdp.store.config import StoreConfig
 
 __all__ = ["PipelineConfig", "load_pipeline_config"]
 
@@ -82,6 +83,7 @@ class PipelineConfig(StrictConfig):
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     validation: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     shard: ShardConfig = Field(default_factory=ShardConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)  # a remote STORE: endpoint (credentials: the environment)
 
     @model_validator(mode="before")
     @classmethod

@@ -20,15 +20,16 @@ that sanitise alike never collide. A file name never starts with `-`, so it can'
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+# The local atomic-file primitives live with the store format (its writers need them, and tgdp.store imports nothing
+# of the pipeline); the pipeline uses them from here.
+from tgdp.store.fs import TMP_PREFIX, atomic_path, atomic_write, commit_temp, file_sha256, temp_path
 
 __all__ = [
     "TMP_PREFIX",
@@ -113,79 +114,6 @@ def within_root(root: Path, path: Path) -> bool:
     except ValueError:
         return False
     return True
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks (the identity recorded for raw clips and shards)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-TMP_PREFIX = ".tmp-"  # the one temporary-name scheme: `.tmp-<pid>-<name>`, next to the file it becomes
-
-
-def temp_path(path: Path | str) -> Path:
-    """The temporary name `path` is written under: `.tmp-<pid>-<name>` in the same directory (same file system, so
-    the rename is atomic; the pid keeps two processes writing the same file apart)."""
-    path = Path(path)
-    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
-
-
-def commit_temp(tmp: Path | str, path: Path | str, exclusive: bool = False) -> Path:
-    """fsync the finished temporary file `tmp`, then `os.replace` it onto `path` (the package's one such rename).
-
-    exclusive: publish with a hard link instead, which fails with FileExistsError when `path` exists (the ledger
-    claims sequence-numbered names this way); `tmp` is removed after a successful link. On a file system without
-    hard links the name is claimed with an exclusive create, then replaced (a reader may meet it empty for an
-    instant: the ledger skips empty files)."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if not exclusive:
-        os.replace(tmp, path)
-        return Path(path)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in _NO_LINKS:
-            raise
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        os.replace(tmp, path)
-        return Path(path)
-    Path(tmp).unlink()
-    return Path(path)
-
-
-_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
-
-
-@contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield the temporary path for `path`, for writers that stream to a path (pyarrow writers, np.savez, ffmpeg).
-
-    A clean exit commits it (`commit_temp`: fsync, rename onto `path`); any exception removes it and propagates.
-    """
-    tmp = temp_path(path)
-    try:
-        yield tmp
-        commit_temp(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write(path: Path | str, data: bytes | str) -> Path:
-    """Write `data` (str as UTF-8) to `path` atomically (`atomic_path`); returns `path`."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    return Path(path)
 
 
 STALE_TEMP_S = 3600.0  # a temporary untouched this long has no live writer (each is written in seconds at most)

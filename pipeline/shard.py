@@ -1,5 +1,5 @@
 """`tgdp-data shard ROOT --store STORE`: valid clips → memory-mappable Arrow shards. The format (index.json, the shard
-writer, verify) belongs to `tgdp.pipeline.store`; this module chooses the rows, the config and the metadata.
+writer, verify) belongs to `tgdp.store`; this module chooses the rows, the config and the metadata.
 
 Per clip: the payload (16 JPEG q90 frames, kaldi fbank) that `validate` already computed from its own decode and left
 in the feature cache ROOT/features/<bb>/<safe_name>.npz (`features.read_feature_cache`, used only when its key —
@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,43 +51,43 @@ from tgdp.pipeline.features import (
     feature_cache_path,
     read_feature_cache,
 )
-from tgdp.pipeline.layout import atomic_write, manifest_path, within_root
+from tgdp.pipeline.layout import manifest_path, safe_name, within_root
 from tgdp.pipeline.ledger import append_table, compact_if_many, latest, latest_table
 from tgdp.pipeline.media import decode_window, ffmpeg_version
-from tgdp.pipeline.store import (
+from tgdp.pipeline.validate import map_clips
+from tgdp.store.format import (
+    FLAGS,
+    METRICS_F32,
     STORE_FORMAT,
-    ShardEntry,
     ShardError,
     StoreError,
     StoreIndex,
-    StoreWriter,
-    VerifyReport,
-    open_sink,
     rows_digest,
-    store_json,
-    verify_store,
+    store_features,
 )
-from tgdp.pipeline.validate import map_clips
+from tgdp.store.fs import Location, location
+from tgdp.store.remote import acquire_lease
+from tgdp.store.writer import (
+    StoreWriter,
+    assemble_split,
+    open_sink,
+    recover_split,
+    shard_entry,
+    write_dataset_dict,
+    write_store_json,
+)
 
 __all__ = [
-    "STORE_FORMAT",
     "ShardConfig",
-    "ShardError",
     "ShardSummary",
-    "VerifyReport",
     "run_shard",
     "shard_clip",
     "split_group",
-    "store_features",
     "store_lock",
     "store_meta",
-    "verify_store",
 ]
 
 log = logging.getLogger(__name__)
-
-_METRICS_F32 = ("audio_dur_s", "video_dur_s", "av_offset_s", "rms_dbfs", "silent_frac", "still_score")
-_FLAGS = ("is_silent", "is_still", "is_av_offset")
 
 
 STORE_LOCK = ".shard.lock"
@@ -162,37 +161,6 @@ def store_meta(cfg: ShardConfig) -> dict[str, Any]:
     }
 
 
-def store_features(cfg: ShardConfig):
-    """`datasets.Features` of a store row (imports `datasets`; the writer and verify need its Arrow types)."""
-    import datasets
-
-    v = datasets.Value
-    return datasets.Features(
-        {
-            "clip_id": v("string"),
-            "video_id": v("string"),
-            "dataset": v("string"),
-            "split": v("string"),
-            "ytid": v("string"),
-            "start_s": v("float64"),
-            "end_s": v("float64"),
-            "labels": datasets.List(v("string")),
-            "leak_eval_overlap": v("bool"),
-            "source_file": v("string"),
-            "source_line": v("int32"),
-            "frames_jpeg": datasets.List(v("binary"), length=cfg.num_frames),
-            "frame_pts_s": datasets.List(v("float32"), length=cfg.num_frames),
-            "fbank": datasets.Array2D((cfg.target_length, cfg.num_mel_bins), "float16"),
-            "fbank_frames": v("int32"),
-            "window_start_s": v("float64"),
-            "video_frames": v("int32"),
-            **{k: v("float32") for k in _METRICS_F32},
-            **{k: v("bool") for k in _FLAGS},
-            "fetch_sha256": v("string"),
-        }
-    )
-
-
 # -- per clip ----------------------------------------------------------------------------------------------
 
 
@@ -252,7 +220,7 @@ def _open_sink(path: Path) -> BinaryIO:
 
 def _write_json(path: Path, obj: Any) -> None:
     """One JSON file of a store, atomically (a seam for fault-injection tests)."""
-    atomic_write(path, store_json(obj))
+    write_store_json(path, obj)
 
 
 # -- driver ------------------------------------------------------------------------------------------------
@@ -297,7 +265,7 @@ def _tasks(root: Path, cfg: ShardConfig) -> dict[str, list[dict[str, Any]]]:
             window_start_s=float(ev["window_start_s"]),
             video_frames=ev.get("video_frames"),
             fetch_sha256=fe.get("sha256"),
-            **{k: ev.get(k) for k in (*_METRICS_F32, *_FLAGS)},
+            **{k: ev.get(k) for k in (*METRICS_F32, *FLAGS)},
         )
         dur = float(row["end_s"]) - float(row["start_s"])
         key = cache_key(fe.get("sha256"), float(ev["window_start_s"]), dur, params, ev.get("valid_rule"), ff_version)
@@ -322,6 +290,26 @@ def _digest(task: Mapping[str, Any], meta_digest: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+@dataclass
+class _Target:
+    """Where a shard run writes: the store `loc`, the local staging root, the events' `store` value, the lease."""
+
+    loc: Location
+    staging: Path
+    where: str
+    renew: Any = None
+
+    @classmethod
+    def of(cls, root: Path, store: str | os.PathLike | Location, endpoint_url: str | None) -> _Target:
+        loc = location(store, endpoint_url)
+        if not loc.remote:
+            local = loc.local
+            local.mkdir(parents=True, exist_ok=True)
+            return cls(loc, local / ".staging", str(local.resolve()))
+        # A remote store is staged on ROOT's disk (POSIX: renames, fsync), one folder per store URI.
+        return cls(loc, root / "store-staging" / safe_name(loc.uri), loc.uri)
+
+
 def _shard_ids(path: Path) -> list[str]:
     """The clip ids of one store shard, in order (only the clip_id column is read)."""
     with pa.memory_map(str(path), "r") as source:
@@ -331,7 +319,7 @@ def _shard_ids(path: Path) -> list[str]:
 
 def _shard_split(
     root: Path,
-    store: Path,
+    target: _Target,
     split: str,
     tasks: list[dict[str, Any]],
     cfg: ShardConfig,
@@ -347,14 +335,14 @@ def _shard_split(
     meta_digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
     digests = [_digest(t, meta_digest) for t in tasks]
     inputs_sha256 = rows_digest(digests)
-    if not force and _up_to_date(root, store, split, tasks, inputs_sha256, summary):
+    if not force and _up_to_date(root, target, split, tasks, inputs_sha256, summary):
         _drop_cache(tasks, cfg)
         return
 
     features = store_features(cfg)
     schema = features.arrow_schema
     schema = schema.with_metadata({**(schema.metadata or {}), b"tgdp": json.dumps(meta, sort_keys=True).encode()})
-    staging = store / ".staging" / split
+    staging = target.staging / split
     staging.mkdir(parents=True, exist_ok=True)
     shape = (cfg.target_length, cfg.num_mel_bins)
     kw = dict(fbank_shape=shape, shard_bytes=cfg.shard_bytes, batch_rows=cfg.batch_rows, open_sink=_open_sink)
@@ -366,37 +354,59 @@ def _shard_split(
     index = StoreIndex(
         split=split,
         num_rows=sum(side["rows"] for side in writer.shards),
-        shards=[_entry(k, len(writer.shards), side) for k, side in enumerate(writer.shards)],
+        shards=[shard_entry(k, len(writer.shards), side) for k, side in enumerate(writer.shards)],
         meta=meta,
         config=cfg.model_dump(),
         inputs_sha256=inputs_sha256,
     )
-    _assemble(store, index, staging, [side["file"] for side in writer.shards], features)
+    staged = [side["file"] for side in writer.shards]
+    assemble_split(target.loc, index, staging, staged, features, _write_json, target.renew)
     placed = [(e.file, side["clip_ids"]) for e, side in zip(index.shards, writer.shards, strict=True)]
     summary.rows[split], summary.shards[split] = index.num_rows, len(index.shards)
-    _shard_events(root, store, split, placed, tasks, summary.failed)
+    _shard_events(root, target.where, split, placed, tasks, summary.failed)
     _drop_cache(tasks, cfg)
 
 
 def _up_to_date(
-    root: Path, store: Path, split: str, tasks: list[dict[str, Any]], inputs_sha256: str, summary: ShardSummary
+    root: Path, target: _Target, split: str, tasks: list[dict[str, Any]], inputs_sha256: str, summary: ShardSummary
 ) -> bool:
     """Whether STORE/<split> already holds these inputs (then its missing shard events are recorded)."""
-    final_dir = store / split
+    final = target.loc.child(split)
     try:
-        old = StoreIndex.read(final_dir)
+        old = StoreIndex.read(final)
     except FileNotFoundError:
         return False
     except StoreError as exc:  # another format or a damaged index: this run rebuilds the split
-        log.warning("%s; rebuilding %s", exc, final_dir)
+        log.warning("%s; rebuilding %s", exc, final)
         return False
-    if old.inputs_sha256 != inputs_sha256 or not all((final_dir / s.file).is_file() for s in old.shards):
+    if old.inputs_sha256 != inputs_sha256 or not all(final.size(s.file) == s.bytes for s in old.shards):
         return False
     summary.up_to_date.append(split)
     summary.rows[split], summary.shards[split] = old.num_rows, len(old.shards)
-    placed = [(s.file, _shard_ids(final_dir / s.file)) for s in old.shards]
-    _shard_events(root, store, split, placed, tasks, summary.failed, only_new=True)
+    if _all_recorded(root, target.where, tasks):
+        return True  # nothing to add: no shard is read (a remote one would be downloaded)
+    if final.remote:
+        from tgdp.store.cache import default_cache
+
+        cache = default_cache()
+        placed = [(s.file, _shard_ids(cache.fetch(final, s))) for s in old.shards]
+    else:
+        placed = [(s.file, _shard_ids(final.local / s.file)) for s in old.shards]
+    _shard_events(root, target.where, split, placed, tasks, summary.failed, only_new=True)
     return True
+
+
+def _all_recorded(root: Path, where: str, tasks: list[dict[str, Any]]) -> bool:
+    """Whether every task's latest shard event is ok, in this store, on the same download."""
+    ids = pa.array([t["clip_id"] for t in tasks], pa.string())
+    cols = {"status": pa.string(), "fetch_sha256": pa.string(), "store": pa.string()}
+    last = latest_table(root, "shard", ids, cols)
+    sha = pa.array([t["row"].get("fetch_sha256") for t in tasks], pa.string())
+    ok = pc.and_(
+        pc.and_(pc.equal(last.column("status"), "ok"), pc.equal(last.column("store"), where)),
+        pc.equal(last.column("fetch_sha256"), sha),
+    )
+    return bool(pc.all(pc.fill_null(ok, False)).as_py())
 
 
 def _pack(
@@ -452,64 +462,9 @@ def _drop_cache(tasks: list[dict[str, Any]], cfg: ShardConfig) -> None:
             Path(task["cache_path"]).unlink(missing_ok=True)
 
 
-def _entry(k: int, n: int, side: dict[str, Any]) -> ShardEntry:
-    """The index entry of staged shard `side` placed as shard k of n."""
-    return ShardEntry(
-        file=f"data-{k:05d}-of-{n:05d}.arrow",
-        rows=side["rows"],
-        bytes=side["bytes"],
-        sha256=side["sha256"],
-        first_clip_id=side["clip_ids"][0],
-        last_clip_id=side["clip_ids"][-1],
-    )
-
-
-def _assemble(store: Path, index: StoreIndex, staging: Path, staged: list[str], features: Any) -> None:
-    """Build the complete split in a temporary directory (the `staged` shards under their index names, the
-    `datasets` files, index.json last), then swap it into place."""
-    split = index.split
-    tmp_dir = store / f".tmp-{split}"
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)
-    tmp_dir.mkdir(parents=True)
-    try:
-        for name, entry in zip(staged, index.shards, strict=True):
-            os.replace(staging / name, tmp_dir / entry.file)
-        info = {
-            "citation": "",
-            "description": f"tgdp clip store ({split}); see index.json and docs/STORE.md",
-            "features": features.to_dict(),
-            "homepage": "",
-            "license": "",
-        }
-        _write_json(tmp_dir / "dataset_info.json", info)
-        state = {
-            "_data_files": [{"filename": e.file} for e in index.shards],
-            "_fingerprint": index.inputs_sha256[:16],
-            "_format_columns": None,
-            "_format_kwargs": {},
-            "_format_type": None,
-            "_output_all_columns": False,
-            "_split": None,
-        }
-        _write_json(tmp_dir / "state.json", state)
-        _write_json(tmp_dir / "index.json", index.to_dict())  # written last: its presence marks a complete split
-    except OSError as exc:
-        raise ShardError(f"assembling {tmp_dir}: {exc.strerror or exc}") from exc
-    final_dir = store / split
-    old_dir = store / f".old-{split}"
-    if old_dir.exists():
-        shutil.rmtree(old_dir)
-    if final_dir.exists():
-        os.replace(final_dir, old_dir)
-    os.replace(tmp_dir, final_dir)
-    shutil.rmtree(old_dir, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
 def _shard_events(
     root: Path,
-    store: Path,
+    where: str,
     split: str,
     placed: list[tuple[str, list[str]]],
     tasks: list[dict[str, Any]],
@@ -524,7 +479,6 @@ def _shard_events(
     ids = [cid for _, cids in placed for cid in cids]
     files = [name for name, cids in placed for _ in cids]
     bad = [cid for cid in sha if cid in failed]
-    where = str(store.resolve())
     table = pa.table(
         {
             "clip_id": pa.array(ids + bad, pa.string()),
@@ -550,21 +504,9 @@ def _shard_events(
     compact_if_many(root, "shard")
 
 
-def _write_dataset_dict(store: Path) -> None:
-    """STORE/dataset_dict.json (`{"splits": [...]}`), what `datasets.load_from_disk(STORE)` looks for to open the
-    store as a DatasetDict. It names the complete splits only (those with index.json) and holds nothing else, so
-    identical stores stay byte-identical; no index.json lists it, and verify checks it against the split folders."""
-    splits = [s for s in ("train", "eval") if (store / s / "index.json").is_file()]
-    if splits:
-        try:
-            _write_json(store / "dataset_dict.json", {"splits": splits})
-        except OSError as exc:
-            raise ShardError(f"writing {store / 'dataset_dict.json'}: {exc.strerror or exc}") from exc
-
-
 def run_shard(
     root: Path,
-    store: Path,
+    store: str | os.PathLike | Location,
     cfg: ShardConfig | None = None,
     *,
     backend: str = "serial",
@@ -572,24 +514,28 @@ def run_shard(
     address: str | None = None,
     force: bool = False,
     progress: bool = False,
+    endpoint_url: str | None = None,
 ) -> ShardSummary:
-    """Write STORE/train and STORE/eval from the valid clips under ROOT (module docstring)."""
+    """Write STORE/train and STORE/eval from the valid clips under ROOT (module docstring). STORE may be an
+    object-store URI (`s3://bucket/prefix`; `endpoint_url` for an S3-compatible server)."""
     cfg = cfg or ShardConfig()
-    root, store = Path(root), Path(store)
-    store.mkdir(parents=True, exist_ok=True)
+    root = Path(root)
+    target = _Target.of(root, store, endpoint_url)
     summary = ShardSummary()
     groups = _tasks(root, cfg)
     if not any(groups.values()):
         log.warning("no valid clips to shard in %s: run validate first (`tgdp-data status ROOT`)", root)
-    lock = store_lock(store)  # two runs on one store would share .staging/ and .tmp-<split>/
+    lock = _take_lock(target)  # two runs on one store would share staging and the split being assembled
     try:
         for split in ("train", "eval"):
+            if not target.loc.remote:
+                recover_split(target.loc.local, split)  # a crash inside a fallback swap left only .old-<split>
             tasks = groups.get(split, [])
             if not tasks:
                 continue
             _shard_split(
                 root,
-                store,
+                target,
                 split,
                 tasks,
                 cfg,
@@ -600,10 +546,18 @@ def run_shard(
                 force=force,
                 progress=progress,
             )
-        staging_root = store / ".staging"
-        if staging_root.is_dir() and not any(staging_root.iterdir()):
-            staging_root.rmdir()
-        _write_dataset_dict(store)
+        if target.staging.is_dir() and not any(target.staging.iterdir()):
+            target.staging.rmdir()
+        write_dataset_dict(target.loc, _write_json)
     finally:
         lock.release()
     return summary
+
+
+def _take_lock(target: _Target) -> Any:
+    """The local store's `flock` (`store_lock`), or for a remote store its lease (renewed after every shard)."""
+    if not target.loc.remote:
+        return store_lock(target.loc.local)
+    lease = acquire_lease(target.loc)
+    target.renew = lease.renew
+    return lease

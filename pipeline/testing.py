@@ -5,7 +5,7 @@
   (and optionally marked valid), so a test can start at validate or shard without running fetch.
 - `make_corpus`: a directory `tgdp.pipeline.serve.MediaServer` serves, one copy of a clip per video id.
 - `make_store`: a small real store, written by the shard stage from `make_clip` clips.
-- `StoreLike`: what the train and eval data code reads from a store (`tgdp.pipeline.store.Store` satisfies it).
+- `StoreLike`: what the train and eval data code reads from a store (`tgdp.store.Store` satisfies it).
 
 Importable without pytest (the benchmarks use it too). docs/TESTING.md shows how the tests use these.
 """
@@ -32,10 +32,10 @@ __all__ = ["StoreLike", "make_clip", "make_corpus", "make_root", "make_store", "
 
 @runtime_checkable
 class StoreLike(Protocol):
-    """The reader API the train and eval data code uses (`tgdp.pipeline.store.Store` and the tests' fakes).
+    """The reader API the train and eval data code uses (`tgdp.store.Store` and the tests' fakes).
 
     `meta` holds at least `fbank` (`target_length`, `num_mel_bins`, `mean`, `std`) and `frames` (`n`, `size`);
-    `segment` is the [length, num_mel_bins] float32 window aligned with frame t (`tgdp.pipeline.store.segment_start`).
+    `segment` is the [length, num_mel_bins] float32 window aligned with frame t (`tgdp.store.segment_start`).
     """
 
     meta: dict[str, Any]

@@ -35,7 +35,7 @@ app = typer.Typer(name="tgdp-train", no_args_is_help=True, add_completion=False)
 @app.command(cls=ErrorsCommand)
 def main(
     config: str = typer.Option(..., "--config", "-c", help=f"preset name ({', '.join(list_presets())}) or YAML"),
-    store: Path = typer.Option(None, "--store", help="store root (with train/) or a split directory"),
+    store: str = typer.Option(None, "--store", help="store root (with train/), a split directory, or an s3:// URI"),
     run_dir: Path = typer.Option(None, "--run-dir", help="where config.yaml, metrics and checkpoints go"),
     set_: list[str] = typer.Option(
         [], "--set", help="config override section.key=value (repeatable), e.g. optim.lr=1e-4; keys: --show-config"

@@ -25,6 +25,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 from tgdp.config import ConfigError, StrictConfig, dump_config, load_config
 from tgdp.model.config import ModelConfig
 from tgdp.model.presets import resolve_model_config
+from tgdp.store.config import StoreConfig
 
 __all__ = [
     "PRESET_DIR",
@@ -55,6 +56,15 @@ class DataConfig(StrictConfig):
     time_shifting: float = Field(0.0, ge=0.0, le=1.0, description="circular roll by randint(-s, s), s = int(x * T_seg)")
     mixup: float = Field(0.0, ge=0.0, le=1.0, description="probability of a beta(10, 10) mixup with another clip")
     shuffle: bool = Field(True, description="epoch-seeded permutation of the clip order (False: store order)")
+    shuffle_mode: Literal["auto", "global", "block"] = Field(
+        "auto",
+        description="global: a uniform permutation of all clips; block: shards in a random order, clips shuffled "
+        "within blocks of data.block_shards shards (each shard read once per epoch per node); auto: block iff the "
+        "store is remote",
+    )
+    block_shards: int = Field(
+        4, ge=1, description="block shuffle: clips are shuffled within blocks of this many shards"
+    )
 
 
 class OptimConfig(StrictConfig):
@@ -137,6 +147,9 @@ class RunConfig(StrictConfig):
     )
     model: ModelConfig = Field(default_factory=dict, validate_default=True)
     data: DataConfig = Field(default_factory=DataConfig)
+    store: StoreConfig = Field(
+        default_factory=StoreConfig, description="a remote store's endpoint and the node's shard cache (store.*)"
+    )
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: LoopConfig = Field(default_factory=lambda: LoopConfig(steps=100))
 

@@ -34,6 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, default_collate, get_worker_info
 
+from tgdp.store.config import StoreConfig
+from tgdp.store.fs import is_remote
+from tgdp.store.sampling import ShuffleMode, epoch_order, resolve_mode
 from tgdp.train.config import DataConfig
 from tgdp.train.transforms import (
     FbankTransform,
@@ -51,11 +54,14 @@ log = logging.getLogger(__name__)
 Mode = Literal["train", "eval", "all"]
 
 
-def open_store(path: str | Path, split: str | None = None) -> Any:
-    """`tgdp.pipeline.store.Store.open(path, split=split)` (imported lazily: workers pay for it once)."""
-    from tgdp.pipeline.store import Store
+def open_store(path: str | Path, split: str | None = None, store_cfg: StoreConfig | None = None) -> Any:
+    """`tgdp.store.Store.open(path, split=split)`: a directory or an object-store URI, read through the shard cache
+    and endpoint of `store_cfg` (imported lazily: workers pay for it once)."""
+    from tgdp.store import Store
 
-    return Store.open(path, split=split) if split is not None else Store.open(path)
+    if store_cfg is None:
+        return Store.open(path, split)
+    return Store.open(path, split, endpoint_url=store_cfg.endpoint_url, cache=store_cfg.cache())
 
 
 def _get(meta: dict, *keys: str, default: Any = None) -> Any:
@@ -283,8 +289,14 @@ class TrainStream(IterableDataset):
         seed: int = 0,
         shuffle: bool = True,
         start: DataState | None = None,
+        shuffle_mode: ShuffleMode = "auto",
+        block_shards: int = 4,
     ) -> None:
         super().__init__()
+        self.shuffle_mode = resolve_mode(shuffle_mode, is_remote(getattr(dataset, "store_path", "")))
+        self.block_shards = block_shards
+        index = getattr(dataset.store, "index", None)  # the real reader; a fake store is one "shard"
+        self.shard_rows = [s.rows for s in index.shards] if index is not None else [len(dataset)]
         self.dataset = dataset
         self.micro_batch = micro_batch
         self.rank = rank
@@ -308,7 +320,7 @@ class TrainStream(IterableDataset):
     def rank_order(self, epoch: int) -> np.ndarray:
         """Clip indices this rank reads in `epoch`, [batches_per_epoch * micro_batch]."""
         if self.shuffle:
-            perm = np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(self.num_clips)
+            perm = epoch_order(self.shard_rows, self.seed, epoch, self.shuffle_mode, self.block_shards)
         else:
             perm = np.arange(self.num_clips)
         return perm[self.rank :: self.world_size][: self.batches_per_epoch * self.micro_batch]

@@ -17,6 +17,7 @@ Design:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import logging
 import signal
@@ -34,8 +35,9 @@ from torch.utils.data import DataLoader
 
 from tgdp.config import ConfigError
 from tgdp.model.health import collapse_warnings, health_metrics
-from tgdp.pipeline.store import StoreMismatchError
 from tgdp.pipeline.truth import PatchTruth
+from tgdp.store import StoreMismatchError
+from tgdp.store.fs import is_remote
 from tgdp.train.checkpoint import (
     CheckpointError,
     git_revision,
@@ -105,8 +107,8 @@ def check_store(
     model's, clips need more than `data.eval_frame` frames, and stored frames must equal the model's img_size unless
     `data.resize_frames` (then any size is resized; upsampling logs a warning).
     """
-    path = Path(store_path)
-    if not path.exists():
+    path = store_path if is_remote(store_path) else Path(store_path)
+    if isinstance(path, Path) and not path.exists():
         raise StoreMismatchError(f"store not found: {path}")
     try:
         store = open_fn(path, cfg.data.split)
@@ -282,7 +284,10 @@ def fit(
     """
     info = init_distributed(cfg.train.device)
     try:
-        return _fit(cfg, Path(store_path), Path(run_dir), resume, info, _model_factory, _on_step, _open_fn)
+        if _open_fn is open_store:  # the real reader: the run's endpoint and shard cache (picklable for workers)
+            _open_fn = functools.partial(open_store, store_cfg=cfg.store)
+        store = store_path if is_remote(store_path) else Path(store_path)
+        return _fit(cfg, store, Path(run_dir), resume, info, _model_factory, _on_step, _open_fn)
     finally:
         cleanup(info)
 
@@ -427,6 +432,8 @@ def _build_loader(
         seed=t.seed,
         shuffle=cfg.data.shuffle,
         start=start,
+        shuffle_mode=cfg.data.shuffle_mode,
+        block_shards=cfg.data.block_shards,
     )
     loader = DataLoader(
         stream,

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from tgdp.model.config import ModelConfig
-from tgdp.pipeline.store import segment_start
 from tgdp.pipeline.truth import AUDIO_LABELS, VISUAL_LABELS, PatchTruth, label_precision
+from tgdp.store import segment_start
 
 __all__ = ["selection_metrics"]
 

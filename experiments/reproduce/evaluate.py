@@ -16,7 +16,7 @@ from tgdp.eval.health import heldout_infonce as chunked_infonce
 from tgdp.eval.probe import ProbeConfig, train_probe
 from tgdp.eval.retrieval import run_retrieval, similarity_matrix
 from tgdp.model.health import health_metrics
-from tgdp.pipeline.store import Store
+from tgdp.store import Store
 
 __all__ = ["RIDGE_ALPHAS", "class_recall", "embed_splits", "evaluate", "heldout_infonce", "latent_r2", "read_latents"]
 

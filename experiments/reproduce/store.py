@@ -17,10 +17,10 @@ from tgdp.pipeline.importer import register_files
 from tgdp.pipeline.layout import manifest_path
 from tgdp.pipeline.manifest import ManifestConfig, build_manifest
 from tgdp.pipeline.shard import ShardConfig, run_shard
-from tgdp.pipeline.store import Store
 from tgdp.pipeline.synth import LABELS_FILE, SEGMENT_FILES, SynthConfig, generate
 from tgdp.pipeline.truth import truth_path, write_truth
 from tgdp.pipeline.validate import ValidateConfig, run_validate
+from tgdp.store import Store
 
 __all__ = ["SHARD_TINY", "Corpus", "build_synth_store", "synth_config"]
 

@@ -139,8 +139,8 @@ def test_eval_config_errors_are_one_line(tmp_path: Path) -> None:
 def test_embed_on_a_store_with_other_mel_bins_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
+    from tgdp import store as store_mod
     from tgdp.model import build_model
-    from tgdp.pipeline import store as store_mod
 
     ckpt = tmp_path / "tiny.pt"
     torch.save(
@@ -152,8 +152,10 @@ def test_embed_on_a_store_with_other_mel_bins_is_one_line(tmp_path: Path, monkey
         meta = {"fbank": {"num_mel_bins": 128, "target_length": 1024}, "frames": {"n": 16, "size": 96}}
         clip_ids = ["audioset:a:0"]
 
+        split = "eval"
+
         @classmethod
-        def open(cls, path, split="train"):
+        def open(cls, path, split=None, **kw):
             return cls()
 
         def __len__(self) -> int:

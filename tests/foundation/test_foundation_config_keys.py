@@ -103,7 +103,7 @@ def test_data_config_command(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text(shown.output)
     assert load_pipeline_config(tmp_path / "c.yaml").shard.shard_bytes == 1000
     bad = runner.invoke(data_app, ["config", "nosuch"])
-    assert bad.exit_code == 2 and "sections: features, fetch, manifest, shard, synth, validate" in bad.output
+    assert bad.exit_code == 2 and "sections: features, fetch, manifest, shard, store, synth, validate" in bad.output
 
 
 def test_eval_and_train_print_their_keys() -> None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ["config", "pipeline", "model", "train", "eval"]
+PACKAGES = ["config", "store", "pipeline", "model", "train", "eval"]
 
 
 def _imports(path: Path, depth: int = 1) -> set[str]:
@@ -64,17 +64,18 @@ def test_model_imports_without_ray_or_pyarrow() -> None:
 ALLOWED = {
     "config": (),
     "model": ("tgdp.config",),
-    "pipeline": ("tgdp.config",),
-    "train": ("tgdp.config", "tgdp.model", "tgdp.pipeline.store", "tgdp.pipeline.truth", "tgdp.pipeline.cli"),
+    "store": ("tgdp.config",),
+    "pipeline": ("tgdp.config", "tgdp.store"),
+    "train": ("tgdp.config", "tgdp.model", "tgdp.store", "tgdp.pipeline.truth", "tgdp.pipeline.cli"),
     "eval": (
         "tgdp.config",
         "tgdp.model",
-        "tgdp.pipeline.store",
+        "tgdp.store",
         "tgdp.pipeline.truth",
         "tgdp.pipeline.cli",
         "tgdp.train.transforms",
     ),
-    "experiments": ("tgdp.config", "tgdp.model", "tgdp.pipeline", "tgdp.train", "tgdp.eval"),
+    "experiments": ("tgdp.config", "tgdp.model", "tgdp.store", "tgdp.pipeline", "tgdp.train", "tgdp.eval"),
 }
 
 
@@ -110,9 +111,10 @@ def test_imports_follow_the_dependency_graph() -> None:
 
 def test_the_graph_rule_catches_a_wrong_import() -> None:
     # the checker itself: a model module importing the pipeline, or eval importing the training loop, is refused
-    assert not _allowed("model", "tgdp.pipeline.store.Store") and not _allowed("eval", "tgdp.train.loop.fit")
+    assert not _allowed("model", "tgdp.store.Store") and not _allowed("eval", "tgdp.train.loop.fit")
     assert not _allowed("pipeline", "tgdp.model") and not _allowed("train", "tgdp.pipeline.shard.run_shard")
-    assert _allowed("eval", "tgdp.train.transforms.decode_frames") and _allowed("train", "tgdp.pipeline.store.Store")
+    assert not _allowed("store", "tgdp.pipeline.layout") and not _allowed("train", "tgdp.pipeline.store")
+    assert _allowed("eval", "tgdp.train.transforms.decode_frames") and _allowed("train", "tgdp.store.reader.Store")
 
 
 def test_model_and_config_load_no_pipeline_module() -> None:
@@ -120,7 +122,8 @@ def test_model_and_config_load_no_pipeline_module() -> None:
         "import sys\n"
         "import tgdp.config, tgdp.model, tgdp.model.config, tgdp.model.presets\n"
         "assert tgdp.__version__ == tgdp.model.__version__ == tgdp.config.__version__\n"
-        "bad = sorted(k for k in sys.modules if k.startswith(('tgdp.pipeline', 'tgdp.train', 'tgdp.eval')))\n"
+        "pkgs = ('tgdp.pipeline', 'tgdp.store', 'tgdp.train', 'tgdp.eval')\n"
+        "bad = sorted(k for k in sys.modules if k.startswith(pkgs))\n"
         "assert not bad, bad\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

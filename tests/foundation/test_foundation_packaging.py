@@ -40,7 +40,7 @@ def test_wheel_installs_into_fresh_venv(tmp_path: Path) -> None:
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheels[0])], check=True
     )
     code = (
-        "import tgdp.config, tgdp.model, tgdp.pipeline, tgdp.train, tgdp.eval\n"
+        "import tgdp.config, tgdp.model, tgdp.pipeline, tgdp.store, tgdp.train, tgdp.eval\n"
         "import tgdp.pipeline.cli, tgdp.train.cli, tgdp.eval.cli, tgdp.experiments.cli, tgdp.experiments.reproduce\n"
         "import importlib.resources as r\n"
         "print(tgdp.model.__file__)\n"

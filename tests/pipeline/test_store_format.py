@@ -1,4 +1,4 @@
-"""The store format's one owner (`tgdp.pipeline.store`): StoreIndex round trip and format check, StoreWriter rows
+"""The store format's one owner (`tgdp.store`): StoreIndex round trip and format check, StoreWriter rows
 read back by Store, and `layout.atomic_path`/`atomic_write` (the package's one tmp-then-rename)."""
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ from typer.testing import CliRunner
 
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.layout import atomic_path, atomic_write
-from tgdp.pipeline.shard import ShardConfig, store_features, store_meta
-from tgdp.pipeline.store import (
+from tgdp.pipeline.shard import ShardConfig, store_meta
+from tgdp.store import (
     STORE_FORMAT,
     ShardEntry,
     Store,
     StoreFormatError,
     StoreIndex,
-    StoreWriter,
-    verify_store,
 )
+from tgdp.store.format import store_features
+from tgdp.store.verify import verify_store
+from tgdp.store.writer import StoreWriter
 
 CFG = ShardConfig(num_frames=2, frame_size=32, target_length=64, num_mel_bins=8, batch_rows=2)
 

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tgdp.pipeline.cli import app
-from tgdp.pipeline.store import Store, segment_start
 from tgdp.pipeline.testing import make_root
+from tgdp.store import Store, segment_start
 
 
 def test_segment_starts_match_the_reference_windows():
@@ -85,7 +85,7 @@ def test_store_pickles_and_reopens_in_dataloader_workers(cli_store):
     s = Store.open(store, "train")
     s.fbank(0)  # mmaps open in this process...
     clone = pickle.loads(pickle.dumps(s))  # ...but only the path travels
-    assert clone._batches == [] and np.array_equal(clone.fbank(1), s.fbank(1))
+    assert not clone._mapped and np.array_equal(clone.fbank(1), s.fbank(1))
 
     class Pairs(torch.utils.data.Dataset):
         def __init__(self, st):

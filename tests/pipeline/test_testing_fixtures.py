@@ -22,8 +22,8 @@ from tgdp.pipeline.cli import app
 from tgdp.pipeline.layout import clip_id_for, file_sha256, manifest_path, raw_path_for
 from tgdp.pipeline.manifest import SOURCE_SCHEMA
 from tgdp.pipeline.serve import MediaServer
-from tgdp.pipeline.store import Store, segment_start
 from tgdp.pipeline.testing import StoreLike, make_clip, make_corpus, make_root, make_store, manifest_row
+from tgdp.store import Store, segment_start
 
 
 def _probe(path: Path) -> dict[str, dict]:

@@ -123,7 +123,7 @@ def synth_store(tmp_path_factory, ffmpeg_bin):
 
 def test_store_truth_matches_the_stored_frames_and_fbank(synth_store) -> None:
     from tgdp.experiments.reproduce.store import Corpus, synth_config
-    from tgdp.pipeline.store import Store
+    from tgdp.store import Store
 
     corpus, store_dir = Corpus(**CORPUS), synth_store
     store = Store.open(store_dir, split="train")
@@ -157,7 +157,7 @@ def test_cli_truth_rewrites_the_sidecar_and_refuses_another_corpus(synth_store, 
 
     from tgdp.experiments.reproduce.store import Corpus, synth_config
     from tgdp.pipeline.cli import app
-    from tgdp.pipeline.store import Store
+    from tgdp.store import Store
 
     synth = synth_config(Corpus(**CORPUS), 1).model_dump(mode="json")
     cfg = tmp_path / "pipeline.yaml"

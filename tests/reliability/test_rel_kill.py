@@ -21,9 +21,10 @@ from tests.reliability.rel_support import SHARD, assert_funnel_sums, corpus_root
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import fetch, file_sha256
 from tgdp.pipeline.serve import FaultSpec, MediaServer
-from tgdp.pipeline.shard import run_shard, verify_store
+from tgdp.pipeline.shard import run_shard
 from tgdp.pipeline.synth import read_ground_truth
 from tgdp.pipeline.validate import run_validate
+from tgdp.store.verify import verify_store
 
 pytestmark = pytest.mark.reliability
 

@@ -26,10 +26,11 @@ from tgdp.pipeline.fetch import fetch
 from tgdp.pipeline.layout import manifest_path, within_root
 from tgdp.pipeline.manifest import ManifestConfig, build_manifest
 from tgdp.pipeline.serve import FaultSpec, MediaServer
-from tgdp.pipeline.shard import run_shard, verify_store
-from tgdp.pipeline.store import Store
+from tgdp.pipeline.shard import run_shard
 from tgdp.pipeline.testing import make_root
 from tgdp.pipeline.validate import run_validate
+from tgdp.store import Store
+from tgdp.store.verify import verify_store
 
 pytestmark = pytest.mark.reliability
 

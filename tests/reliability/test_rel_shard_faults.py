@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 from tests.reliability.rel_support import SHARD, snapshot
 from tgdp.pipeline import shard as shard_mod
 from tgdp.pipeline.cli import app
-from tgdp.pipeline.shard import ShardError, run_shard, verify_store
+from tgdp.pipeline.shard import run_shard
+from tgdp.store import ShardError
+from tgdp.store.verify import verify_store
 
 pytestmark = pytest.mark.reliability
 
@@ -57,7 +59,7 @@ def test_disk_full_over_existing_store_keeps_it(
     before = _tree(store)
     _FullDisk.written, _FullDisk.limit = 0, limit
     monkeypatch.setattr(shard_mod, "_open_sink", _FullDisk)
-    with pytest.raises(ShardError, match=r"shard-\d{5}\.arrow.*No space left on device \(disk full\)"):
+    with pytest.raises(ShardError, match=r"shard-\d{5}\.arrow.*No space left on device \(disk full: [\d.]+ MB free"):
         run_shard(clean_run["root"], store, SHARD, backend="serial", force=True)
     monkeypatch.undo()
     # The complete old store is untouched and still verifies; no temp file is left in staging.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tgdp.pipeline.store import Store
+from tgdp.store import Store
 from tgdp.train import checkpoint as ckpt_mod
 from tgdp.train.checkpoint import list_checkpoints, load_checkpoint
 from tgdp.train.config import load_run_config

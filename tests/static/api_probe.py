@@ -16,6 +16,83 @@ tgdp.config.section_keys
 tgdp.config.validate_config
 tgdp.config.validation_messages
 
+import tgdp.store.cache
+tgdp.store.cache.ShardCache
+tgdp.store.cache.default_cache
+
+import tgdp.store.config
+tgdp.store.config.StoreConfig
+
+import tgdp.store.format
+tgdp.store.format.ASSIGNMENT
+tgdp.store.format.FBANK_MEAN
+tgdp.store.format.FBANK_STD
+tgdp.store.format.INDEX_FILE
+tgdp.store.format.STORE_FORMAT
+tgdp.store.format.ShardEntry
+tgdp.store.format.ShardError
+tgdp.store.format.StoreError
+tgdp.store.format.StoreFormatError
+tgdp.store.format.StoreIndex
+tgdp.store.format.StoreMismatchError
+tgdp.store.format.fbank_values
+tgdp.store.format.rows_digest
+tgdp.store.format.segment_start
+tgdp.store.format.store_features
+tgdp.store.format.store_json
+
+import tgdp.store.fs
+tgdp.store.fs.Location
+tgdp.store.fs.RemoteError
+tgdp.store.fs.TMP_PREFIX
+tgdp.store.fs.atomic_path
+tgdp.store.fs.atomic_write
+tgdp.store.fs.commit_temp
+tgdp.store.fs.file_sha256
+tgdp.store.fs.is_remote
+tgdp.store.fs.location
+tgdp.store.fs.redact
+tgdp.store.fs.remote_errors
+tgdp.store.fs.temp_path
+
+import tgdp.store.reader
+tgdp.store.reader.Store
+
+import tgdp.store.remote
+tgdp.store.remote.LEASE
+tgdp.store.remote.Lease
+tgdp.store.remote.PublishReport
+tgdp.store.remote.acquire_lease
+tgdp.store.remote.publish_split
+
+import tgdp.store.sampling
+tgdp.store.sampling.ShuffleMode
+tgdp.store.sampling.epoch_order
+tgdp.store.sampling.resolve_mode
+
+import tgdp.store.seaweed
+tgdp.store.seaweed.S3_ACCESS_KEY
+tgdp.store.seaweed.S3_SECRET_KEY
+tgdp.store.seaweed.SeaweedServer
+tgdp.store.seaweed.free_ports
+tgdp.store.seaweed.weed_binary
+
+import tgdp.store.verify
+tgdp.store.verify.VerifyReport
+tgdp.store.verify.verify_store
+
+import tgdp.store.writer
+tgdp.store.writer.DATASET_DICT
+tgdp.store.writer.StoreWriter
+tgdp.store.writer.assemble_split
+tgdp.store.writer.disk_full_hint
+tgdp.store.writer.open_sink
+tgdp.store.writer.recover_split
+tgdp.store.writer.shard_entry
+tgdp.store.writer.split_files
+tgdp.store.writer.write_dataset_dict
+tgdp.store.writer.write_store_json
+
 import tgdp.pipeline.clips
 tgdp.pipeline.clips.CLIP_SCHEMA
 tgdp.pipeline.clips.clip_rows
@@ -172,18 +249,13 @@ tgdp.pipeline.serve.load_faults
 tgdp.pipeline.serve.serve_forever
 
 import tgdp.pipeline.shard
-tgdp.pipeline.shard.STORE_FORMAT
 tgdp.pipeline.shard.ShardConfig
-tgdp.pipeline.shard.ShardError
 tgdp.pipeline.shard.ShardSummary
-tgdp.pipeline.shard.VerifyReport
 tgdp.pipeline.shard.run_shard
 tgdp.pipeline.shard.shard_clip
 tgdp.pipeline.shard.split_group
-tgdp.pipeline.shard.store_features
 tgdp.pipeline.shard.store_lock
 tgdp.pipeline.shard.store_meta
-tgdp.pipeline.shard.verify_store
 
 import tgdp.pipeline.status
 tgdp.pipeline.status.ClipStates
@@ -196,26 +268,6 @@ tgdp.pipeline.status.funnel_from_states
 tgdp.pipeline.status.root_temporaries
 tgdp.pipeline.status.strictly_increasing
 tgdp.pipeline.status.unique_manifest
-
-import tgdp.pipeline.store
-tgdp.pipeline.store.FBANK_MEAN
-tgdp.pipeline.store.FBANK_STD
-tgdp.pipeline.store.STORE_FORMAT
-tgdp.pipeline.store.ShardEntry
-tgdp.pipeline.store.ShardError
-tgdp.pipeline.store.Store
-tgdp.pipeline.store.StoreError
-tgdp.pipeline.store.StoreFormatError
-tgdp.pipeline.store.StoreIndex
-tgdp.pipeline.store.StoreMismatchError
-tgdp.pipeline.store.StoreWriter
-tgdp.pipeline.store.VerifyReport
-tgdp.pipeline.store.fbank_values
-tgdp.pipeline.store.open_sink
-tgdp.pipeline.store.rows_digest
-tgdp.pipeline.store.segment_start
-tgdp.pipeline.store.store_json
-tgdp.pipeline.store.verify_store
 
 import tgdp.pipeline.synth
 tgdp.pipeline.synth.ClassSpec
@@ -510,6 +562,9 @@ tgdp.eval.table.write_embeddings
 import tgdp.experiments.demo
 tgdp.experiments.demo.DemoConfig
 tgdp.experiments.demo.run_demo
+
+import tgdp.experiments.demo_s3
+tgdp.experiments.demo_s3.run_demo_s3
 
 import tgdp.experiments.reproduce
 tgdp.experiments.reproduce.Budget

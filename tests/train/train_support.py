@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torchvision
 
-from tgdp.pipeline.store import segment_start
 from tgdp.pipeline.testing import make_store
+from tgdp.store import segment_start
 from tgdp.train.config import RunConfig, load_run_config
 
 __all__ = ["FakeStore", "build_real_store", "fake_open", "tiny_config", "write_fake_store"]

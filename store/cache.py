@@ -1,0 +1,115 @@
+"""The node-local shard cache: a remote split's shards, downloaded whole, once per node, for every process.
+
+A shard is stored under its sha256 (`CACHE/ab/<sha256>.arrow`), so two stores or two runs holding the same shard
+share one copy and a changed shard can never be mistaken for the old one. The download goes to a temporary name,
+is hashed on the way and renamed into place only when its sha256 equals index.json's; a partial or corrupt file is
+never visible. DataLoader workers and torchrun ranks on one node share the directory: an exclusive `flock` per shard
+makes one of them download while the others wait and then map the same file. A size limit evicts the least
+recently used shards (by mtime, refreshed on every use) before a download; a mapped shard that is evicted stays
+readable by the processes that mapped it (POSIX unlink semantics).
+
+Faults: a failed download is retried with exponential backoff (`attempts`, `backoff_s`) and then becomes one
+`RemoteError` naming the shard and the URI; a sha256 mismatch is a `StoreError` naming the shard.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from tgdp.store.format import ShardEntry, StoreError
+from tgdp.store.fs import TMP_PREFIX, Location, RemoteError, commit_temp, file_sha256, temp_path
+
+__all__ = ["ShardCache", "default_cache"]
+
+DEFAULT_LIMIT_BYTES = 200 << 30
+
+
+class ShardCache:
+    """`fetch(split, shard) -> Path`: the local, sha256-checked copy of one shard of a remote split."""
+
+    def __init__(
+        self, root: str | os.PathLike, limit_bytes: int = DEFAULT_LIMIT_BYTES, attempts: int = 4, backoff_s: float = 0.5
+    ) -> None:
+        self.root = Path(root)
+        self.limit_bytes, self.attempts, self.backoff_s = int(limit_bytes), int(attempts), float(backoff_s)
+        self.downloads = 0  # shards this process downloaded (the rest were already cached)
+
+    def __getstate__(self) -> dict:
+        return {k: getattr(self, k) for k in ("root", "limit_bytes", "attempts", "backoff_s")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    def path_of(self, shard: ShardEntry) -> Path:
+        return self.root / shard.sha256[:2] / f"{shard.sha256}.arrow"
+
+    def fetch(self, split: Location, shard: ShardEntry) -> Path:
+        path = self.path_of(shard)
+        if _complete(path, shard):
+            os.utime(path)
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f".lock-{shard.sha256[:16]}", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one download per node; the others wait, then find it complete
+            if not _complete(path, shard):
+                self._evict(shard.bytes)
+                self._download(split, shard, path)
+            os.utime(path)
+        return path
+
+    def _download(self, split: Location, shard: ShardEntry, path: Path) -> None:
+        tmp = temp_path(path)
+        delay = self.backoff_s
+        for attempt in range(1, self.attempts + 1):
+            try:
+                split.download(tmp, shard.file)
+                break
+            except (RemoteError, OSError) as exc:
+                tmp.unlink(missing_ok=True)
+                if attempt == self.attempts:
+                    raise RemoteError(
+                        f"downloading shard {shard.file} from {split.child(shard.file)} failed after {attempt} "
+                        f"attempts: {str(exc).splitlines()[0][:200]}"
+                    ) from None
+                time.sleep(delay)
+                delay *= 2
+        digest = file_sha256(tmp)
+        if digest != shard.sha256:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(
+                f"shard {shard.file} of {split} is corrupt: sha256 {digest[:12]}… of the downloaded object, index.json "
+                f"says {shard.sha256[:12]}…; re-run `tgdp-data shard` on the store"
+            )
+        commit_temp(tmp, path)
+        self.downloads += 1
+
+    def _evict(self, incoming: int) -> None:
+        """Delete least recently used shards until `incoming` more bytes fit under the limit."""
+        files = [p for p in self.root.glob("*/*.arrow") if not p.name.startswith(TMP_PREFIX)]
+        stats = sorted(((p.stat().st_mtime, p.stat().st_size, p) for p in files), key=lambda t: t[0])
+        used = sum(size for _, size, _ in stats)
+        for _, size, p in stats:
+            if used + incoming <= self.limit_bytes:
+                break
+            p.unlink(missing_ok=True)
+            used -= size
+
+    def cached_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.root.glob("*/*.arrow"))
+
+
+def _complete(path: Path, shard: ShardEntry) -> bool:
+    try:
+        return path.stat().st_size == shard.bytes
+    except FileNotFoundError:
+        return False
+
+
+def default_cache() -> ShardCache:
+    """The node's cache: `$TGDP_STORE_CACHE` (default ~/.cache/tgdp/shards), limit `$TGDP_STORE_CACHE_GB`."""
+    root = os.environ.get("TGDP_STORE_CACHE") or Path.home() / ".cache" / "tgdp" / "shards"
+    limit = float(os.environ.get("TGDP_STORE_CACHE_GB", DEFAULT_LIMIT_BYTES / (1 << 30)))
+    return ShardCache(root, int(limit * (1 << 30)))
