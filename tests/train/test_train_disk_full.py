@@ -219,3 +219,37 @@ def _quote(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
+
+
+def _rank_main(rank: int, world: int, port: int, store: str, run_dir: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    torch.set_num_threads(1)
+    if rank == 0:  # only rank 0 writes checkpoints: its first one finds the disk full
+        checkpoint_mod.open = _full_open(open, 4096, lambda f: f.endswith(".pt.tmp"))  # type: ignore[attr-defined]
+    result: dict[str, object] = {}
+    try:
+        cfg = tiny_config("train.steps=4", "train.batch_size=8", "train.ckpt_every=2")
+        fit(cfg, store, run_dir, _open_fn=fake_open)
+    except CheckpointError as exc:
+        result = {"error": str(exc)}
+    Path(run_dir, f"rank{rank}.json").write_text(json.dumps(result))
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_together_when_rank0_cannot_write(tmp_path: Path) -> None:
+    """Rank 0's failed checkpoint reaches rank 1 where they meet after it (rank 1 would otherwise wait forever)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    store = write_fake_store(tmp_path / "store", n=24)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_main, args=(2, port, str(store), str(tmp_path / "ddp")), nprocs=2, join=True)
+    rank0, rank1 = (json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in range(2))
+    assert "step_00000002.pt: cannot write the checkpoint: No space left on device" in rank0["error"]
+    assert rank1["error"].startswith("rank 0 could not write the checkpoint: ") and "MiB free" in rank1["error"]
+    assert list_checkpoints(tmp_path / "ddp") == [] and not list((tmp_path / "ddp" / "checkpoints").iterdir())
