@@ -328,11 +328,13 @@ def _fit(
             state.data_state.batch,
         )
     resumed_from = str(found[0]) if found is not None else None
+    # what the config record needs, without the checkpoint's tensors
+    prior = (found[0], {k: found[1].get(k) for k in ("step", "config", "derived")}) if found is not None else None
+    del found
     plan = _build_plan(state, cfg, resolved, info, amp_dtype)
     stream, loader = _build_loader(cfg, store_path, resolved, info, state.data_state, open_fn)
     if info.is_main:
-        _record_config(cfg, run_dir, resolved, found)
-    del found
+        _record_config(cfg, run_dir, resolved, prior)
     metrics = MetricsLogger(
         run_dir,
         enabled=info.is_main,
@@ -373,7 +375,8 @@ def _find_truth(cfg: RunConfig, store_path: Path, store: Any) -> PatchTruth | No
 
 def _record_config(cfg: RunConfig, run_dir: Path, resolved: ResolvedRun, found: tuple[Path, dict] | None) -> None:
     """`config.yaml` is the config the run started under (written on a fresh start, or when missing); a resume
-    whose config or derived values differ from the checkpoint's adds a `config-history.json` entry."""
+    whose config or derived values differ from those of the checkpoint it continues from (`found`: its path and
+    its step, config and derived values) adds a `config-history.json` entry."""
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)
     if found is None or not (run_dir / "config.yaml").exists():
