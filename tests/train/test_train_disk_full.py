@@ -197,15 +197,16 @@ ls -A {mnt}/run {mnt}/run/checkpoints > {out}/ls1
 {train} --resume 2> {out}/err2; echo $? > {out}/rc2
 mount -o remount,size=40m tmpfs {mnt}
 {train} --resume > {out}/out3 2> {out}/err3; echo $? > {out}/rc3
-mkdir -p {out}/run/checkpoints && cp {mnt}/run/checkpoints/*.pt {out}/run/checkpoints/
+mkdir -p {out}/run/checkpoints && cp {mnt}/run/checkpoints/*.pt {out}/run/checkpoints/ 2>/dev/null || true
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, env=env, check=True, timeout=600)
+    subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, env=env, timeout=600)
     read = lambda name: (out / name).read_text().strip()  # noqa: E731
     ckpt4 = f"{mnt}/run/checkpoints/step_00000004.pt"
     for n in (1, 2):  # before the space is freed: one line naming the file and the free space, exit 2
         err = [x for x in read(f"err{n}").splitlines() if x.startswith("error: ")]
-        assert read(f"rc{n}") == "2" and len(err) == 1 and ckpt4 in err[0] and "MiB free of 10.0 MiB" in err[0]
+        assert read(f"rc{n}") == "2" and len(err) == 1, read(f"err{n}")[-2000:]
+        assert ckpt4 in err[0] and "MiB free of 10.0 MiB" in err[0], err[0]
         assert "Traceback" not in read(f"err{n}")
     assert ".tmp" not in read("ls1") and "step_00000002.pt" in read("ls1")
     assert read("rc3") == "0" and "done: step 4/4" in read("out3"), read("err3")
