@@ -72,8 +72,9 @@ reproduce: setup
 reproduce-short: setup
 	$(BIN)/python -m tgdp.experiments reproduce --out runs/reproduce-short --short
 
+# Build the wheel, install it into a temporary venv sharing .venv's packages, import every module from it.
 wheel-check: setup
-	bash tests/wheel_check.sh
+	bash tests/wheel_check.sh $(BIN)/python
 
 clean:
 	rm -rf build dist *.egg-info runs/demo

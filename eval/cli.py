@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -35,6 +37,19 @@ def _model_name(meta: dict, emb: Path) -> str:
     return Path(ckpt).stem if ckpt else emb.stem
 
 
+def _check_out_file(out: Path) -> None:
+    """`out` must be a file path whose folder exists or can be made, and is writable (checked before the work)."""
+    if out.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "--out is a directory", str(out))
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "--out's folder is not a directory", str(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot write the table here", str(parent))
+
+
 @app.command()
 def embed(
     checkpoint: Path = typer.Option(..., exists=True, dir_okay=False, help="tgdp checkpoint or released state dict"),
@@ -53,17 +68,25 @@ def embed(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     num_workers: int = typer.Option(2, min=0, help="DataLoader workers decoding frames"),
 ) -> None:
-    """Embed every clip (or the listed ones) of a store split with the unmasked encoder; write the table."""
-    from tgdp.eval.embed import embed_store, load_encoder, select_clips
+    """Embed every clip (or the listed ones) of a store split with the unmasked encoder; write the table.
+
+    Everything that can be checked is checked before any clip is embedded: the output path, the list, the preset,
+    the checkpoint, the store's shards against index.json and the store's geometry against the model."""
+    from tgdp.eval.embed import check_geometry, embed_store, load_encoder, select_clips
     from tgdp.eval.retrieval import load_id_list
     from tgdp.eval.table import write_embeddings
     from tgdp.store import Store
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _check_out_file(out)
+    ids = load_id_list(list_file) if list_file else None
     dev = _device(device)
     model, info = load_encoder(checkpoint, preset, dev)
     st = Store.open(store, split, default_split="eval")
-    rows, missing = select_clips(st, load_id_list(list_file) if list_file else None)
+    if hasattr(st, "check"):  # every shard against index.json (presence, size, rows): fail now, not mid-embedding
+        st.check()
+    check_geometry(st, model.cfg)
+    rows, missing = select_clips(st, ids)
     table = embed_store(model, st, rows, batch_size, dev, num_workers, features, progress=True)  # type: ignore[arg-type]
     table.meta.update(
         info, store=str(st.location), split=st.split, list=str(list_file) if list_file else None, missing=missing

@@ -26,8 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tgdp.config import ConfigError
 from tgdp.eval.retrieval import MissingClipsWarning
 from tgdp.eval.table import EmbeddingTable, video_id_from_clip_id
+from tgdp.model.checkpoint import CheckpointError
 from tgdp.store import StoreMismatchError
 
 __all__ = [
@@ -74,16 +76,24 @@ def load_encoder(
     from tgdp.model.checkpoint import load_released
 
     path = Path(checkpoint)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    name = preset or "cavmae_sync_base"
+    if name not in PRESETS:  # before the (possibly large) file is read
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise  # a missing or unreadable file: the CLIs name it with the fix
+    except Exception as exc:  # torn zip, truncated pickle, not a torch file: all mean "unusable"
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), dict):
         if preset is not None:
-            raise ValueError(f"{path} is a tgdp checkpoint with its own config; --preset applies to released ones")
+            raise ConfigError(
+                f"{path} is a tgdp checkpoint with its own model config; --preset applies to released state dicts "
+                "only: drop --preset"
+            )
         cfg = model_config_from_checkpoint(obj["config"])
         kind, name, state = "tgdp", obj["config"].get("model_preset"), obj["model"]
     else:
-        name = preset or "cavmae_sync_base"
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}")
         cfg, kind, state = PRESETS[name], "released", obj
     model = build_model(cfg)
     report = load_released(model, state, strict=True)

@@ -5,7 +5,9 @@ A checkpoint is a dict of tensors and plain Python values:
 `data_state` ({epoch, batch}), `config` (the RunConfig with a fully resolved `model` section, as a plain dict),
 `derived` (ResolvedRun values), `git_rev`. Files are `run_dir/checkpoints/step_XXXXXXXX.pt`, written to a `.tmp`
 then `os.replace`d, so a crash mid-write never leaves a half file under the final name; a file corrupted later (disk,
-copy) is detected on load and the previous one is used with a warning.
+copy) is detected on load and the previous one is used with a warning. A write that fails (a full disk) removes its
+`.tmp` and leaves the existing checkpoints as they were; a full disk is a one-line `CheckpointError` naming the file
+and the free space (`tgdp.train.config.write_error` does the same for the run dir's other files).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from tgdp.model.checkpoint import CheckpointError
+from tgdp.train.config import disk_full, free_space
 
 __all__ = [
     "CheckpointError",
@@ -30,6 +33,7 @@ __all__ = [
     "load_checkpoint",
     "load_latest",
     "model_parts",
+    "remove_stale_temporaries",
     "save_checkpoint",
 ]
 
@@ -78,16 +82,41 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the `.tmp` files a killed writer left in a run dir (`checkpoints/step_*.pt.tmp`, `config.yaml.tmp`,
+    `config-history.json.tmp`); call it before this run writes (one writer per run dir). Returns what was removed."""
+    run_dir = Path(run_dir)
+    stale = [*checkpoint_dir(run_dir).glob("step_*.pt.tmp"), *run_dir.glob("config*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+        log.warning("removed %s, left by a writer that was killed", path)
+    return stale
+
+
 def save_checkpoint(run_dir: Path, state: dict[str, Any], keep_last: int) -> Path:
     """Write `state` atomically as step_<step>.pt and delete all but the newest `keep_last` checkpoints."""
     d = checkpoint_dir(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"step_{int(state['step']):08d}.pt"
     tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        # Through a Python file: a failed write then raises OSError(ENOSPC), not only torch's errno-less RuntimeError.
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        full = disk_full(exc)
+        if full is None:
+            raise
+        kept = list_checkpoints(run_dir)
+        raise CheckpointError(
+            f"{path}: cannot write the checkpoint: {full.strerror} ({free_space(d)}); its temporary file is "
+            f"removed and the existing checkpoints are kept (newest: {kept[-1].name if kept else 'none'}): "
+            "free space, then rerun the same command with --resume"
+        ) from exc
     for old in list_checkpoints(run_dir)[:-keep_last]:
         old.unlink(missing_ok=True)
     return path

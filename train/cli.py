@@ -1,6 +1,7 @@
 """`tgdp-train`: pretrain CAV-MAE Sync / TG-DP from an Arrow store (one process, or under torchrun for DDP).
 
     tgdp-train --config tiny_tgdp --store STORE --run-dir runs/tiny [--set train.steps=50] [--resume] [--dry-run]
+    tgdp-train ... --resume --allow-config-change --set train.batch_size=8   # continue under a changed config
     torchrun --nproc_per_node=8 -m tgdp.train.cli --config tgdp_base --store STORE --run-dir runs/tgdp
 
 All logic lives in `tgdp.train.loop.fit`, which checks the store before any work starts; this module parses options,
@@ -41,6 +42,11 @@ def main(
         [], "--set", help="config override section.key=value (repeatable), e.g. optim.lr=1e-4; keys: --show-config"
     ),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest good checkpoint in --run-dir"),
+    allow_config_change: bool = typer.Option(
+        False,
+        "--allow-config-change",
+        help="with --resume: continue under changed settings (recorded in RUN_DIR/config-history.json)",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and parameter count, then exit"),
     show_config: bool = typer.Option(
         False, "--show-config", help="list every config key with its type, resolved value, default and help; exit"
@@ -76,7 +82,7 @@ def main(
             return
         if store is None or run_dir is None:
             raise ConfigError("--store and --run-dir are required (unless --dry-run)")
-        summary = loop.fit(cfg, store, run_dir, resume=resume)
+        summary = loop.fit(cfg, store, run_dir, resume=resume, allow_config_change=allow_config_change)
     except loop.NonFiniteLossError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None

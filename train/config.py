@@ -11,11 +11,17 @@ Design:
 - `train.steps` wins over `train.epochs` when both are set (a tiny run is `--set train.steps=50` on any preset).
 - `RunConfig.resolve(num_clips, world_size)` computes the derived values (micro-batch, steps per epoch, total steps,
   warmup steps) once; the loop only reads `ResolvedRun`.
+- A run dir records every config it ran under: `config.yaml` is the one it started with (`save_run_config`), and
+  each resume under a changed config adds an entry to `config-history.json` (`record_config_change`).
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import math
+import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,13 +39,20 @@ __all__ = [
     "LoopConfig",
     "OptimConfig",
     "ResolvedRun",
+    "CONFIG_HISTORY",
     "RunConfig",
+    "config_changes",
+    "disk_full",
+    "free_space",
     "list_presets",
     "load_run_config",
+    "record_config_change",
     "save_run_config",
+    "write_error",
 ]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+CONFIG_HISTORY = "config-history.json"  # in a run dir, beside config.yaml
 
 
 class DataConfig(StrictConfig):
@@ -222,6 +235,40 @@ def load_run_config(source: str | Path, overrides: list[str] | tuple[str, ...] =
     return load_config(RunConfig, source, overrides, preset_dir=PRESET_DIR)
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> OSError | None:
+    """The ENOSPC / EDQUOT error in `exc` or its cause/context chain, else None (`torch.save` may raise its own
+    RuntimeError first and the OSError only when the file is closed)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError) and cur.errno in _DISK_FULL:
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def free_space(directory: Path) -> str:
+    """'N MiB free of M MiB' for the file system holding `directory`."""
+    try:
+        usage = shutil.disk_usage(directory)
+    except OSError:
+        return "free space unknown"
+    return f"{usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.1f} MiB"
+
+
+def write_error(path: Path, exc: OSError) -> OSError:
+    """`exc` (a failed write of `path`) as an OSError naming the file and, for a full disk, the free space: the
+    CLIs print it as one line (a write's OSError carries no file name of its own)."""
+    detail = exc.strerror or str(exc)
+    if exc.errno in _DISK_FULL:
+        detail += f" ({free_space(Path(path).parent)})"
+    return OSError(exc.errno, detail, str(path))
+
+
 def save_run_config(cfg: RunConfig, path: Path, derived: ResolvedRun | None = None) -> str:
     """Write the config with its model section fully resolved (re-loadable with `--config path`)."""
     text = dump_config(cfg)
@@ -230,6 +277,42 @@ def save_run_config(cfg: RunConfig, path: Path, derived: ResolvedRun | None = No
         text = header + text
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # the previous file stays as it was
+        raise write_error(path, exc) from exc
     return text
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[Any]]:
+    """Settings that differ between two dumped configs, as {"section.key": [old, new]} (sorted; a key missing on
+    one side reads as None)."""
+    changed: dict[str, list[Any]] = {}
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section), new.get(section)
+        if isinstance(a, dict) or isinstance(b, dict):
+            a, b = a if isinstance(a, dict) else {}, b if isinstance(b, dict) else {}
+            changed.update(
+                {f"{section}.{k}": [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+            )
+        elif a != b:
+            changed[section] = [a, b]
+    return changed
+
+
+def record_config_change(run_dir: Path, entry: dict[str, Any]) -> Path:
+    """Append `entry` ({step, checkpoint, changed, config, derived}) to `run_dir/config-history.json` (a JSON list,
+    replaced atomically; the time is added)."""
+    path = Path(run_dir) / CONFIG_HISTORY
+    history = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    history.append({**entry, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        tmp.write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from exc
+    return path

@@ -8,7 +8,8 @@ Design:
   function of (state, step seed), so `--resume` gives the same following losses as an uninterrupted run.
 - On a non-finite rank-mean loss (all ranks agree: it comes from the step's all-reduce) the optimiser step is
   skipped, the last good state is checkpointed and `NonFiniteLossError` names the step.
-- Rank 0 writes `config.yaml`, metrics and checkpoints; the other ranks wait at a barrier after a checkpoint.
+- Rank 0 writes `config.yaml`, metrics and checkpoints; the other ranks wait for it after a checkpoint and stop with
+  it when the write fails (a full disk: one line naming the file and the free space).
 - SIGINT/SIGTERM (Ctrl-C, SLURM preemption) only set a flag (`_StopRequest`); the flag rides on the per-step loss
   all-reduce, so every rank finishes the same optimiser step, the state is checkpointed and `fit` returns
   status "interrupted" with the signal number. A second signal stops at once (KeyboardInterrupt, no checkpoint).
@@ -44,9 +45,17 @@ from tgdp.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_latest,
+    remove_stale_temporaries,
     save_checkpoint,
 )
-from tgdp.train.config import ResolvedRun, RunConfig, save_run_config
+from tgdp.train.config import (
+    CONFIG_HISTORY,
+    ResolvedRun,
+    RunConfig,
+    config_changes,
+    record_config_change,
+    save_run_config,
+)
 from tgdp.train.data import (
     ClipDataset,
     DataState,
@@ -56,7 +65,7 @@ from tgdp.train.data import (
     open_store,
     store_geometry,
 )
-from tgdp.train.dist import DistInfo, barrier, broadcast_object, cleanup, init_distributed
+from tgdp.train.dist import DistInfo, broadcast_object, cleanup, init_distributed
 from tgdp.train.metrics import MetricsLogger, StepTimer
 from tgdp.train.selection import selection_metrics
 from tgdp.train.step import MicroBatch, StepPlan, StepStats, TrainState, train_step
@@ -197,27 +206,27 @@ def _precision(kind: str, device: torch.device) -> tuple[torch.dtype | None, boo
     return torch.bfloat16, False
 
 
-def _check_resume_config(ckpt: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    old = ckpt.get("config") or {}
-    if old.get("model") != current["model"]:
-        diff = sorted(
-            k
-            for k in set(old.get("model", {})) | set(current["model"])
-            if old.get("model", {}).get(k) != current["model"].get(k)
-        )
+def _check_resume_config(
+    ckpt: dict[str, Any], current: dict[str, Any], path: Path, allow_change: bool
+) -> dict[str, list[Any]]:
+    """The settings that differ from the checkpoint's config ({"section.key": [old, new]}). A model change is always
+    refused; any other change but bookkeeping needs `allow_change`."""
+    changed = config_changes(ckpt.get("config") or {}, current)
+    model = [k for k in changed if k.startswith("model.")]
+    if model:
         raise CheckpointError(
-            f"{path}: model config differs from the checkpoint's ({', '.join(diff)}); refusing to resume"
+            f"{path}: model config differs from the checkpoint's ({', '.join(model)}); refusing to resume"
         )
-    changed = [
-        f"{section}.{key}"
-        for section in ("data", "optim", "train")
-        for key in set(old.get(section, {})) | set(current[section])
-        if (section, key) not in _BOOKKEEPING and old.get(section, {}).get(key) != current[section].get(key)
-    ]
-    if changed:
-        log.warning(
-            "resuming %s with changed %s: the continuation is no longer exact", path, ", ".join(sorted(changed))
+    computed = {k: v for k, v in changed.items() if tuple(k.split(".", 1)) not in _BOOKKEEPING}
+    if computed and not allow_change:
+        listed = ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in computed.items())
+        raise ConfigError(
+            f"{path}: resuming with a changed config ({listed}); resume with the run's settings, or pass "
+            f"--allow-config-change to continue under the new ones (recorded in {CONFIG_HISTORY})"
         )
+    if computed:
+        log.warning("resuming %s with changed %s: the continuation is no longer exact", path, ", ".join(computed))
+    return changed
 
 
 @dataclass(frozen=True)
@@ -240,13 +249,15 @@ class FitSummary:
         return dataclasses.asdict(self)
 
 
-def restore(run_dir: Path, config: dict[str, Any], info: DistInfo, resume: bool) -> tuple[Path, dict[str, Any]] | None:
+def restore(
+    run_dir: Path, config: dict[str, Any], info: DistInfo, resume: bool, allow_change: bool = False
+) -> tuple[Path, dict[str, Any]] | None:
     """The checkpoint to continue from as (path, checkpoint dict), or None for a fresh start.
 
     With `resume`, rank 0 picks the newest readable checkpoint of `run_dir` (every rank loads the same file) and its
-    model config must equal `config["model"]` (other changed settings only warn: the continuation is no longer
-    exact); without it, a run dir that already holds checkpoints is refused. Load the result with
-    `TrainState.load_state_dict`.
+    model config must equal `config["model"]`; any other changed setting but bookkeeping is refused unless
+    `allow_change` (the continuation is then no longer exact). Without `resume`, a run dir that already holds
+    checkpoints is refused. Load the result with `TrainState.load_state_dict`.
     """
     if not resume:
         if list_checkpoints(run_dir):
@@ -262,7 +273,7 @@ def restore(run_dir: Path, config: dict[str, Any], info: DistInfo, resume: bool)
         return None
     path = Path(chosen)
     ckpt = found[1] if found is not None else load_checkpoint(path)  # rank 0 has read it already
-    _check_resume_config(ckpt, config, path)
+    _check_resume_config(ckpt, config, path, allow_change)
     return path, ckpt
 
 
@@ -272,11 +283,15 @@ def fit(
     run_dir: str | Path,
     resume: bool = False,
     *,
+    allow_config_change: bool = False,
     _model_factory: Callable[[Any], nn.Module] | None = None,
     _on_step: Callable[[int, dict[str, float]], None] | None = None,
     _open_fn: Callable[..., Any] = open_store,
 ) -> FitSummary:
     """Train `cfg` on the store's training split, writing config, metrics and checkpoints to `run_dir`.
+
+    `resume` continues from the newest good checkpoint; a changed config (other than bookkeeping) is refused unless
+    `allow_config_change`, and recorded in `run_dir/config-history.json` (`config.yaml` stays the first config).
 
     Test hooks: `_model_factory(model_cfg)` replaces `tgdp.model.build_model`; `_on_step(step, row)` runs after every
     optimiser step on every rank (an exception there stops the run like a crash would); `_open_fn(path, split)`
@@ -287,7 +302,8 @@ def fit(
         if _open_fn is open_store:  # the real reader: the run's endpoint and shard cache (picklable for workers)
             _open_fn = functools.partial(open_store, store_cfg=cfg.store)
         store = store_path if is_remote(store_path) else Path(store_path)
-        return _fit(cfg, store, Path(run_dir), resume, info, _model_factory, _on_step, _open_fn)
+        resume_mode = (resume, allow_config_change)
+        return _fit(cfg, store, Path(run_dir), resume_mode, info, _model_factory, _on_step, _open_fn)
     finally:
         cleanup(info)
 
@@ -296,7 +312,7 @@ def _fit(
     cfg: RunConfig,
     store_path: Path,
     run_dir: Path,
-    resume: bool,
+    resume_mode: tuple[bool, bool],
     info: DistInfo,
     model_factory: Callable[[Any], nn.Module] | None,
     on_step: Callable[[int, dict[str, float]], None] | None,
@@ -305,7 +321,7 @@ def _fit(
     store, _geo = check_store(store_path, cfg, open_fn)
     resolved: ResolvedRun = cfg.resolve(len(store), info.world_size)
     config_dict = cfg.model_dump(mode="json")  # its model section is the resolved ModelConfig
-    found = restore(run_dir, config_dict, info, resume)  # before the model is built: a refusal costs nothing
+    found = restore(run_dir, config_dict, info, *resume_mode)  # before the model is built: a refusal costs nothing
     state, amp_dtype = _build_state(cfg, info, model_factory)
     if found is not None:
         state.load_state_dict(found[1])
@@ -317,12 +333,13 @@ def _fit(
             state.data_state.batch,
         )
     resumed_from = str(found[0]) if found is not None else None
+    # what the config record needs, without the checkpoint's tensors
+    prior = (found[0], {k: found[1].get(k) for k in ("step", "config", "derived")}) if found is not None else None
     del found
     plan = _build_plan(state, cfg, resolved, info, amp_dtype)
     stream, loader = _build_loader(cfg, store_path, resolved, info, state.data_state, open_fn)
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_run_config(cfg, run_dir / "config.yaml", resolved)
+        _record_config(cfg, run_dir, resolved, prior)
     metrics = MetricsLogger(
         run_dir,
         enabled=info.is_main,
@@ -359,6 +376,25 @@ def _find_truth(cfg: RunConfig, store_path: Path, store: Any) -> PatchTruth | No
     if d.random_resized_crop or d.time_shifting > 0 or d.mixup > 0 or not hasattr(store, "clip_ids"):
         return None
     return PatchTruth.find(store_path, d.split, list(store.clip_ids))
+
+
+def _record_config(cfg: RunConfig, run_dir: Path, resolved: ResolvedRun, found: tuple[Path, dict] | None) -> None:
+    """`config.yaml` is the config the run started under (written on a fresh start, or when missing); a resume
+    whose config or derived values differ from those of the checkpoint it continues from (`found`: its path and
+    its step, config and derived values) adds a `config-history.json` entry."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)
+    if found is None or not (run_dir / "config.yaml").exists():
+        save_run_config(cfg, run_dir / "config.yaml", resolved)
+    if found is None:
+        return
+    config, derived = cfg.model_dump(mode="json"), resolved.as_dict()
+    ckpt = found[1]
+    changed = config_changes(ckpt.get("config") or {}, config)
+    changed.update(config_changes({"derived": ckpt.get("derived") or {}}, {"derived": derived}))
+    if changed:
+        entry = {"step": int(ckpt["step"]), "checkpoint": found[0].name, "changed": changed}
+        record_config_change(run_dir, {**entry, "config": config, "derived": derived})
 
 
 def _build_state(
@@ -562,11 +598,19 @@ class _Run:
 
     def checkpoint(self) -> Path | None:
         """Save the state (rank 0) with the run's config, derived values and git revision; all ranks then meet."""
-        path = None
-        if self.info.is_main:
-            extra = {"config": self.config, "derived": self.resolved.as_dict(), "git_rev": self.rev}
-            path = save_checkpoint(self.run_dir, {**self.state.state_dict(), **extra}, self.cfg.train.keep_last)
-        barrier(self.info)
+        path, failed = None, None
+        try:
+            if self.info.is_main:
+                extra = {"config": self.config, "derived": self.resolved.as_dict(), "git_rev": self.rev}
+                path = save_checkpoint(self.run_dir, {**self.state.state_dict(), **extra}, self.cfg.train.keep_last)
+        except Exception as exc:  # a full disk: every rank must stop, not wait for rank 0 at a barrier
+            failed = exc
+        # rank 0's failure reaches every rank (and this is the ranks' meeting point)
+        message = broadcast_object(str(failed) if failed is not None else None, self.info)
+        if failed is not None:
+            raise failed
+        if message is not None:
+            raise CheckpointError(f"rank 0 could not write the checkpoint: {message}")
         return path
 
     def _stop_nonfinite(self, stats: StepStats) -> NoReturn:

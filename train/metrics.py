@@ -7,11 +7,14 @@ is appended to (a resumed run continues it) and flushed per line so a crash lose
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from pathlib import Path
 from typing import Any
+
+from tgdp.train.config import write_error
 
 __all__ = ["MetricsLogger", "StepTimer"]
 
@@ -56,13 +59,19 @@ class MetricsLogger:
             )
 
     def log(self, step: int, values: dict[str, Any]) -> None:
-        if not self.enabled:
+        if not self.enabled or self._fh is None:
             return
         row = {"step": step, "time": round(time.time(), 3)}
         row.update({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()})
         assert self._fh is not None
-        self._fh.write(json.dumps(row) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps(row) + "\n")
+            self._fh.flush()
+        except OSError as exc:  # a full disk: name the file and the free space
+            with contextlib.suppress(OSError):
+                self._fh.close()  # its unwritten line would fail again in close()
+            self._fh = None
+            raise write_error(self.path, exc) from exc
         if self._tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):

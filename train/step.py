@@ -12,7 +12,8 @@ Design:
   because the student is.
 - Loss terms are averaged over ranks every step (one small all-reduce) and that average decides the finite-loss
   guard, so all ranks agree; a caller's stop request rides on the same all-reduce. A non-finite step leaves the
-  state as it was (no optimiser step, step and data position unchanged).
+  state as it was (no optimiser step, step, data position and grad-scaler scale unchanged; the scaler's step is
+  closed so the next step can unscale again).
 """
 
 from __future__ import annotations
@@ -204,6 +205,10 @@ def train_step(
     )
     if not stats.finite:
         state.optimizer.zero_grad(set_to_none=True)
+        if state.scaler.is_enabled():
+            # Close the scaler's step (clipping has unscaled this optimizer): the next unscale_ would raise otherwise.
+            # The loss, not the scale, was bad, so the scale stays.
+            state.scaler.update(state.scaler.get_scale())
         return stats
     state.scaler.step(state.optimizer)
     state.scaler.update()

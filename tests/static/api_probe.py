@@ -420,18 +420,25 @@ tgdp.train.checkpoint.list_checkpoints
 tgdp.train.checkpoint.load_checkpoint
 tgdp.train.checkpoint.load_latest
 tgdp.train.checkpoint.model_parts
+tgdp.train.checkpoint.remove_stale_temporaries
 tgdp.train.checkpoint.save_checkpoint
 
 import tgdp.train.config
+tgdp.train.config.CONFIG_HISTORY
 tgdp.train.config.DataConfig
 tgdp.train.config.LoopConfig
 tgdp.train.config.OptimConfig
 tgdp.train.config.PRESET_DIR
 tgdp.train.config.ResolvedRun
 tgdp.train.config.RunConfig
+tgdp.train.config.config_changes
+tgdp.train.config.disk_full
+tgdp.train.config.free_space
 tgdp.train.config.list_presets
 tgdp.train.config.load_run_config
+tgdp.train.config.record_config_change
 tgdp.train.config.save_run_config
+tgdp.train.config.write_error
 
 import tgdp.train.data
 tgdp.train.data.ClipDataset

@@ -64,7 +64,10 @@ def test_cli_trains_on_a_real_store(ffmpeg_bin: str, tmp_path_factory: pytest.Te
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["loss"] > 0 for r in rows)
     assert list((tmp_path / "run" / "tb").iterdir())  # TensorBoard event file
-    resumed = runner.invoke(app, [*args, "--resume", "--set", "train.steps=4", "--set", "train.batch_size=4"])
+    longer = [*args, "--resume", "--set", "train.steps=4", "--set", "train.batch_size=4"]
+    refused = runner.invoke(app, longer)  # a longer schedule is a changed config: refused unless allowed
+    assert refused.exit_code == 2 and "train.steps 3 -> 4" in refused.output
+    resumed = runner.invoke(app, [*longer, "--allow-config-change"])
     assert resumed.exit_code == 0, resumed.output
     assert "done: step 4/4" in resumed.output
 

@@ -89,6 +89,26 @@ def test_non_finite_loss_leaves_the_state_unchanged() -> None:
         torch.testing.assert_close(v, before[k], equal_nan=True)
 
 
+def test_grad_scaler_with_clipping_continues_after_a_non_finite_step() -> None:
+    # fp16 path on CPU: the scaler is enabled (scale 2**16) while the math stays fp32. Clipping unscales the
+    # gradients before the finite guard; a skipped step must still close the scaler's step ("unscale_() has
+    # already been called" on the next one otherwise) and keep its scale (the loss, not the scale, was bad).
+    cfg = tiny_config("optim.grad_clip=1.0")
+    torch.manual_seed(0)
+    state = TrainState.create(build_model(cfg.model_cfg()), cfg.optim, CPU.device, grad_scaler=True)
+    plan = StepPlan(
+        forward=state.model, total_steps=10, warmup_steps=2, accum=1, optim=cfg.optim, seed=cfg.train.seed, info=CPU
+    )
+    assert state.scaler.is_enabled()
+    scale = state.scaler.get_scale()
+    assert not train_step(state, _batches(nan=True), plan).finite
+    assert state.step == 0 and state.scaler.get_scale() == scale
+    stats = train_step(state, _batches(), plan)
+    assert stats.finite and state.step == 1 and stats.grad_norm is not None
+    assert not train_step(state, _batches(nan=True), plan).finite  # and again after a good step
+    assert train_step(state, _batches(), plan).finite and state.step == 2
+
+
 def test_state_dict_round_trip_continues_exactly() -> None:
     a, plan = _state(0)
     batches = list(_batches(4))
