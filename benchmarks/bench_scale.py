@@ -18,7 +18,8 @@ Times, each command in a fresh subprocess (wall, CPU = user + sys and peak RSS f
   `tgdp-data status --json`, `tgdp-data export`, and the planning step of `fetch` and `validate` (which clips to
   do next: `fetch.plan_fetch`, `validate.validate_tasks`), on the union ROOT, before and after shard events.
 
-Usage: python -m benchmarks.bench_scale [--scale 0.1] [--runs 3] [--keep DIR]  (`make bench` runs scale 1).
+Usage: python -m benchmarks.bench_scale [--scale 0.1] [--runs 3] [--keep DIR] [--tiny] [--md PATH]  (`make bench` runs
+scale 1).
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.harness import Figure, write_section
+from benchmarks.harness import Figure, bench_args, write_section
 
 FULL = {"unbal": 2_041_789, "bal": 22_160, "eval": 20_371, "vgg_train": 183_730, "vgg_test": 15_446}
 _YT = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", dtype=np.uint8)
@@ -155,6 +158,16 @@ def _write_log(root: Path, stage: str, runs: list[pa.Table], t0: float) -> int:
     return files
 
 
+def event_table(row: Mapping[str, Any], given: Mapping[str, pa.Array], n: int) -> pa.Table:
+    """`n` events shaped by one event from the stage's own constructor (`row`): its columns in its order, each taken
+    from `given` or repeated from `row` (None: an all-null column, as a flush file of the real stage has it). A
+    `given` column the constructor does not make is an error: the benchmark fell behind the code."""
+    stale = [k for k in given if k not in row]
+    if stale:
+        raise ValueError(f"the benchmark builds event columns the code no longer writes: {stale}")
+    return pa.table({k: given[k] if k in given else pa.repeat(pa.scalar(v), n) for k, v in row.items()})
+
+
 def _common(table: pa.Table, stage: str, when: float, worker: str) -> pa.Table:
     n = table.num_rows
     ts = pa.array(np.full(n, int(when * 1e6), dtype="int64")).cast(pa.timestamp("us", tz="UTC"))
@@ -167,8 +180,8 @@ def _common(table: pa.Table, stage: str, when: float, worker: str) -> pa.Table:
 
 def write_events(root: Path, clip_ids: pa.Array, seed: int = 1, shard: bool = False) -> dict[str, int]:
     """Fetch and validate (and optionally shard) event logs for `clip_ids`; returns event counts per stage."""
-    from tgdp.pipeline.fetch import EVENT_COLUMNS
-    from tgdp.pipeline.validate import METRIC_COLUMNS, ValidateConfig
+    from tgdp.pipeline.fetch import fetch_event
+    from tgdp.pipeline.validate import METRIC_COLUMNS, ValidateConfig, new_event
 
     rng = np.random.default_rng(seed)
     n = len(clip_ids)
@@ -242,15 +255,18 @@ def write_events(root: Path, clip_ids: pa.Array, seed: int = 1, shard: bool = Fa
                 pa.timestamp("us", tz="UTC")
             ),
             "gave_up": pa.array(failed_t & (attempt >= 5)),
+            "in_attempt_retries": pa.array(np.where(failed_t, rng.integers(0, 3, size=m), 0), pa.int64()),
+            "rate_wait_s": pa.array(rng.uniform(0, 12, size=m).round(3)),
             "ray_node": pa.array(np.char.add("node", (sel % 4).astype(str))),
         }
-        assert list(cols) == list(EVENT_COLUMNS)
-        runs.append(_common(pa.table(cols), "fetch", when, "node1:4242"))
+        runs.append(_common(event_table(fetch_event({}), cols, m), "fetch", when, "node1:4242"))
     counts = {"fetch": sum(t.num_rows for t in runs)}
     _write_log(root, "fetch", runs, t0)
 
     # validate: one verdict per fetched clip; 1% first saw a transient missing_raw
-    rule = ValidateConfig().valid_rule()
+    vcfg = ValidateConfig()
+    rule = vcfg.valid_rule()
+    vrow = new_event({"clip_id": ""}, vcfg)
     fsha = ok_sha.take(pa.array(ok_idx))
     fids = ids[ok_idx]
     k = ok_idx.size
@@ -292,7 +308,7 @@ def write_events(root: Path, clip_ids: pa.Array, seed: int = 1, shard: bool = Fa
             "feature_cache": pa.array(np.where(valid, "cached", None), pa.string()),
             **metrics,
         }
-        vruns.append(_common(pa.table(cols), "validate", t0 + (20 + r) * 86400, "node2:777"))
+        vruns.append(_common(event_table(vrow, cols, m), "validate", t0 + (20 + r) * 86400, "node2:777"))
     counts["validate"] = sum(t.num_rows for t in vruns)
     _write_log(root, "validate", vruns, t0 + 20 * 86400)
     if shard:
@@ -379,7 +395,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep", type=Path, default=None, help="generate into (and keep) this directory")
     ap.add_argument("--only", default="manifest,status,export,plan", help="comma-separated subset to time")
     ap.add_argument("--no-write", action="store_true", help="print the figures, leave BENCHMARKS.md alone")
-    args = ap.parse_args(argv if argv is not None else [])
+    args = bench_args(argv, __doc__, ap)
+    if args.tiny:  # ~500 clips, one run each: the suite's check that every step still runs
+        args.scale, args.runs = min(args.scale, 2e-4), 1
     only = set(args.only.split(","))
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="tgdp-bench-scale-"))
     py = sys.executable
