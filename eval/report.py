@@ -68,6 +68,8 @@ STUDY_SEED_SD: dict[str, float] = {
     "a2v R@5": 2.1,
     "a2v R@10": 3.2,
     "attn probe": 8.3,
+    "linear a": 5.1,
+    "linear v": 2.3,
     "linear av": 3.7,
     "nce v2a": 0.111,
 }
@@ -123,6 +125,8 @@ def compare(
         )
     if higher_is_better and b >= 99.5 and s2 >= 99.5:
         text += " (both at the ceiling: this figure cannot rank them)"
+    elif chance is not None and (b <= chance if higher_is_better else b >= chance):
+        text += " (both at or below chance: neither model learnt what this figure measures)"
     return text + "."
 
 
@@ -154,17 +158,32 @@ def _retrieval_summary(cell: dict[tuple[str, str], dict[str, Any]], ds: str, noi
         top = max(vals.values())
         if list(vals.values()).count(top) == 1:
             wins[max(vals, key=vals.get)] += 1
-    lead = max(models, key=lambda m: wins[m])
+    ranked = sorted(models, key=lambda m: wins[m], reverse=True)
+    lead = ranked[0]
+    chance = f"{n} candidates per query: R@1/5/10 chance {recall_chance(1, n):.1f} / {recall_chance(5, n):.1f} / "
+    chance += f"{recall_chance(10, n):.1f} %"
+    if wins[lead] == wins[ranked[1]]:
+        counts = ", ".join(f"{m} {wins[m]}" for m in ranked)
+        ties = len(keys) - sum(wins.values())
+        head = f"**{ds}: no model did better on most recall figures** (ahead on: {counts}; {ties} tied) ({chance})."
+        return [head] + _figure_lines(cell, ds, models, keys, n, noise)
     others = [m for m in models if m != lead]
     mean_gap = sum(
         cell[(lead, ds)]["metrics"][d][f"R@{k}"] - max(cell[(o, ds)]["metrics"][d][f"R@{k}"] for o in others)
         for d, k in keys
     ) / len(keys)
-    lines = [
+    head = (
         f"**{ds}: {lead} did better on {wins[lead]} of {len(keys)} recall figures**, by {mean_gap:+.1f} points on "
-        f"average over the runner-up ({n} candidates per query: R@1/5/10 chance {recall_chance(1, n):.1f} / "
-        f"{recall_chance(5, n):.1f} / {recall_chance(10, n):.1f} %)."
-    ]
+        f"average over the runner-up ({chance})."
+    )
+    return [head] + _figure_lines(cell, ds, models, keys, n, noise)
+
+
+def _figure_lines(
+    cell: dict[tuple[str, str], dict[str, Any]], ds: str, models: list[str], keys: list, n: int, noise: dict
+) -> list[str]:
+    """One comparison sentence per recall figure of dataset `ds`."""
+    lines = []
     for d, k in keys:
         vals = {m: cell[(m, ds)]["metrics"][d][f"R@{k}"] for m in models}
         name = f"{d} R@{k}"
@@ -242,10 +261,11 @@ def _probe_chance(r: dict[str, Any]) -> float | None:
 
 
 def _probe_noise(r: dict[str, Any], noise: dict[str, float]) -> float | None:
-    """The study measured the attention probe (top-1) and the linear probe on both modalities."""
-    if r.get("metric_name") != "top1" or r.get("modality", "av") != "av":
+    """The study measured the attention probe on both modalities and the linear probe on each (top-1)."""
+    modality = r.get("modality", "av")
+    if r.get("metric_name") != "top1" or (r.get("probe") != "linear" and modality != "av"):
         return None
-    return noise.get("linear av" if r.get("probe") == "linear" else "attn probe")
+    return noise.get(f"linear {modality}" if r.get("probe") == "linear" else "attn probe")
 
 
 def probe_table(results: Sequence[dict[str, Any]], noise: dict[str, float] | None = None) -> tuple[str, dict[str, Any]]:

@@ -25,7 +25,10 @@ def test_short_demo_chain_and_reuse(tmp_path: Path) -> None:
         # the report reads itself: chance levels, the study's seed noise, a sentence naming the better model
         assert re.search(r"\| chance \(k/N\) \| [0-9.]+ \|", text) and "| seed SD (study) | 0.5 |" in text
         assert re.search(r"\| chance \| [0-9.]+ \|", text)
-        assert re.search(r"did better on \d of 6 recall figures", text) and "Held-out InfoNCE (lower is better)" in text
+        assert (
+            re.search(r"(did better on \d of 6|no model did better on most) recall figures", text)
+            and "Held-out InfoNCE (lower is better)" in text
+        )
         assert "cannot show: which method is better" in text
         # clean headings: nothing above H2 after the title; the funnel is written after shard
         assert re.findall(r"^# .*", text, flags=re.M) == ["# tgdp demo report"]

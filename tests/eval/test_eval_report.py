@@ -73,6 +73,24 @@ def test_report_states_winner_chance_and_seed_noise(tmp_path: Path) -> None:
     assert set(doc["retrieval"]) == {"tiny_tgdp", "tiny_cavmae_sync"}
 
 
+def test_no_leader_below_chance_and_the_linear_probes_noise(tmp_path: Path) -> None:
+    vision = {**_probe("tiny_tgdp", 44.1, 20.6), "modality": "v", "probe": "linear"}
+    results = [
+        _retrieval("tiny_tgdp", 2.9, 17.6, 32.4),
+        _retrieval("tiny_cavmae_sync", 2.9, 20.6, 26.5),
+        _probe("tiny_tgdp", 8.8, 20.6),
+        _probe("tiny_cavmae_sync", 11.8, 20.6),
+        vision,
+        {**vision, "model": "tiny_cavmae_sync", "metric": 38.2},
+    ]
+    md = write_report(results, tmp_path)[0].read_text(encoding="utf-8")
+    # each model ahead on two figures (both directions alike), one tie each: nobody is named the winner
+    assert "**synth: no model did better on most recall figures** (ahead on: tiny_tgdp 2, tiny_cavmae_sync 2;" in md
+    assert "tie at 2.9 %; chance 2.9 %" in md
+    assert "(both at or below chance: neither model learnt what this figure measures)" in md  # 11.8 vs 8.8, chance 20.6
+    assert "| seed SD (study) | 8.3 | 2.3 |" in md  # attention probe (av), linear probe on vision
+
+
 def test_ceiling_and_lower_is_better() -> None:
     at_top = compare("top1", {"a": 100.0, "b": 100.0}, chance=12.5, noise=8.3, unit=" %")
     assert "tie at 100.0 %" in at_top and "ceiling" in at_top
