@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[list[str], str | None]] = {
     "bench_pipeline": (["--tiny"], "pipeline"),
     "bench_retrieval": (["--tiny"], "retrieval"),
     "bench_scale": (["--tiny"], "scale"),
+    "bench_store": (["--tiny"], "store-s3"),
     "bench_train": (["--tiny"], "train"),
     "distill_study": (["grads", "--tiny"], None),
     "run_all": (["--tiny", "bench_model"], "model"),
@@ -55,6 +56,11 @@ def test_script_runs_at_tiny_scale(name: str, tmp_path: Path, ffmpeg_bin: str) -
     args, section = COMMANDS[name]
     md = tmp_path / "BENCHMARKS.md"
     before = _repo_section(section)
+    if name == "bench_store":
+        from tgdp.store.seaweed import weed_binary
+
+        if weed_binary() is None:
+            pytest.skip("SeaweedFS `weed` not installed (the dev extras bring it)")
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", BENCH_MODEL_BASE="0")
     env.pop("TGDP_BENCH_MD", None)
     cmd = [sys.executable, "-m", f"benchmarks.{name}", *args, "--md", str(md)]
