@@ -35,7 +35,6 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -158,14 +157,19 @@ def _write_log(root: Path, stage: str, runs: list[pa.Table], t0: float) -> int:
     return files
 
 
-def event_table(row: Mapping[str, Any], given: Mapping[str, pa.Array], n: int) -> pa.Table:
-    """`n` events shaped by one event from the stage's own constructor (`row`): its columns in its order, each taken
-    from `given` or repeated from `row` (None: an all-null column, as a flush file of the real stage has it). A
-    `given` column the constructor does not make is an error: the benchmark fell behind the code."""
-    stale = [k for k in given if k not in row]
+def event_table(stage: str, given: Mapping[str, pa.Array], n: int) -> pa.Table:
+    """`n` events of `stage` with the columns the ledger writes for it (`ledger.STAGE_SCHEMAS`, without the columns
+    the ledger adds itself), in its order and types: each taken from `given` (cast) or all null. A `given` column
+    the stage does not declare is an error: the benchmark fell behind the code."""
+    from tgdp.pipeline.ledger import STAGE_SCHEMAS
+
+    schema = STAGE_SCHEMAS[stage]
+    stale = [k for k in given if k not in schema.names]
     if stale:
-        raise ValueError(f"the benchmark builds event columns the code no longer writes: {stale}")
-    return pa.table({k: given[k] if k in given else pa.repeat(pa.scalar(v), n) for k, v in row.items()})
+        raise ValueError(f"the benchmark builds {stage} event columns the code no longer writes: {stale}")
+    added = {"attempted_at", "worker", "stage", "seq"}  # `_common` and `_write_log` add them, as the ledger does
+    cols = {f.name: given[f.name].cast(f.type) if f.name in given else pa.nulls(n, f.type) for f in schema}
+    return pa.table({k: v for k, v in cols.items() if k not in added})
 
 
 def _common(table: pa.Table, stage: str, when: float, worker: str) -> pa.Table:
@@ -180,8 +184,7 @@ def _common(table: pa.Table, stage: str, when: float, worker: str) -> pa.Table:
 
 def write_events(root: Path, clip_ids: pa.Array, seed: int = 1, shard: bool = False) -> dict[str, int]:
     """Fetch and validate (and optionally shard) event logs for `clip_ids`; returns event counts per stage."""
-    from tgdp.pipeline.fetch import fetch_event
-    from tgdp.pipeline.validate import METRIC_COLUMNS, ValidateConfig, new_event
+    from tgdp.pipeline.validate import METRIC_COLUMNS, ValidateConfig
 
     rng = np.random.default_rng(seed)
     n = len(clip_ids)
@@ -246,7 +249,7 @@ def write_events(root: Path, clip_ids: pa.Array, seed: int = 1, shard: bool = Fa
             "format_id": pa.array(np.where(is_ok, "134+140", None), pa.string()),
             "vcodec": pa.array(np.where(is_ok, "avc1.4d401e", None), pa.string()),
             "acodec": pa.array(np.where(is_ok, "mp4a.40.2", None), pa.string()),
-            "height": pa.array(np.where(is_ok, 360.0, np.nan)),
+            "height": pa.array(np.full(m, 360), pa.int64(), mask=~is_ok),
             "fps": pa.array(np.where(is_ok, 25.0, np.nan)),
             "yt_dlp_version": pa.array([version[0]] * m),
             "ffmpeg_version": pa.array([version[1]] * m),
@@ -259,14 +262,13 @@ def write_events(root: Path, clip_ids: pa.Array, seed: int = 1, shard: bool = Fa
             "rate_wait_s": pa.array(rng.uniform(0, 12, size=m).round(3)),
             "ray_node": pa.array(np.char.add("node", (sel % 4).astype(str))),
         }
-        runs.append(_common(event_table(fetch_event({}), cols, m), "fetch", when, "node1:4242"))
+        runs.append(_common(event_table("fetch", cols, m), "fetch", when, "node1:4242"))
     counts = {"fetch": sum(t.num_rows for t in runs)}
     _write_log(root, "fetch", runs, t0)
 
     # validate: one verdict per fetched clip; 1% first saw a transient missing_raw
     vcfg = ValidateConfig()
     rule = vcfg.valid_rule()
-    vrow = new_event({"clip_id": ""}, vcfg)
     fsha = ok_sha.take(pa.array(ok_idx))
     fids = ids[ok_idx]
     k = ok_idx.size
@@ -308,7 +310,7 @@ def write_events(root: Path, clip_ids: pa.Array, seed: int = 1, shard: bool = Fa
             "feature_cache": pa.array(np.where(valid, "cached", None), pa.string()),
             **metrics,
         }
-        vruns.append(_common(event_table(vrow, cols, m), "validate", t0 + (20 + r) * 86400, "node2:777"))
+        vruns.append(_common(event_table("validate", cols, m), "validate", t0 + (20 + r) * 86400, "node2:777"))
     counts["validate"] = sum(t.num_rows for t in vruns)
     _write_log(root, "validate", vruns, t0 + 20 * 86400)
     if shard:
@@ -329,7 +331,7 @@ def write_shard_events(root: Path, ids: np.ndarray, sha: pa.Array, t0: float) ->
         "store_split": pa.array(["train"] * m),
         "shard_file": pa.array(np.char.add("data-", (np.arange(m) // 700).astype(str))),
     }
-    table = _common(pa.table(cols), "shard", t0 + 25 * 86400, "node3:99")
+    table = _common(event_table("shard", cols, m), "shard", t0 + 25 * 86400, "node3:99")
     _write_log(root, "shard", [table], t0 + 25 * 86400)
     return m
 

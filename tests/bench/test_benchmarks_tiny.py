@@ -77,17 +77,16 @@ def test_script_runs_at_tiny_scale(name: str, tmp_path: Path, ffmpeg_bin: str) -
     assert _repo_section(section) == before, "a tiny run wrote to the repository's BENCHMARKS.md"
 
 
-def test_scale_events_follow_the_stage_constructors() -> None:
+def test_scale_events_follow_the_stage_schemas() -> None:
     from benchmarks.bench_scale import event_table
     from tgdp.pipeline.fetch import EVENT_COLUMNS, fetch_event
 
-    row = fetch_event({})
-    table = event_table(row, {"clip_id": pa.array(["a", "b"]), "in_attempt_retries": pa.array([0, 2])}, 2)
-    assert table.column_names == list(EVENT_COLUMNS)  # every column the code writes, in its order
+    table = event_table("fetch", {"clip_id": pa.array(["a", "b"]), "in_attempt_retries": pa.array([0, 2])}, 2)
+    assert table.column_names == list(EVENT_COLUMNS) == list(fetch_event({}))  # what the code writes, in order
     assert table.column("in_attempt_retries").to_pylist() == [0, 2]
-    assert table.column("rate_wait_s").null_count == 2
+    assert table.column("rate_wait_s").type == pa.float64() and table.column("rate_wait_s").null_count == 2
     with pytest.raises(ValueError, match="no longer writes"):
-        event_table(row, {"clip_id": pa.array(["a"]), "retired_column": pa.array([1])}, 1)
+        event_table("fetch", {"clip_id": pa.array(["a"]), "retired_column": pa.array([1])}, 1)
 
 
 def test_scale_event_logs_read_back_with_every_fetch_column(tmp_path: Path) -> None:
@@ -97,10 +96,11 @@ def test_scale_event_logs_read_back_with_every_fetch_column(tmp_path: Path) -> N
     from tgdp.pipeline.validate import ValidateConfig, new_event
 
     ids = pa.array([f"audioset:id{i:08d}:0" for i in range(300)])
-    counts = write_events(tmp_path, ids, shard=False)
+    counts = write_events(tmp_path, ids, shard=True)
     fetched = ledger.read_events(tmp_path, "fetch")
     assert fetched.num_rows == counts["fetch"]
     assert set(EVENT_COLUMNS) <= set(fetched.column_names)
     assert np.nanmax(fetched.column("rate_wait_s").to_numpy(zero_copy_only=False)) > 0
     validated = ledger.read_events(tmp_path, "validate")
     assert set(new_event({"clip_id": ""}, ValidateConfig())) <= set(validated.column_names)
+    assert ledger.read_events(tmp_path, "shard").num_rows == counts["shard"] > 0
