@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 
 import torch
 
-from benchmarks.harness import Figure, write_section
+from benchmarks.harness import Figure, bench_args, write_section
 from tgdp.model.flops import step_flops
 from tgdp.model.presets import PRESETS
 from tgdp.model.tgdp import TgdpModel, build_model
@@ -87,10 +88,14 @@ def _case(label: str, sync_name: str, tgdp_name: str, batch: int, repeats: int, 
     ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = bench_args(argv, __doc__)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    figures = _case("tiny", "tiny_cavmae_sync", "tiny_tgdp", batch=8, repeats=7, warmup=2)
-    if os.environ.get("BENCH_MODEL_BASE", "1") != "0":
+    if args.tiny:  # the tiny presets at batch 2, one step each, no ViT-B
+        figures = _case("tiny", "tiny_cavmae_sync", "tiny_tgdp", batch=2, repeats=1, warmup=0)
+    else:
+        figures = _case("tiny", "tiny_cavmae_sync", "tiny_tgdp", batch=8, repeats=7, warmup=2)
+    if os.environ.get("BENCH_MODEL_BASE", "1") != "0" and not args.tiny:
         reps = int(os.environ.get("BENCH_MODEL_REPEATS", "3"))
         figures += _case("ViT-B", "cavmae_sync_base", "tgdp_base", batch=2, repeats=reps, warmup=1)
     write_section("model", figures, model_notes())
@@ -115,4 +120,4 @@ per epoch) is not reachable by FLOPs alone and presumably reflects data-loading-
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import Figure, write_section
+from benchmarks.harness import Figure, bench_args, write_section
 
 N_CLIPS = 8
 
@@ -28,11 +29,11 @@ def _cpu() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
-def _make_root(tmp: Path) -> Path:
+def _make_root(tmp: Path, n_clips: int) -> Path:
     from tgdp.pipeline.testing import make_clip, make_root
 
     rows = []
-    for i in range(N_CLIPS):
+    for i in range(n_clips):
         clip = make_clip(
             tmp / "media" / f"bench{i}.mp4",
             duration=14,
@@ -75,37 +76,39 @@ def _loader_rate(store: Path, workers: int, samples: int = 2048) -> tuple[float,
     return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     import torch
 
     from tgdp.pipeline.shard import ShardConfig, run_shard
     from tgdp.pipeline.validate import run_validate
 
+    args = bench_args(argv, __doc__)
+    n_clips, rounds, samples, loader_runs = (2, 2, 64, (1, 1)) if args.tiny else (N_CLIPS, 4, 2048, (3, 2))
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
     try:
-        root = _make_root(tmp)
+        root = _make_root(tmp, n_clips)
         val, shd, total = [], [], []
-        for rep in range(4):
+        for rep in range(rounds):
             store = tmp / f"store{rep}"
             c0 = _cpu()
             s = run_validate(root, backend="serial", force=True)
             c1 = _cpu()
             sh = run_shard(root, store, ShardConfig(), backend="serial", force=True)
             c2 = _cpu()
-            assert s.valid == N_CLIPS and sh.from_cache == N_CLIPS and sh.decoded == 0, (s, sh)
+            assert s.valid == n_clips and sh.from_cache == n_clips and sh.decoded == 0, (s, sh)
             if rep == 0:
                 continue  # warm-up: one-time imports
-            val.append((c1 - c0) / N_CLIPS)
-            shd.append((c2 - c1) / N_CLIPS)
-            total.append((c2 - c0) / N_CLIPS)
+            val.append((c1 - c0) / n_clips)
+            shd.append((c2 - c1) / n_clips)
+            total.append((c2 - c0) / n_clips)
         c0 = _cpu()
         run_shard(root, tmp / "store_decode", ShardConfig(), backend="serial", force=True)  # no cache: fallback
-        shd_decode = [(_cpu() - c0) / N_CLIPS]
-        _loader_rate(tmp / "store1", 0, samples=256)  # warm-up: torchvision import, page cache
-        runs0 = [_loader_rate(tmp / "store1", 0) for _ in range(3)]
+        shd_decode = [(_cpu() - c0) / n_clips]
+        _loader_rate(tmp / "store1", 0, samples=min(256, samples))  # warm-up: torchvision import, page cache
+        runs0 = [_loader_rate(tmp / "store1", 0, samples) for _ in range(loader_runs[0])]
         rate0, cpu0 = [r[0] for r in runs0], [r[1] for r in runs0]
-        rate2 = [_loader_rate(tmp / "store1", 2)[0] for _ in range(2)]
+        rate2 = [_loader_rate(tmp / "store1", 2, samples)[0] for _ in range(loader_runs[1])]
         figures = [
             Figure("validate CPU-s per clip", val, unit="CPU-s"),
             Figure("shard CPU-s per clip", shd, unit="CPU-s"),
@@ -116,7 +119,7 @@ def main() -> None:
             Figure("loader samples/s, 2 workers", rate2, unit="samples/s"),
         ]
         notes = (
-            f"{N_CLIPS} clips of 10 s (640x360 25 fps H.264 500 kb/s + AAC stereo 44.1 kHz) inside 14 s padded "
+            f"{n_clips} clips of 10 s (640x360 25 fps H.264 500 kb/s + AAC stereo 44.1 kHz) inside 14 s padded "
             "sections. validate = ONE ffmpeg process per clip that probes (input dump + first-frame start times) and "
             "fully decodes the window with -xerror (16 frames → 224 crop, 16 kHz PCM), then metrics, kaldi fbank, 16 "
             "JPEG q90 and an atomic write to ROOT/features; shard = pack the cached payloads into Arrow shards. "
@@ -138,4 +141,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.harness import Figure, write_section
+from benchmarks.harness import Figure, bench_args, write_section
 from tgdp.eval.retrieval import retrieval_ranks, retrieval_ranks_both
 
 __all__ = ["main"]
@@ -55,33 +55,35 @@ def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(np.float16), v.astype(np.float16)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = bench_args(argv, __doc__)
+    n_vgg, n_as, chunk, reps = (96, 1000, 64, 1) if args.tiny else (N_VGG, N_AS, CHUNK, 3)
     torch.set_num_threads(2)
-    a, v = _data(N_VGG)
+    a, v = _data(n_vgg)
     retrieval_ranks_both(a[:64], v[:64])  # warm-up (thread pool, allocator)
     times, times_sep, cpu = [], [], []
-    for _ in range(3):
+    for _ in range(reps):
         t0, c0 = time.perf_counter(), time.process_time()
-        retrieval_ranks_both(a, v, chunk_size=CHUNK)  # one similarity pass: rows A→V, columns V→A
+        retrieval_ranks_both(a, v, chunk_size=chunk)  # one similarity pass: rows A→V, columns V→A
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     t0 = time.perf_counter()
-    retrieval_ranks(v, a, chunk_size=CHUNK)  # V→A
-    retrieval_ranks(a, v, chunk_size=CHUNK)  # A→V
+    retrieval_ranks(v, a, chunk_size=chunk)  # V→A
+    retrieval_ranks(a, v, chunk_size=chunk)  # A→V
     times_sep.append(time.perf_counter() - t0)
 
     blocks = 1
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(N_AS), str(T), str(D), str(CHUNK), str(blocks)],
+        [sys.executable, "-c", _CHILD, str(n_as), str(T), str(D), str(chunk), str(blocks)],
         capture_output=True,
         text=True,
         check=True,
     )
     child = json.loads(out.stdout.strip().splitlines()[-1])
     per_row = child["seconds"] / child["rows"]
-    projected_s = per_row * N_AS
+    projected_s = per_row * n_as
     gib = 1024**3
-    arithmetic = (2 * N_AS * T * D * 2 + N_AS * T * D * 4 + CHUNK * T * D * 4 + CHUNK * N_AS * (4 + 1)) / gib
+    arithmetic = (2 * n_as * T * D * 2 + n_as * T * D * 4 + chunk * T * D * 4 + chunk * n_as * (4 + 1)) / gib
     figures = [
         Figure("VGGSound list 1,545×16×768 f16, both directions", times, unit="s", target="< 1 s on 2 CPU cores"),
         Figure("same, CPU time (both threads; ≈ 2× the uncontended wall time)", cpu, unit="CPU s"),
@@ -97,10 +99,10 @@ def main() -> None:
         Figure("17k: projected full run, both directions (2 CPU threads)", [projected_s], unit="s"),
     ]
     notes = (
-        f"Random float16 embeddings, strategy diagonal_mean, chunk {CHUNK} query rows, torch CPU matmul in float32, "
-        f"2 threads. The 17k figures come from a subprocess that builds two {N_AS}×{T}×{D} float16 arrays "
-        f"({2 * N_AS * T * D * 2 / gib:.2f} GiB; process RSS {child['base_gib']:.2f} GiB before ranking) and ranks "
-        f"the first {child['rows']} V→A queries against all {N_AS} candidates in {child['seconds']:.1f} s; the peak "
+        f"Random float16 embeddings, strategy diagonal_mean, chunk {chunk} query rows, torch CPU matmul in float32, "
+        f"2 threads. The 17k figures come from a subprocess that builds two {n_as}×{T}×{D} float16 arrays "
+        f"({2 * n_as * T * D * 2 / gib:.2f} GiB; process RSS {child['base_gib']:.2f} GiB before ranking) and ranks "
+        f"the first {child['rows']} V→A queries against all {n_as} candidates in {child['seconds']:.1f} s; the peak "
         "is reached on the first block (float32 candidates [N, T·D] + one query block + one [chunk, N] similarity "
         f"block), so it is the full run's peak. Arithmetic: inputs + float32 candidates + block = {arithmetic:.2f} "
         "GiB. The full-run time (both directions come from one pass) is projected linearly from the measured "
@@ -111,4 +113,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

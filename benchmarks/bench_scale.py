@@ -18,7 +18,8 @@ Times, each command in a fresh subprocess (wall, CPU = user + sys and peak RSS f
   `tgdp-data status --json`, `tgdp-data export`, and the planning step of `fetch` and `validate` (which clips to
   do next: `fetch.plan_fetch`, `validate.validate_tasks`), on the union ROOT, before and after shard events.
 
-Usage: python -m benchmarks.bench_scale [--scale 0.1] [--runs 3] [--keep DIR]  (`make bench` runs scale 1).
+Usage: python -m benchmarks.bench_scale [--scale 0.1] [--runs 3] [--keep DIR] [--tiny] [--md PATH]  (`make bench` runs
+scale 1).
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.harness import Figure, write_section
+from benchmarks.harness import Figure, bench_args, write_section
 
 FULL = {"unbal": 2_041_789, "bal": 22_160, "eval": 20_371, "vgg_train": 183_730, "vgg_test": 15_446}
 _YT = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", dtype=np.uint8)
@@ -155,6 +157,21 @@ def _write_log(root: Path, stage: str, runs: list[pa.Table], t0: float) -> int:
     return files
 
 
+def event_table(stage: str, given: Mapping[str, pa.Array], n: int) -> pa.Table:
+    """`n` events of `stage` with the columns the ledger writes for it (`ledger.STAGE_SCHEMAS`, without the columns
+    the ledger adds itself), in its order and types: each taken from `given` (cast) or all null. A `given` column
+    the stage does not declare is an error: the benchmark fell behind the code."""
+    from tgdp.pipeline.ledger import STAGE_SCHEMAS
+
+    schema = STAGE_SCHEMAS[stage]
+    stale = [k for k in given if k not in schema.names]
+    if stale:
+        raise ValueError(f"the benchmark builds {stage} event columns the code no longer writes: {stale}")
+    added = {"attempted_at", "worker", "stage", "seq"}  # `_common` and `_write_log` add them, as the ledger does
+    cols = {f.name: given[f.name].cast(f.type) if f.name in given else pa.nulls(n, f.type) for f in schema}
+    return pa.table({k: v for k, v in cols.items() if k not in added})
+
+
 def _common(table: pa.Table, stage: str, when: float, worker: str) -> pa.Table:
     n = table.num_rows
     ts = pa.array(np.full(n, int(when * 1e6), dtype="int64")).cast(pa.timestamp("us", tz="UTC"))
@@ -167,7 +184,6 @@ def _common(table: pa.Table, stage: str, when: float, worker: str) -> pa.Table:
 
 def write_events(root: Path, clip_ids: pa.Array, seed: int = 1, shard: bool = False) -> dict[str, int]:
     """Fetch and validate (and optionally shard) event logs for `clip_ids`; returns event counts per stage."""
-    from tgdp.pipeline.fetch import EVENT_COLUMNS
     from tgdp.pipeline.validate import METRIC_COLUMNS, ValidateConfig
 
     rng = np.random.default_rng(seed)
@@ -233,7 +249,7 @@ def write_events(root: Path, clip_ids: pa.Array, seed: int = 1, shard: bool = Fa
             "format_id": pa.array(np.where(is_ok, "134+140", None), pa.string()),
             "vcodec": pa.array(np.where(is_ok, "avc1.4d401e", None), pa.string()),
             "acodec": pa.array(np.where(is_ok, "mp4a.40.2", None), pa.string()),
-            "height": pa.array(np.where(is_ok, 360.0, np.nan)),
+            "height": pa.array(np.full(m, 360), pa.int64(), mask=~is_ok),
             "fps": pa.array(np.where(is_ok, 25.0, np.nan)),
             "yt_dlp_version": pa.array([version[0]] * m),
             "ffmpeg_version": pa.array([version[1]] * m),
@@ -242,15 +258,17 @@ def write_events(root: Path, clip_ids: pa.Array, seed: int = 1, shard: bool = Fa
                 pa.timestamp("us", tz="UTC")
             ),
             "gave_up": pa.array(failed_t & (attempt >= 5)),
+            "in_attempt_retries": pa.array(np.where(failed_t, rng.integers(0, 3, size=m), 0), pa.int64()),
+            "rate_wait_s": pa.array(rng.uniform(0, 12, size=m).round(3)),
             "ray_node": pa.array(np.char.add("node", (sel % 4).astype(str))),
         }
-        assert list(cols) == list(EVENT_COLUMNS)
-        runs.append(_common(pa.table(cols), "fetch", when, "node1:4242"))
+        runs.append(_common(event_table("fetch", cols, m), "fetch", when, "node1:4242"))
     counts = {"fetch": sum(t.num_rows for t in runs)}
     _write_log(root, "fetch", runs, t0)
 
     # validate: one verdict per fetched clip; 1% first saw a transient missing_raw
-    rule = ValidateConfig().valid_rule()
+    vcfg = ValidateConfig()
+    rule = vcfg.valid_rule()
     fsha = ok_sha.take(pa.array(ok_idx))
     fids = ids[ok_idx]
     k = ok_idx.size
@@ -292,7 +310,7 @@ def write_events(root: Path, clip_ids: pa.Array, seed: int = 1, shard: bool = Fa
             "feature_cache": pa.array(np.where(valid, "cached", None), pa.string()),
             **metrics,
         }
-        vruns.append(_common(pa.table(cols), "validate", t0 + (20 + r) * 86400, "node2:777"))
+        vruns.append(_common(event_table("validate", cols, m), "validate", t0 + (20 + r) * 86400, "node2:777"))
     counts["validate"] = sum(t.num_rows for t in vruns)
     _write_log(root, "validate", vruns, t0 + 20 * 86400)
     if shard:
@@ -313,7 +331,7 @@ def write_shard_events(root: Path, ids: np.ndarray, sha: pa.Array, t0: float) ->
         "store_split": pa.array(["train"] * m),
         "shard_file": pa.array(np.char.add("data-", (np.arange(m) // 700).astype(str))),
     }
-    table = _common(pa.table(cols), "shard", t0 + 25 * 86400, "node3:99")
+    table = _common(event_table("shard", cols, m), "shard", t0 + 25 * 86400, "node3:99")
     _write_log(root, "shard", [table], t0 + 25 * 86400)
     return m
 
@@ -379,7 +397,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep", type=Path, default=None, help="generate into (and keep) this directory")
     ap.add_argument("--only", default="manifest,status,export,plan", help="comma-separated subset to time")
     ap.add_argument("--no-write", action="store_true", help="print the figures, leave BENCHMARKS.md alone")
-    args = ap.parse_args(argv if argv is not None else [])
+    args = bench_args(argv, __doc__, ap)
+    if args.tiny:  # ~500 clips, one run each: the suite's check that every step still runs
+        args.scale, args.runs = min(args.scale, 2e-4), 1
     only = set(args.only.split(","))
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="tgdp-bench-scale-"))
     py = sys.executable

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import Figure, write_section
+from benchmarks.harness import Figure, bench_args, write_section
 
 ROWS, FRAMES, JPEG_BYTES, SHARD_BYTES, BLOCK = 96, 16, 12 << 10, 8 << 20, 2
 
@@ -30,7 +31,9 @@ class _Shape:
     num_frames, target_length, num_mel_bins = FRAMES, 1024, 128
 
 
-def _write_local(staging: Path, store: Path) -> tuple[object, list[str]]:
+def _write_local(
+    staging: Path, store: Path, rows: int = ROWS, shard_bytes: int = SHARD_BYTES
+) -> tuple[object, list[str]]:
     """Write the split to staging; returns (index, staged names) without assembling it."""
     from tgdp.store.format import StoreIndex, rows_digest, store_features
     from tgdp.store.writer import StoreWriter, shard_entry
@@ -41,15 +44,15 @@ def _write_local(staging: Path, store: Path) -> tuple[object, list[str]]:
     rng = np.random.default_rng(0)
     digests = []
     staging.mkdir(parents=True)
-    with StoreWriter(staging, schema, fbank_shape=(1024, 128), shard_bytes=SHARD_BYTES, batch_rows=16) as w:
-        for i in range(ROWS):
+    with StoreWriter(staging, schema, fbank_shape=(1024, 128), shard_bytes=shard_bytes, batch_rows=16) as w:
+        for i in range(rows):
             row = {"clip_id": f"b:{i:05d}:0", "labels": ["x"], "fbank_frames": 1024, "frame_pts_s": [0.0] * FRAMES}
             row["fbank"] = rng.standard_normal((1024, 128)).astype(np.float16)
             row["frames_jpeg"] = [rng.bytes(JPEG_BYTES) for _ in range(FRAMES)]
             digests.append(f"{i:064x}")
             w.add(row, digests[-1])
     entries = [shard_entry(k, len(w.shards), s) for k, s in enumerate(w.shards)]
-    index = StoreIndex("train", ROWS, entries, meta, {}, rows_digest(digests))
+    index = StoreIndex("train", rows, entries, meta, {}, rows_digest(digests))
     return (index, features), [s["file"] for s in w.shards]
 
 
@@ -65,7 +68,9 @@ def _read_all(store) -> float:
     return len(order) / (time.perf_counter() - t0)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = bench_args(argv, __doc__)
+    rows, shard_bytes, reps = (8, 1 << 20, 1) if args.tiny else (ROWS, SHARD_BYTES, 3)  # tiny: 8 rows in 4 shards
     from tgdp.store import Store
     from tgdp.store.cache import ShardCache
     from tgdp.store.fs import location
@@ -81,22 +86,22 @@ def main() -> None:
     try:
         os.environ.update(server.env(tmp))
         server.make_bucket("bench")
-        (index, features), staged = _write_local(tmp / "staging", tmp / "local")
+        (index, features), staged = _write_local(tmp / "staging", tmp / "local", rows, shard_bytes)
         total_mb = sum(e.bytes for e in index.shards) / 1e6
         shutil.copytree(tmp / "staging", tmp / "staging-copy")
         assemble_split(tmp / "local", index, tmp / "staging", staged, features)
         from tgdp.store.remote import publish_split
 
         uploads = []
-        for rep in range(3):
+        for rep in range(reps):
             uri = location(f"s3://bench/store{rep}")
             t0 = time.perf_counter()
             publish_split(uri, index, tmp / "staging-copy", staged, split_files(index, features))
             uploads.append(total_mb / (time.perf_counter() - t0))
         local, remote = Store.open(tmp / "local", "train"), location("s3://bench/store0").child("train")
-        local_rate = [_read_all(Store.open(tmp / "local", "train")) for _ in range(3)]
+        local_rate = [_read_all(Store.open(tmp / "local", "train")) for _ in range(reps)]
         cold, warm = [], []
-        for rep in range(3):
+        for rep in range(reps):
             cache_dir = tmp / f"cache{rep}"
             cold.append(_read_all(Store(remote, ShardCache(cache_dir, 1 << 30))))
             warm.append(_read_all(Store(remote, ShardCache(cache_dir, 1 << 30))))
@@ -114,7 +119,7 @@ def main() -> None:
         Figure("shard upload", uploads, "MB/s"),
     ]
     notes = (
-        f"{ROWS} rows, {len(index.shards)} shards, {total_mb:.0f} MB; block shuffle, block size {BLOCK} shards; "
+        f"{rows} rows, {len(index.shards)} shards, {total_mb:.0f} MB; block shuffle, block size {BLOCK} shards; "
         "cache limit 1 GiB; SeaweedFS `weed mini` on loopback (one process, same machine). "
         "Cold includes every shard's download and sha256 check before its rows are read."
     )
@@ -122,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.harness import Figure, write_section
+from benchmarks.harness import Figure, bench_args, write_section
 
 __all__ = ["main"]
 
@@ -48,19 +49,19 @@ def build_store(
     )
 
 
-def _config(preset: str, workers: int = WORKERS):
+def _config(preset: str, workers: int = WORKERS, steps: int = STEPS):
     from tgdp.train.config import load_run_config
 
     return load_run_config(
         preset,
         [
-            f"train.steps={STEPS}",
+            f"train.steps={steps}",
             f"train.batch_size={BATCH}",
             f"train.num_workers={workers}",
-            f"train.log_every={STEPS // 2}",
+            f"train.log_every={max(steps // 2, 1)}",
             "train.progress=false",
             "train.tensorboard=false",
-            f"train.ckpt_every={STEPS * 10}",
+            f"train.ckpt_every={steps * 10}",
         ],
     )
 
@@ -83,11 +84,11 @@ def loader_rate(store: Path, batches: int = 24) -> float:
     return batches * BATCH / (time.perf_counter() - t0)
 
 
-def train_rate(store: Path, preset: str, run_dir: Path) -> dict[str, float]:
+def train_rate(store: Path, preset: str, run_dir: Path, steps: int = STEPS) -> dict[str, float]:
     """Steady-state figures of the second log window (the first holds start-up)."""
     from tgdp.train.loop import fit
 
-    summary = fit(_config(preset), store, run_dir)
+    summary = fit(_config(preset, steps=steps), store, run_dir)
     last = summary.history[-1]
     return {
         "samples_per_s": last["samples_per_s"],
@@ -96,18 +97,21 @@ def train_rate(store: Path, preset: str, run_dir: Path) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = bench_args(argv, __doc__)
+    # tiny: 8 clips (one batch) of 1 s, 2 steps per run, one run per preset
+    n_clips, duration, steps, batches, runs = (8, 1.0, 2, 1, 1) if args.tiny else (NUM_CLIPS, 3.0, STEPS, 24, 2)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory(prefix="tgdp-bench-train-") as tmp:
         tmp_path = Path(tmp)
         t0 = time.perf_counter()
-        store = build_store(tmp_path)
+        store = build_store(tmp_path, n=n_clips, duration=duration)
         build_s = time.perf_counter() - t0
-        load = [loader_rate(store) for _ in range(2)]
+        load = [loader_rate(store, batches) for _ in range(runs)]
         tg, sync = [], []
-        for k in range(2):
-            tg.append(train_rate(store, "tiny_tgdp", tmp_path / f"tg{k}"))
-            sync.append(train_rate(store, "tiny_cavmae_sync", tmp_path / f"sync{k}"))
+        for k in range(runs):
+            tg.append(train_rate(store, "tiny_tgdp", tmp_path / f"tg{k}", steps))
+            sync.append(train_rate(store, "tiny_cavmae_sync", tmp_path / f"sync{k}", steps))
     figures = [
         Figure("tiny_tgdp end-to-end", [r["samples_per_s"] for r in tg], unit="samples/s"),
         Figure(
@@ -127,8 +131,8 @@ def main() -> None:
         ),
     ]
     notes = (
-        f"Store: {NUM_CLIPS} synthetic 3 s clips written by `run_shard` (96 px, 64 mel bins, 256 frames; built in "
-        f"{build_s:.0f} s). Runs: {STEPS} steps, global batch {BATCH}, {WORKERS} DataLoader worker, fp32 CPU, "
+        f"Store: {n_clips} synthetic {duration:g} s clips written by `run_shard` (96 px, 64 mel bins, 256 frames; "
+        f"built in {build_s:.0f} s). Runs: {steps} steps, global batch {BATCH}, {WORKERS} DataLoader worker, fp32 CPU, "
         "figures from the second half of each run (the first half includes start-up). Two runs per preset, "
         "alternating. The machine's 2 cores are shared with other jobs, so absolute rates are noisy; the ratio and "
         "the wait fraction are the figures to read."
@@ -137,4 +141,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

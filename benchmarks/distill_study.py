@@ -95,13 +95,13 @@ def _term_with_grad(model, audio, frames, key: str, seed: int) -> torch.Tensor:
             object.__setattr__(cfg, k, v)
 
 
-def grads_table(names: list[str], vitb: bool) -> str:
+def grads_table(names: list[str], vitb: bool, tiny_batch: int = 16) -> str:
     rows = [
         "| setting | model | batch | ‖∇ λ_rec·L_rec‖ | ‖∇ λ_dis·L_dis‖ | ‖∇ λ_contra·L_contra‖ | dis/contra "
         "| rec/contra |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    sizes = [("tiny", None, 16)] + ([("ViT-B", "tgdp_base", 2)] if vitb else [])
+    sizes = [("tiny", None, tiny_batch)] + ([("ViT-B", "tgdp_base", 2)] if vitb else [])
     for name in names:
         preset, overrides = CANDIDATES[name]
         for label, base, batch in sizes:
@@ -195,11 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seeds", default="0")
+    p.add_argument("--tiny", action="store_true", help="two settings, batch 2 (and 2 steps for runs): a smoke check")
     a = p.parse_args(argv)
+    if a.tiny:
+        a.names = a.names if a.names != p.get_default("names") else "sync,tgdp"
+        a.steps, a.batch, a.vitb = min(a.steps, 2), min(a.batch, 4), False
     names = [n for n in a.names.split(",") if n]
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     if a.part == "grads":
-        print(grads_table(names, a.vitb))
+        print(grads_table(names, a.vitb, tiny_batch=2 if a.tiny else 16))
         return 0
     if a.store is None:
         p.error("runs needs --store")

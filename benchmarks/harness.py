@@ -3,13 +3,19 @@ BENCHMARKS.md between `<!-- bench:NAME -->` markers, headed by the machine descr
 
 Usage in a benchmark module:
 
-    from benchmarks.harness import Figure, repeat, write_section
-    fig = Figure("fetch clips/s, 1 worker", repeat(run_once, n=3), unit="clips/s")
-    write_section("fetch", [fig], notes="...")
+    from benchmarks.harness import Figure, bench_args, repeat, write_section
+    def main(argv=None):
+        args = bench_args(argv, __doc__)  # --tiny (seconds-long smoke scale, run by the test suite), --md PATH
+        fig = Figure("fetch clips/s, 1 worker", repeat(run_once, n=2 if args.tiny else 3), unit="clips/s")
+        write_section("fetch", [fig], notes="...")
+
+`--md PATH` (or the TGDP_BENCH_MD environment variable) sends the sections to another file than the repository's
+BENCHMARKS.md: the suite's tiny runs write to a temporary file, so they never touch the measured figures.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -20,9 +26,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Figure", "machine_description", "repeat", "timed", "write_section"]
+__all__ = ["BENCHMARKS_MD", "MD_ENV", "Figure", "bench_args", "machine_description", "repeat", "timed", "write_section"]
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+MD_ENV = "TGDP_BENCH_MD"
+
+
+def bench_args(
+    argv: list[str] | None, doc: str | None, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    """Parse a benchmark's options plus the common ones: `--tiny` (the smoke scale the suite runs) and `--md PATH`
+    (where its section goes; exported as TGDP_BENCH_MD so `write_section` and child processes follow it)."""
+    p = parser or argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    p.add_argument("--tiny", action="store_true", help="smallest counts: checks the script runs (seconds)")
+    p.add_argument("--md", type=Path, default=None, help=f"write the section here (default {BENCHMARKS_MD.name})")
+    args = p.parse_args(argv if argv is not None else [])
+    if args.md is not None:
+        os.environ[MD_ENV] = str(args.md)
+    return args
 
 
 @dataclass
@@ -95,8 +116,10 @@ def machine_description() -> str:
     return f"{cpu}, {usable} usable cores{mem}, Python {platform.python_version()}{tv}{ff}"
 
 
-def write_section(name: str, figures: Sequence[Figure], notes: str = "", path: Path = BENCHMARKS_MD) -> str:
-    """Print the figures and replace (or append) the `name` section of BENCHMARKS.md; returns the section text."""
+def write_section(name: str, figures: Sequence[Figure], notes: str = "", path: Path | None = None) -> str:
+    """Print the figures and replace (or append) the `name` section of BENCHMARKS.md (or of `path`, or of
+    $TGDP_BENCH_MD); returns the section text."""
+    path = Path(path or os.environ.get(MD_ENV) or BENCHMARKS_MD)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         f"<!-- bench:{name} -->",

@@ -311,14 +311,22 @@ def selection(
 def report(
     results: list[Path] = typer.Argument(..., exists=True, help="result JSON files or directories holding them"),
     out: Path = typer.Option(..., help="output directory for report.md / report.json"),
+    study: Optional[Path] = typer.Option(
+        None, exists=True, dir_okay=False, help="results.json of `make reproduce`: its seed noise (default: built in)"
+    ),
 ) -> None:
-    """Collect retrieval and probe results into tables like the paper's (Markdown + JSON)."""
-    from tgdp.eval.report import load_results, write_report
+    """Collect retrieval and probe results into tables like the paper's (Markdown + JSON), with chance levels, the
+    seed noise and which model did better."""
+    from tgdp.eval.report import load_results, seed_noise_from_study, write_report
 
     found = load_results(results)
     if not found:
         raise typer.BadParameter("no retrieval/probe result JSON found")
-    md, js = write_report(found, out)
+    try:
+        noise = seed_noise_from_study(study) if study is not None else None
+    except (ValueError, KeyError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    md, js = write_report(found, out, noise)
     typer.echo(md.read_text(encoding="utf-8"))
     typer.echo(f"wrote {md} and {js}")
 

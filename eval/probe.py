@@ -39,6 +39,7 @@ __all__ = [
     "ProbeResult",
     "assert_trainable",
     "build_probe",
+    "chance_level",
     "encode_labels",
     "probe_features",
     "probe_heads",
@@ -204,6 +205,7 @@ class ProbeResult:
     classes: list[str]
     n_trainable: int
     unknown_test_labels: int = 0
+    chance: float | None = None  # `chance_level` of the test targets (percent)
     per_class_ap: list[float | None] = field(default_factory=list)
     model: str = ""
     dataset: str = ""
@@ -222,6 +224,7 @@ class ProbeResult:
             "n_train": self.n_train,
             "n_test": self.n_test,
             "n_classes": len(self.classes),
+            "chance": self.chance,
             "n_trainable": self.n_trainable,
             "num_heads": self.num_heads,
             "unknown_test_labels": self.unknown_test_labels,
@@ -249,6 +252,20 @@ def _predict(probe: nn.Module, x: torch.Tensor, batch_size: int, device: torch.d
     probe.eval()
     out = [probe(x[s : s + batch_size].to(device)).float().cpu() for s in range(0, x.shape[0], batch_size)]
     return torch.cat(out).numpy()
+
+
+def chance_level(task: str, targets: np.ndarray) -> float:
+    """What a probe that ignores its input scores on `targets` (percent): for multiclass ([N] class indices) the
+    test share of the most frequent class (≥ 100/C: the best constant guess); for multilabel ([N, C] multi-hot) the
+    mean positive rate over classes with a positive (the expected AP of a random ranking)."""
+    if len(targets) == 0:
+        return float("nan")
+    if task == "multilabel":
+        rate = targets.mean(axis=0)
+        rate = rate[rate > 0]
+        return 100.0 * float(rate.mean()) if rate.size else float("nan")
+    known = targets[targets >= 0]
+    return 100.0 * float(np.bincount(known).max()) / len(targets) if known.size else 0.0
 
 
 def _score(cfg: ProbeConfig, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray | None]:
@@ -329,6 +346,7 @@ def train_probe(
         classes=classes,
         n_trainable=sum(p.numel() for p in probe.parameters()),
         unknown_test_labels=unknown_test,
+        chance=chance_level(cfg.task, y_test),
         per_class_ap=[None if np.isnan(v) else float(v) for v in ap] if ap is not None else [],
         num_heads=getattr(probe, "num_heads", None),
     )

@@ -41,7 +41,7 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -75,6 +75,7 @@ __all__ = [
     "classify_error",
     "clip_states",
     "fetch",
+    "fetch_event",
     "file_sha256",
     "plan_fetch",
     "tool_versions",
@@ -145,6 +146,12 @@ EVENT_COLUMNS = (
     "format_id", "vcodec", "acodec", "height", "fps", "yt_dlp_version", "ffmpeg_version", "elapsed_s",
     "next_attempt_after", "gave_up", "in_attempt_retries", "rate_wait_s", "ray_node",
 )  # fmt: skip
+
+
+def fetch_event(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The event-log row of a fetch attempt: exactly `EVENT_COLUMNS`, in order (absent ones None); keys outside them
+    (the driver's bookkeeping) are left out. Every writer of fetch events (fetch, import, tests, benchmarks) uses it."""
+    return {k: fields.get(k) for k in EVENT_COLUMNS}
 
 
 def classify_error(message: str) -> tuple[str, bool]:
@@ -827,7 +834,7 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
                         event["gave_up"] = n >= cfg.max_attempts
                     else:
                         event["gave_up"] = False
-                    writer.add({k: event.get(k) for k in EVENT_COLUMNS})
+                    writer.add(fetch_event(event))
                     summary.attempted += 1
                     if event["status"] == "ok":
                         summary.ok += 1

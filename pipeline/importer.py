@@ -42,7 +42,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from tgdp.pipeline import ledger
-from tgdp.pipeline.fetch import EVENT_COLUMNS, RootLock, clip_states, tool_versions
+from tgdp.pipeline.fetch import RootLock, clip_states, fetch_event, tool_versions
 from tgdp.pipeline.layout import file_sha256, manifest_path, place_raw, raw_target, safe_name
 
 __all__ = ["ImportReport", "import_clips", "register_files"]
@@ -266,7 +266,7 @@ def _ok_event(
     root: Path, clip_id: str, final: Path, size: int, digest: str, origin: dict[str, Any], st: Any, source: str
 ) -> dict[str, Any]:
     """The `fetch` ok event of a placed file (`origin`: its `section_mode` and `section_start_s`), with exactly the
-    event log's columns (`fetch.EVENT_COLUMNS`)."""
+    event log's columns (`fetch.fetch_event`)."""
     ytv, ffv = tool_versions()
     event = {
         "clip_id": clip_id,
@@ -284,7 +284,7 @@ def _ok_event(
         "ffmpeg_version": ffv,
         "gave_up": False,
     }
-    return {k: event.get(k) for k in EVENT_COLUMNS}
+    return fetch_event(event)
 
 
 def register_files(

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tgdp.pipeline.fetch import EVENT_COLUMNS
+from tgdp.pipeline.fetch import fetch_event
 from tgdp.pipeline.layout import clip_id_for, file_sha256, manifest_path, raw_path_for
 from tgdp.pipeline.ledger import append_events
 from tgdp.pipeline.manifest import SOURCE_SCHEMA
@@ -148,11 +148,10 @@ def _fetch_event(root: Path, clip_id: str, media: Path, fields: Mapping[str, Any
     if media.resolve() != dest.resolve():
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(media, dest)
-    event: dict[str, Any] = dict.fromkeys(EVENT_COLUMNS)
-    event.update(clip_id=clip_id, status="ok", reason=None, transient=False, attempt=1)
+    event: dict[str, Any] = dict(clip_id=clip_id, status="ok", reason=None, transient=False, attempt=1)
     event.update(raw_path=dest.relative_to(root).as_posix(), file_bytes=dest.stat().st_size, sha256=file_sha256(dest))
     event.update(fields)
-    return event
+    return fetch_event(event)
 
 
 def make_root(

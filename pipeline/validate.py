@@ -92,6 +92,7 @@ __all__ = [
     "ValidateError",
     "ValidateSummary",
     "map_clips",
+    "new_event",
     "resolve_window",
     "run_validate",
     "validate_clip",
@@ -236,7 +237,7 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     cfg (ValidateConfig as a dict), optional cache_path: where a valid clip's store payload goes (the only write).
     """
     cfg = ValidateConfig.model_validate(task["cfg"])
-    event = _new_event(task, cfg)
+    event = new_event(task, cfg)
     cache_path = task.get("cache_path") if cfg.feature_cache else None
     if cache_path:
         Path(cache_path).unlink(missing_ok=True)  # whatever the verdict, an entry from an earlier run is stale
@@ -264,8 +265,8 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
     return event
 
 
-def _new_event(task: Mapping[str, Any], cfg: ValidateConfig) -> dict[str, Any]:
-    """A failed event with no reason yet and no metrics: the checks fill it in."""
+def new_event(task: Mapping[str, Any], cfg: ValidateConfig) -> dict[str, Any]:
+    """A failed event with no reason yet and no metrics: the checks fill it in (every validate event's columns)."""
     return {
         "clip_id": task["clip_id"],
         "status": "failed",

@@ -139,6 +139,7 @@ tgdp.pipeline.fetch.build_url
 tgdp.pipeline.fetch.classify_error
 tgdp.pipeline.fetch.clip_states
 tgdp.pipeline.fetch.fetch
+tgdp.pipeline.fetch.fetch_event
 tgdp.pipeline.fetch.file_sha256
 tgdp.pipeline.fetch.plan_fetch
 tgdp.pipeline.fetch.tool_versions
@@ -320,6 +321,7 @@ tgdp.pipeline.validate.ValidateConfig
 tgdp.pipeline.validate.ValidateError
 tgdp.pipeline.validate.ValidateSummary
 tgdp.pipeline.validate.map_clips
+tgdp.pipeline.validate.new_event
 tgdp.pipeline.validate.resolve_window
 tgdp.pipeline.validate.run_validate
 tgdp.pipeline.validate.validate_clip
@@ -526,17 +528,22 @@ tgdp.eval.probe.ProbeConfig
 tgdp.eval.probe.ProbeResult
 tgdp.eval.probe.assert_trainable
 tgdp.eval.probe.build_probe
+tgdp.eval.probe.chance_level
 tgdp.eval.probe.encode_labels
 tgdp.eval.probe.probe_features
 tgdp.eval.probe.probe_heads
 tgdp.eval.probe.train_probe
 
 import tgdp.eval.report
+tgdp.eval.report.STUDY_SEED_SD
+tgdp.eval.report.compare
 tgdp.eval.report.load_results
 tgdp.eval.report.plot_recall_curves
 tgdp.eval.report.plot_similarity
 tgdp.eval.report.probe_table
+tgdp.eval.report.recall_chance
 tgdp.eval.report.retrieval_table
+tgdp.eval.report.seed_noise_from_study
 tgdp.eval.report.write_report
 
 import tgdp.eval.retrieval
