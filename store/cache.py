@@ -82,6 +82,13 @@ class ShardCache:
             os.utime(path)
         return path
 
+    def touch(self, shard: ShardEntry) -> None:
+        """Mark a cached shard as just used (its mtime orders the LRU eviction); a missing one is ignored."""
+        try:
+            os.utime(self.path_of(shard))
+        except FileNotFoundError:
+            pass
+
     def prefetch(self, split: Location, shards: Iterable[ShardEntry]) -> None:
         """Start downloading `shards` (in this order) in the background; cached or already queued ones are skipped.
         A no-op with `prefetch_workers=0`."""

@@ -33,7 +33,10 @@ from tgdp.store.fs import Location, location
 __all__ = ["Store"]
 
 _HEAVY = ("fbank", "frames_jpeg")
-MAX_MAPPED_REMOTE = 8  # shards a process keeps mapped from a remote split (block shuffle touches a few at a time)
+# Shards a process keeps mapped from a remote split. A mapped shard the cache has evicted still holds its disk space,
+# so such mappings are dropped whenever a new shard is mapped; the others stay mapped (re-mapping a shard every epoch
+# re-faults its pages: a warm cache then read at 0.58x local on a 24-shard store that fits in the page cache).
+MAX_MAPPED_REMOTE = 64
 
 
 class _Batch:
@@ -128,9 +131,17 @@ class Store:
             batches.append(_Batch(rb, self._fb["target_length"], self._fb["num_mel_bins"], self._frames["n"]))
             starts.append(starts[-1] + rb.num_rows)
         self._mapped[k] = (batches, starts)
-        if self._max_mapped and len(self._mapped) > self._max_mapped:
-            self._mapped.popitem(last=False)  # views already handed out keep their buffers alive
+        if self._max_mapped:
+            self._release_evicted(k)
+            if len(self._mapped) > self._max_mapped:
+                self._mapped.popitem(last=False)  # views already handed out keep their buffers alive
         return batches, starts
+
+    def _release_evicted(self, keep: int) -> None:
+        """Unmap the shards whose cache file is gone (evicted): their disk space is freed once unmapped."""
+        cache = self._shard_cache()
+        for k in [k for k in self._mapped if k != keep and not cache.path_of(self.index.shards[k]).exists()]:
+            del self._mapped[k]
 
     def prefetch(self, rows: Sequence[int] | np.ndarray, ahead: int) -> None:
         """Remote: the rows this process reads next, in order. Their shards (in order of first use) are downloaded
@@ -153,6 +164,8 @@ class Store:
         pos = self._plan_pos.get(k)
         if pos is not None and pos > self._plan_done:
             self._plan_done = pos
+            if k in self._mapped:  # read again this epoch without a fetch: tell the cache's LRU
+                self._shard_cache().touch(self.index.shards[k])
             self._submit_plan()
 
     def _submit_plan(self) -> None:

@@ -134,3 +134,25 @@ def test_a_prefetching_block_stream_resumes_exactly(s3: dict, tmp_path: Path) ->
         assert (got["epoch"], got["batch"]) == (want["epoch"], want["batch"])
         assert got["index"].tolist() == want["index"].tolist()
         np.testing.assert_array_equal(got["seg"].numpy(), want["seg"].numpy())
+
+
+def test_a_warm_remote_store_keeps_its_shards_mapped_across_epochs_unless_evicted(
+    s3: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = write_split(s3["uri"], tmp_path / "st", n=30)
+    assert len(index.shards) > 8  # more than the old fixed cap of 8 mapped shards
+    split = location(s3["uri"]).child("train")
+    opened: list[str] = []
+    real_open = Store._open_shard
+    monkeypatch.setattr(Store, "_open_shard", lambda self, sh: (opened.append(sh.file), real_open(self, sh))[1])
+    st = Store(split, ShardCache(tmp_path / "cache"))
+    for _ in range(2):  # two epochs: the second maps nothing again (re-mapping re-faults every page)
+        for i in epoch_order([e.rows for e in index.shards], 0, 0, "block", 2):
+            st.segment(int(i), 0, 32)
+    assert sorted(opened) == sorted(e.file for e in index.shards)
+    small = ShardCache(tmp_path / "small", limit_bytes=3 * max(e.bytes for e in index.shards))
+    st = Store(split, small)
+    for i in range(len(st)):  # the cache evicts as it goes: evicted shards are unmapped, freeing their disk
+        st.segment(i, 0, 32)
+    cached = {p.stem for p in (tmp_path / "small").glob("*/*.arrow")}
+    assert len(cached) <= 3 and {index.shards[k].sha256 for k in st._mapped} <= cached
