@@ -122,6 +122,22 @@ def _epoch_rate(store: str, plan: Plan, cache_dir: Path | None = None, prefetch:
     return rate
 
 
+def _download_alone(split: str, index: Any, cache_dir: Path, plan: Plan) -> tuple[float, float]:
+    """(MB/s, client CPU-ms per MB) of fetching every shard into an empty cache on `plan.prefetch` threads, no
+    loader running: the cache's own ceiling (download + sha256 + fsync + rename)."""
+    from tgdp.store.cache import ShardCache
+    from tgdp.store.fs import location
+
+    cache = ShardCache(cache_dir, int(plan.cache_gb * (1 << 30)), prefetch_workers=plan.prefetch)
+    mb = sum(e.bytes for e in index.shards) / 1e6
+    t0, c0 = time.perf_counter(), time.process_time()
+    cache.prefetch(location(split), index.shards)
+    cache.wait()
+    cache.close()
+    assert cache.downloads == len(index.shards)
+    return mb / (time.perf_counter() - t0), (time.process_time() - c0) * 1000 / mb
+
+
 def _measure(tmp: Path, plan: Plan) -> tuple[list[Figure], str]:
     from tgdp.store.fs import location
     from tgdp.store.remote import publish_split
@@ -141,12 +157,14 @@ def _measure(tmp: Path, plan: Plan) -> tuple[list[Figure], str]:
     local, remote = str(tmp / "local" / "train"), "s3://bench/store0/train"
     _epoch_rate(local, plan)  # warm-up: imports, page cache of the local copy
     rates: dict[str, list[float]] = {"local": [], "cold": [], "warm": [], "cold0": []}
+    alone = [_download_alone(remote, index, tmp / f"alone{rep}", plan) for rep in range(plan.reps)]
     for rep in range(plan.reps):
         rates["local"].append(_epoch_rate(local, plan))
         rates["cold"].append(_epoch_rate(remote, plan, tmp / f"cache{rep}"))
         assert len(list((tmp / f"cache{rep}").glob("*/*.arrow"))) == len(index.shards)
         rates["warm"].append(_epoch_rate(remote, plan, tmp / f"cache{rep}"))
         rates["cold0"].append(_epoch_rate(remote, plan, tmp / f"nopf{rep}", prefetch=0))
+    mb_row = total_mb / plan.rows
     setting = f"block {BLOCK} shards, cache limit {plan.cache_gb:g} GiB"
     pf = f"prefetch {plan.prefetch} downloads"
     ratio = {k: [r / loc for r, loc in zip(rates[k], rates["local"], strict=True)] for k in ("cold", "warm", "cold0")}
@@ -158,6 +176,9 @@ def _measure(tmp: Path, plan: Plan) -> tuple[list[Figure], str]:
         Figure("cold / local (same repetition)", ratio["cold"], "×", "≥ 0.8"),
         Figure("warm / local (same repetition)", ratio["warm"], "×", "≥ 0.95"),
         Figure("cold without prefetch / local", ratio["cold0"], "×"),
+        Figure(f"shard download alone, {plan.prefetch} threads, no loader", [a[0] for a in alone], "MB/s"),
+        Figure("client CPU per MB downloaded (sha256 included)", [a[1] for a in alone], "CPU-ms/MB"),
+        Figure("download rate the local loader rate needs", [r * mb_row for r in rates["local"]], "MB/s"),
         Figure("shard upload", uploads, "MB/s"),
     ]
     notes = (

@@ -108,6 +108,11 @@ class ShardCache:
         except Exception as exc:  # the reader's own fetch retries this shard and raises the error
             log.debug("prefetch of %s failed: %s", shard.file, str(exc).splitlines()[0][:200])
 
+    def wait(self) -> None:
+        """Block until every prefetch queued so far has finished (or failed)."""
+        for future in list(self._pending.values()):
+            future.exception()
+
     def close(self) -> None:
         """Stop prefetching: queued downloads are cancelled, running ones finish."""
         if self._pool is not None and self._pool_pid == os.getpid():

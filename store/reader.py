@@ -71,8 +71,8 @@ class Store:
         self._num_rows = self.index.num_rows
         self._pid: int | None = None
         self._shard_starts: list[int] = []
-        # shard k -> (its record batches, their first rows); remote splits keep only the most recently used mapped,
-        # so the cache can evict a shard this process has finished with.
+        # shard k -> (its record batches, their first rows); remote splits unmap shards the cache has evicted,
+        # so that their disk space is freed (`_release_evicted`).
         self._mapped: OrderedDict[int, tuple[list[_Batch], list[int]]] = OrderedDict()
         self._max_mapped = MAX_MAPPED_REMOTE if self.location.remote else 0
         self._lut: np.ndarray | None = None

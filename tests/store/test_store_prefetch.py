@@ -89,7 +89,7 @@ def test_prefetch_stays_ahead_shards_ahead_of_reading(s3: dict, tmp_path: Path) 
     first_use = list(dict.fromkeys(shard_of.tolist()))
 
     def cached() -> set[int]:
-        cache.close()  # waits for the downloads started so far
+        cache.wait()  # the downloads queued so far
         have = {p.stem for p in (tmp_path / "cache").glob("*/*.arrow")}
         return {k for k, e in enumerate(index.shards) if e.sha256 in have}
 
