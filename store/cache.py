@@ -8,6 +8,11 @@ makes one of them download while the others wait and then map the same file. A s
 recently used shards (by mtime, refreshed on every use) before a download; a mapped shard that is evicted stays
 readable by the processes that mapped it (POSIX unlink semantics).
 
+Prefetch: `prefetch(split, shards)` downloads shards on a small per-process thread pool (`prefetch_workers`
+concurrent downloads) through the same `fetch`, so the temporary name, the sha256 check and the per-shard `flock`
+hold for them too: a reader that needs a shard still being prefetched waits on its lock, then maps the complete
+file. A failed prefetch is dropped; the reader's own `fetch` retries it and raises the error.
+
 Faults: a failed download is retried with exponential backoff (`attempts`, `backoff_s`) and then becomes one
 `RemoteError` naming the shard and the URI; a sha256 mismatch is a `StoreError` naming the shard.
 """
@@ -15,8 +20,12 @@ Faults: a failed download is retried with exponential backoff (`attempts`, `back
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import threading
 import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from tgdp.store.format import ShardEntry, StoreError
@@ -24,21 +33,34 @@ from tgdp.store.fs import TMP_PREFIX, Location, RemoteError, commit_temp, file_s
 
 __all__ = ["ShardCache", "default_cache"]
 
+log = logging.getLogger(__name__)
+
 DEFAULT_LIMIT_BYTES = 200 << 30
+DEFAULT_PREFETCH_WORKERS = 2
 
 
 class ShardCache:
     """`fetch(split, shard) -> Path`: the local, sha256-checked copy of one shard of a remote split."""
 
     def __init__(
-        self, root: str | os.PathLike, limit_bytes: int = DEFAULT_LIMIT_BYTES, attempts: int = 4, backoff_s: float = 0.5
+        self,
+        root: str | os.PathLike,
+        limit_bytes: int = DEFAULT_LIMIT_BYTES,
+        attempts: int = 4,
+        backoff_s: float = 0.5,
+        prefetch_workers: int = DEFAULT_PREFETCH_WORKERS,
     ) -> None:
         self.root = Path(root)
         self.limit_bytes, self.attempts, self.backoff_s = int(limit_bytes), int(attempts), float(backoff_s)
+        self.prefetch_workers = int(prefetch_workers)
         self.downloads = 0  # shards this process downloaded (the rest were already cached)
+        self._count = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None  # created on first prefetch, in the process that uses it
+        self._pool_pid: int | None = None
+        self._pending: dict[str, Future] = {}
 
     def __getstate__(self) -> dict:
-        return {k: getattr(self, k) for k in ("root", "limit_bytes", "attempts", "backoff_s")}
+        return {k: getattr(self, k) for k in ("root", "limit_bytes", "attempts", "backoff_s", "prefetch_workers")}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
@@ -59,6 +81,43 @@ class ShardCache:
                 self._download(split, shard, path)
             os.utime(path)
         return path
+
+    def touch(self, shard: ShardEntry) -> None:
+        """Mark a cached shard as just used (its mtime orders the LRU eviction); a missing one is ignored."""
+        try:
+            os.utime(self.path_of(shard))
+        except FileNotFoundError:
+            pass
+
+    def prefetch(self, split: Location, shards: Iterable[ShardEntry]) -> None:
+        """Start downloading `shards` (in this order) in the background; cached or already queued ones are skipped.
+        A no-op with `prefetch_workers=0`."""
+        if self.prefetch_workers < 1:
+            return
+        if self._pool is None or self._pool_pid != os.getpid():  # a forked worker gets its own threads
+            self._pool = ThreadPoolExecutor(self.prefetch_workers, thread_name_prefix="tgdp-prefetch")
+            self._pool_pid, self._pending = os.getpid(), {}
+        self._pending = {k: f for k, f in self._pending.items() if not f.done()}
+        for shard in shards:
+            if shard.sha256 not in self._pending and not _complete(self.path_of(shard), shard):
+                self._pending[shard.sha256] = self._pool.submit(self._prefetch_one, split, shard)
+
+    def _prefetch_one(self, split: Location, shard: ShardEntry) -> None:
+        try:
+            self.fetch(split, shard)
+        except Exception as exc:  # the reader's own fetch retries this shard and raises the error
+            log.debug("prefetch of %s failed: %s", shard.file, str(exc).splitlines()[0][:200])
+
+    def wait(self) -> None:
+        """Block until every prefetch queued so far has finished (or failed)."""
+        for future in list(self._pending.values()):
+            future.exception()
+
+    def close(self) -> None:
+        """Stop prefetching: queued downloads are cancelled, running ones finish."""
+        if self._pool is not None and self._pool_pid == os.getpid():
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool, self._pending = None, {}
 
     def _download(self, split: Location, shard: ShardEntry, path: Path) -> None:
         tmp = temp_path(path)
@@ -84,7 +143,8 @@ class ShardCache:
                 f"says {shard.sha256[:12]}…; re-run `tgdp-data shard` on the store"
             )
         commit_temp(tmp, path)
-        self.downloads += 1
+        with self._count:
+            self.downloads += 1
 
     def _evict(self, incoming: int) -> None:
         """Delete least recently used shards until `incoming` more bytes fit under the limit."""

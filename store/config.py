@@ -28,6 +28,12 @@ class StoreConfig(StrictConfig):
         None, description="node-local shard cache of remote stores (else $TGDP_STORE_CACHE or ~/.cache/tgdp/shards)"
     )
     cache_limit_gb: float = Field(200.0, gt=0, description="evict least recently used cached shards beyond this")
+    prefetch_workers: int = Field(
+        2,
+        ge=0,
+        description="block shuffle: concurrent background downloads per process of the next block's shards "
+        "(0 = download each shard when its first row is read)",
+    )
 
     @field_validator("endpoint_url")
     @classmethod
@@ -41,7 +47,5 @@ class StoreConfig(StrictConfig):
         """The shard cache this config names."""
         from tgdp.store.cache import ShardCache, default_cache
 
-        if self.cache_dir is None:
-            base = default_cache()
-            return ShardCache(base.root, int(self.cache_limit_gb * (1 << 30)))
-        return ShardCache(self.cache_dir, int(self.cache_limit_gb * (1 << 30)))
+        root = default_cache().root if self.cache_dir is None else self.cache_dir
+        return ShardCache(root, int(self.cache_limit_gb * (1 << 30)), prefetch_workers=self.prefetch_workers)

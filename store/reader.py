@@ -4,7 +4,9 @@ Each shard is memory-mapped when one of its rows is first read (`pa.memory_map` 
 .read_all()`), so `fbank(i)` is a zero-copy numpy view into the page cache and a DataLoader worker costs a few MB.
 Mmaps are opened lazily, per process: a pickled or forked Store re-opens its files in the worker on first use. A
 remote split (`s3://…`) is read through the node's shard cache (`tgdp.store.cache.ShardCache`): each shard is
-downloaded whole, checked against its sha256 in index.json, then mapped like a local one.
+downloaded whole, checked against its sha256 in index.json, then mapped like a local one. `prefetch(rows, ahead)`
+tells a remote Store the rows this process reads next: the shards they touch, in order of first use, are downloaded
+in the background, up to `ahead` shards beyond the furthest one mapped so far (block shuffle: the next block).
 
 Hot path (a training sample = one frame + its segment): row → (batch, offset) is a `bisect` over precomputed batch
 starts, JPEG and fbank offsets are numpy views of the Arrow buffers computed once per record batch, and `segment`
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections import OrderedDict
+from collections.abc import Sequence
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,10 @@ from tgdp.store.fs import Location, location
 __all__ = ["Store"]
 
 _HEAVY = ("fbank", "frames_jpeg")
-MAX_MAPPED_REMOTE = 8  # shards a process keeps mapped from a remote split (block shuffle touches a few at a time)
+# Shards a process keeps mapped from a remote split. A mapped shard the cache has evicted still holds its disk space,
+# so such mappings are dropped whenever a new shard is mapped; the others stay mapped (re-mapping a shard every epoch
+# re-faults its pages: a warm cache then read at 0.58x local on a 24-shard store that fits in the page cache).
+MAX_MAPPED_REMOTE = 64
 
 
 class _Batch:
@@ -65,11 +71,16 @@ class Store:
         self._num_rows = self.index.num_rows
         self._pid: int | None = None
         self._shard_starts: list[int] = []
-        # shard k -> (its record batches, their first rows); remote splits keep only the most recently used mapped,
-        # so the cache can evict a shard this process has finished with.
+        # shard k -> (its record batches, their first rows); remote splits unmap shards the cache has evicted,
+        # so that their disk space is freed (`_release_evicted`).
         self._mapped: OrderedDict[int, tuple[list[_Batch], list[int]]] = OrderedDict()
         self._max_mapped = MAX_MAPPED_REMOTE if self.location.remote else 0
         self._lut: np.ndarray | None = None
+        self._plan: list[int] = []  # prefetch: shards in order of first use, and how far reading has got
+        self._plan_pos: dict[int, int] = {}
+        self._plan_ahead = 0
+        self._plan_done = -1
+        self._last_shard = -1
         self._clip_ids: list[str] | None = None
         self._id_to_row: dict[str, int] | None = None
 
@@ -109,6 +120,7 @@ class Store:
         self._check_total(sum(s.rows for s in self.index.shards))
         self._shard_starts = list(accumulate([0, *(s.rows for s in self.index.shards)]))
         self._mapped = OrderedDict()
+        self._plan, self._plan_pos, self._plan_done = [], {}, -1
         self._pid = os.getpid()
 
     def _map_shard(self, k: int) -> tuple[list[_Batch], list[int]]:
@@ -119,9 +131,54 @@ class Store:
             batches.append(_Batch(rb, self._fb["target_length"], self._fb["num_mel_bins"], self._frames["n"]))
             starts.append(starts[-1] + rb.num_rows)
         self._mapped[k] = (batches, starts)
-        if self._max_mapped and len(self._mapped) > self._max_mapped:
-            self._mapped.popitem(last=False)  # views already handed out keep their buffers alive
+        if self._max_mapped:
+            self._release_evicted(k)
+            if len(self._mapped) > self._max_mapped:
+                self._mapped.popitem(last=False)  # views already handed out keep their buffers alive
         return batches, starts
+
+    def _release_evicted(self, keep: int) -> None:
+        """Unmap the shards whose cache file is gone (evicted): their disk space is freed once unmapped."""
+        cache = self._shard_cache()
+        for k in [k for k in self._mapped if k != keep and not cache.path_of(self.index.shards[k]).exists()]:
+            del self._mapped[k]
+
+    def prefetch(self, rows: Sequence[int] | np.ndarray, ahead: int) -> None:
+        """Remote: the rows this process reads next, in order. Their shards (in order of first use) are downloaded
+        in the background, `ahead` shards beyond the furthest one mapped so far; a new plan replaces the old one.
+        A no-op for a local split."""
+        if not self.location.remote or ahead < 1:
+            return
+        if self._pid != os.getpid():
+            self._start_process()
+        shard_of = np.searchsorted(np.asarray(self._shard_starts), np.asarray(rows, np.int64), side="right") - 1
+        _, first = np.unique(shard_of, return_index=True)
+        self._plan = [int(k) for k in shard_of[np.sort(first)]]
+        self._plan_pos = {k: pos for pos, k in enumerate(self._plan)}
+        self._plan_ahead, self._plan_done, self._last_shard = int(ahead), -1, -1
+        # a block's shards are read interleaved: keep them (and the next block's) mapped, or they would be re-mapped
+        self._max_mapped = max(MAX_MAPPED_REMOTE, 2 * self._plan_ahead)
+        self._submit_plan()
+
+    def _advance_plan(self, k: int) -> None:
+        pos = self._plan_pos.get(k)
+        if pos is not None and pos > self._plan_done:
+            self._plan_done = pos
+            if k in self._mapped:  # read again this epoch without a fetch: tell the cache's LRU
+                self._shard_cache().touch(self.index.shards[k])
+            self._submit_plan()
+
+    def _submit_plan(self) -> None:
+        nxt = self._plan[self._plan_done + 1 : self._plan_done + 1 + self._plan_ahead]
+        if nxt:
+            self._shard_cache().prefetch(self.location, [self.index.shards[k] for k in nxt])
+
+    def _shard_cache(self) -> Any:
+        if self._cache is None:
+            from tgdp.store.cache import default_cache
+
+            self._cache = default_cache()
+        return self._cache
 
     def _check_total(self, total: int) -> None:
         if total != self._num_rows:
@@ -134,11 +191,7 @@ class Store:
         """The local file of `shard`: in the split directory, or (remote) in the node's shard cache."""
         if not self.location.remote:
             return self.location.local / shard.file
-        if self._cache is None:
-            from tgdp.store.cache import default_cache
-
-            self._cache = default_cache()
-        return self._cache.fetch(self.location, shard)
+        return self._shard_cache().fetch(self.location, shard)
 
     def _open_shard(self, shard: ShardEntry) -> pa.Table:
         """Memory-map one shard; a missing, resized or unreadable shard is an error that names it (cheap checks
@@ -189,6 +242,10 @@ class Store:
         if self._pid != os.getpid():
             self._start_process()
         k = bisect_right(self._shard_starts, i) - 1
+        if k != self._last_shard:
+            self._last_shard = k
+            if self._plan:
+                self._advance_plan(k)
         mapped = self._mapped.get(k)
         if mapped is None:
             mapped = self._map_shard(k)

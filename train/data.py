@@ -331,6 +331,7 @@ class TrainStream(IterableDataset):
         epoch, batch = self.start.epoch, self.start.batch
         g = 0  # global micro-batch counter of this stream since `start`
         order = self.rank_order(epoch)
+        self._prefetch(order, batch, g, worker, num_workers)
         while True:
             if g % num_workers == worker:
                 idx = order[batch * self.micro_batch : (batch + 1) * self.micro_batch]
@@ -344,6 +345,19 @@ class TrainStream(IterableDataset):
             if batch == self.batches_per_epoch:
                 epoch, batch = epoch + 1, 0
                 order = self.rank_order(epoch)
+                self._prefetch(order, batch, g, worker, num_workers)
+
+    def _prefetch(self, order: np.ndarray, batch: int, g: int, worker: int, num_workers: int) -> None:
+        """Block shuffle from a remote store: tell the store the rows this worker reads for the rest of the epoch
+        (its micro-batches from `batch` on, `g` being the stream counter there), so the next block's shards download
+        in the background while this one is read. The order itself is untouched: resume stays exact."""
+        prefetch = getattr(self.dataset.store, "prefetch", None)
+        if prefetch is None or self.shuffle_mode != "block":
+            return
+        mine = [b for b in range(batch, self.batches_per_epoch) if (g + b - batch) % num_workers == worker]
+        rows = [order[b * self.micro_batch : (b + 1) * self.micro_batch] for b in mine]
+        if rows:
+            prefetch(np.concatenate(rows), ahead=self.block_shards)
 
     def state_after(self, batch: dict[str, Any]) -> DataState:
         """The stream position once `batch` (a yielded micro-batch) has been consumed."""
