@@ -67,6 +67,7 @@ WORKDIR /opt/tgdp
 COPY --chown=1000:1000 pyproject.toml README.md ./
 COPY --chown=1000:1000 config ./config
 COPY --chown=1000:1000 pipeline ./pipeline
+COPY --chown=1000:1000 store ./store
 COPY --chown=1000:1000 model ./model
 COPY --chown=1000:1000 train ./train
 COPY --chown=1000:1000 eval ./eval

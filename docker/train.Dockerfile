@@ -64,6 +64,7 @@ WORKDIR /opt/tgdp
 COPY pyproject.toml README.md ./
 COPY config ./config
 COPY pipeline ./pipeline
+COPY store ./store
 COPY model ./model
 COPY train ./train
 COPY eval ./eval

@@ -124,10 +124,10 @@ def test_the_store_doc_snippet_reads_the_event_log(root: Path, capsys: pytest.Ca
 
 def test_every_column_the_stages_write_is_declared() -> None:
     from tgdp.pipeline.fetch import EVENT_COLUMNS
-    from tgdp.pipeline.validate import ValidateConfig, _new_event
+    from tgdp.pipeline.validate import ValidateConfig, new_event
 
     assert ledger.STAGE_SCHEMAS["fetch"].names[: len(EVENT_COLUMNS)] == list(EVENT_COLUMNS)
-    keys = _new_event({"clip_id": "c"}, ValidateConfig())
+    keys = new_event({"clip_id": "c"}, ValidateConfig())
     assert set(keys) <= set(ledger.STAGE_SCHEMAS["validate"].names), set(keys) - set(
         ledger.STAGE_SCHEMAS["validate"].names
     )
