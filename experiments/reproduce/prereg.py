@@ -100,6 +100,7 @@ def _cpu_s() -> float:
 def run_design(path: Path, out: Path, jobs: int = 2, threads: int = 1) -> dict[str, Any]:
     """Load and check the design, run every (arm, seed) not yet cached, decide; write OUT/prereg.{json,md}."""
     design, sha = load_design(path)
+    rev = git_rev()  # the code the runs start from (the tree may move on while they run)
     study = design_study(design, out, jobs, threads)
     t0, cpu0 = time.perf_counter(), _cpu_s()
     agg = run_study(study)
@@ -112,7 +113,7 @@ def run_design(path: Path, out: Path, jobs: int = 2, threads: int = 1) -> dict[s
     report = {
         "design": str(path),
         "design_sha256": sha,
-        "git_rev": git_rev(),
+        "git_rev": rev,
         "study": design.study,
         "question": design.question,
         "seeds": design.seeds,

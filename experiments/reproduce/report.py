@@ -390,7 +390,7 @@ def _health_table(rows: dict[str, Any], order: list[str]) -> list[str]:
 
 
 def _delta_table(rows: dict[str, Any], order: list[str]) -> list[str]:
-    out = ["", f"### Paired Δ against `{REFERENCE}` (row − TG-DP, same seed; mean [95 % t-interval])", ""]
+    out = ["", f"### Paired Δ against `{REFERENCE}` (row − TG-DP, same seed; mean [95 % t-interval]; descriptive)", ""]
     out += _table(["row", *DELTA_KEYS])
     for n in order:
         if n == REFERENCE or not rows[n].get("delta"):
