@@ -190,3 +190,15 @@ def test_v3_keeps_its_teacher_reference_and_new_studies_get_the_papers() -> None
     assert load_run_config(*rep.run_overrides(v3, "tgdp", 0)).model_cfg().teacher_momentum_ref_steps == 67_890
     confirm = prereg.design_study(dz.load_design(CONFIRM)[0], Path("unused"))
     assert load_run_config(*rep.run_overrides(confirm, "tgdp", 100)).model_cfg().teacher_momentum_ref_steps == 95_046
+
+
+def test_the_cli_refuses_a_reused_seed_with_one_line_and_exit_2(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from tgdp.experiments.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CONFIRM.read_text().replace("[100, 101, 102, 103, 104, 105, 106, 107, 108, 109]", "[3, 150]"))
+    result = CliRunner().invoke(app, ["prereg", "--design", str(bad), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "seeds already used" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
