@@ -202,3 +202,27 @@ def test_the_cli_refuses_a_reused_seed_with_one_line_and_exit_2(tmp_path) -> Non
     result = CliRunner().invoke(app, ["prereg", "--design", str(bad), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "seeds already used" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def _model_diff(study, a: str, b: str) -> dict:
+    from tgdp.train.config import load_run_config
+
+    ma = load_run_config(*rep.run_overrides(study, a, 100)).model_cfg().model_dump()
+    mb = load_run_config(*rep.run_overrides(study, b, 100)).model_cfg().model_dump()
+    return {k: (ma[k], mb[k]) for k in ma if ma[k] != mb[k]}
+
+
+def test_the_arms_are_what_their_labels_say() -> None:
+    confirm = prereg.design_study(dz.load_design(CONFIRM)[0], Path("unused"))
+    assert _model_diff(confirm, "cavmae_sync_sym", "cavmae_sync") == {"contrastive_symmetric": (True, False)}
+    assert _model_diff(confirm, "tgdp_sym", "tgdp") == {"contrastive_symmetric": (True, False)}
+    sweep = prereg.design_study(dz.load_design(SWEEP)[0], Path("unused"))
+    # λ_dis in the presets' units, scaled ×10 with λ_contra (0.01 → 0.1): 0.01 is the default TG-DP arm
+    assert _model_diff(sweep, "l0.01_rel", "l0.01_rel") == {} and rep.fingerprint(sweep, "l0.01_rel") == (
+        rep.fingerprint(confirm, "tgdp")
+    )
+    assert _model_diff(sweep, "l1_rel", "l0.01_rel") == {"lambda_dis": (10.0, 0.1)}
+    assert _model_diff(sweep, "l0_cos", "l0.01_rel") == {
+        "lambda_dis": (0.0, 0.1),
+        "teacher_momentum_schedule": ("cosine", "relative_cosine"),
+    }
