@@ -89,12 +89,10 @@ def holm_adjust(pvalues: list[float], alpha: float = 0.05) -> list[dict[str, Any
 def holm(deltas: list[dict[str, Any] | None], alpha: float = 0.05) -> list[dict[str, Any] | None]:
     """Holm over a family of paired differences (`report.stats` outputs; None or n < 2 = not testable, left out of
     the family). Per test: `holm_adjust`'s figures plus the adjusted interval `lo_holm`, `hi_holm`, and `m`."""
-    testable = [i for i, d in enumerate(deltas) if d is not None and d["n"] >= 2 and math.isfinite(d["std"])]
-    adj = holm_adjust([t_pvalue(deltas[i]) for i in testable], alpha)
+    testable = [(i, d) for i, d in enumerate(deltas) if d is not None and d["n"] >= 2 and math.isfinite(d["std"])]
+    adj = holm_adjust([t_pvalue(d) for _, d in testable], alpha)
     out: list[dict[str, Any] | None] = [None] * len(deltas)
-    for i, a in zip(testable, adj, strict=True):
-        d = deltas[i]
-        assert d is not None
+    for (i, d), a in zip(testable, adj, strict=True):
         if _se(d) == 0:
             lo = hi = d["mean"]
         else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import resource
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,12 @@ def _gate(design: Design, per_seed: dict[str, Any]) -> dict[str, Any] | None:
 def decide(design: Design, fams: dict[str, list[dict[str, Any]]], g: dict[str, Any] | None) -> dict[str, Any]:
     """The design's rule applied to its families (and the gate, for `confirm`)."""
     rule = design.rule
+    short = [c for c in fams[rule.family] if c["delta"] is None or c["delta"]["n"] < len(design.seeds)]
+    if g is not None and g["nce_ratio"]["n"] < len(design.seeds):
+        short.append({"better": design.gate["baseline"] if design.gate else "", "worse": "gate"})
+    if short:  # the rule is stated for every seed of the design: no decision on part of them
+        missing = ", ".join(f"{c['better']} − {c['worse']}" for c in short)
+        return {"outcome": "pending", "why": f"not every seed has finished for: {missing}"}
     if rule.kind == "confirm":
         c = fams[rule.family][0]
         d = c["delta"]
@@ -97,11 +103,13 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def run_design(path: Path, out: Path, jobs: int = 2, threads: int = 1) -> dict[str, Any]:
-    """Load and check the design, run every (arm, seed) not yet cached, decide; write OUT/prereg.{json,md}."""
+def run_design(path: Path, out: Path, jobs: int = 2, threads: int = 1, report: bool = False) -> dict[str, Any]:
+    """Load and check the design, run every (arm, seed) not yet cached, decide; write OUT/prereg.{json,md}.
+    `report`: train nothing, only read the cached runs (of a study still running or cut short) and write
+    OUT/prereg-partial.{json,md}; a contrast or gate short of any seed leaves the decision "pending"."""
     design, sha = load_design(path)
     rev = git_rev()  # the code the runs start from (the tree may move on while they run)
-    study = design_study(design, out, jobs, threads)
+    study = replace(design_study(design, out, jobs, threads), report_only=report)
     t0, cpu0 = time.perf_counter(), _cpu_s()
     agg = run_study(study)
     store = study.out / "data" / "store"
@@ -110,7 +118,7 @@ def run_design(path: Path, out: Path, jobs: int = 2, threads: int = 1) -> dict[s
     per_seed, _ = per_seed_metrics(results, study)
     fams = families(design, per_seed)
     g = _gate(design, per_seed)
-    report = {
+    out_report = {
         "design": str(path),
         "design_sha256": sha,
         "git_rev": rev,
@@ -120,6 +128,8 @@ def run_design(path: Path, out: Path, jobs: int = 2, threads: int = 1) -> dict[s
         "corpus": asdict(study.corpus),
         "budget": asdict(study.budget),
         "runs": len(results),
+        "runs_planned": len(paths),
+        "partial": report,
         "gate": g,
         "families": fams,
         "decision": decide(design, fams, g),
@@ -129,18 +139,22 @@ def run_design(path: Path, out: Path, jobs: int = 2, threads: int = 1) -> dict[s
         "threads": threads,
         "rows": agg["configs"],
     }
-    (study.out / "prereg.json").write_text(json.dumps(report, indent=1))
-    (study.out / "prereg.md").write_text(render_prereg(report))
-    return report
+    name = "prereg-partial" if report else "prereg"
+    (study.out / f"{name}.json").write_text(json.dumps(out_report, indent=1))
+    (study.out / f"{name}.md").write_text(render_prereg(out_report))
+    return out_report
 
 
 def render_prereg(rep: dict[str, Any]) -> str:
     """Markdown: the design's identity, the gate, each family's Holm table, the decision."""
     out = [f"# Pre-registered study `{rep['study']}`", "", rep["question"], "",
            f"- design: `{rep['design']}`, sha256 `{rep['design_sha256']}`; code at commit `{rep['git_rev']}`",
-           f"- seeds {rep['seeds']}; {rep['runs']} runs; {rep['jobs']} jobs × {rep['threads']} thread",
-           f"- wall {rep['wall_s']:.0f} s, CPU (user + sys, this process and its children) {rep['cpu_s']:.0f} s",
+           f"- seeds {rep['seeds']}; {rep['runs']} of {rep['runs_planned']} runs finished; {rep['jobs']} jobs × "
+           f"{rep['threads']} thread" + (" (**partial report** of the cached runs)" if rep["partial"] else ""),
            ""]  # fmt: skip
+    if not rep["partial"]:
+        out.insert(-1, f"- wall {rep['wall_s']:.0f} s, CPU (user + sys, this process and its children) "
+                       f"{rep['cpu_s']:.0f} s")  # fmt: skip
     g = rep.get("gate")
     if g:
         ret = g["families"]["retrieval"]

@@ -87,6 +87,8 @@ def _fake_study(gain: dict[str, float]):
     """A run_study that trains nothing: it writes result.json files whose V→A R@10 is 10 + gain[arm] + seed noise."""
 
     def run(study):
+        if study.report_only:  # as run_study: read the cache, train nothing
+            return {"configs": {}}
         for job in prereg.plan_jobs(study, study.out / "data" / "store"):
             noise = (job["seed"] % 3) * 0.3
             latent_gain = 0.0 if job["name"] == "random_init" else 0.05 * (1 + job["seed"] % 2)
@@ -123,6 +125,13 @@ def test_the_runner_reads_its_design_from_one_file_and_records_its_hash(tmp_path
     assert saved["runs"] == 5 * 11 and report["gate"]["families"]["retrieval"]["passed"]
     assert report["decision"]["outcome"] == "confirmed"  # TG-DP − Sync = +3.0 on every seed
     assert sha2 in (tmp_path / "out" / "prereg.md").read_text()
+    # --report reads the cached runs only; with one seed's results gone the decision is pending
+    next((tmp_path / "out" / "runs").glob("tgdp-*/seed110/result.json")).unlink()
+    part = prereg.run_design(edited, tmp_path / "out", report=True)
+    assert part["partial"] and part["runs"] == 54 and part["decision"]["outcome"] == "pending"
+    assert (tmp_path / "out" / "prereg-partial.md").exists() and saved == json.loads(
+        (tmp_path / "out" / "prereg.json").read_text()
+    )
 
 
 def test_the_runner_refuses_seeds_earlier_studies_used(tmp_path) -> None:
@@ -154,18 +163,21 @@ def _fam(delta: list[float], direction: str = "higher", better: str = "a", worse
 
 def test_the_confirm_rule() -> None:
     design, _ = dz.load_design(CONFIRM)
-    passed = {"families": {"retrieval": {"passed": True}}}
-    cases = {
-        "confirmed": [2.0, 3.0, 2.5, 2.2, 2.8],  # interval above 0
-        "refuted": [-0.2, 0.1, 0.0, -0.1, 0.2],  # interval below the +1.0 margin
-        "inconclusive": [-2.0, 3.0, 1.0, 0.5, 2.5],  # contains 0, reaches the margin
+    passed = {"families": {"retrieval": {"passed": True}}, "nce_ratio": {"n": 10}}
+    cases = {  # 10 paired seeds, as the design has
+        "confirmed": [2.0, 3.0, 2.5, 2.2, 2.8] * 2,  # interval above 0
+        "refuted": [-0.2, 0.1, 0.0, -0.1, 0.2] * 2,  # interval below the +1.0 margin
+        "inconclusive": [-2.0, 3.0, 1.0, 0.5, 2.5] * 2,  # contains 0, reaches the margin
     }
     for outcome, delta in cases.items():
         assert prereg.decide(design, {"primary": [_fam(delta)]}, passed)["outcome"] == outcome
-    failed = {"families": {"retrieval": {"passed": False}}}
+    failed = {"families": {"retrieval": {"passed": False}}, "nce_ratio": {"n": 10}}
     assert prereg.decide(design, {"primary": [_fam(cases["confirmed"])]}, failed)["outcome"] == "inconclusive"
     # a "lower is better" primary is directed: a clearly negative difference confirms it
-    assert prereg.decide(design, {"primary": [_fam([-2.0, -3.0, -2.5], "lower")]}, passed)["outcome"] == "confirmed"
+    lower = _fam([-2.0, -3.0, -2.5, -2.2, -2.8] * 2, "lower")
+    assert prereg.decide(design, {"primary": [lower]}, passed)["outcome"] == "confirmed"
+    # the rule is stated for all 10 seeds: on 5 of them (a study still running) there is no decision
+    assert prereg.decide(design, {"primary": [_fam(cases["confirmed"][:5])]}, passed)["outcome"] == "pending"
 
 
 def test_the_sweep_criterion_keeps_the_default_unless_an_arm_beats_it() -> None:
