@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tgdp-installed
 TGDP_NO_APT ?=
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup ffmpeg test test-numerics test-fast lint demo demo-s3 bench gpu-check reproduce reproduce-short wheel-check clean
+.PHONY: setup ffmpeg test test-numerics test-fast lint demo demo-s3 bench gpu-check reproduce reproduce-short confirm sweep wheel-check clean
 
 setup: ffmpeg $(STAMP)
 
@@ -71,6 +71,13 @@ reproduce: setup
 
 reproduce-short: setup
 	$(BIN)/python -m tgdp.experiments reproduce --out runs/reproduce-short --short
+
+# Pre-registered studies (REPRODUCTION.md): everything they run and decide is in the design file.
+confirm: setup
+	$(BIN)/python -m tgdp.experiments prereg --design experiments/reproduce/confirm.yaml --out runs/confirm
+
+sweep: setup
+	$(BIN)/python -m tgdp.experiments prereg --design experiments/reproduce/sweep.yaml --out runs/sweep
 
 # Build the wheel, install it into a temporary venv sharing .venv's packages, import every module from it.
 wheel-check: setup

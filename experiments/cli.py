@@ -77,3 +77,17 @@ def reproduce(
         report=report,
     )  # fmt: skip
     typer.echo(render_tables(run_study(study)))
+
+
+@app.command()
+def prereg(
+    design: Path = typer.Option(..., "--design", exists=True, dir_okay=False, help="the committed design YAML"),
+    out: Path = typer.Option(..., help="output directory: cached runs, prereg.json/.md, results.json/.md"),
+    jobs: int = typer.Option(2, min=1, help="runs in parallel (processes)"),
+    threads: int = typer.Option(1, min=1, help="torch threads per run"),
+    report: bool = typer.Option(False, "--report", help="train nothing: report the cached runs (prereg-partial.md)"),
+) -> None:
+    """A pre-registered study (REPRODUCTION.md): everything it runs and decides comes from the design file."""
+    from tgdp.experiments.reproduce.prereg import render_prereg, run_design
+
+    typer.echo(render_prereg(run_design(design, out, jobs=jobs, threads=threads, report=report)))

@@ -10,7 +10,12 @@ held-out `eval` split:
 - the health figures of the global tokens (`tgdp.model.health`).
 An untrained TG-DP model is the control. A gate (`report.gate`) decides whether the baseline learnt anything before any
 comparison is read; paired (same seed) deltas against TG-DP carry 95 % t-intervals, and each of the paper's claims
-(`report.CLAIMS`) gets a verdict from its interval.
+(`report.CLAIMS`, oriented by the paper's number for the same metric) gets a verdict, Holm-corrected within its
+family (`multiplicity`).
+
+Pre-registered studies (`make confirm`, `make sweep`) read their whole design from one committed YAML file
+(`design.load_design`: corpus, budget, arms, fresh seeds, families of contrasts, α, rule) and decide by its rule
+(`prereg.run_design`), recording the file's sha256.
 
 Without `--store`, a synthetic benchmark is built first (`tgdp.pipeline.synth`, profile `coupled`: an instance latent
 shared by the object's hue and the note pitch, silent decoys, off-screen notes, silences, clutter) and taken through
@@ -25,9 +30,11 @@ every run, so a study cut short leaves whole seeds of every row.
     python -m tgdp.experiments reproduce --out runs/reproduce             # `make reproduce`
     python -m tgdp.experiments reproduce --out runs/reproduce-short --short
     python -m tgdp.experiments reproduce --out runs/real --store STORE --set model.num_mel_bins=128
+    python -m tgdp.experiments prereg --design experiments/reproduce/confirm.yaml --out runs/confirm  # `make confirm`
 
 Modules: `configs` (the rows, budget, `fingerprint`), `store` (the synthetic store), `evaluate` (one run's metrics),
-`study` (jobs, `run_one`, `run_study`), `report` (statistics, gate, verdicts, tables).
+`study` (jobs, `run_one`, `run_study`), `report` (statistics, gate, verdicts, tables), `multiplicity` (t p-values,
+Holm), `design` (a pre-registered design file), `prereg` (running one and deciding).
 """
 
 from __future__ import annotations
@@ -41,7 +48,10 @@ from tgdp.experiments.reproduce.configs import (
     make_study,
     run_overrides,
 )
+from tgdp.experiments.reproduce.design import SEED_REGISTRY, load_design
 from tgdp.experiments.reproduce.evaluate import class_recall, heldout_infonce, latent_r2, read_latents
+from tgdp.experiments.reproduce.multiplicity import holm, holm_adjust
+from tgdp.experiments.reproduce.prereg import run_design
 from tgdp.experiments.reproduce.report import aggregate, gate, paired, render_tables, stats, t975, verdict, verdicts
 from tgdp.experiments.reproduce.store import Corpus, build_synth_store
 from tgdp.experiments.reproduce.study import run_one, run_study
@@ -49,6 +59,7 @@ from tgdp.experiments.reproduce.study import run_one, run_study
 __all__ = [
     "CONFIGS",
     "PAPER_TABLES",
+    "SEED_REGISTRY",
     "Budget",
     "Corpus",
     "Study",
@@ -58,11 +69,15 @@ __all__ = [
     "fingerprint",
     "gate",
     "heldout_infonce",
+    "holm",
+    "holm_adjust",
     "latent_r2",
+    "load_design",
     "make_study",
     "paired",
     "read_latents",
     "render_tables",
+    "run_design",
     "run_one",
     "run_overrides",
     "run_study",

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from tgdp.eval.embed import load_encoder
-from tgdp.experiments.reproduce.configs import CONFIGS, FIRST, Study, fingerprint, run_overrides
+from tgdp.experiments.reproduce.configs import FIRST, Study, fingerprint, run_overrides
 from tgdp.experiments.reproduce.evaluate import embed_splits, evaluate
 from tgdp.experiments.reproduce.report import aggregate, render_tables
 from tgdp.experiments.reproduce.store import build_synth_store
@@ -30,7 +30,7 @@ from tgdp.train.checkpoint import list_checkpoints
 from tgdp.train.config import RunConfig, load_run_config
 from tgdp.train.loop import FitSummary, fit
 
-__all__ = ["plan_jobs", "run_one", "run_study"]
+__all__ = ["git_rev", "plan_jobs", "run_one", "run_study"]
 
 
 def _train_summary(history: list[dict[str, float]]) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def plan_jobs(study: Study, store: Path) -> list[dict[str, Any]]:
                 "seed": seed,
                 "preset": preset,
                 "overrides": overrides,
-                "trained": CONFIGS[name].trained,
+                "trained": study.specs[name].trained,
                 "store": str(store),
                 "run_dir": str(study.out / "runs" / f"{name}-{fp}" / f"seed{seed}"),
                 "threads": study.threads,
@@ -224,11 +224,11 @@ def _machine() -> dict[str, Any]:
         "gpu": gpu,
         "torch": torch.__version__,
         "python": sys.version.split()[0],
-        "git_rev": _git_rev(),
+        "git_rev": git_rev(),
     }
 
 
-def _git_rev() -> str | None:
+def git_rev() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

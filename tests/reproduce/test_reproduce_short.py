@@ -133,7 +133,7 @@ def test_gate_arithmetic() -> None:
 
 def test_verdicts_follow_the_interval_and_the_gate() -> None:
     assert rep.verdict(rep.stats([2.0, 3.0, 4.0])) == "reproduced in direction"
-    assert rep.verdict(rep.stats([-2.0, -3.0, -4.0])) == "opposite"
+    assert rep.verdict(rep.stats([-2.0, -3.0, -4.0])) == "opposite to the paper"
     assert rep.verdict(rep.stats([-1.0, 2.0, 3.0])) == "unresolved at this scale"
     assert rep.verdict(rep.stats([5.0])) == "unresolved at this scale" and rep.verdict(None).startswith("unresolved")
     per_seed = {

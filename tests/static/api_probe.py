@@ -585,6 +585,7 @@ tgdp.experiments.reproduce.Budget
 tgdp.experiments.reproduce.CONFIGS
 tgdp.experiments.reproduce.Corpus
 tgdp.experiments.reproduce.PAPER_TABLES
+tgdp.experiments.reproduce.SEED_REGISTRY
 tgdp.experiments.reproduce.Study
 tgdp.experiments.reproduce.aggregate
 tgdp.experiments.reproduce.build_synth_store
@@ -592,11 +593,15 @@ tgdp.experiments.reproduce.class_recall
 tgdp.experiments.reproduce.fingerprint
 tgdp.experiments.reproduce.gate
 tgdp.experiments.reproduce.heldout_infonce
+tgdp.experiments.reproduce.holm
+tgdp.experiments.reproduce.holm_adjust
 tgdp.experiments.reproduce.latent_r2
+tgdp.experiments.reproduce.load_design
 tgdp.experiments.reproduce.make_study
 tgdp.experiments.reproduce.paired
 tgdp.experiments.reproduce.read_latents
 tgdp.experiments.reproduce.render_tables
+tgdp.experiments.reproduce.run_design
 tgdp.experiments.reproduce.run_one
 tgdp.experiments.reproduce.run_overrides
 tgdp.experiments.reproduce.run_study
@@ -618,9 +623,20 @@ tgdp.experiments.reproduce.configs.REFERENCE
 tgdp.experiments.reproduce.configs.SHORT_CONFIGS
 tgdp.experiments.reproduce.configs.Study
 tgdp.experiments.reproduce.configs.TABLES
+tgdp.experiments.reproduce.configs.V3_PINS
 tgdp.experiments.reproduce.configs.fingerprint
 tgdp.experiments.reproduce.configs.make_study
 tgdp.experiments.reproduce.configs.run_overrides
+
+import tgdp.experiments.reproduce.design
+tgdp.experiments.reproduce.design.Arm
+tgdp.experiments.reproduce.design.Contrast
+tgdp.experiments.reproduce.design.Design
+tgdp.experiments.reproduce.design.Rule
+tgdp.experiments.reproduce.design.SEED_REGISTRY
+tgdp.experiments.reproduce.design.check_seeds
+tgdp.experiments.reproduce.design.load_design
+tgdp.experiments.reproduce.design.specs
 
 import tgdp.experiments.reproduce.evaluate
 tgdp.experiments.reproduce.evaluate.RIDGE_ALPHAS
@@ -631,13 +647,33 @@ tgdp.experiments.reproduce.evaluate.heldout_infonce
 tgdp.experiments.reproduce.evaluate.latent_r2
 tgdp.experiments.reproduce.evaluate.read_latents
 
+import tgdp.experiments.reproduce.multiplicity
+tgdp.experiments.reproduce.multiplicity.holm
+tgdp.experiments.reproduce.multiplicity.holm_adjust
+tgdp.experiments.reproduce.multiplicity.t_cdf
+tgdp.experiments.reproduce.multiplicity.t_interval
+tgdp.experiments.reproduce.multiplicity.t_pvalue
+tgdp.experiments.reproduce.multiplicity.t_quantile
+
+import tgdp.experiments.reproduce.prereg
+tgdp.experiments.reproduce.prereg.decide
+tgdp.experiments.reproduce.prereg.design_study
+tgdp.experiments.reproduce.prereg.families
+tgdp.experiments.reproduce.prereg.render_prereg
+tgdp.experiments.reproduce.prereg.run_design
+
 import tgdp.experiments.reproduce.report
+tgdp.experiments.reproduce.report.ALPHA
 tgdp.experiments.reproduce.report.CLAIMS
 tgdp.experiments.reproduce.report.GATE_NCE_RATIO
 tgdp.experiments.reproduce.report.aggregate
 tgdp.experiments.reproduce.report.gain_over_control
 tgdp.experiments.reproduce.report.gate
+tgdp.experiments.reproduce.report.holm_cells
+tgdp.experiments.reproduce.report.metric_names
 tgdp.experiments.reproduce.report.paired
+tgdp.experiments.reproduce.report.paper_numbers
+tgdp.experiments.reproduce.report.per_seed_metrics
 tgdp.experiments.reproduce.report.render_tables
 tgdp.experiments.reproduce.report.stats
 tgdp.experiments.reproduce.report.t975
@@ -651,6 +687,7 @@ tgdp.experiments.reproduce.store.build_synth_store
 tgdp.experiments.reproduce.store.synth_config
 
 import tgdp.experiments.reproduce.study
+tgdp.experiments.reproduce.study.git_rev
 tgdp.experiments.reproduce.study.plan_jobs
 tgdp.experiments.reproduce.study.run_one
 tgdp.experiments.reproduce.study.run_study
