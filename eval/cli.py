@@ -50,6 +50,16 @@ def _check_out_file(out: Path) -> None:
         raise PermissionError(errno.EACCES, "cannot write the table here", str(parent))
 
 
+def _emit_report(res: dict, out: Path | None, json_out: bool) -> bool:
+    """Write `res` to `out` (JSON) when given; print it as JSON and return True with `--json` (no human text then)."""
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2), encoding="utf-8")
+    if json_out:
+        typer.echo(dumps_json(res))
+    return json_out
+
+
 @app.command()
 def embed(
     checkpoint: Path = typer.Option(..., exists=True, dir_okay=False, help="tgdp checkpoint or released state dict"),
@@ -232,11 +242,7 @@ def health(
     st = Store.open(store, split, default_split="eval")
     res = store_health(model, st, None, frame, batch_size, dev, with_teacher=info["teacher_loaded"], grad_shares=True)
     res.update(checkpoint=str(checkpoint), model_preset=info["model_preset"], step=info["step"], split=st.split)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=2), encoding="utf-8")
-    if json_out:
-        typer.echo(dumps_json(res))
+    if _emit_report(res, out, json_out):
         return
     heldout = "held-out" if st.split != "train" else "TRAINING-split (not held-out)"
     typer.echo(
@@ -290,11 +296,7 @@ def selection(
         raise TruthError(f"{checkpoint} holds no EMA teacher: use --source student")
     res = store_selection(model, st, truth, None, frame, 64, dev, source, direction)
     res.update(checkpoint=str(checkpoint), model_preset=info["model_preset"], step=info["step"], split=split)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=2), encoding="utf-8")
-    if json_out:
-        typer.echo(dumps_json(res))
+    if _emit_report(res, out, json_out):
         return
     typer.echo(
         f"{checkpoint} (step {info['step']}) {source} {res['direction']}: {res['clips']} {split} clips, frame {frame}"

@@ -65,7 +65,7 @@ from tgdp.train.data import (
     open_store,
     store_geometry,
 )
-from tgdp.train.dist import DistInfo, broadcast_object, cleanup, init_distributed
+from tgdp.train.dist import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from tgdp.train.metrics import MetricsLogger, StepTimer
 from tgdp.train.selection import selection_metrics
 from tgdp.train.step import MicroBatch, StepPlan, StepStats, TrainState, train_step
@@ -607,6 +607,8 @@ class _Run:
             failed = exc
         # rank 0's failure reaches every rank (and this is the ranks' meeting point)
         message = broadcast_object(str(failed) if failed is not None else None, self.info)
+        if message is not None:  # every rank holds the message before any tears the group down (gloo aborts)
+            barrier(self.info)
         if failed is not None:
             raise failed
         if message is not None:

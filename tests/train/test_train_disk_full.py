@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -99,12 +99,28 @@ def test_config_yaml_write_on_a_full_disk_keeps_the_old_file(tmp_path: Path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"] and path.read_text() == before
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Runs in this process use one intra-op thread, as `clean` does (see there)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(store, run dir of an uninterrupted run on it)."""
     base = tmp_path_factory.mktemp("clean")
     store = write_fake_store(base / "store", n=16)
-    fit(tiny_config(*SETS), store, base / "run", _open_fn=fake_open)
+    # One intra-op thread here and in the CLI runs compared with it (OMP_NUM_THREADS=1): another test may have left
+    # this process at another count, and a different float reduction order moves Adam's noise-gradient elements.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fit(tiny_config(*SETS), store, base / "run", _open_fn=fake_open)
+    finally:
+        torch.set_num_threads(threads)
     return store, base / "run"
 
 
@@ -199,7 +215,7 @@ mount -o remount,size=40m tmpfs {mnt}
 {train} --resume > {out}/out3 2> {out}/err3; echo $? > {out}/rc3
 mkdir -p {out}/run/checkpoints && cp {mnt}/run/checkpoints/*.pt {out}/run/checkpoints/ 2>/dev/null || true
 """
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, env=env, timeout=600)
     read = lambda name: (out / name).read_text().strip()  # noqa: E731
     ckpt4 = f"{mnt}/run/checkpoints/step_00000004.pt"
