@@ -50,7 +50,6 @@ import json
 import math
 import os
 import re
-import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -84,6 +83,7 @@ from tgdp.pipeline.media import (
     probe_decode,
 )
 from tgdp.pipeline.status import unique_manifest
+from tgdp.store.fs import DISK_FULL_ERRNOS, disk_usage_at
 
 __all__ = [
     "DROP_REASONS",
@@ -425,7 +425,6 @@ def _check_streams_and_duration(
         raise _Failed("too_short", detail)
 
 
-_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _DISK_FULL = "_disk_full"  # a result key (never an event column): the cache write found the disk full
 
 
@@ -446,7 +445,7 @@ def _cache_payload(path: Path, task: Mapping[str, Any], event: dict[str, Any], d
         event["features_id"] = features_id(cfg.features)
     except OSError as exc:  # the verdict stands, shard falls back to decoding
         event["feature_cache"] = f"not cached: {exc.strerror or exc}"
-        if exc.errno in _FULL_ERRNOS:
+        if exc.errno in DISK_FULL_ERRNOS:
             event[_DISK_FULL] = str(path)
 
 
@@ -585,12 +584,10 @@ def validate_lock(root: Path | str) -> Any:
 
 
 def _disk_full_error(path: str) -> ValidateError:
-    where = Path(path).parent
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    free = shutil.disk_usage(where).free
+    usage = disk_usage_at(Path(path).parent)
+    free = f"{usage.free / 1e6:.1f} MB free" if usage is not None else "free space unknown"
     return ValidateError(
-        f"{path}: no space left on device writing the feature cache ({free / 1e6:.1f} MB free); the verdicts so far "
+        f"{path}: no space left on device writing the feature cache ({free}); the verdicts so far "
         "are kept: free space (or --set validate.feature_cache=false) and rerun validate"
     )
 

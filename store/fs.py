@@ -17,6 +17,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +30,10 @@ __all__ = [
     "RemoteError",
     "atomic_path",
     "atomic_write",
+    "DISK_FULL_ERRNOS",
     "commit_temp",
+    "disk_usage_at",
+    "existing_ancestor",
     "file_sha256",
     "is_remote",
     "location",
@@ -38,6 +42,7 @@ __all__ = [
     "temp_path",
 ]
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # a write failed because the file system (or quota) is full
 TMP_PREFIX = ".tmp-"  # the one temporary-name scheme: `.tmp-<pid>-<name>`, next to the file it becomes
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss")
 S3_MAX_ATTEMPTS = 5  # per request, by the AWS SDK (5xx, throttling, resets), with its exponential backoff
@@ -54,6 +59,23 @@ def file_sha256(path: Path | str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def existing_ancestor(path: Path | str) -> Path:
+    """`path` itself, or its nearest ancestor that exists (the file a failed write was making may not)."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def disk_usage_at(path: Path | str) -> Any:
+    """`shutil.disk_usage` (total, used, free bytes) of the file system holding `path` (read at its nearest existing
+    ancestor); None when it cannot be read. The one free-space probe of every writer's full-disk message."""
+    try:
+        return shutil.disk_usage(existing_ancestor(path))
+    except OSError:
+        return None
 
 
 def temp_path(path: Path | str) -> Path:

@@ -23,7 +23,18 @@ import numpy as np
 import pyarrow as pa
 
 from tgdp.store.format import INDEX_FILE, ShardEntry, ShardError, StoreIndex, rows_digest, store_json
-from tgdp.store.fs import TMP_PREFIX, Location, atomic_write, commit_temp, file_sha256, location, temp_path
+from tgdp.store.fs import (
+    DISK_FULL_ERRNOS,
+    TMP_PREFIX,
+    Location,
+    atomic_write,
+    commit_temp,
+    disk_usage_at,
+    existing_ancestor,
+    file_sha256,
+    location,
+    temp_path,
+)
 
 __all__ = [
     "DATASET_DICT",
@@ -53,16 +64,13 @@ def write_store_json(path: Path, obj: Any) -> None:
 
 def disk_full_hint(exc: OSError, where: Path) -> str:
     """' (disk full: N MB free on <dir>)' for ENOSPC/EDQUOT, else ''."""
-    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    if exc.errno not in DISK_FULL_ERRNOS:
         return ""
-    probe = Path(where)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = shutil.disk_usage(probe).free
-    except OSError:
+    probe = existing_ancestor(where)
+    usage = disk_usage_at(probe)
+    if usage is None:
         return " (disk full)"
-    return f" (disk full: {free / 1e6:.1f} MB free on {probe}; free space and rerun)"
+    return f" (disk full: {usage.free / 1e6:.1f} MB free on {probe}; free space and rerun)"
 
 
 class StoreWriter:

@@ -17,10 +17,8 @@ Design:
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from tgdp.config import ConfigError, StrictConfig, dump_config, load_config
 from tgdp.model.config import ModelConfig
 from tgdp.model.presets import resolve_model_config
 from tgdp.store.config import StoreConfig
+from tgdp.store.fs import DISK_FULL_ERRNOS, disk_usage_at
 
 __all__ = [
     "PRESET_DIR",
@@ -235,16 +234,13 @@ def load_run_config(source: str | Path, overrides: list[str] | tuple[str, ...] =
     return load_config(RunConfig, source, overrides, preset_dir=PRESET_DIR)
 
 
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
 def disk_full(exc: BaseException) -> OSError | None:
     """The ENOSPC / EDQUOT error in `exc` or its cause/context chain, else None (`torch.save` may raise its own
     RuntimeError first and the OSError only when the file is closed)."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
-        if isinstance(cur, OSError) and cur.errno in _DISK_FULL:
+        if isinstance(cur, OSError) and cur.errno in DISK_FULL_ERRNOS:
             return cur
         seen.add(id(cur))
         cur = cur.__cause__ or cur.__context__
@@ -253,9 +249,8 @@ def disk_full(exc: BaseException) -> OSError | None:
 
 def free_space(directory: Path) -> str:
     """'N MiB free of M MiB' for the file system holding `directory`."""
-    try:
-        usage = shutil.disk_usage(directory)
-    except OSError:
+    usage = disk_usage_at(directory)
+    if usage is None:
         return "free space unknown"
     return f"{usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.1f} MiB"
 
@@ -264,7 +259,7 @@ def write_error(path: Path, exc: OSError) -> OSError:
     """`exc` (a failed write of `path`) as an OSError naming the file and, for a full disk, the free space: the
     CLIs print it as one line (a write's OSError carries no file name of its own)."""
     detail = exc.strerror or str(exc)
-    if exc.errno in _DISK_FULL:
+    if exc.errno in DISK_FULL_ERRNOS:
         detail += f" ({free_space(Path(path).parent)})"
     return OSError(exc.errno, detail, str(path))
 

@@ -42,12 +42,15 @@ tgdp.store.format.store_features
 tgdp.store.format.store_json
 
 import tgdp.store.fs
+tgdp.store.fs.DISK_FULL_ERRNOS
 tgdp.store.fs.Location
 tgdp.store.fs.RemoteError
 tgdp.store.fs.TMP_PREFIX
 tgdp.store.fs.atomic_path
 tgdp.store.fs.atomic_write
 tgdp.store.fs.commit_temp
+tgdp.store.fs.disk_usage_at
+tgdp.store.fs.existing_ancestor
 tgdp.store.fs.file_sha256
 tgdp.store.fs.is_remote
 tgdp.store.fs.location
