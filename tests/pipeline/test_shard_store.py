@@ -15,6 +15,7 @@ import pytest
 import torch
 import torchaudio
 
+from tests.pipeline.lock_support import held_lock
 from tgdp.pipeline import shard as shard_mod
 from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
 from tgdp.pipeline.ledger import append_events
@@ -266,25 +267,16 @@ def test_stale_or_damaged_cache_falls_back_to_decoding(built, tmp_path):
 
 def test_a_second_shard_on_the_same_store_is_refused_naming_the_holder(built):
     import socket
-    import sys
 
     root, store, _files, _ = built
     before = _tree(store)
-    holder = subprocess.Popen(  # another `shard` on this store: holds the lock until its stdin closes
-        [sys.executable, "-c", "import sys; from tgdp.pipeline.shard import store_lock; l = store_lock(sys.argv[1]);"
-         " print('held', flush=True); sys.stdin.read(); l.release()", str(store)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    # another `shard` on this store: holds the lock until released
+    with held_lock("tgdp.pipeline.shard", "store_lock", store) as holder:
         with pytest.raises(ShardError) as err:
             run_shard(root, store, SMALL, backend="serial", force=True)
         msg = str(err.value)
         assert f"pid {holder.pid}" in msg and socket.gethostname() in msg and "started" in msg, msg
         assert {k: v for k, v in _tree(store).items() if not k.endswith(".lock")} == before  # nothing touched
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=60)
     assert sorted(run_shard(root, store, SMALL, backend="serial").up_to_date) == ["eval", "train"]
     assert _tree(store) == before  # no lock file is left behind
 

@@ -6,7 +6,6 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.pipeline.lock_support import held_lock
 from tgdp.pipeline import features, ledger
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.testing import make_root
@@ -45,21 +45,13 @@ def test_a_second_validate_on_one_root_is_refused_naming_the_holder(tmp_path: Pa
     import socket
 
     root = _root(tmp_path / "root", clip)
-    holder = subprocess.Popen(  # another validate on this ROOT: holds the lock until its stdin closes
-        [sys.executable, "-c", "import sys; from tgdp.pipeline.validate import validate_lock;"
-         " l = validate_lock(sys.argv[1]); print('held', flush=True); sys.stdin.read(); l.release()", str(root)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    # another validate on this ROOT: holds the lock until released
+    with held_lock("tgdp.pipeline.validate", "validate_lock", root) as holder:
         with pytest.raises(ValidateError) as err:
             run_validate(root, backend="serial")
         msg = str(err.value)
         assert f"pid {holder.pid}" in msg and socket.gethostname() in msg and "tgdp-data validate" in msg, msg
         assert not ledger.has_events(root, "validate")  # the refused run did no work
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=60)
     assert run_validate(root, backend="serial").valid == 3
     assert not (root / "tmp" / "validate.lock").exists()
     validate_lock(root).release()  # free again
