@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from tgdp.pipeline import ledger
 from tgdp.pipeline.status import STATES, ClipStates, clip_states
 
-__all__ = ["CLIP_SCHEMA", "clip_rows", "filter_clips"]
+__all__ = ["CLIP_EVENT_COLUMNS", "CLIP_SCHEMA", "clip_rows", "filter_clips"]
 
 CLIP_SCHEMA = pa.schema(
     [
@@ -42,15 +42,20 @@ CLIP_SCHEMA = pa.schema(
         ("shard_file", pa.string()),
     ]
 )
+# what each stage's last event adds to a clip's row: asked of `clip_states` (`extra_columns`), so the event logs
+# are read once for the states and the details together
+CLIP_EVENT_COLUMNS: dict[str, dict[str, pa.DataType]] = {
+    "fetch": {"reason_detail": pa.string(), "raw_path": pa.string()},
+    "validate": {"reason_detail": pa.string()},
+    "shard": {
+        "reason_detail": pa.string(),
+        "store": pa.string(),
+        "store_split": pa.string(),
+        "shard_file": pa.string(),
+    },
+}
 _FETCH_DECIDES = ("gone", "pending", "backoff", "gave_up", "file_missing")
 _VALIDATE_DECIDES = ("not_validated", "dropped", "valid")
-
-
-def _last(root: Path, stage: str, ids: pa.Array, columns: dict[str, pa.DataType]) -> pa.Table | None:
-    """The last `stage` event's `columns` per id (None when the stage has no events)."""
-    if not ledger.has_events(root, stage):
-        return None
-    return ledger.latest_table(root, stage, ids, columns).table
 
 
 def _pick(mask: np.ndarray, new: pa.Array, old: pa.Array) -> pa.Array:
@@ -64,20 +69,21 @@ def _absolute(root: Path, rel: pa.Array) -> pa.Array:
 
 def clip_rows(root: Path, max_attempts: int | None = 5, cs: ClipStates | None = None) -> pa.Table:
     """Every manifest clip as one `CLIP_SCHEMA` row, in manifest order (module docstring). `cs`: states already
-    computed with the manifest's `source_file` among their columns (export passes its own)."""
+    computed with the manifest's `source_file` and `CLIP_EVENT_COLUMNS` among their columns (export passes its own)."""
     root = Path(root)
     if cs is None:
-        cs = clip_states(root, max_attempts, manifest_columns=("clip_id", "split", "source_file"))
+        cs = clip_states(
+            root, max_attempts, manifest_columns=("clip_id", "split", "source_file"), extra_columns=CLIP_EVENT_COLUMNS
+        )
     ids = cs.manifest.column("clip_id").combine_chunks()
     n = len(ids)
     state = np.asarray(STATES, dtype=object)[cs.state]
     null = pa.nulls(n, pa.string())
     by_fetch, by_validate = np.isin(state, _FETCH_DECIDES), np.isin(state, _VALIDATE_DECIDES)
     sharded = state == "sharded"
-    fetch = _last(root, "fetch", ids, {"reason_detail": pa.string(), "raw_path": pa.string()})
-    validate = _last(root, "validate", ids, {"reason_detail": pa.string()})
-    shard_cols = {"reason_detail": pa.string(), "store": pa.string(), "store_split": pa.string()}
-    shard = _last(root, "shard", ids, {**shard_cols, "shard_file": pa.string()})
+    fetch = cs.fetch.table if ledger.has_events(root, "fetch") else None
+    validate = cs.validate.table if cs.validate is not None else None
+    shard = cs.shard.table if cs.shard is not None else None
     stage = np.where(by_fetch, "fetch", np.where(by_validate, "validate", np.where(sharded, "shard", None)))
     detail = null
     if fetch is not None:

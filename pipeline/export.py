@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tgdp.pipeline.clips import CLIP_EVENT_COLUMNS, clip_rows
 from tgdp.pipeline.layout import atomic_path, atomic_write, manifest_path, remove_stale_temps, temp_path
 from tgdp.pipeline.status import STATES, clip_states, funnel_from_states, root_temporaries, strictly_increasing
 from tgdp.pipeline.validate import METRIC_COLUMNS
@@ -100,7 +101,8 @@ def run_export(root: Path, out: Path, max_attempts: int | None = 5, progress: bo
         root,
         max_attempts,
         manifest_columns=("clip_id", "split", "source_file"),
-        validate_columns=_EXPORT_TYPES,
+        # one read of the event logs for the states, the metrics and dropped.parquet's details
+        extra_columns={**CLIP_EVENT_COLUMNS, "validate": {**CLIP_EVENT_COLUMNS["validate"], **_EXPORT_TYPES}},
         progress=progress,
         sha_type=pa.string(),  # the whole sha256 goes into the exported manifest
     )
@@ -172,7 +174,6 @@ def _publish(out: Path, version: str) -> None:
 def _write_dropped(root: Path, path: Path, cs: Any, valid_mask: np.ndarray) -> None:
     """dropped.parquet: every clip not in manifest.parquet, with its state, stage, reason and detail
     (`tgdp.pipeline.clips`), so the two files together hold every source clip."""
-    from tgdp.pipeline.clips import clip_rows
 
     rows = clip_rows(root, cs=cs).filter(pa.array(~valid_mask))
     with atomic_path(path) as tmp:

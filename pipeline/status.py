@@ -28,7 +28,7 @@ not_validated; valid = sharded + not_sharded. Events of clip ids outside the man
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -163,22 +163,23 @@ def clip_states(
     *,
     now: datetime | None = None,
     manifest_columns: Sequence[str] | None = ("clip_id", "split"),
-    validate_columns: dict[str, pa.DataType] | None = None,
+    extra_columns: Mapping[str, Mapping[str, pa.DataType]] | None = None,
     check_files: bool = True,
     progress: bool = False,
     sha_type: pa.DataType | None = None,
 ) -> ClipStates:
     """Each manifest clip's state (module docstring), from the event logs in columns.
 
-    `manifest_columns`: the manifest columns to keep (None: all); `validate_columns`: extra columns of the last
-    validate event to keep (export); `check_files`: look for raw files of clips that still need them.
-    `max_attempts`: the cap the fetch runs used (None: nobody gives up). `sha_type`: how the fetch sha256 is kept
-    (default: its first 16 hex digits, enough to tell two downloads of one clip apart; `pa.string()`: whole).
+    `manifest_columns`: the manifest columns to keep (None: all); `extra_columns`: stage -> extra columns of that
+    stage's last event to keep (export's metrics, `clips`' details), read in the same pass; `check_files`: look
+    for raw files of clips that still need them. `max_attempts`: the cap the fetch runs used (None: nobody gives
+    up). `sha_type`: how the fetch sha256 is kept (default: its first 16 hex digits, enough to tell two downloads
+    of one clip apart; `pa.string()`: whole).
     """
     root = Path(root)
     manifest, source_rows, duplicates = unique_manifest(root, manifest_columns)
     ids = manifest.column("clip_id").combine_chunks()
-    fe, va, sh = _latest_events(root, ids, validate_columns, sha_type, progress)
+    fe, va, sh = _latest_events(root, ids, extra_columns or {}, sha_type, progress)
     state, reason = _fetch_states(fe, max_attempts, now or datetime.now(timezone.utc))
     reason = _verdict_states(state, reason, fe, va, sh)
     raw_missing = np.zeros(len(ids), dtype=bool)
@@ -232,7 +233,7 @@ def strictly_increasing(ids: pa.Array | pa.ChunkedArray) -> bool:
 def _latest_events(
     root: Path,
     ids: pa.Array,
-    validate_columns: dict[str, pa.DataType] | None,
+    extra: Mapping[str, Mapping[str, pa.DataType]],
     sha_type: pa.DataType | None,
     progress: bool,
 ) -> tuple[ledger.LatestEvents, ledger.LatestEvents | None, ledger.LatestEvents | None]:
@@ -247,14 +248,14 @@ def _latest_events(
     step = bar.update if bar is not None else None
     try:
         where = ledger.event_positions(root, ["fetch", *stages], ids)  # one hash table of the ids for all stages
-        fcols = {**FETCH_COLUMNS, "sha256": sha_type or _SHA}
+        fcols = {**FETCH_COLUMNS, **extra.get("fetch", {}), "sha256": sha_type or _SHA}
         fe = ledger.latest_table(root, "fetch", ids, fcols, on_chunk=step, positions=where["fetch"])
         va = sh = None
         if "validate" in stages:
-            vcols = {**VALIDATE_COLUMNS, **(validate_columns or {}), "fetch_sha256": _SHA}
+            vcols = {**VALIDATE_COLUMNS, **extra.get("validate", {}), "fetch_sha256": _SHA}
             va = ledger.latest_table(root, "validate", ids, vcols, on_chunk=step, positions=where["validate"])
         if "shard" in stages:
-            scols = {**SHARD_COLUMNS, "fetch_sha256": _SHA}
+            scols = {**SHARD_COLUMNS, **extra.get("shard", {}), "fetch_sha256": _SHA}
             sh = ledger.latest_table(root, "shard", ids, scols, on_chunk=step, positions=where["shard"])
     finally:
         if bar is not None:

@@ -97,6 +97,7 @@ tgdp.store.writer.write_dataset_dict
 tgdp.store.writer.write_store_json
 
 import tgdp.pipeline.clips
+tgdp.pipeline.clips.CLIP_EVENT_COLUMNS
 tgdp.pipeline.clips.CLIP_SCHEMA
 tgdp.pipeline.clips.clip_rows
 tgdp.pipeline.clips.filter_clips
