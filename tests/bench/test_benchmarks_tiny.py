@@ -20,6 +20,7 @@ SCRIPTS = sorted(p.stem for p in (REPO / "benchmarks").glob("*.py") if p.stem no
 ELSEWHERE = {
     "bench_demo": REPO / "tests" / "demo" / "test_demo_chain.py",
     "gpu_check": REPO / "tests" / "bench" / "test_gpu_check.py",
+    "fingerprint": REPO / "tests" / "demo" / "test_demo_chain.py",
 }
 # How each script is run at its tiny scale, and the BENCHMARKS.md section it must write (None: it writes none).
 COMMANDS: dict[str, tuple[list[str], str | None]] = {

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench_demo import TINY, measure, write_figures
+from benchmarks.fingerprint import digest
 
 
 @pytest.mark.slow
@@ -16,6 +17,7 @@ def test_short_demo_chain_and_reuse(tmp_path: Path) -> None:
     cfg = TINY
     assert cfg.profile == "coupled" and not cfg.vision_probe  # the extra probe is left out to keep this test short
     before: dict[Path, int] = {}
+    first_digest: dict = {}
 
     def check_first_run() -> None:
         text = (tmp_path / "report.md").read_text(encoding="utf-8")
@@ -44,8 +46,13 @@ def test_short_demo_chain_and_reuse(tmp_path: Path) -> None:
             tmp_path / "store" / "train" / "index.json",
         ]
         before.update({p: p.stat().st_mtime_ns for p in outputs})
+        first_digest.update(digest(tmp_path))
 
     fresh, again = measure(tmp_path, cfg, between=check_first_run)
     assert before and {p: p.stat().st_mtime_ns for p in before} == before, "a rerun must reuse finished stages"
+    # the refactoring fingerprint (benchmarks/fingerprint.py) sees every output and no change after the rerun
+    assert set(first_digest["runs"]) == set(cfg.models) and first_digest["runs"]["tiny_tgdp"]["weights"]["teacher"]
+    assert len(first_digest["embeddings"]) == 2 * len(cfg.models) and "train/index.json" in first_digest["store"]
+    assert digest(tmp_path) == first_digest
     section = write_figures(fresh, again, cfg, path=tmp_path / "BENCHMARKS.md")
     assert "<!-- bench:demo -->" in (tmp_path / "BENCHMARKS.md").read_text() and "fresh run: total" in section
