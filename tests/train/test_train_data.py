@@ -84,6 +84,36 @@ def test_eval_mode_is_deterministic_and_aligned(store_dir: Path) -> None:
         ClipDataset(store_dir, audio_length=128, img_size=96, store=store)
 
 
+def test_one_geometry_check_names_every_problem_and_its_fix() -> None:
+    """`check_geometry` (training's check_store, and embed, health and selection) names all problems in one error;
+    the mel-bin fix is training's or evaluation's."""
+    from tgdp.model import PRESETS
+    from tgdp.store import StoreMismatchError
+    from tgdp.train.data import check_geometry
+
+    m = PRESETS["tiny_cavmae_sync"]  # audio_length 128, 64 mel bins, img_size 96
+    bad = FakeStore(n=0, num_frames=4, frame_size=64, target_length=100, num_mel_bins=128)
+    with pytest.raises(StoreMismatchError) as info:
+        check_geometry(bad, m, where="store S", model_name="tiny", resize_frames=False, eval_frame=4, training=True)
+    msg = str(info.value)
+    assert msg.startswith("store S does not match model 'tiny': fbank target_length 100 < model audio_length 128")
+    for part in ("--set features.target_length=128", "128 mel bins but the model expects 64",
+                 "tgdp-data validate ROOT --set features.num_mel_bins=64", "train with --set model.num_mel_bins=128",
+                 "frames are 64 px but the model's img_size is 96", "data.eval_frame=4 but clips have 4 frames",
+                 "the split is empty"):  # fmt: skip
+        assert part in msg, part
+    with pytest.raises(StoreMismatchError, match="use a checkpoint of a 128-bin model") as info:
+        check_geometry(FakeStore(n=2, num_mel_bins=128), m)
+    assert "train with" not in str(info.value) and "frames are" not in str(info.value)
+    no_frames = FakeStore(n=2)
+    del no_frames.meta["frames"]["n"]
+    with pytest.raises(StoreMismatchError, match="no frames.n"):
+        check_geometry(no_frames, m)
+    assert check_geometry(FakeStore(n=2, frame_size=64), m, resize_frames=True) == {
+        "num_frames": 16, "frame_size": 64, "target_length": 256, "num_mel_bins": 64,
+    }  # fmt: skip
+
+
 def test_frame_normalisation_and_no_resize_error() -> None:
     img = torch.full((3, 96, 96), 255, dtype=torch.uint8)
     out = FrameTransform(96)(img)
