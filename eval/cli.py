@@ -82,10 +82,11 @@ def embed(
 
     Everything that can be checked is checked before any clip is embedded: the output path, the list, the preset,
     the checkpoint, the store's shards against index.json and the store's geometry against the model."""
-    from tgdp.eval.embed import check_geometry, embed_store, load_encoder, select_clips
-    from tgdp.eval.retrieval import load_id_list
+    from tgdp.eval.embed import embed_store, load_encoder
+    from tgdp.eval.retrieval import load_id_list, resolve_ids
     from tgdp.eval.table import write_embeddings
     from tgdp.store import Store
+    from tgdp.train.data import check_geometry
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     _check_out_file(out)
@@ -96,7 +97,8 @@ def embed(
     if hasattr(st, "check"):  # every shard against index.json (presence, size, rows): fail now, not mid-embedding
         st.check()
     check_geometry(st, model.cfg)
-    rows, missing = select_clips(st, ids)
+    match = resolve_ids(ids, st.clip_ids, where="store") if ids is not None else None
+    rows, missing = (match.indices.tolist(), match.missing) if match is not None else (None, [])
     table = embed_store(model, st, rows, batch_size, dev, num_workers, features, progress=True)  # type: ignore[arg-type]
     table.meta.update(
         info, store=str(st.location), split=st.split, list=str(list_file) if list_file else None, missing=missing

@@ -8,8 +8,10 @@ the un-normed global tokens after the modality-specific blocks (the released CAV
 Checkpoints: a tgdp training checkpoint (a dict with `model` = student state dict and `config` = resolved RunConfig
 with `model_preset` + `model` overrides), or a released CAV-MAE Sync / TG-DP state dict (raw, `module.` keys, or
 wrapped in `{"model": ...}`) loaded strictly into `preset` (default `cavmae_sync_base`).
-Frame preprocessing is the training loader's (`tgdp.train.transforms`: decode_jpeg → resize/centre-crop to the
-model's img_size → ImageNet mean/std); the fbank is normalised with the store's constants.
+Samples come from the training dataset in its deterministic eval mode (`tgdp.train.data.ClipDataset`, mode
+"eval": decode_jpeg → resize/centre-crop to the model's img_size → ImageNet mean/std, no crop or augmentation; the
+fbank normalised with the store's constants), normalised in the DataLoader workers so that the values are those of
+the per-sample float32 path on any device; `check_geometry` checks the store against the model first.
 """
 
 from __future__ import annotations
@@ -17,29 +19,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from tgdp.config import ConfigError
-from tgdp.eval.retrieval import MissingClipsWarning
-from tgdp.eval.table import EmbeddingTable, video_id_from_clip_id
+from tgdp.eval.table import EmbeddingTable
 from tgdp.model.checkpoint import CheckpointError
-from tgdp.store import StoreMismatchError
+from tgdp.train.data import ClipDataset, batch_to_device, check_geometry, fbank_stats
 
 __all__ = [
-    "EmbedDataset",
-    "check_geometry",
     "embed_store",
+    "eval_batches",
+    "eval_dataset",
     "load_encoder",
     "load_teacher_state",
     "model_config_from_checkpoint",
-    "select_clips",
 ]
 
 _log = logging.getLogger(__name__)
@@ -111,80 +110,34 @@ def load_encoder(
     return model, info
 
 
-def select_clips(store: Any, ids: Sequence[str] | None) -> tuple[list[int], list[str]]:
-    """Store rows of the listed clip ids / CAV-MAE video ids (all rows when ids is None), and the missing ids."""
-    clip_ids = list(store.clip_ids)
-    if ids is None:
-        return list(range(len(clip_ids))), []
-    by_clip = {c: i for i, c in enumerate(clip_ids)}
-    by_video: dict[str, int] = {}
-    for i, c in enumerate(clip_ids):
-        by_video.setdefault(video_id_from_clip_id(c), i)
-    rows, missing, seen = [], [], set()
-    for item in ids:
-        i = by_clip.get(item, by_video.get(item))
-        if i is None:
-            missing.append(item)
-        elif i not in seen:
-            seen.add(i)
-            rows.append(i)
-    if missing:
-        msg = f"{len(missing)} of {len(ids)} listed clips are not in the store (e.g. {missing[:3]})"
-        warnings.warn(msg, MissingClipsWarning, stacklevel=2)
-        _log.warning(msg)
-    return rows, missing
+def eval_dataset(
+    store: Any, cfg: Any, rows: Sequence[int] | None = None, frames: Sequence[int] | None = None
+) -> ClipDataset:
+    """The deterministic dataset evaluation reads: sample k = store row rows[k] (default every row) with frames
+    `frames` of the clip (default all), for a model of `cfg` (its ModelConfig); normalised in the worker."""
+    return ClipDataset(
+        store=store,
+        audio_length=cfg.audio_length,
+        img_size=cfg.img_size,
+        mode="eval",
+        rows=rows,
+        frames=frames,
+        normalize_in_worker=True,
+    )
 
 
-class EmbedDataset(Dataset):
-    """Row k → (audio [T, T_seg, F] float32, frames [T, 3, S, S] float32) of store row rows[k]; T = len(frames)
-    (default: all num_frames of the clip)."""
-
-    def __init__(
-        self,
-        store: Any,
-        rows: Sequence[int],
-        audio_length: int,
-        img_size: int,
-        num_frames: int,
-        frames: Sequence[int] | None = None,
-    ) -> None:
-        from tgdp.train.transforms import FrameTransform
-
-        self.store, self.rows = store, list(rows)
-        self.audio_length, self.num_frames = audio_length, num_frames
-        self.frames = list(range(num_frames)) if frames is None else list(frames)
-        self.frame_tf = FrameTransform(img_size)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from tgdp.train.transforms import decode_frame
-
-        i = self.rows[k]
-        audio = np.stack([self.store.segment(i, t, length=self.audio_length) for t in self.frames])
-        frames = [self.frame_tf(decode_frame(self.store.frame_jpeg(i, t))) for t in self.frames]
-        return torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.stack(frames)
-
-
-def check_geometry(store: Any, cfg: Any) -> int:
-    """Check a store against a model config (mel bins, fbank length, frames); returns frames per clip."""
-    fb, fr = store.meta.get("fbank", {}), store.meta.get("frames", {})
-    problems = []
-    if fb.get("num_mel_bins") and fb["num_mel_bins"] != cfg.num_mel_bins:
-        problems.append(
-            f"store has {fb['num_mel_bins']} mel bins, the model expects {cfg.num_mel_bins}: embed a store built with "
-            f"--set features.num_mel_bins={cfg.num_mel_bins} (tgdp-data validate and shard), or a checkpoint of a "
-            f"{fb['num_mel_bins']}-bin model"
-        )
-    if fb.get("target_length") and fb["target_length"] < cfg.audio_length:
-        problems.append(f"stored fbank ({fb['target_length']} frames) is shorter than audio_length {cfg.audio_length}")
-    num_frames = int(fr.get("n") or 0)
-    if num_frames < 1:
-        problems.append("store metadata has no frames.n")
-    if problems:
-        raise StoreMismatchError("store does not fit the model: " + "; ".join(problems))
-    return num_frames
+def eval_batches(
+    ds: ClipDataset, batch_size: int, device: torch.device, num_workers: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(audio [B*T, T_seg, F], frames [B*T, 3, S, S]) float32 on `device`, clip-major, for B clips of `ds` at a time
+    in order; T = len(ds.eval_frames)."""
+    loader = DataLoader(
+        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
+    )
+    stats = fbank_stats(ds.store.meta)
+    for batch in loader:
+        audio, frames = batch_to_device(batch, device, stats)
+        yield audio.flatten(0, 1), frames.flatten(0, 1)
 
 
 @torch.no_grad()
@@ -209,28 +162,19 @@ def embed_store(
     cfg = cfg if cfg is not None else model.cfg
     if features not in ("global", "pre_joint"):
         raise ValueError(f"features must be 'global' or 'pre_joint', got {features!r}")
-    num_frames = check_geometry(store, cfg)
-    if frames is not None:
-        frames = list(frames)
-        if not frames or any(not 0 <= t < num_frames for t in frames):
-            raise ValueError(f"frames must be a non-empty list of indices in [0, {num_frames}), got {frames}")
+    check_geometry(store, cfg)
     rows = list(range(len(store))) if rows is None else list(rows)
+    ds = eval_dataset(store, cfg, rows, frames)
+    num_frames = len(ds.eval_frames)  # checks the frame indices
     if not rows:
         raise ValueError("no clips to embed")
     device = torch.device(device)
     model.eval()
-    ds = EmbedDataset(store, rows, cfg.audio_length, cfg.img_size, num_frames, frames)
-    num_frames = len(ds.frames)
-    loader = DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
-    )
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     emb_a = emb_v = None
     done, t0 = 0, time.perf_counter()
-    for audio, frames in loader:
-        b = audio.shape[0]
-        audio = audio.flatten(0, 1).to(device, non_blocking=True)
-        frames = frames.flatten(0, 1).to(device, non_blocking=True)
+    for audio, frames in eval_batches(ds, batch_size, device, num_workers):
+        b = audio.shape[0] // num_frames
         with amp:
             if features == "global":
                 g_a, g_v = model.encode(audio, frames)

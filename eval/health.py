@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from tgdp.eval.embed import EmbedDataset, check_geometry
+from tgdp.eval.embed import eval_batches, eval_dataset
 from tgdp.model.health import collapse_warnings, encoder_parameters, health_metrics, term_grad_norms
 from tgdp.model.losses import contrastive_loss
+from tgdp.train.data import check_geometry
 
 __all__ = ["heldout_grad_shares", "heldout_infonce", "store_health"]
 
@@ -75,18 +75,16 @@ def store_health(
     rows = list(range(len(store))) if rows is None else list(rows)
     if len(rows) < 2:
         raise ValueError(f"health needs at least 2 clips, the split has {len(rows)}")
-    num_frames = check_geometry(store, cfg)
+    num_frames = check_geometry(store, cfg)["num_frames"]
     if not 0 <= frame_index < num_frames:
         raise ValueError(f"frame_index {frame_index} is outside the clips' {num_frames} frames")
     device = torch.device(device)
     model.eval()
-    ds = EmbedDataset(store, rows, cfg.audio_length, cfg.img_size, num_frames, frames=[frame_index])
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    ds = eval_dataset(store, cfg, rows, frames=[frame_index])
     teacher = model.teacher if with_teacher else None
     parts: dict[str, list[torch.Tensor]] = {"g_a": [], "g_v": [], "t_a": [], "t_v": []}
     grads: dict[str, float] = {}
-    for audio, frames in loader:  # [B, 1, T_seg, F], [B, 1, 3, S, S]: one pair per clip
-        audio, frames = audio.flatten(0, 1).to(device), frames.flatten(0, 1).to(device)
+    for audio, frames in eval_batches(ds, batch_size, device, num_workers):  # one pair per clip
         if grad_shares and not grads:
             grads = heldout_grad_shares(model, audio, frames)
         g_a, g_v = model.encode(audio, frames)

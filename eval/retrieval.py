@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from tgdp.eval.metrics import median_rank, recall_at_k
-from tgdp.eval.table import EmbeddingTable
+from tgdp.eval.table import EmbeddingTable, video_id_from_clip_id
 
 __all__ = [
     "DIRECTIONS",
@@ -42,7 +42,7 @@ __all__ = [
     "TieMode",
     "load_id_list",
     "prepare_embeddings",
-    "resolve_list",
+    "resolve_ids",
     "retrieval_metrics",
     "retrieval_ranks",
     "retrieval_ranks_both",
@@ -286,12 +286,18 @@ class ListMatch:
     n_list: int = 0
 
 
-def resolve_list(ids: Sequence[str], table: EmbeddingTable) -> ListMatch:
-    """Map list ids (clip ids or CAV-MAE video ids) to table rows; missing and repeated ids are recorded, and a
+def resolve_ids(
+    ids: Sequence[str], clip_ids: Sequence[str], video_ids: Sequence[str] | None = None, where: str = "embeddings"
+) -> ListMatch:
+    """Map listed ids (clip ids, else CAV-MAE video ids) to rows of `clip_ids` (a store's or a table's), in list
+    order; the one resolver of every id list. video_ids: the rows' video ids (default: derived from the clip ids,
+    `video_id_from_clip_id`); the first row of a video id wins. Missing and repeated ids are recorded, and a
     `MissingClipsWarning` names how many are missing (they are never silently dropped)."""
-    by_clip = {c: i for i, c in enumerate(table.clip_ids)}
+    if video_ids is None:
+        video_ids = [video_id_from_clip_id(c) for c in clip_ids]
+    by_clip = {c: i for i, c in enumerate(clip_ids)}
     by_video: dict[str, int] = {}
-    for i, v in enumerate(table.video_ids):
+    for i, v in enumerate(video_ids):
         by_video.setdefault(v, i)
     seen: set[int] = set()
     indices, missing, duplicates = [], [], []
@@ -305,7 +311,7 @@ def resolve_list(ids: Sequence[str], table: EmbeddingTable) -> ListMatch:
             seen.add(i)
             indices.append(i)
     if missing:
-        msg = f"{len(missing)} of {len(ids)} listed clips are not in the embeddings (e.g. {missing[:3]})"
+        msg = f"{len(missing)} of {len(ids)} listed clips are not in the {where} (e.g. {missing[:3]})"
         warnings.warn(msg, MissingClipsWarning, stacklevel=2)
         _log.warning(msg)
     if duplicates:
@@ -365,7 +371,7 @@ def run_retrieval(
 ) -> RetrievalResult:
     """Retrieval in both directions over the whole table, or over the clips of `list_path` (in list order)."""
     if list_path is not None:
-        match = resolve_list(load_id_list(list_path), table)
+        match = resolve_ids(load_id_list(list_path), table.clip_ids, table.video_ids)
         if match.indices.size == 0:
             raise ValueError(f"none of the {match.n_list} clips of {list_path} is in the embeddings")
         sub = table.subset(match.indices)

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from tgdp.eval.embed import EmbedDataset, check_geometry
+from tgdp.eval.embed import eval_batches, eval_dataset
 from tgdp.model.cavmae_sync import TeacherEncoder
 from tgdp.model.config import keep_count
 from tgdp.model.masking import priority_order
 from tgdp.pipeline.truth import AUDIO_LABELS, VISUAL_LABELS, PatchTruth, label_precision
 from tgdp.store import segment_start
+from tgdp.train.data import check_geometry
 
 __all__ = ["store_selection", "summarise"]
 
@@ -73,15 +73,13 @@ def store_selection(
     encoder = model.teacher if source == "teacher" else TeacherEncoder(model.student)
     direction = direction or cfg.priority_direction
     rows = list(range(len(store))) if rows is None else list(rows)
-    num_frames = check_geometry(store, cfg)
-    start = segment_start(frame_index, num_frames, int(store.meta["fbank"]["target_length"]), cfg.audio_length)
-    ds = EmbedDataset(store, rows, cfg.audio_length, cfg.img_size, num_frames, frames=[frame_index])
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
+    geo = check_geometry(store, cfg)
+    start = segment_start(frame_index, geo["num_frames"], geo["target_length"], cfg.audio_length)
+    ds = eval_dataset(store, cfg, rows, frames=[frame_index])
     encoder.eval()
     parts: dict[str, list[np.ndarray]] = {}
     done = 0
-    for audio, frames in loader:
-        audio, frames = audio.flatten(0, 1).to(device), frames.flatten(0, 1).to(device)
+    for audio, frames in eval_batches(ds, batch_size, torch.device(device)):  # one pair per clip
         _, _, p_a, p_v = encoder(audio, frames, direction)
         r = np.asarray(rows[done : done + len(audio)])
         done += len(audio)

@@ -17,21 +17,22 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tgdp.store.format import video_id_for
+
 __all__ = ["EmbeddingTable", "read_embeddings", "video_id_from_clip_id", "write_embeddings"]
 
 _META_KEY = b"tgdp.eval"
 
 
 def video_id_from_clip_id(clip_id: str) -> str:
-    """The CAV-MAE `video_id` of a store clip id `"{dataset}:{ytid}:{start_ms}"` (AS: ytid, VGG: `ytid_SSSSSS`)."""
+    """The CAV-MAE `video_id` of a store clip id `"{dataset}:{ytid}:{start_ms}"` by the store's rule
+    (`tgdp.store.format.video_id_for`: AS: ytid, VGG: `ytid_SSSSSS`); any other string is its own video id."""
     parts = clip_id.rsplit(":", 1)
     head = parts[0]
     dataset, _, ytid = head.partition(":")
     if len(parts) != 2 or not ytid or not parts[1].lstrip("-").isdigit():
         return clip_id
-    if dataset == "vggsound":
-        return f"{ytid}_{int(parts[1]) // 1000:06d}"
-    return ytid
+    return video_id_for(dataset, ytid, int(parts[1]))
 
 
 @dataclass

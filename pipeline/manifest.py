@@ -46,6 +46,7 @@ from pydantic import Field
 from tgdp.config import StrictConfig
 from tgdp.pipeline.layout import atomic_path, atomic_write, manifest_path
 from tgdp.pipeline.ledger import event_positions, mask
+from tgdp.store.format import video_id_column
 
 __all__ = [
     "DATASETS",
@@ -75,7 +76,6 @@ __all__ = [
     "parse_segments_columns",
     "parse_segments_text",
     "sniff_format",
-    "video_id_for",
     "write_manifest_files",
 ]
 
@@ -581,11 +581,6 @@ def file_hashes(path: Path) -> tuple[str, str, int]:
     return sha.hexdigest(), blob.hexdigest(), size
 
 
-def video_id_for(dataset: str, ytid: str, start_s: float) -> str:
-    """CAV-MAE video id: AudioSet = ytid; VGGSound = `f"{ytid}_{start:06d}"`."""
-    return f"{ytid}_{int(round(start_s)):06d}" if dataset == "vggsound" else ytid
-
-
 def infer_split(name: str, dataset: str) -> str | None:
     """Split from a file name; None for vggsound.csv (split per row) and for names it doesn't know."""
     stem = Path(name).name.lower()
@@ -1031,6 +1026,11 @@ def _concat_parts(parts: list[pa.Table]) -> pa.Table:
     return rows.append_column("file_index", pa.array([], pa.int32()))
 
 
+def _start_ms(start_s: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A clip id's start: start_s in whole milliseconds, halves to even (`layout.clip_id_for`)."""
+    return pc.round(pc.multiply(start_s, 1000.0), round_mode="half_to_even").cast(pa.int64())
+
+
 def _drop_duplicate_clips(
     rows: pa.Table, dataset: str, row_issues: dict[int, list[tuple[int, ManifestIssue]]]
 ) -> tuple[pa.Table, pa.Array]:
@@ -1039,9 +1039,8 @@ def _drop_duplicate_clips(
     The first row of a clip id (in input order) wins, as a dict of seen ids would decide; each later row becomes a
     `duplicate_clip_id` issue in `row_issues` under its file's index.
     """
-    ytid, start = rows.column("ytid"), rows.column("start_s")
-    ms = pc.round(pc.multiply(start, 1000.0), round_mode="half_to_even").cast(pa.int64()).cast(pa.string())
-    clip_id = pc.binary_join_element_wise(dataset, ytid, ms, ":")
+    ms = _start_ms(rows.column("start_s")).cast(pa.string())
+    clip_id = pc.binary_join_element_wise(dataset, rows.column("ytid"), ms, ":")
     uniq = pc.unique(clip_id)
     code = pc.index_in(clip_id, value_set=uniq).to_numpy()
     first = np.unique(code, return_index=True)[1]
@@ -1088,15 +1087,10 @@ def _source_table(rows: pa.Table, clip_id: pa.Array, dataset: str, eval_ytids: l
     leak_set = pc.unique(pa.chunked_array(leak_ytids, pa.string()))
     leak = pc.and_(pc.is_in(split_col, value_set=pa.array(sorted(TRAIN_SPLITS))), pc.is_in(ytid, value_set=leak_set))
     leak_count = pc.sum(leak.cast(pa.int64())).as_py() or 0
-    if dataset == "vggsound":
-        sec = pc.round(start, round_mode="half_to_even").cast(pa.int64()).cast(pa.string())
-        video_id = pc.binary_join_element_wise(ytid, pc.utf8_lpad(sec, 6, "0"), "_")
-    else:
-        video_id = ytid
     table = pa.table(
         {
             "clip_id": clip_id,
-            "video_id": video_id,
+            "video_id": video_id_column(dataset, ytid, _start_ms(start)),
             "dataset": pa.repeat(pa.scalar(dataset), rows.num_rows),
             "split": split_col,
             "ytid": ytid,

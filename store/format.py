@@ -1,5 +1,6 @@
 """The store format: `index.json` (`StoreIndex`, `ShardEntry`), the row schema (`store_features`), the JSON text
-of every store file, the normalisation constants, the fbank segment rule and the errors (docs/STORE.md).
+of every store file, the normalisation constants, the fbank segment rule, the video-id rule and the errors
+(docs/STORE.md).
 
 A split (STORE/train, STORE/eval) holds `data-XXXXX-of-NNNNN.arrow` (Arrow IPC stream files in the layout
 `datasets.save_to_disk` uses, so `datasets.load_from_disk(dir)` opens it too), `dataset_info.json`, `state.json` and
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tgdp.store.fs import Location, location
 
@@ -38,6 +40,8 @@ __all__ = [
     "segment_start",
     "store_features",
     "store_json",
+    "video_id_column",
+    "video_id_for",
 ]
 
 STORE_FORMAT = "tgdp-store/1"  # index.json `format`; bump it when a reader of the old format would misread a store
@@ -129,6 +133,24 @@ def store_features(cfg: _Shape) -> Any:
             "fetch_sha256": v("string"),
         }
     )
+
+
+def video_id_for(dataset: str, ytid: str, start_ms: int) -> str:
+    """The CAV-MAE `video_id` of a clip (a row's `video_id`, what retrieval lists name): AudioSet (and any other
+    dataset) = ytid; VGGSound = `f"{ytid}_{second:06d}"`, second = the clip id's start `start_ms` rounded to the
+    nearest whole second, halves to even. VGGSound starts are whole seconds, so its ids are exact; the rule is on
+    the clip id's milliseconds so that a video id derived from a clip id equals the stored one."""
+    if dataset != "vggsound":
+        return ytid
+    return f"{ytid}_{round(int(start_ms) / 1000):06d}"
+
+
+def video_id_column(dataset: str, ytid: pa.Array, start_ms: pa.Array) -> pa.Array:
+    """`video_id_for` over columns: ytid (string) and start_ms (int64) -> video_id (string)."""
+    if dataset != "vggsound":
+        return ytid
+    sec = pc.round(pc.divide(start_ms.cast(pa.float64()), 1000.0), round_mode="half_to_even")
+    return pc.binary_join_element_wise(ytid, pc.utf8_lpad(sec.cast(pa.int64()).cast(pa.string()), 6, "0"), "_")
 
 
 def rows_digest(digests: list[str]) -> str:

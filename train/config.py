@@ -58,7 +58,9 @@ class DataConfig(StrictConfig):
     """Sampling and augmentation (docs/TRAINING.md, Data). Augmentations are off by default, as in the recipe."""
 
     split: str = Field("train", description="store split directory read for training")
-    eval_frame: int = Field(8, ge=0, description="fixed frame in eval mode (CAV-MAE Sync uses 8; TG-DP hard-codes 5)")
+    eval_frame: int = Field(
+        8, ge=0, description="single evaluation frame clips must have (CAV-MAE Sync uses 8; TG-DP hard-codes 5)"
+    )
     resize_frames: bool = Field(True, description="resize stored frames to the model's img_size when the sizes differ")
     random_resized_crop: bool = Field(
         False, description="RandomResizedCrop(scale 0.08-1, ratio 0.9-1.1) + horizontal flip"

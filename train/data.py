@@ -2,8 +2,11 @@
 
 Design (docs/TRAINING.md, Data):
 - Train mode: one random frame index t ~ U{0..T-1} per clip per epoch, with its aligned segment
-  `store.segment(i, t, length=audio_length)`; eval mode: a fixed frame (`data.eval_frame`); "all" mode: every frame
-  of the clip, stacked ([T, T_seg, F] and [T, 3, H, W]) for retrieval.
+  `store.segment(i, t, length=audio_length)`. Eval mode (what `tgdp.eval` embeds with): deterministic, no crop,
+  augmentation or mixup; sample k is store row `rows[k]` with the listed frames of that clip (default all), stacked
+  ([T, T_seg, F] and [T, 3, S, S]); it may be given an opened store (`store=`), which travels into workers as is.
+- `check_geometry` is the one check of a store split against a model (fbank length, mel bins, frame size, frames
+  per clip, rows); training and every evaluation call it before reading a sample.
 - Samples leave the worker compact and are normalised on the device by `batch_to_device`: frames as uint8 pixels,
   audio as the stored float16 fbank. A float32 224-px frame is 4× the bytes of the uint8 one, and converting +
   normalising it per sample in a worker cost more than decoding the JPEG; on a GPU it is free. The dtype says which
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, default_collate, get_worker_info
 
+from tgdp.store import StoreMismatchError
 from tgdp.store.config import StoreConfig
 from tgdp.store.fs import is_remote
 from tgdp.store.sampling import ShuffleMode, epoch_order, resolve_mode
@@ -47,11 +51,20 @@ from tgdp.train.transforms import (
     normalize_frames,
 )
 
-__all__ = ["ClipDataset", "DataState", "TrainStream", "batch_to_device", "fbank_stats", "open_store", "store_geometry"]
+__all__ = [
+    "ClipDataset",
+    "DataState",
+    "TrainStream",
+    "batch_to_device",
+    "check_geometry",
+    "fbank_stats",
+    "open_store",
+    "store_geometry",
+]
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["train", "eval", "all"]
+Mode = Literal["train", "eval"]
 
 
 def open_store(path: str | Path, split: str | None = None, store_cfg: StoreConfig | None = None) -> Any:
@@ -86,6 +99,65 @@ def store_geometry(meta: dict) -> dict[str, int]:
     }
 
 
+def check_geometry(
+    store: Any,
+    model: Any,
+    *,
+    where: str | None = None,
+    model_name: str | None = None,
+    resize_frames: bool = True,
+    eval_frame: int | None = None,
+    training: bool = False,
+) -> dict[str, int]:
+    """Check a store split against a model config; returns `store_geometry(store.meta)` or raises one
+    `StoreMismatchError` naming every problem (and its fix: `training` picks the training or the evaluation one).
+
+    Rules: the fbank target_length is >= the model's audio_length (a segment is cut from it), the mel bins equal the
+    model's, the metadata gives frames per clip (more than `eval_frame` when given), the split has rows, and frames
+    equal the model's img_size unless `resize_frames` (then any size is resized; upsampling logs a warning).
+    model: anything with `audio_length`, `num_mel_bins`, `img_size` (a `ModelConfig`)."""
+    geo = store_geometry(store.meta)
+    if where is None:
+        path, split = getattr(store, "path", None), getattr(store, "split", None)
+        where = "store" + (f" {path}" if path else "") + (f" (split {split!r})" if split else "")
+    problems = []
+    if geo["target_length"] and geo["target_length"] < model.audio_length:
+        problems.append(
+            f"fbank target_length {geo['target_length']} < model audio_length {model.audio_length} "
+            "(a segment must fit inside the stored spectrogram): shard with "
+            f"--set features.target_length={model.audio_length} or more"
+        )
+    if geo["num_mel_bins"] and geo["num_mel_bins"] != model.num_mel_bins:
+        other = (
+            f"train with --set model.num_mel_bins={geo['num_mel_bins']}"
+            if training
+            else f"use a checkpoint of a {geo['num_mel_bins']}-bin model"
+        )
+        problems.append(
+            f"store has {geo['num_mel_bins']} mel bins but the model expects {model.num_mel_bins}: build a matching "
+            f"store with `tgdp-data validate ROOT --set features.num_mel_bins={model.num_mel_bins}` and `tgdp-data "
+            f"shard ROOT --store NEW_STORE --set features.num_mel_bins={model.num_mel_bins}`, or {other}"
+        )
+    if geo["frame_size"] and geo["frame_size"] != model.img_size:
+        if not resize_frames:
+            problems.append(
+                f"frames are {geo['frame_size']} px but the model's img_size is {model.img_size} and "
+                "data.resize_frames is false"
+            )
+        elif geo["frame_size"] < model.img_size:
+            log.warning("%s: %d px frames are upsampled to img_size %d", where, geo["frame_size"], model.img_size)
+    if geo["num_frames"] < 1:
+        problems.append("store metadata has no frames.n")
+    elif eval_frame is not None and eval_frame >= geo["num_frames"]:
+        problems.append(f"data.eval_frame={eval_frame} but clips have {geo['num_frames']} frames")
+    if len(store) == 0:
+        problems.append("the split is empty")
+    if problems:
+        name = f" {model_name!r}" if model_name else ""
+        raise StoreMismatchError(f"{where} does not match model{name}: " + "; ".join(problems))
+    return geo
+
+
 def fbank_stats(meta: dict) -> tuple[float, float]:
     """(mean, std) that normalise the store's fbank, from its metadata."""
     fb = meta.get("fbank", {})
@@ -114,14 +186,16 @@ def _sample_seed(seed: int, epoch: int, index: int, salt: int = 0) -> np.random.
 class ClipDataset(Dataset):
     """Clip i -> {"audio" [T_seg, F], "frames" [3, S, S], "index", "frame", ["labels" [C]], "mix_lambda"}.
 
-    In "all" mode "audio" is [T, T_seg, F] and "frames" [T, 3, S, S]. `__getitem__` uses epoch 0; training calls
-    `sample(i, epoch)`. "audio" is the stored float16 fbank and "frames" uint8 pixels, or either one float32 and
-    normalised already (`normalizes_audio`, `normalizes_frames`): `batch_to_device` finishes both.
+    Eval mode: sample k -> {"audio" [T, T_seg, F], "frames" [T, 3, S, S], "index" = rows[k], ["labels"]}, T =
+    len(frames) (default every frame of the clip). `__getitem__` uses epoch 0; training calls `sample(i, epoch)`.
+    "audio" is the stored float16 fbank and "frames" uint8 pixels, or either one float32 and normalised already
+    (`normalizes_audio`, `normalizes_frames`): `batch_to_device` finishes both.
+    store_path or store: where to read (opened lazily, once per process) or an opened store (kept, pickled as is).
     """
 
     def __init__(
         self,
-        store_path: str | Path,
+        store_path: str | Path | None = None,
         *,
         audio_length: int,
         img_size: int,
@@ -132,8 +206,18 @@ class ClipDataset(Dataset):
         open_fn: Callable[[str | Path, str | None], Any] = open_store,
         split: str | None = None,
         normalize_in_worker: bool = False,
+        store: Any = None,
+        rows: Sequence[int] | None = None,
+        frames: Sequence[int] | None = None,
     ) -> None:
-        self.store_path = store_path
+        if (store_path is None) == (store is None):
+            raise ValueError("ClipDataset reads either a store_path or an opened store")
+        if mode != "eval" and (rows is not None or frames is not None):
+            raise ValueError("rows and frames select the samples of eval mode only")
+        self.store_path = store_path if store_path is not None else getattr(store, "path", "")
+        self.rows = list(rows) if rows is not None else None
+        self.frames = list(frames) if frames is not None else None
+        self._keeps_store = store is not None
         self.data = data if data is not None else DataConfig()
         self.split = split if split is not None else self.data.split
         self.normalize_in_worker = normalize_in_worker
@@ -145,12 +229,13 @@ class ClipDataset(Dataset):
         self.label_index = {name: k for k, name in enumerate(label_vocab)} if label_vocab is not None else None
         self.frame_tf = FrameTransform(img_size, self.data.random_resized_crop, self.data.resize_frames)
         self.fbank_tf = FbankTransform(self.data.freqm, self.data.timem, self.data.time_shifting)
-        self._store: Any = None
+        self._store: Any = store
         self._num_frames: int | None = None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_store"] = None  # each worker maps the shards itself
+        if not self._keeps_store:
+            state["_store"] = None  # each worker maps the shards itself
         return state
 
     @property
@@ -163,11 +248,22 @@ class ClipDataset(Dataset):
     def num_frames(self) -> int:
         if self._num_frames is None:
             n = store_geometry(self.store.meta)["num_frames"]
-            self._num_frames = n if n > 0 else 16
+            if n < 1:
+                raise StoreMismatchError("store metadata has no frames.n")
+            self._num_frames = n
         return self._num_frames
 
+    @property
+    def eval_frames(self) -> list[int]:
+        """The frame indices an eval-mode sample stacks (checked against the clips' frames)."""
+        if self.frames is None:
+            return list(range(self.num_frames))
+        if not self.frames or any(not 0 <= t < self.num_frames for t in self.frames):
+            raise ValueError(f"frames must be a non-empty list of indices in [0, {self.num_frames}), got {self.frames}")
+        return self.frames
+
     def __len__(self) -> int:
-        return len(self.store)
+        return len(self.rows) if self.rows is not None else len(self.store)
 
     @property
     def normalizes_audio(self) -> bool:
@@ -210,26 +306,20 @@ class ClipDataset(Dataset):
                 y[k] = 1.0
         return y
 
-    def sample(self, index: int, epoch: int) -> dict[str, Any]:
-        """One sample of clip `index`; all randomness is a function of (seed, epoch, index)."""
-        out: dict[str, Any] = {"index": index}
-        if self.mode == "all":
-            pairs = [self._pair(index, t, train=False) for t in range(self.num_frames)]
-            out["audio"] = torch.stack([a for a, _ in pairs])
-            out["frames"] = torch.stack([f for _, f in pairs])
-            out["frame"] = -1
-            if self.label_index is not None:
-                out["labels"] = self._labels(index)
-            return out
-        if self.mode == "eval":
-            if self.data.eval_frame >= self.num_frames:
-                raise ValueError(f"data.eval_frame={self.data.eval_frame} but clips have {self.num_frames} frames")
-            audio, frame = self._pair(index, self.data.eval_frame, train=False)
-            out.update(audio=audio, frames=frame, frame=self.data.eval_frame, mix_lambda=1.0)
-            if self.label_index is not None:
-                out["labels"] = self._labels(index)
-            return out
+    def _eval_sample(self, row: int) -> dict[str, Any]:
+        pairs = [self._pair(row, t, train=False) for t in self.eval_frames]
+        out: dict[str, Any] = {"index": row, "audio": torch.stack([a for a, _ in pairs])}
+        out["frames"] = torch.stack([f for _, f in pairs])
+        if self.label_index is not None:
+            out["labels"] = self._labels(row)
+        return out
 
+    def sample(self, index: int, epoch: int) -> dict[str, Any]:
+        """One sample of clip `index` (eval mode: of row `rows[index]`); all randomness is a function of (seed,
+        epoch, index)."""
+        if self.mode == "eval":
+            return self._eval_sample(self.rows[index] if self.rows is not None else index)
+        out: dict[str, Any] = {"index": index}
         rng = _sample_seed(self.seed, epoch, index)
         t = int(rng.integers(self.num_frames))
         do_mix = self.data.mixup > 0 and rng.random() < self.data.mixup

@@ -61,9 +61,9 @@ from tgdp.train.data import (
     DataState,
     TrainStream,
     batch_to_device,
+    check_geometry,
     fbank_stats,
     open_store,
-    store_geometry,
 )
 from tgdp.train.dist import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from tgdp.train.metrics import MetricsLogger, StepTimer
@@ -111,10 +111,8 @@ def check_store(
 ) -> tuple[Any, dict[str, int]]:
     """Open the training split and check it against the model; returns (store, geometry) or raises a clear error.
 
-    Rules: every shard matches index.json (`Store.check`: present, byte size, row count); the store's fbank
-    target_length must be >= the model's audio_length (a segment is cut from it), its mel bins must equal the
-    model's, clips need more than `data.eval_frame` frames, and stored frames must equal the model's img_size unless
-    `data.resize_frames` (then any size is resized; upsampling logs a warning).
+    Rules: every shard matches index.json (`Store.check`: present, byte size, row count), then `check_geometry`
+    (fbank length, mel bins, frames per clip > `data.eval_frame`, rows, frame size unless `data.resize_frames`).
     """
     path = store_path if is_remote(store_path) else Path(store_path)
     if isinstance(path, Path) and not path.exists():
@@ -125,37 +123,15 @@ def check_store(
         raise StoreMismatchError(f"cannot open split {cfg.data.split!r} of store {path}: {exc}") from exc
     if hasattr(store, "check"):  # shards against index.json (sizes, rows): fail here, not in a DataLoader worker
         store.check()
-    m = cfg.model_cfg()
-    geo = store_geometry(store.meta)
-    where = f"store {path} (split {cfg.data.split!r})"
-    problems = []
-    if geo["target_length"] and geo["target_length"] < m.audio_length:
-        problems.append(
-            f"fbank target_length {geo['target_length']} < model audio_length {m.audio_length} "
-            "(a segment must fit inside the stored spectrogram): shard with "
-            f"--set features.target_length={m.audio_length} or more"
-        )
-    if geo["num_mel_bins"] and geo["num_mel_bins"] != m.num_mel_bins:
-        problems.append(
-            f"store has {geo['num_mel_bins']} mel bins but the model expects {m.num_mel_bins}: build a matching store "
-            f"with `tgdp-data validate ROOT --set features.num_mel_bins={m.num_mel_bins}` and `tgdp-data shard ROOT "
-            f"--store NEW_STORE --set features.num_mel_bins={m.num_mel_bins}`, or train with "
-            f"--set model.num_mel_bins={geo['num_mel_bins']}"
-        )
-    if geo["frame_size"] and geo["frame_size"] != m.img_size:
-        if not cfg.data.resize_frames:
-            problems.append(
-                f"frames are {geo['frame_size']} px but the model's img_size is {m.img_size} and "
-                "data.resize_frames is false"
-            )
-        elif geo["frame_size"] < m.img_size:
-            log.warning("%s: %d px frames are upsampled to img_size %d", where, geo["frame_size"], m.img_size)
-    if geo["num_frames"] and cfg.data.eval_frame >= geo["num_frames"]:
-        problems.append(f"data.eval_frame={cfg.data.eval_frame} but clips have {geo['num_frames']} frames")
-    if len(store) == 0:
-        problems.append("the split is empty")
-    if problems:
-        raise StoreMismatchError(f"{where} does not match model {cfg.model_preset!r}: " + "; ".join(problems))
+    geo = check_geometry(
+        store,
+        cfg.model_cfg(),
+        where=f"store {path} (split {cfg.data.split!r})",
+        model_name=cfg.model_preset,
+        resize_frames=cfg.data.resize_frames,
+        eval_frame=cfg.data.eval_frame,
+        training=True,
+    )
     return store, geo
 
 

@@ -9,8 +9,8 @@ import torch
 import torchvision
 from torch import nn
 
-from tgdp.eval.embed import EmbedDataset, embed_store, load_encoder, select_clips
-from tgdp.eval.retrieval import MissingClipsWarning
+from tgdp.eval.embed import embed_store, eval_dataset, load_encoder
+from tgdp.eval.retrieval import MissingClipsWarning, resolve_ids
 from tgdp.eval.table import EmbeddingTable, read_embeddings, write_embeddings
 
 MEAN, STD = -5.081, 4.4849
@@ -96,9 +96,9 @@ def test_fake_encoder_rows_and_alignment() -> None:
             np.testing.assert_allclose(table.emb_a[k, t], want, rtol=1e-6)
     # frame t of clip i is the flat colour 10i+t, ImageNet-normalised: the visual token grows with t
     assert np.all(np.diff(table.emb_v[0, :, 0]) > 0)
-    ds = EmbedDataset(store, [1], 128, 96, 16)
-    audio, frames = ds[0]
-    assert audio.shape == (16, 128, 64) and frames.shape == (16, 3, 96, 96)
+    sample = eval_dataset(store, _Cfg(), rows=[1])[0]
+    assert sample["index"] == 1 and sample["audio"].shape == (16, 128, 64) and sample["frames"].shape == (16, 3, 96, 96)
+    assert sample["audio"].dtype == sample["frames"].dtype == torch.float32  # normalised in the worker
 
 
 def test_frame_subset_keeps_the_alignment() -> None:
@@ -116,13 +116,16 @@ def test_frame_subset_keeps_the_alignment() -> None:
 def test_geometry_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="128 mel bins"):
         embed_store(FakeEncoder(_Cfg()), FakeStore(mel=128))
+    with pytest.raises(ValueError, match="the split is empty"):
+        embed_store(FakeEncoder(_Cfg()), FakeStore(n=0))
 
 
-def test_select_clips_reports_missing() -> None:
+def test_listed_ids_resolve_to_store_rows() -> None:
     store = FakeStore()
-    with pytest.warns(MissingClipsWarning, match="1 of 3"):
-        rows, missing = select_clips(store, ["vid2_000002", "vggsound:vid0:0", "gone_000001"])
-    assert rows == [2, 0] and missing == ["gone_000001"]
+    ids = ["vid2_000002", "vggsound:vid0:0", "gone_000001", "vggsound:vid2:2000"]
+    with pytest.warns(MissingClipsWarning, match="1 of 4 listed clips are not in the store"):
+        m = resolve_ids(ids, store.clip_ids, where="store")
+    assert m.indices.tolist() == [2, 0] and m.missing == ["gone_000001"] and m.duplicates == ["vggsound:vid2:2000"]
 
 
 def _tiny_checkpoints(tmp_path):
@@ -154,7 +157,7 @@ def test_tiny_model_both_checkpoint_kinds(tmp_path) -> None:
     # a single pair through the original model matches the cached token of that frame
     model.eval()
     audio = torch.from_numpy(store.segment(1, 5, length=128))[None]
-    frames = EmbedDataset(store, [1], 128, 96, 16)[0][1][5:6]
+    frames = eval_dataset(store, model.cfg, rows=[1])[0]["frames"][5:6]
     with torch.no_grad():
         g_a, g_v = model.encode(audio, frames)
     np.testing.assert_allclose(t1.emb_a[1, 5], g_a[0].numpy(), atol=1e-5)

@@ -12,7 +12,7 @@ from tgdp.eval.metrics import median_rank, recall_at_k, recall_curve
 from tgdp.eval.retrieval import (
     MissingClipsWarning,
     load_id_list,
-    resolve_list,
+    resolve_ids,
     retrieval_ranks,
     retrieval_ranks_both,
     run_retrieval,
@@ -181,7 +181,7 @@ def test_plain_text_list_of_clip_ids(tmp_path) -> None:
     path.write_text("# comment\nvggsound:yt001:10000\n\nyt003_000030\nvggsound:yt009:90000\n")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        m = resolve_list(load_id_list(path), t)
+        m = resolve_ids(load_id_list(path), t.clip_ids, t.video_ids)
     assert m.indices.tolist() == [1, 3, 9] and m.missing == []
     res = run_retrieval(t, path)
     assert res.metrics["a2v"]["R@1"] == pytest.approx(100.0)
@@ -213,7 +213,7 @@ def test_vggsound_retrieval_list_maps_to_store_clip_ids(shared_dir) -> None:
     emb = rng.standard_normal((200, 16, 4)).astype(np.float16)
     table = EmbeddingTable(clip_ids, emb, emb)
     with pytest.warns(MissingClipsWarning, match="1345 of 1545"):
-        m = resolve_list(ids, table)
+        m = resolve_ids(ids, table.clip_ids, table.video_ids)
     assert m.indices.tolist() == list(range(200))
 
 

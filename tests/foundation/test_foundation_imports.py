@@ -74,6 +74,7 @@ ALLOWED = {
         "tgdp.pipeline.truth",
         "tgdp.pipeline.cli",
         "tgdp.train.transforms",
+        "tgdp.train.data",  # eval reads stores through the training dataset (its deterministic eval mode)
     ),
     "experiments": ("tgdp.config", "tgdp.model", "tgdp.store", "tgdp.pipeline", "tgdp.train", "tgdp.eval"),
 }

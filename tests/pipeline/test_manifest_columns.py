@@ -13,8 +13,8 @@ from tgdp.pipeline.manifest import (
     build_manifest,
     parse_segments_columns,
     parse_segments_text,
-    video_id_for,
 )
+from tgdp.store.format import video_id_for
 
 AUDIOSET = "\ufeff" + "\n".join(
     [
@@ -112,7 +112,7 @@ def test_build_manifest_rows_follow_the_row_rules(tmp_path: Path) -> None:
     }
     assert {r["clip_id"]: (r["split"], r["source_line"]) for r in got} == expected
     for r in got:
-        assert r["video_id"] == video_id_for("audioset", r["ytid"], r["start_s"])
+        assert r["video_id"] == r["ytid"] == video_id_for("audioset", r["ytid"], round(r["start_s"] * 1000))
     # ccccccccccc is in the eval list: its train row is flagged as a leak
     assert {(r["ytid"], r["split"]): r["leak_eval_overlap"] for r in got} == {
         ("aaaaaaaaaaa", "as_bal_train"): False, ("ccccccccccc", "as_bal_train"): True,
@@ -132,6 +132,35 @@ def test_vggsound_video_ids(tmp_path: Path) -> None:
     result = build_manifest(tmp_path / "root", ManifestConfig(dataset="vggsound", csv=[str(csv)]))
     got = {r["ytid"]: r for r in pq.read_table(result.manifest).to_pylist()}
     for ytid, r in got.items():
-        assert r["video_id"] == video_id_for("vggsound", ytid, r["start_s"])
+        assert r["video_id"] == video_id_for("vggsound", ytid, round(r["start_s"] * 1000))
         assert r["clip_id"] == clip_id_for("vggsound", ytid, r["start_s"])
     assert got["--0PQM4-hqg"]["labels"] == ["a, b"] and got["---g-f_I2yQ"]["split"] == "vgg_test"
+    assert {r["video_id"] for r in got.values()} == {"---g-f_I2yQ_000001", "--0PQM4-hqg_1234567"}
+
+
+def test_one_video_id_rule_at_non_integer_starts() -> None:
+    """The manifest's column, the scalar rule and eval's id from a clip id agree at every start, 12.7 s included
+    (eval floored to 12 while the manifest rounded to 13); halves go to even, as the clip id's milliseconds do."""
+    import pyarrow as pa
+
+    from tgdp.eval.table import video_id_from_clip_id
+    from tgdp.store.format import video_id_column
+
+    starts = [0.0, 1.0, 12.0, 12.4996, 12.5, 12.7, 13.4996, 13.5, 1234567.0]
+    ms = [round(s * 1000) for s in starts]
+    column = video_id_column("vggsound", pa.array(["abcdefghijk"] * len(ms)), pa.array(ms, pa.int64())).to_pylist()
+    scalar = [video_id_for("vggsound", "abcdefghijk", m) for m in ms]
+    from_clip = [video_id_from_clip_id(clip_id_for("vggsound", "abcdefghijk", s)) for s in starts]
+    assert column == scalar == from_clip
+    assert [v[-6:] for v in scalar[:8]] == [
+        "000000",
+        "000001",
+        "000012",
+        "000012",
+        "000012",
+        "000013",
+        "000014",
+        "000014",
+    ]
+    assert scalar[-1] == "abcdefghijk_1234567"
+    assert video_id_from_clip_id(clip_id_for("audioset", "abcdefghijk", 12.7)) == "abcdefghijk"

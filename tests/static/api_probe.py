@@ -40,6 +40,8 @@ tgdp.store.format.rows_digest
 tgdp.store.format.segment_start
 tgdp.store.format.store_features
 tgdp.store.format.store_json
+tgdp.store.format.video_id_column
+tgdp.store.format.video_id_for
 
 import tgdp.store.fs
 tgdp.store.fs.DISK_FULL_ERRNOS
@@ -228,7 +230,6 @@ tgdp.pipeline.manifest.parse_segments
 tgdp.pipeline.manifest.parse_segments_columns
 tgdp.pipeline.manifest.parse_segments_text
 tgdp.pipeline.manifest.sniff_format
-tgdp.pipeline.manifest.video_id_for
 tgdp.pipeline.manifest.write_manifest_files
 
 import tgdp.pipeline.media
@@ -451,6 +452,7 @@ tgdp.train.data.ClipDataset
 tgdp.train.data.DataState
 tgdp.train.data.TrainStream
 tgdp.train.data.batch_to_device
+tgdp.train.data.check_geometry
 tgdp.train.data.fbank_stats
 tgdp.train.data.open_store
 tgdp.train.data.store_geometry
@@ -504,13 +506,12 @@ tgdp.train.transforms.normalize_fbank
 tgdp.train.transforms.normalize_frames
 
 import tgdp.eval.embed
-tgdp.eval.embed.EmbedDataset
-tgdp.eval.embed.check_geometry
 tgdp.eval.embed.embed_store
+tgdp.eval.embed.eval_batches
+tgdp.eval.embed.eval_dataset
 tgdp.eval.embed.load_encoder
 tgdp.eval.embed.load_teacher_state
 tgdp.eval.embed.model_config_from_checkpoint
-tgdp.eval.embed.select_clips
 
 import tgdp.eval.health
 tgdp.eval.health.heldout_grad_shares
@@ -559,7 +560,7 @@ tgdp.eval.retrieval.Strategy
 tgdp.eval.retrieval.TieMode
 tgdp.eval.retrieval.load_id_list
 tgdp.eval.retrieval.prepare_embeddings
-tgdp.eval.retrieval.resolve_list
+tgdp.eval.retrieval.resolve_ids
 tgdp.eval.retrieval.retrieval_metrics
 tgdp.eval.retrieval.retrieval_ranks
 tgdp.eval.retrieval.retrieval_ranks_both

@@ -51,14 +51,67 @@ def test_train_sample_shapes_and_alignment(store_dir: Path) -> None:
     assert len(frames) > 3 and all(0 <= t < 16 for t in frames)
 
 
-def test_eval_and_all_modes(store_dir: Path) -> None:
-    e = _ds(store_dir, "eval", eval_frame=5)[2]
-    assert e["frame"] == 5 and e["audio"].shape == (128, 64)
-    a = _ds(store_dir, "all")[2]
-    assert a["audio"].shape == (16, 128, 64) and a["frames"].shape == (16, 3, 96, 96)
-    assert torch.equal(a["audio"][5], e["audio"]) and torch.equal(a["frames"][5], e["frames"])
-    with pytest.raises(ValueError, match="eval_frame=16"):
-        _ds(store_dir, "eval", eval_frame=16)[0]
+def test_eval_mode_is_deterministic_and_aligned(store_dir: Path) -> None:
+    """Eval mode (what tgdp.eval embeds with): listed rows, every frame (or the listed ones) stacked, no randomness,
+    and each pair is exactly the training sample of that frame."""
+    aug = {"random_resized_crop": True, "freqm": 16, "timem": 32, "mixup": 0.5}  # eval applies none of them
+    ds = _ds(store_dir, "eval", **aug)
+    a = ds[2]
+    assert a["index"] == 2 and a["audio"].shape == (16, 128, 64) and a["frames"].shape == (16, 3, 96, 96)
+    assert a["audio"].dtype == torch.float16 and a["frames"].dtype == torch.uint8  # raw: augmentation is off
+    assert torch.equal(ds.sample(2, epoch=5)["audio"], a["audio"])
+    store = FakeStore(n=20, frame_size=64)
+    tf = FrameTransform(96)
+    for t in (0, 5, 15):
+        np.testing.assert_array_equal(
+            normalize_fbank(a["audio"][t], NORM_MEAN, NORM_STD).numpy(), store.segment(2, t, 128)
+        )
+        assert torch.equal(a["frames"][t], tf.pixels(decode_frame(store.frame_jpeg(2, t))))
+    sub = ClipDataset(
+        audio_length=128, img_size=96, mode="eval", store=store, rows=[7, 2], frames=[5, 0], normalize_in_worker=True
+    )
+    assert len(sub) == 2 and sub[1]["index"] == 2 and sub[0]["index"] == 7
+    s = sub[1]
+    assert s["audio"].dtype == s["frames"].dtype == torch.float32 and s["audio"].shape == (2, 128, 64)
+    assert torch.equal(s["audio"], normalize_fbank(a["audio"][[5, 0]], NORM_MEAN, NORM_STD))
+    assert torch.equal(s["frames"], normalize_frames(a["frames"][[5, 0]]))
+    for bad in ([], [16], [-1]):
+        with pytest.raises(ValueError, match="frames must be"):
+            ClipDataset(audio_length=128, img_size=96, mode="eval", store=store, frames=bad)[0]
+    with pytest.raises(ValueError, match="eval mode only"):
+        ClipDataset(audio_length=128, img_size=96, store=store, rows=[1])
+    with pytest.raises(ValueError, match="either a store_path or an opened store"):
+        ClipDataset(store_dir, audio_length=128, img_size=96, store=store)
+
+
+def test_one_geometry_check_names_every_problem_and_its_fix() -> None:
+    """`check_geometry` (training's check_store, and embed, health and selection) names all problems in one error;
+    the mel-bin fix is training's or evaluation's."""
+    from tgdp.model import PRESETS
+    from tgdp.store import StoreMismatchError
+    from tgdp.train.data import check_geometry
+
+    m = PRESETS["tiny_cavmae_sync"]  # audio_length 128, 64 mel bins, img_size 96
+    bad = FakeStore(n=0, num_frames=4, frame_size=64, target_length=100, num_mel_bins=128)
+    with pytest.raises(StoreMismatchError) as info:
+        check_geometry(bad, m, where="store S", model_name="tiny", resize_frames=False, eval_frame=4, training=True)
+    msg = str(info.value)
+    assert msg.startswith("store S does not match model 'tiny': fbank target_length 100 < model audio_length 128")
+    for part in ("--set features.target_length=128", "128 mel bins but the model expects 64",
+                 "tgdp-data validate ROOT --set features.num_mel_bins=64", "train with --set model.num_mel_bins=128",
+                 "frames are 64 px but the model's img_size is 96", "data.eval_frame=4 but clips have 4 frames",
+                 "the split is empty"):  # fmt: skip
+        assert part in msg, part
+    with pytest.raises(StoreMismatchError, match="use a checkpoint of a 128-bin model") as info:
+        check_geometry(FakeStore(n=2, num_mel_bins=128), m)
+    assert "train with" not in str(info.value) and "frames are" not in str(info.value)
+    no_frames = FakeStore(n=2)
+    del no_frames.meta["frames"]["n"]
+    with pytest.raises(StoreMismatchError, match="no frames.n"):
+        check_geometry(no_frames, m)
+    assert check_geometry(FakeStore(n=2, frame_size=64), m, resize_frames=True) == {
+        "num_frames": 16, "frame_size": 64, "target_length": 256, "num_mel_bins": 64,
+    }  # fmt: skip
 
 
 def test_frame_normalisation_and_no_resize_error() -> None:
