@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tgdp.pipeline import testing
+from tests import fixtures
 
 SHARED = Path(os.environ.get("TGDP_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
@@ -50,5 +50,5 @@ def ffmpeg_bin() -> str:
 
 @pytest.fixture(scope="session")
 def make_clip(ffmpeg_bin: str) -> Callable[..., Path]:
-    """`tgdp.pipeline.testing.make_clip` with this machine's ffmpeg: make_clip(path, duration=3.0, ...) -> path."""
-    return functools.partial(testing.make_clip, ffmpeg=ffmpeg_bin)
+    """`tests.fixtures.make_clip` with this machine's ffmpeg: make_clip(path, duration=3.0, ...) -> path."""
+    return functools.partial(fixtures.make_clip, ffmpeg=ffmpeg_bin)

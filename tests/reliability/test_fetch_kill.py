@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import make_corpus, make_root
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import FetchConfig, fetch, file_sha256
 from tgdp.pipeline.layout import clip_id_for, raw_path_for
 from tgdp.pipeline.serve import FaultSpec, MediaServer
 from tgdp.pipeline.status import funnel
-from tgdp.pipeline.testing import make_corpus, make_root
 
 pytestmark = pytest.mark.reliability
 

@@ -301,14 +301,6 @@ tgdp.pipeline.synth.render_frames
 tgdp.pipeline.synth.render_labels
 tgdp.pipeline.synth.sound_labels
 
-import tgdp.pipeline.testing
-tgdp.pipeline.testing.StoreLike
-tgdp.pipeline.testing.make_clip
-tgdp.pipeline.testing.make_corpus
-tgdp.pipeline.testing.make_root
-tgdp.pipeline.testing.make_store
-tgdp.pipeline.testing.manifest_row
-
 import tgdp.pipeline.truth
 tgdp.pipeline.truth.AUDIO_LABELS
 tgdp.pipeline.truth.PatchTruth
