@@ -28,7 +28,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, objec
     tmp = tmp_path_factory.mktemp("interrupt")
     store = write_fake_store(tmp / "store", n=16)
     cfg = tiny_config("train.steps=4", "train.batch_size=4", "train.ckpt_every=100")
-    return store, cfg, _losses(fit(cfg, store, tmp / "full", _open_fn=fake_open))
+    return store, cfg, _losses(fit(cfg, store, tmp / "full", store_opener=fake_open))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
@@ -39,14 +39,14 @@ def test_signal_checkpoints_and_resume_continues_exactly(tmp_path: Path, uninter
         if step == 1:
             os.kill(os.getpid(), sig)  # arrives mid-run, like a scheduler's SIGTERM: after step 1's flag check
 
-    cut = fit(cfg, store, tmp_path / "cut", _open_fn=fake_open, _on_step=preempt)
+    cut = fit(cfg, store, tmp_path / "cut", store_opener=fake_open, on_step=preempt)
     # The step in flight (2) is finished, then checkpointed.
     assert cut.status == "interrupted" and cut.signal == int(sig) and cut.step == 2
     assert [p.name for p in list_checkpoints(tmp_path / "cut")] == ["step_00000002.pt"]
     assert Path(cut.checkpoint) == list_checkpoints(tmp_path / "cut")[0]
     assert load_checkpoint(Path(cut.checkpoint))["step"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
-    resumed = fit(cfg, store, tmp_path / "cut", resume=True, _open_fn=fake_open)
+    resumed = fit(cfg, store, tmp_path / "cut", resume=True, store_opener=fake_open)
     assert resumed.status == "completed" and resumed.step == 4
     b = _losses(resumed)
     assert sorted(b) == [3, 4] and all(abs(full[s] - b[s]) < 1e-6 for s in b)
@@ -113,7 +113,7 @@ def _rank_main(rank: int, world: int, port: int, store: str, run_dir: str) -> No
             os.kill(os.getpid(), signal.SIGTERM)  # only one rank is signalled
 
     cfg = tiny_config("train.steps=6", "train.batch_size=8", "train.ckpt_every=100")
-    summary = fit(cfg, store, run_dir, _open_fn=fake_open, _on_step=preempt_rank1)
+    summary = fit(cfg, store, run_dir, store_opener=fake_open, on_step=preempt_rank1)
     Path(run_dir, f"rank{rank}.json").write_text(
         json.dumps({k: getattr(summary, k) for k in ("status", "step", "checkpoint")})
     )
