@@ -25,8 +25,6 @@ tgdp.store.config.StoreConfig
 
 import tgdp.store.format
 tgdp.store.format.ASSIGNMENT
-tgdp.store.format.FBANK_MEAN
-tgdp.store.format.FBANK_STD
 tgdp.store.format.INDEX_FILE
 tgdp.store.format.STORE_FORMAT
 tgdp.store.format.ShardEntry
