@@ -1,4 +1,6 @@
-"""Shared test set-up: CPU only, offline, 2 threads, and `make_clip` (real media files made with ffmpeg)."""
+"""Shared test set-up: CPU only, offline, 2 threads, `make_clip` (real media files made with ffmpeg), and the `gpu`
+marker: its tests skip, with the reason, where torch sees no CUDA device. CUDA is hidden unless CUDA_VISIBLE_DEVICES
+is set (`make test-gpu` sets it), so that `auto` device choices stay on the CPU in every other test."""
 
 from __future__ import annotations
 
@@ -28,6 +30,23 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(2)
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    why = "needs a CUDA device: torch sees none" + (
+        " (tests hide CUDA unless CUDA_VISIBLE_DEVICES is set: run `make test-gpu`)"
+        if os.environ.get("CUDA_VISIBLE_DEVICES") == ""
+        else ""
+    )
+    for item in gpu:
+        item.add_marker(pytest.mark.skip(reason=why))
 
 
 @pytest.fixture(scope="session")
