@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.train.train_support import build_real_store, fake_open, tiny_config, write_fake_store
+from tests.waiting import wait_for
 from tgdp.train.checkpoint import list_checkpoints, load_checkpoint
 from tgdp.train.loop import FitSummary, fit
 
@@ -69,12 +69,12 @@ def test_cli_sigterm_saves_checkpoint_and_says_where(
         start_new_session=True,  # its own process group, signalled as a whole below
     )
     try:
-        deadline = time.monotonic() + 120
         metrics = run / "metrics.jsonl"
-        while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "training never logged a step"
-            time.sleep(0.2)
+        logged = wait_for(
+            lambda: metrics.is_file() and metrics.read_text().count("\n") >= 2, "two steps in metrics.jsonl",
+            timeout_s=120, proc=proc,
+        )  # fmt: skip
+        assert logged and proc.poll() is None, proc.communicate()
         # SLURM signals every process of the job step, DataLoader workers included: the workers must not die of it.
         os.killpg(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
@@ -82,14 +82,15 @@ def test_cli_sigterm_saves_checkpoint_and_says_where(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err
-    for _ in range(50):  # the workers that ignored the signal are shut down with the main process
+
+    def group_gone() -> bool:  # the workers that ignored the signal are shut down with the main process
         try:
             os.killpg(proc.pid, 0)
         except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("DataLoader workers outlived tgdp-train")
+            return True
+        return False
+
+    wait_for(group_gone, "the DataLoader workers to end with tgdp-train", timeout_s=5)
     [ckpt] = list_checkpoints(run)
     step = load_checkpoint(ckpt)["step"]
     assert step >= 2
