@@ -134,10 +134,8 @@ tgdp.pipeline.fetch.FetchConfig
 tgdp.pipeline.fetch.FetchInterrupted
 tgdp.pipeline.fetch.FetchSession
 tgdp.pipeline.fetch.FetchSummary
-tgdp.pipeline.fetch.PERMANENT_REASONS
 tgdp.pipeline.fetch.RETRY_IN_ATTEMPT
 tgdp.pipeline.fetch.RootLock
-tgdp.pipeline.fetch.TRANSIENT_REASONS
 tgdp.pipeline.fetch.TokenBucket
 tgdp.pipeline.fetch.build_url
 tgdp.pipeline.fetch.classify_error
@@ -286,7 +284,6 @@ tgdp.pipeline.synth.LABEL_DISTRACTOR
 tgdp.pipeline.synth.LABEL_NOTE
 tgdp.pipeline.synth.LABEL_OBJECT
 tgdp.pipeline.synth.LABEL_QUIET
-tgdp.pipeline.synth.PROFILES
 tgdp.pipeline.synth.SEGMENT_FILES
 tgdp.pipeline.synth.SynthConfig
 tgdp.pipeline.synth.SynthResult
@@ -555,7 +552,6 @@ tgdp.eval.retrieval.retrieval_metrics
 tgdp.eval.retrieval.retrieval_ranks
 tgdp.eval.retrieval.retrieval_ranks_both
 tgdp.eval.retrieval.run_retrieval
-tgdp.eval.retrieval.similarity_blocks
 tgdp.eval.retrieval.similarity_matrix
 
 import tgdp.eval.selection
