@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tgdp-installed
 TGDP_NO_APT ?=
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup ffmpeg test test-numerics test-fast lint demo demo-s3 bench gpu-check reproduce reproduce-short confirm sweep wheel-check clean
+.PHONY: setup ffmpeg test test-numerics test-gpu test-fast lint demo demo-s3 bench gpu-check reproduce reproduce-short confirm sweep wheel-check clean
 
 setup: ffmpeg $(STAMP)
 
@@ -42,6 +42,10 @@ test-numerics: setup
 	  echo "[test-numerics] $$t intra-op thread(s)"; \
 	  TGDP_TEST_THREADS=$$t OMP_NUM_THREADS=$$t $(BIN)/python -m pytest -q $(NUMERICS_TESTS) || exit 1; \
 	done
+
+# The CUDA tests (marker `gpu`) on this machine's first GPU; elsewhere they skip with the reason.
+test-gpu: setup
+	CUDA_VISIBLE_DEVICES=$${CUDA_VISIBLE_DEVICES:-0} $(BIN)/python -m pytest -q -m gpu
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

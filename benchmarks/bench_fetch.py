@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import Figure, bench_args, repeat, write_section
+from tests.fixtures import make_clip, make_corpus, make_root
 from tgdp.pipeline.fetch import FetchConfig, fetch
 from tgdp.pipeline.parallel import ray_session
 from tgdp.pipeline.serve import MediaServer
-from tgdp.pipeline.testing import make_clip, make_corpus, make_root
 
 __all__ = ["main"]
 

@@ -30,7 +30,7 @@ def _cpu() -> float:
 
 
 def _make_root(tmp: Path, n_clips: int) -> Path:
-    from tgdp.pipeline.testing import make_clip, make_root
+    from tests.fixtures import make_clip, make_root
 
     rows = []
     for i in range(n_clips):

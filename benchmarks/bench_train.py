@@ -1,7 +1,7 @@
 """Training throughput on CPU for the tiny presets: end-to-end samples/s, data-wait fraction, the loader's own
 samples/s, and the TG-DP / CAV-MAE Sync step-time ratio.
 
-The store is written by the real shard stage (`tgdp.pipeline.testing.make_store`) from ffmpeg test clips (testsrc2 +
+The store is written by the real shard stage (`tests.fixtures.make_store`) from ffmpeg test clips (testsrc2 +
 sine), with the tiny presets' geometry (96 px frames, 64 mel bins, 256-frame spectrograms). Run:
 `.venv/bin/python -m benchmarks.bench_train` (or `make bench`).
 """
@@ -30,11 +30,11 @@ WORKERS = 1
 def build_store(
     dest: Path, n: int = NUM_CLIPS, duration: float = 3.0, size: str = "128x112", encoders: int = 1, **shard: int
 ) -> Path:
-    """A real store (split train) of `n` synthetic clips: `tgdp.pipeline.testing.make_store` (ROOT + `run_shard`).
+    """A real store (split train) of `n` synthetic clips: `tests.fixtures.make_store` (ROOT + `run_shard`).
 
     `shard` overrides the tiny geometry (frame_size 96, num_mel_bins 64, target_length 256); `size` is the clips'
     WxH, `encoders` how many ffmpeg encodes run at once (the shard stage itself is serial)."""
-    from tgdp.pipeline.testing import make_store
+    from tests.fixtures import make_store
 
     return make_store(
         dest,

@@ -1,11 +1,12 @@
 """One-shot device check (issue 16): the training step, the loader and a real run, on one GPU within ~8 minutes.
 
 On CUDA it measures, for `cavmae_sync_base` and `tgdp_base`:
-- the step (forward + backward + optimiser + EMA update, synthetic batch on the device) at batch 48 and at the
-  largest batch that fits: steps/s, samples/s, peak memory, MFU = `flops_per_step` / step time / the device's bf16
-  dense peak (named in the output; `--peak-tflops` overrides the table);
-- variants at batch 48: bf16 autocast vs fp32, fused Adam, channels_last patch embedding, the loop's per-step host
-  sync; the teacher forward alone; and the SDPA kernels the attention actually dispatched to (profiler op names);
+- the step (`tgdp.train.step.train_step` itself: forward + backward + the finite-loss guard's host sync +
+  optimiser + EMA update, synthetic batch on the device) at batch 48 and at the largest batch that fits: steps/s,
+  samples/s, peak memory, MFU = `flops_per_step` / step time / the device's bf16 dense peak (named in the output;
+  `--peak-tflops` overrides the table);
+- variants at batch 48: bf16 autocast vs fp32, fused Adam, channels_last patch embedding; the teacher forward
+  alone; and the SDPA kernels the attention actually dispatched to (profiler op names);
 - the loader from a store built here (synthetic ffmpeg clips, 224 px, 128 mel, 1024 frames): samples/s with N
   workers up to the core count, uint8/float16 out of the workers and normalised on the device (the current path)
   vs float32 normalised in the workers (the previous path); JPEG decoding on the CPU vs batched on the GPU;
@@ -124,7 +125,11 @@ def _sync(device: torch.device) -> None:
 
 # ------------------------------------------------------------------------------------------------ the step
 class StepRig:
-    """One model + optimiser on the device and a synthetic batch; `run(n)` times n training steps."""
+    """`tgdp.train.step.train_step` itself on the device, over one synthetic micro-batch: the model's `TrainState`
+    (optimiser, EMA teacher, grad scaler off) and a single-process `StepPlan`; `run(...)` times training steps.
+
+    Each step is the training loop's: LR schedule, reseeded masking, forward + backward under autocast, the one host
+    sync of the finite-loss guard, the optimiser step and the EMA teacher update."""
 
     def __init__(
         self,
@@ -135,13 +140,14 @@ class StepRig:
         precision: str = "bf16",
         fused: bool = False,
         channels_last: bool = False,
-        sync_each_step: bool = False,
         compile_backend: str | None = None,
         model: torch.nn.Module | None = None,
     ) -> None:
         from tgdp.model import build_model
         from tgdp.train.config import OptimConfig
-        from tgdp.train.optim import build_optimizer
+        from tgdp.train.data import DataState
+        from tgdp.train.dist import DistInfo
+        from tgdp.train.step import MicroBatch, StepPlan, TrainState
 
         self.device, self.batch = device, batch
         if model is None:
@@ -150,32 +156,31 @@ class StepRig:
         self.model = model.to(device).train()
         cfg = self.model.cfg
         self.amp = torch.bfloat16 if precision == "bf16" else None
-        self.sync_each_step = sync_each_step
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = build_optimizer(params, OptimConfig(fused=fused))
-        self.audio = torch.randn(batch, cfg.audio_length, cfg.num_mel_bins, device=device)
-        self.frames = torch.randn(batch, 3, cfg.img_size, cfg.img_size, device=device)
+        optim = OptimConfig(fused=fused)
+        self.state = TrainState.create(self.model, optim, device, grad_scaler=False)
+        audio = torch.randn(batch, cfg.audio_length, cfg.num_mel_bins, device=device)
+        frames = torch.randn(batch, 3, cfg.img_size, cfg.img_size, device=device)
         if channels_last:
             for m in self.model.modules():
                 if isinstance(m, torch.nn.Conv2d):
                     m.to(memory_format=torch.channels_last)
-            self.frames = self.frames.contiguous(memory_format=torch.channels_last)
-        self.forward: Callable[..., dict[str, torch.Tensor]] = self.model
+            frames = frames.contiguous(memory_format=torch.channels_last)
+        self.micro = MicroBatch(audio, frames, DataState(0, 0))
+        forward: torch.nn.Module = self.model
         if compile_backend is not None:
-            self.forward = torch.compile(self.model, backend=compile_backend)
-        self.steps = 0
+            forward = torch.compile(self.model, backend=compile_backend)
+        info = DistInfo(rank=0, local_rank=0, world_size=1, device=device, created_group=False)
+        self.plan = StepPlan(
+            forward=forward, total_steps=10_000, warmup_steps=0, accum=1, optim=optim, seed=0, info=info,
+            amp_dtype=self.amp,
+        )  # fmt: skip
 
     def step(self) -> None:
-        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            out = self.forward(self.audio, self.frames)
-        out["loss"].backward()
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.steps += 1
-        if hasattr(self.model, "update_teacher"):
-            self.model.update_teacher(self.steps, 10_000)
-        if self.sync_each_step:  # what the training loop does for its finite-loss guard
-            out["loss"].detach().float().cpu()
+        from tgdp.train.step import train_step
+
+        stats = train_step(self.state, iter((self.micro,)), self.plan)
+        if not stats.finite:  # a skipped optimiser step would time less than a step
+            raise FloatingPointError(f"non-finite loss at step {stats.step}: {stats.losses}")
 
     def run(self, warmup: int, windows: int, steps_per_window: int) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -309,7 +314,7 @@ def preset_step_sections(
     preset: str, res: dict[str, Any], opts: argparse.Namespace, device: torch.device, budget: Budget, peak: float | None
 ) -> None:
     """One preset at batch `opts.batch`: the baseline (bf16 autocast on CUDA, fp32 on CPU), SDPA kernels, fp32, fused
-    Adam, channels_last, the loop's per-step host sync, the teacher forward; then the largest batch and its step."""
+    Adam, channels_last, the teacher forward; then the largest batch and its step."""
     from tgdp.model import build_model
 
     b48 = opts.batch
@@ -369,7 +374,6 @@ def preset_step_sections(
     if full:
         run_section(res, "fused_adam", variant(precision=prec, fused=True), budget, est)
         run_section(res, "channels_last", variant(precision=prec, channels_last=True), budget, est)
-        run_section(res, "host_sync_each_step", variant(precision=prec, sync_each_step=True), budget, est)
 
     def teacher_share() -> dict[str, Any]:
         m = shared_model()
@@ -787,7 +791,8 @@ def _notes(results: dict[str, Any], extra: str = "") -> str:
     ]
     if "step" in results:
         lines.append(
-            "Step figures: synthetic batch on the device, forward + backward + Adam + EMA update, median of "
+            "Step figures: `tgdp.train.step.train_step` on a synthetic batch on the device (forward + backward + "
+            "the finite-loss guard's one host sync + Adam + EMA update), median of "
             f"{meta['windows']} windows of {meta['steps_per_window']} steps after {meta['warmup']} warm-up steps. "
             "MFU = `flops_per_step` (analytic matmul FLOPs, model/flops.py) / step time / peak."
         )
@@ -916,6 +921,7 @@ def run_checks(opts: argparse.Namespace) -> dict[str, Any]:
             "warmup": opts.warmup,
             "windows": opts.windows,
             "steps_per_window": opts.steps_per_window,
+            "step_fn": "tgdp.train.step.train_step",
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
             "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         }

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,7 +47,6 @@ __all__ = [
     "retrieval_ranks",
     "retrieval_ranks_both",
     "run_retrieval",
-    "similarity_blocks",
     "similarity_matrix",
 ]
 
@@ -117,16 +116,6 @@ def prepare_embeddings(
             x = F.normalize(x.to(device=device, dtype=torch.float32), dim=-1)
             dst.copy_(x.mean(dim=1) if strategy == "all_pairs" else x)
     return out
-
-
-def similarity_blocks(
-    query: torch.Tensor, cand: torch.Tensor, chunk_size: int = 2048
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (row offset, sim block [c, M]) of query [N, K] · cand [M, K]ᵀ, c ≤ chunk_size rows at a time."""
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be ≥ 1")
-    for s in range(0, query.shape[0], chunk_size):
-        yield s, query[s : s + chunk_size] @ cand.T
 
 
 def similarity_matrix(

@@ -99,8 +99,8 @@ class TgdpModel(nn.Module):
         with_terms: bool = False,
     ) -> dict[str, torch.Tensor]:
         """audio: [B, T_seg, F], frames: [B, 3, H, W] -> {loss, rec_loss, mae_a_loss, mae_v_loss,
-        contrastive_loss, dis_loss} (0-dim fp32 tensors; absent terms are 0). `step` is accepted for the trainer's
-        call signature; the loss does not depend on it (the EMA schedule is applied in `update_teacher`).
+        contrastive_loss, dis_loss} (0-dim fp32 tensors; absent terms are 0). `step` is accepted and ignored (the
+        model tests pass it); the loss does not depend on it (the EMA schedule is applied in `update_teacher`).
         with_globals: also return the detached global tokens the contrastive loss saw, `g_a`/`g_v` [B, D], and the
         teacher's `t_a`/`t_v` [B, D] when there is one (for the representation-health figures); with a teacher
         also its priorities `prio_a` [B, N_a] / `prio_v` [B, N_v] and the contrastive pass's kept positions

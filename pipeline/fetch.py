@@ -62,10 +62,8 @@ __all__ = [
     "DEFAULT_FORMAT",
     "DEFAULT_URL_TEMPLATE",
     "EVENT_COLUMNS",
-    "PERMANENT_REASONS",
     "RETRY_IN_ATTEMPT",
     "RootLock",
-    "TRANSIENT_REASONS",
     "FetchConfig",
     "FetchInterrupted",
     "FetchSession",
@@ -135,8 +133,6 @@ _RULES: list[tuple[str, bool, re.Pattern[str]]] = [
 # exponential backoff (`retries` times) before the clip is parked for the cross-run backoff. 429 and the bot check
 # are a verdict on the session, so they keep the long backoff only.
 RETRY_IN_ATTEMPT = frozenset({"http_5xx", "network"})
-PERMANENT_REASONS = tuple(r for r, t, _ in _RULES if not t) + ("segment_out_of_range",)
-TRANSIENT_REASONS = tuple(r for r, t, _ in _RULES if t) + ("tool_error",)
 
 
 # Every fetch event carries all of these (the ledger infers a flush file's columns from its first row).

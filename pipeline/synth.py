@@ -69,7 +69,6 @@ __all__ = [
     "LABEL_QUIET",
     "GROUND_TRUTH_COLUMNS",
     "LABELS_FILE",
-    "PROFILES",
     "SEGMENT_FILES",
     "ClassSpec",
     "ClipPlan",
@@ -143,7 +142,6 @@ _HUE_NAMES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "mag
 _YTID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
 _EVENT_S = 0.35  # motion and note length
 _SPLITS = {"train": "as_bal_train", "eval": "as_eval"}
-PROFILES = ("default", "coupled")
 _HUE_SPAN = 0.85  # the latent's hue range: below 1 so that u = 0 and u → 1 are not the same red
 # `render_labels` / `sound_labels` values (the per-pixel and per-instant ground truth of tgdp.pipeline.truth)
 LABEL_BACKGROUND, LABEL_OBJECT, LABEL_DECOY = 0, 1, 2

@@ -18,8 +18,6 @@ from tgdp.config import __version__ as __version__  # also sets tgdp.__version__
 # Re-exported lazily, so that importing `tgdp.store.config` (the run configs do) loads neither numpy nor pyarrow:
 # `tgdp-train --help` stays light.
 _EXPORTS = {
-    "FBANK_MEAN": "format",
-    "FBANK_STD": "format",
     "STORE_FORMAT": "format",
     "ShardEntry": "format",
     "ShardError": "format",

@@ -25,8 +25,6 @@ from tgdp.store.fs import Location, location
 
 __all__ = [
     "ASSIGNMENT",
-    "FBANK_MEAN",
-    "FBANK_STD",
     "INDEX_FILE",
     "STORE_FORMAT",
     "ShardEntry",
@@ -47,8 +45,6 @@ __all__ = [
 STORE_FORMAT = "tgdp-store/1"  # index.json `format`; bump it when a reader of the old format would misread a store
 ASSIGNMENT = "rows sorted by clip_id; contiguous shards closed at shard_bytes of payload"
 INDEX_FILE = "index.json"
-FBANK_MEAN = -5.081
-FBANK_STD = 4.4849
 METRICS_F32 = ("audio_dur_s", "video_dur_s", "av_offset_s", "rms_dbfs", "silent_frac", "still_score")
 FLAGS = ("is_silent", "is_still", "is_av_offset")
 

@@ -2,7 +2,7 @@
 # `make wheel-check`: build the wheel, install it into a throw-away venv that shares this venv's installed packages
 # (no download), then, from outside the checkout: import every module of every tgdp subpackage from the installed
 # wheel (not the source tree), load the packaged presets, run each console script's --version, and check that the
-# wheel ships only `tgdp/` (no tests, conftest or test fixtures of the repository).
+# wheel ships only `tgdp/` (no tests, conftest or test fixtures of the repository: tests.fixtures does not import).
 # Usage: bash tests/wheel_check.sh [PYTHON]   (default .venv/bin/python; exit 0 = all good)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +31,8 @@ except ImportError:  # Python 3.10
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 stray = sorted(n for n in names if not n.startswith("tgdp/") and ".dist-info/" not in n)
 tests = sorted(n for n in names if "/tests/" in n or n.rsplit("/", 1)[-1].startswith(("test_", "conftest")))
+# The test fixtures (tests/fixtures.py; tgdp.pipeline.testing before it moved) are never shipped.
+tests += sorted(n for n in names if n.rsplit("/", 1)[-1] in ("fixtures.py", "testing.py"))
 # Every module of the checkout's package folders (pyproject package-dir) must be in the wheel: a subpackage missing
 # from `packages` would install without its modules.
 dirs = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-dir"]
@@ -44,7 +46,7 @@ missing = sorted(want - names)
 if stray or tests or missing:
     sys.exit(f"[wheel-check] FAIL: outside tgdp/ {stray[:5]}; test files {tests[:5]}; not shipped {missing[:5]}")
 print(f"[wheel-check] {sys.argv[1].rsplit('/', 1)[-1]}: {len(names)} files, every module of {', '.join(dirs)}, "
-      "nothing outside tgdp/, no test files")
+      "nothing outside tgdp/, no test files or fixtures")
 PYEOF
 
 echo "[wheel-check] installing it into a temporary venv"
@@ -57,7 +59,7 @@ site=$("$work/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()
 
 cd "$work"
 "$work/venv/bin/python" - "$site" <<'PYEOF'
-import importlib, pkgutil, sys
+import importlib, importlib.util, pkgutil, sys
 site = sys.argv[1]
 import tgdp.config  # noqa: F401  (sets tgdp.__version__)
 import tgdp
@@ -70,6 +72,13 @@ for name in mods:
     if not (getattr(mod, "__file__", None) or "").startswith(site):
         sys.exit(f"[wheel-check] FAIL: {name} imported from {mod.__file__}")
 subs = sorted({m.split(".")[1] for m in mods})
+for fixtures in ("tgdp.pipeline.testing", "tests.fixtures"):
+    try:
+        found = importlib.util.find_spec(fixtures)
+    except ModuleNotFoundError:
+        found = None
+    if found is not None:
+        sys.exit(f"[wheel-check] FAIL: the test fixtures {fixtures} import from the installed wheel ({found.origin})")
 import importlib.resources as resources
 from tgdp.train.config import list_presets, load_run_config
 presets = list_presets()

@@ -260,26 +260,27 @@ def fit(
     resume: bool = False,
     *,
     allow_config_change: bool = False,
-    _model_factory: Callable[[Any], nn.Module] | None = None,
-    _on_step: Callable[[int, dict[str, float]], None] | None = None,
-    _open_fn: Callable[..., Any] = open_store,
+    model_factory: Callable[[Any], nn.Module] | None = None,
+    store_opener: Callable[..., Any] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> FitSummary:
     """Train `cfg` on the store's training split, writing config, metrics and checkpoints to `run_dir`.
 
     `resume` continues from the newest good checkpoint; a changed config (other than bookkeeping) is refused unless
     `allow_config_change`, and recorded in `run_dir/config-history.json` (`config.yaml` stays the first config).
 
-    Test hooks: `_model_factory(model_cfg)` replaces `tgdp.model.build_model`; `_on_step(step, row)` runs after every
-    optimiser step on every rank (an exception there stops the run like a crash would); `_open_fn(path, split)`
-    replaces `Store.open`.
+    Collaborators (`None` = the real one, as the CLI runs): `model_factory(model_cfg)` builds the model
+    (`tgdp.model.build_model`); `store_opener(path, split)` opens the store (`Store.open` with the run's `store`
+    settings; DataLoader workers call it, so it must pickle); `on_step(step, row)` runs after every optimiser step on
+    every rank with the step's metrics row (an exception there stops the run as a crash would).
     """
     info = init_distributed(cfg.train.device)
     try:
-        if _open_fn is open_store:  # the real reader: the run's endpoint and shard cache (picklable for workers)
-            _open_fn = functools.partial(open_store, store_cfg=cfg.store)
+        if store_opener is None:  # the real reader: the run's endpoint and shard cache (picklable for workers)
+            store_opener = functools.partial(open_store, store_cfg=cfg.store)
         store = store_path if is_remote(store_path) else Path(store_path)
         resume_mode = (resume, allow_config_change)
-        return _fit(cfg, store, Path(run_dir), resume_mode, info, _model_factory, _on_step, _open_fn)
+        return _fit(cfg, store, Path(run_dir), resume_mode, info, model_factory, on_step, store_opener)
     finally:
         cleanup(info)
 

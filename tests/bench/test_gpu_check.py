@@ -1,5 +1,5 @@
-"""`benchmarks/gpu_check.py`: its CPU quick mode end to end (so the GPU script cannot rot), the peak table and the
-fail-soft sections."""
+"""`benchmarks/gpu_check.py`: its CPU quick mode end to end (so the GPU script cannot rot), the peak table, the
+fail-soft sections, and that its step is `train_step` itself."""
 
 from __future__ import annotations
 
@@ -55,6 +55,22 @@ def test_sections_are_fail_soft_and_budgeted() -> None:
     assert "boom" in results["broken"]["traceback"]
     assert results["fine"]["x"] == 1 and "section_s" in results["fine"]
     assert results["too_long"]["skipped"].startswith("time budget")
+
+
+def test_the_step_rig_times_train_step_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import tgdp.train.step as step_mod
+
+    calls: list[int] = []
+    real = step_mod.train_step
+    monkeypatch.setattr(step_mod, "train_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rig = gpu_check.StepRig("tiny_tgdp", 2, torch.device("cpu"), precision="fp32")
+    teacher = {n: p.detach().clone() for n, p in rig.model.teacher.named_parameters()}
+    out = rig.run(1, 1, 2)
+    assert len(calls) == 3 and rig.state.step == 3 and out["batch"] == 2 and out["step_s"] > 0
+    # the loop's step: the EMA teacher moved with the student
+    assert any(not torch.equal(p, teacher[n]) for n, p in rig.model.teacher.named_parameters())
 
 
 def test_largest_batch_search_doubles_then_bisects(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,7 +75,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def _tiny_root(root: Path) -> Path:
-    from tgdp.pipeline.testing import make_root
+    from tests.fixtures import make_root
 
     return make_root(root, [{"ytid": f"v{i}"} for i in range(3)])
 

@@ -47,8 +47,8 @@ def test_manifest_prints_its_path_whole(tmp_path: Path) -> None:
 
 
 def test_human_status_shows_every_count(tmp_path: Path) -> None:
+    from tests.fixtures import make_root
     from tgdp.pipeline.status import format_funnel, funnel
-    from tgdp.pipeline.testing import make_root
 
     f = funnel(make_root(tmp_path / "root", [{"ytid": f"v{i}"} for i in range(3)]))
     text = format_funnel(f)

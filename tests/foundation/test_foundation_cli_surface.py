@@ -41,7 +41,7 @@ def test_every_json_output_goes_through_dumps_json(name: str) -> None:
 
 
 def test_json_output_is_indented_and_sorted(tmp_path: Path) -> None:
-    from tgdp.pipeline.testing import make_root
+    from tests.fixtures import make_root
 
     root = make_root(tmp_path / "root", [{"ytid": f"v{i}"} for i in range(3)])
     for args in (["status", str(root), "--json"], ["export", str(root), "--out", str(tmp_path / "x"), "--json"]):

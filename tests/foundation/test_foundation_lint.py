@@ -34,3 +34,17 @@ def test_no_function_in_the_package_reaches_80_lines() -> None:
                     if n > MAX_FUNCTION_LINES:
                         long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({n} lines)")
     assert long == []
+
+
+def test_public_functions_take_no_private_keyword_hooks() -> None:
+    # Collaborators are real, documented arguments (`fit(model_factory=, store_opener=, on_step=)`), not underscore
+    # test hooks that production code never passes.
+    hooks = []
+    for pkg in (*PACKAGES, "store"):
+        for path in (REPO / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("_"):
+                    private = [a.arg for a in node.args.kwonlyargs if a.arg.startswith("_")]
+                    if private:
+                        hooks.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}({', '.join(private)})")
+    assert hooks == []

@@ -19,5 +19,5 @@ def test_wheel_check_script_passes(tmp_path: Path) -> None:
         ["bash", str(REPO / "tests" / "wheel_check.sh"), sys.executable], capture_output=True, text=True, cwd=tmp_path
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "nothing outside tgdp/, no test files" in out.stdout
+    assert "nothing outside tgdp/, no test files or fixtures" in out.stdout
     assert "from the wheel" in out.stdout and "ok: console scripts run" in out.stdout

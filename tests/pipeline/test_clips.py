@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from tests.fixtures import make_root
 from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.layout import clip_id_for, file_sha256
-from tgdp.pipeline.testing import make_root
 
 runner = CliRunner()
 DOCS = Path(__file__).resolve().parents[2] / "docs"

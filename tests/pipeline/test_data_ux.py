@@ -32,7 +32,7 @@ def test_manifest_errors_print_one_issue_per_line_with_a_cap(tmp_path: Path) -> 
 
 
 def test_import_json_lists_each_file_once_and_zero_imported_exits_2(tmp_path: Path) -> None:
-    from tgdp.pipeline.testing import make_root
+    from tests.fixtures import make_root
 
     root, src = make_root(tmp_path / "root", [{"ytid": "abcdefghijk"}]), tmp_path / "mine"
     src.mkdir()
@@ -56,9 +56,9 @@ def test_validate_rerun_with_other_features_recomputes_them_and_no_work_starts_n
 ) -> None:
     import numpy as np
 
+    from tests.fixtures import make_root
     from tgdp.pipeline import parallel
     from tgdp.pipeline.features import FeatureParams, feature_cache_path
-    from tgdp.pipeline.testing import make_root
     from tgdp.pipeline.validate import ValidateConfig, run_validate
 
     media = make_clip(tmp_path / "a.mp4", duration=3.0, fps=8, size="48x48")

@@ -160,8 +160,8 @@ def test_shared_media_folder_builds_a_files_manifest(tmp_path: Path, shared_dir:
 
 
 def test_fetch_leaves_files_clips_to_import(tmp_path: Path) -> None:
+    from tests.fixtures import make_root
     from tgdp.pipeline.fetch import FetchConfig, FetchSummary, plan_fetch
-    from tgdp.pipeline.testing import make_root
 
     root = make_root(
         tmp_path / "root", [{"ytid": "holiday 1"}, {"ytid": "talks/panel"}], dataset="files", split="train"

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from tests.fixtures import make_root
 from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.export import run_export
@@ -18,7 +19,6 @@ from tgdp.pipeline.fetch import FetchConfig, plan_fetch
 from tgdp.pipeline.layout import clip_id_for
 from tgdp.pipeline.shard import ShardConfig, run_shard
 from tgdp.pipeline.status import format_funnel, funnel
-from tgdp.pipeline.testing import make_root
 from tgdp.pipeline.validate import run_validate
 
 runner = CliRunner()

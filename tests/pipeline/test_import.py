@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import make_root
 from tgdp.pipeline import importer, ledger
 from tgdp.pipeline.importer import import_clips
 from tgdp.pipeline.layout import clip_id_for
-from tgdp.pipeline.testing import make_root
 from tgdp.pipeline.validate import run_validate
 
 

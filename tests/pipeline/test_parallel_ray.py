@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import make_corpus, make_root
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import FetchConfig, fetch
 from tgdp.pipeline.parallel import map_unordered, ray_session, run_sessions
 from tgdp.pipeline.serve import MediaServer
-from tgdp.pipeline.testing import make_corpus, make_root
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import make_root
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import FetchConfig, fetch
 from tgdp.pipeline.serve import MediaServer
 from tgdp.pipeline.shard import ShardConfig, run_shard
-from tgdp.pipeline.testing import make_root
 from tgdp.pipeline.validate import ValidateConfig, run_validate
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

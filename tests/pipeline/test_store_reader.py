@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.fixtures import make_root
 from tgdp.pipeline.cli import app
-from tgdp.pipeline.testing import make_root
 from tgdp.store import Store, segment_start
 
 

@@ -1,4 +1,4 @@
-"""`tgdp.pipeline.testing`: make_clip writes what ffprobe says it asked for, make_root's ROOT is one `tgdp-data status`
+"""`tests.fixtures`: make_clip writes what ffprobe says it asked for, make_root's ROOT is one `tgdp-data status`
 accounts for, make_store's store opens with `Store.open`, and every store-like object satisfies `StoreLike`."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.eval.test_eval_embed import FakeStore as EvalFakeStore
+from tests.fixtures import StoreLike, make_clip, make_corpus, make_root, make_store, manifest_row
 from tests.train.train_support import NORM_MEAN, NORM_STD, FakeStore
 from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.layout import clip_id_for, file_sha256, manifest_path, raw_path_for
 from tgdp.pipeline.manifest import SOURCE_SCHEMA
 from tgdp.pipeline.serve import MediaServer
-from tgdp.pipeline.testing import StoreLike, make_clip, make_corpus, make_root, make_store, manifest_row
 from tgdp.store import Store, segment_start
 
 
@@ -143,8 +143,8 @@ def test_fakes_satisfy_store_like_and_use_the_store_window() -> None:
 
 
 def test_testing_imports_without_pytest() -> None:
-    code = "import sys; sys.modules['pytest'] = None; import tgdp.pipeline.testing"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    code = "import sys; sys.modules['pytest'] = None; import tests.fixtures"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_make_corpus_is_what_the_media_server_serves(tmp_path: Path) -> None:

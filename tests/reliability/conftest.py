@@ -1,4 +1,7 @@
-"""Fixtures of the reliability tests: one tiny synthetic corpus and the clean (never failing) run over it."""
+"""Fixtures of the reliability tests: one tiny synthetic corpus and the clean (never failing) run over it.
+
+Every test in this folder (the one home of the fault tests) is marked `reliability`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,14 @@ import pytest
 
 from tests.reliability.rel_support import corpus_root, make_tiny_corpus, run_chain, snapshot
 from tgdp.pipeline.serve import MediaServer
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.reliability)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """SIGKILL a real `tgdp-data fetch` and `tgdp-data shard` at random points (fixed seed), rerun, and compare with the
-clean run: nothing partial is ever visible, every clip stays accounted for, and the result is the same."""
+clean run: nothing partial is ever visible, every clip stays accounted for, and the result is the same. A kill point
+is an event, never a delay: the k-th request to the media server (fetch), the k-th new path under the store (shard)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.reliability.rel_support import SHARD, assert_funnel_sums, corpus_root, fetch_cfg, snapshot
+from tests.waiting import new_paths, wait_for
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import fetch, file_sha256
 from tgdp.pipeline.serve import FaultSpec, MediaServer
@@ -31,18 +32,12 @@ pytestmark = pytest.mark.reliability
 KILL_SEED = 20240917
 
 
-def _kill_when(cmd: list[str], started: Callable[[], bool], delay_s: float, timeout_s: float = 60.0) -> int | None:
-    """Run `cmd`; once `started()` holds, wait `delay_s` and SIGKILL its whole process group. Returns the exit code
-    (None when it was killed, an int when it finished before the kill point)."""
+def _kill_when(cmd: list[str], event: Callable[[], bool], what: str, timeout_s: float = 60.0) -> int | None:
+    """Run `cmd`; once `event()` holds, SIGKILL its whole process group. Returns the exit code (None when it was
+    killed, an int when it finished before the kill point)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and proc.poll() is None and not started():
-            time.sleep(0.02)
-        end = time.monotonic() + delay_s
-        while time.monotonic() < end and proc.poll() is None:
-            time.sleep(0.01)
-        if proc.poll() is not None:
+        if not wait_for(event, what, timeout_s=timeout_s, proc=proc) or proc.poll() is not None:
             assert proc.returncode == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
             return proc.returncode
         os.killpg(proc.pid, signal.SIGKILL)  # our own session: the CLI and its ffmpeg children
@@ -64,21 +59,22 @@ def test_fetch_killed_at_random_points_converges(tmp_path: Path, tiny_corpus: Pa
     slow = {y: FaultSpec(kind="slow", delay_s=0.1) for y in ytids}
     rng = np.random.default_rng(KILL_SEED)
     kills = 0
-    with MediaServer(tiny_corpus, faults=slow) as base:
+    server = MediaServer(tiny_corpus, faults=slow)
+    with server as base:
         cmd = [
             sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root),
             "--set", "fetch.url_template=" + base + "/v/{ytid}",
             "--backend", "serial", "--set", "fetch.rate_per_hour=0", "--set", "fetch.retries=0",
             "--set", "fetch.socket_timeout=5", "--set", "fetch.backoff_s=0", "--no-progress",
         ]  # fmt: skip
-        for delay in rng.uniform(0.1, 2.0, size=3):
-            tmp_fetch = root / "tmp" / "fetch"
-            before = set(tmp_fetch.iterdir()) if tmp_fetch.is_dir() else set()
+        # The kill points: the server has received the k-th request of this run (probes and downloads alike).
+        for k in rng.integers(1, 10, size=3):
+            served = sum(server.hits.values())
 
-            def started(tmp_fetch: Path = tmp_fetch, before: set = before) -> bool:
-                return tmp_fetch.is_dir() and bool(set(tmp_fetch.iterdir()) - before)
+            def kth_request(k: int = int(k), served: int = served) -> bool:
+                return sum(server.hits.values()) - served >= k
 
-            kills += _kill_when(cmd, started, float(delay)) is None
+            kills += _kill_when(cmd, kth_request, f"request {k} to the media server") is None
             # After the kill: every clip in one bucket; raw/ holds only complete files (identical to the clean run's).
             assert_funnel_sums(root)
             visible = [p for p in (root / "raw").rglob("*") if p.is_file()] if (root / "raw").exists() else []
@@ -117,8 +113,15 @@ def test_shard_killed_at_random_points_converges(tmp_path: Path, clean_run: dict
     cmd += sets
     rng = np.random.default_rng(KILL_SEED + 1)
     kills = 0
-    for delay in rng.uniform(0.0, 1.5, size=3):
-        kills += _kill_when(cmd, lambda: (store / ".staging").is_dir(), float(delay)) is None
+    # The kill points: the k-th new path under the store (staging folders, shard temporaries, shards, sidecars,
+    # index files, published splits), so that kills land before, inside and between shard writes.
+    for k in rng.integers(1, 12, size=3):
+        written = new_paths([store])
+
+        def kth_path(k: int = int(k), written: Callable[[], int] = written) -> bool:
+            return written() >= k
+
+        kills += _kill_when(cmd, kth_path, f"new path {k} under the store") is None
         # Readers see no split, or a complete one: never a partial shard or a half-written index.
         for split in ("train", "eval"):
             d = store / split

@@ -18,6 +18,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.fixtures import make_root
 from tests.reliability.rel_support import SHARD, assert_funnel_sums, fetch_cfg
 from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
@@ -27,7 +28,6 @@ from tgdp.pipeline.layout import manifest_path, within_root
 from tgdp.pipeline.manifest import ManifestConfig, build_manifest
 from tgdp.pipeline.serve import FaultSpec, MediaServer
 from tgdp.pipeline.shard import run_shard
-from tgdp.pipeline.testing import make_root
 from tgdp.pipeline.validate import run_validate
 from tgdp.store import Store
 from tgdp.store.verify import verify_store

@@ -87,7 +87,7 @@ def test_nan_from_data_stops_cleanly_naming_the_step(tmp_path: Path, clean_run: 
 
     run = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at step \d+") as info:
-        fit(_cfg("train.steps=6", "train.ckpt_every=100"), clean_run["store"], run, _open_fn=open_poisoned)
+        fit(_cfg("train.steps=6", "train.ckpt_every=100"), clean_run["store"], run, store_opener=open_poisoned)
     step = info.value.step
     assert f"at step {step}" in str(info.value) and f"last good state (step {step - 1})" in str(info.value)
     ckpt = load_checkpoint(info.value.checkpoint)

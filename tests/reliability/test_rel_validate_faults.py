@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures import make_root, manifest_row
 from tests.reliability.rel_support import assert_funnel_sums, snapshot
 from tgdp.pipeline import ledger
 from tgdp.pipeline import validate as validate_mod
 from tgdp.pipeline.importer import import_clips
 from tgdp.pipeline.layout import safe_name
 from tgdp.pipeline.synth import read_ground_truth
-from tgdp.pipeline.testing import make_root, manifest_row
 from tgdp.pipeline.validate import run_validate
 
 pytestmark = pytest.mark.reliability

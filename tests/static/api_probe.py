@@ -25,8 +25,6 @@ tgdp.store.config.StoreConfig
 
 import tgdp.store.format
 tgdp.store.format.ASSIGNMENT
-tgdp.store.format.FBANK_MEAN
-tgdp.store.format.FBANK_STD
 tgdp.store.format.INDEX_FILE
 tgdp.store.format.STORE_FORMAT
 tgdp.store.format.ShardEntry
@@ -136,10 +134,8 @@ tgdp.pipeline.fetch.FetchConfig
 tgdp.pipeline.fetch.FetchInterrupted
 tgdp.pipeline.fetch.FetchSession
 tgdp.pipeline.fetch.FetchSummary
-tgdp.pipeline.fetch.PERMANENT_REASONS
 tgdp.pipeline.fetch.RETRY_IN_ATTEMPT
 tgdp.pipeline.fetch.RootLock
-tgdp.pipeline.fetch.TRANSIENT_REASONS
 tgdp.pipeline.fetch.TokenBucket
 tgdp.pipeline.fetch.build_url
 tgdp.pipeline.fetch.classify_error
@@ -288,7 +284,6 @@ tgdp.pipeline.synth.LABEL_DISTRACTOR
 tgdp.pipeline.synth.LABEL_NOTE
 tgdp.pipeline.synth.LABEL_OBJECT
 tgdp.pipeline.synth.LABEL_QUIET
-tgdp.pipeline.synth.PROFILES
 tgdp.pipeline.synth.SEGMENT_FILES
 tgdp.pipeline.synth.SynthConfig
 tgdp.pipeline.synth.SynthResult
@@ -300,14 +295,6 @@ tgdp.pipeline.synth.render_audio
 tgdp.pipeline.synth.render_frames
 tgdp.pipeline.synth.render_labels
 tgdp.pipeline.synth.sound_labels
-
-import tgdp.pipeline.testing
-tgdp.pipeline.testing.StoreLike
-tgdp.pipeline.testing.make_clip
-tgdp.pipeline.testing.make_corpus
-tgdp.pipeline.testing.make_root
-tgdp.pipeline.testing.make_store
-tgdp.pipeline.testing.manifest_row
 
 import tgdp.pipeline.truth
 tgdp.pipeline.truth.AUDIO_LABELS
@@ -565,7 +552,6 @@ tgdp.eval.retrieval.retrieval_metrics
 tgdp.eval.retrieval.retrieval_ranks
 tgdp.eval.retrieval.retrieval_ranks_both
 tgdp.eval.retrieval.run_retrieval
-tgdp.eval.retrieval.similarity_blocks
 tgdp.eval.retrieval.similarity_matrix
 
 import tgdp.eval.selection

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.fixtures import make_store
 from tests.train.train_support import tiny_config
 from tgdp.pipeline.shard import ShardConfig, run_shard
-from tgdp.pipeline.testing import make_store
 from tgdp.store.fs import location
 from tgdp.store.verify import verify_store
 from tgdp.train.loop import fit

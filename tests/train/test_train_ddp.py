@@ -49,7 +49,7 @@ def _rank_main(rank: int, world: int, port: int, store: str, run_dir: str) -> No
     )
     torch.set_num_threads(THREADS)
     _fixed_masks()
-    summary = fit(tiny_config(*OVERRIDES), store, run_dir, _open_fn=fake_open)
+    summary = fit(tiny_config(*OVERRIDES), store, run_dir, store_opener=fake_open)
     Path(run_dir, f"rank{rank}.json").write_text(json.dumps(summary.history))
 
 
@@ -74,7 +74,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path, monkeypatch: pytest.Mo
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        single = fit(tiny_config(*OVERRIDES), store, tmp_path / "one", _open_fn=fake_open)
+        single = fit(tiny_config(*OVERRIDES), store, tmp_path / "one", store_opener=fake_open)
     finally:
         torch.set_num_threads(threads)
 

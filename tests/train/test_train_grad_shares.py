@@ -94,7 +94,7 @@ def test_fit_history_is_the_same_with_and_without_grad_shares(tmp_path) -> None:
         cfg = tiny_config("train.steps=3", "train.log_every=2", f"train.grad_shares={flag}")
         losses: list[dict[str, float]] = []
         summary = fit(
-            cfg, store, tmp_path / flag, _open_fn=fake_open, _on_step=lambda s, row, out=losses: out.append(row)
+            cfg, store, tmp_path / flag, store_opener=fake_open, on_step=lambda s, row, out=losses: out.append(row)
         )
         runs[flag] = (losses, summary)
     on, off = runs["true"][0], runs["false"][0]

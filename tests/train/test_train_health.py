@@ -16,7 +16,7 @@ HEALTH = ("a_std", "v_std", "a_cos", "v_cos", "a_erank", "v_erank", "a_ts_cos", 
 def test_every_logged_step_has_the_health_figures(tmp_path: Path) -> None:
     store = write_fake_store(tmp_path / "store", n=24)
     cfg = tiny_config("train.steps=4", "train.batch_size=8", "train.log_every=2")
-    summary = fit(cfg, store, tmp_path / "run", _open_fn=fake_open)
+    summary = fit(cfg, store, tmp_path / "run", store_opener=fake_open)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     for r in rows:
@@ -29,7 +29,7 @@ def test_every_logged_step_has_the_health_figures(tmp_path: Path) -> None:
 def test_sync_runs_log_health_without_teacher_figures(tmp_path: Path) -> None:
     store = write_fake_store(tmp_path / "store", n=24)
     cfg = tiny_config("train.steps=2", "train.batch_size=4", preset="tiny_cavmae_sync")
-    fit(cfg, store, tmp_path / "run", _open_fn=fake_open)
+    fit(cfg, store, tmp_path / "run", store_opener=fake_open)
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert "a_cos" in last and "nce_ratio" in last and "a_ts_cos" not in last
 

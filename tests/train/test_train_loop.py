@@ -46,18 +46,18 @@ def test_tiny_model_loss_falls_on_a_real_store(
 @pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted_run(store: Path, tmp_path: Path) -> None:
     cfg = tiny_config("train.steps=6", "train.batch_size=4", "train.ckpt_every=2")
-    full = fit(cfg, store, tmp_path / "full", _open_fn=fake_open)
+    full = fit(cfg, store, tmp_path / "full", store_opener=fake_open)
 
     def crash(step: int, row: dict) -> None:
         if step == 3:
             raise KeyboardInterrupt("simulated kill")
 
     with pytest.raises(KeyboardInterrupt):
-        fit(cfg, store, tmp_path / "cut", _open_fn=fake_open, _on_step=crash)
+        fit(cfg, store, tmp_path / "cut", store_opener=fake_open, on_step=crash)
     assert [p.name for p in list_checkpoints(tmp_path / "cut")] == ["step_00000002.pt"]
     # The resumed leg reads through a DataLoader worker: the stream does not depend on the worker count.
     cfg_workers = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 1})})
-    resumed = fit(cfg_workers, store, tmp_path / "cut", resume=True, _open_fn=fake_open)
+    resumed = fit(cfg_workers, store, tmp_path / "cut", resume=True, store_opener=fake_open)
     assert resumed.resumed_from.endswith("step_00000002.pt")
     a, b = _losses(full), _losses(resumed)
     assert sorted(b) == [3, 4, 5, 6]
@@ -73,7 +73,7 @@ def test_kill_and_resume_matches_uninterrupted_run(store: Path, tmp_path: Path) 
 
 def test_config_saved_in_run_dir_and_checkpoint(store: Path, tmp_path: Path) -> None:
     cfg = tiny_config("train.steps=2", "train.batch_size=4", "model.lambda_dis=0.5")
-    summary = fit(cfg, store, tmp_path / "run", _open_fn=fake_open)
+    summary = fit(cfg, store, tmp_path / "run", store_opener=fake_open)
     text = (tmp_path / "run" / "config.yaml").read_text()
     assert "# derived total_steps: 2" in text
     saved = yaml.safe_load(text)
@@ -105,7 +105,7 @@ class _NanModel(TgdpModel):
 def test_nan_loss_stops_cleanly_with_checkpoint(store: Path, tmp_path: Path) -> None:
     cfg = tiny_config("train.steps=4", "train.batch_size=4", "train.ckpt_every=2")
     with pytest.raises(NonFiniteLossError, match="at step 3") as info:
-        fit(cfg, store, tmp_path / "run", _open_fn=fake_open, _model_factory=_NanModel)
+        fit(cfg, store, tmp_path / "run", store_opener=fake_open, model_factory=_NanModel)
     assert info.value.step == 3
     assert "last good state (step 2)" in str(info.value)
     ckpt = load_checkpoint(info.value.checkpoint)
@@ -114,17 +114,17 @@ def test_nan_loss_stops_cleanly_with_checkpoint(store: Path, tmp_path: Path) -> 
     events = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "nonfinite_loss" and events[-1]["step"] == 3
     # The saved state resumes.
-    resumed = fit(cfg, store, tmp_path / "run", resume=True, _open_fn=fake_open)
+    resumed = fit(cfg, store, tmp_path / "run", resume=True, store_opener=fake_open)
     assert resumed.step == 4 and sorted(_losses(resumed)) == [3, 4]
 
 
 def test_corrupt_latest_checkpoint_resumes_from_previous(store: Path, tmp_path: Path) -> None:
     cfg = tiny_config("train.steps=4", "train.batch_size=4", "train.ckpt_every=2")
-    first = fit(cfg, store, tmp_path / "run", _open_fn=fake_open)
+    first = fit(cfg, store, tmp_path / "run", store_opener=fake_open)
     last = list_checkpoints(tmp_path / "run")[-1]
     assert last.name == "step_00000004.pt"
     last.write_bytes(last.read_bytes()[:1000])
-    again = fit(cfg, store, tmp_path / "run", resume=True, _open_fn=fake_open)
+    again = fit(cfg, store, tmp_path / "run", resume=True, store_opener=fake_open)
     assert again.resumed_from.endswith("step_00000002.pt")
     for step, loss in _losses(again).items():
         assert loss == pytest.approx(_losses(first)[step], rel=1e-6)
@@ -133,30 +133,30 @@ def test_corrupt_latest_checkpoint_resumes_from_previous(store: Path, tmp_path: 
 def test_bad_inputs_fail_before_training(store: Path, tmp_path: Path) -> None:
     cfg = tiny_config("train.steps=2", "train.batch_size=4")
     with pytest.raises(StoreMismatchError, match="store not found"):
-        fit(cfg, tmp_path / "nope", tmp_path / "r0", _open_fn=fake_open)
+        fit(cfg, tmp_path / "nope", tmp_path / "r0", store_opener=fake_open)
     with pytest.raises(StoreMismatchError, match="split 'valid'"):
-        fit(tiny_config("data.split=valid"), store, tmp_path / "r0", _open_fn=fake_open)
+        fit(tiny_config("data.split=valid"), store, tmp_path / "r0", store_opener=fake_open)
     short = write_fake_store(tmp_path / "short", n=8, target_length=100)
     with pytest.raises(StoreMismatchError, match="target_length 100 < model audio_length 128"):
-        fit(cfg, short, tmp_path / "r1", _open_fn=fake_open)
+        fit(cfg, short, tmp_path / "r1", store_opener=fake_open)
     mel = write_fake_store(tmp_path / "mel", n=8, num_mel_bins=128)
     with pytest.raises(StoreMismatchError, match="128 mel bins but the model expects 64"):
-        fit(cfg, mel, tmp_path / "r2", _open_fn=fake_open)
+        fit(cfg, mel, tmp_path / "r2", store_opener=fake_open)
     small = write_fake_store(tmp_path / "small", n=8, frame_size=64)
     with pytest.raises(StoreMismatchError, match="data.resize_frames is false"):
-        fit(tiny_config("data.resize_frames=false"), small, tmp_path / "r3", _open_fn=fake_open)
+        fit(tiny_config("data.resize_frames=false"), small, tmp_path / "r3", store_opener=fake_open)
     assert not any((tmp_path / r).exists() for r in ("r0", "r1", "r2", "r3"))
     # A finished run dir is not silently overwritten, and a resume refuses a different model.
-    fit(cfg, store, tmp_path / "done", _open_fn=fake_open)
+    fit(cfg, store, tmp_path / "done", store_opener=fake_open)
     with pytest.raises(ConfigError, match="already has checkpoints"):
-        fit(cfg, store, tmp_path / "done", _open_fn=fake_open)
+        fit(cfg, store, tmp_path / "done", store_opener=fake_open)
     with pytest.raises(CheckpointError, match="contrastive_mask_ratio"):
         fit(
             tiny_config("train.steps=2", "train.batch_size=4", "model.contrastive_mask_ratio=0.2"),
             store,
             tmp_path / "done",
             resume=True,
-            _open_fn=fake_open,
+            store_opener=fake_open,
         )
 
 
@@ -166,8 +166,8 @@ def test_accumulation_matches_full_batch(store: Path, tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(sync, "random_order", lambda b, n, device, generator=None: torch.arange(n).repeat(b, 1))
     over = ("train.steps=1", "train.batch_size=8", "model.lambda_contra=0")
-    one = fit(tiny_config(*over), store, tmp_path / "one", _open_fn=fake_open)
-    two = fit(tiny_config(*over, "train.accum=2"), store, tmp_path / "two", _open_fn=fake_open)
+    one = fit(tiny_config(*over), store, tmp_path / "one", store_opener=fake_open)
+    two = fit(tiny_config(*over, "train.accum=2"), store, tmp_path / "two", store_opener=fake_open)
     for step, loss in _losses(one).items():
         assert _losses(two)[step] == pytest.approx(loss, rel=1e-5)
     a = load_checkpoint(list_checkpoints(tmp_path / "one")[0])["optimizer"]["state"]
@@ -178,7 +178,7 @@ def test_accumulation_matches_full_batch(store: Path, tmp_path: Path, monkeypatc
 
 def test_grad_clip_norm_is_logged_from_the_steps_one_host_copy(store: Path, tmp_path: Path) -> None:
     """With clipping on, the pre-clip grad norm comes back with the loss terms and lands in every row."""
-    summary = fit(tiny_config("train.steps=3", "optim.grad_clip=1e-3"), store, tmp_path / "run", _open_fn=fake_open)
+    summary = fit(tiny_config("train.steps=3", "optim.grad_clip=1e-3"), store, tmp_path / "run", store_opener=fake_open)
     norms = [h["grad_norm"] for h in summary.history]
     assert len(norms) == 3 and all(n > 1e-3 and n == n for n in norms)
     assert all(h["loss"] == h["loss"] for h in summary.history)

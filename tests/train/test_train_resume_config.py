@@ -24,7 +24,7 @@ FIRST = ("train.steps=2", "train.batch_size=4", "train.keep_last=5")
 @pytest.fixture()
 def run(tmp_path: Path) -> tuple[Path, Path]:
     store = write_fake_store(tmp_path / "store", n=24)
-    fit(tiny_config(*FIRST), store, tmp_path / "run", _open_fn=fake_open)
+    fit(tiny_config(*FIRST), store, tmp_path / "run", store_opener=fake_open)
     return store, tmp_path / "run"
 
 
@@ -39,14 +39,14 @@ def test_changed_batch_size_is_refused_then_allowed_and_recorded(run: tuple[Path
     first_yaml = (run_dir / "config.yaml").read_text()
     changed = tiny_config("train.steps=3", "train.batch_size=8", "train.keep_last=5")
     with pytest.raises(ConfigError) as info:
-        fit(changed, store, run_dir, resume=True, _open_fn=fake_open)
+        fit(changed, store, run_dir, resume=True, store_opener=fake_open)
     msg = str(info.value)
     assert "train.batch_size 4 -> 8" in msg and "train.steps 2 -> 3" in msg and "--allow-config-change" in msg
     assert "step_00000002.pt" in msg
     assert (run_dir / "config.yaml").read_text() == first_yaml and not (run_dir / CONFIG_HISTORY).exists()
     assert [p.name for p in list_checkpoints(run_dir)] == ["step_00000002.pt"]
 
-    summary = fit(changed, store, run_dir, resume=True, allow_config_change=True, _open_fn=fake_open)
+    summary = fit(changed, store, run_dir, resume=True, allow_config_change=True, store_opener=fake_open)
     assert summary.step == 3
     assert (run_dir / "config.yaml").read_text() == first_yaml  # the config the run started under
     history = json.loads((run_dir / CONFIG_HISTORY).read_text())
@@ -65,7 +65,7 @@ def test_changed_batch_size_is_refused_then_allowed_and_recorded(run: tuple[Path
 def test_bookkeeping_changes_resume_without_the_flag_and_are_recorded(run: tuple[Path, Path]) -> None:
     store, run_dir = run
     again = tiny_config(*FIRST, "train.log_every=5")
-    summary = fit(again, store, run_dir, resume=True, _open_fn=fake_open)
+    summary = fit(again, store, run_dir, resume=True, store_opener=fake_open)
     assert summary.resumed_from.endswith("step_00000002.pt")
     history = json.loads((run_dir / CONFIG_HISTORY).read_text())
     assert [e["changed"] for e in history] == [{"train.log_every": [1, 5]}]
@@ -73,7 +73,7 @@ def test_bookkeeping_changes_resume_without_the_flag_and_are_recorded(run: tuple
 
 def test_cli_refusal_is_one_line_naming_the_keys(run: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     store, run_dir = run
-    monkeypatch.setattr(loop, "fit", functools.partial(fit, _open_fn=fake_open))
+    monkeypatch.setattr(loop, "fit", functools.partial(fit, store_opener=fake_open))
     sets = [*FIRST, "train.num_workers=0", "train.progress=false", "train.tensorboard=false", "optim.lr=2e-3"]
     args = ["--config", "tiny_tgdp", "--store", str(store), "--run-dir", str(run_dir), "--resume"]
     result = CliRunner().invoke(cli.app, [*args, *[x for s in sets for x in ("--set", s)]])

@@ -44,7 +44,7 @@ def test_runs_on_a_store_with_truth_log_the_selection_figures(tmp_path) -> None:
     meta = json.dumps({"format": TRUTH_FORMAT})
     ids = np.array(list(reversed(fake.clip_ids)))  # the sidecar's order need not be the store's
     np.savez(path, clip_id=ids, visual=visual, audio=audio, meta=np.array(meta))
-    fit(tiny_config("train.steps=2"), store, tmp_path / "run", _open_fn=fake_open)
+    fit(tiny_config("train.steps=2"), store, tmp_path / "run", store_opener=fake_open)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2
     for r in rows:
@@ -53,6 +53,6 @@ def test_runs_on_a_store_with_truth_log_the_selection_figures(tmp_path) -> None:
         assert 0 <= r["sel_v_obj"] <= 1 and r["sel_v_obj"] + r["sel_v_decoy"] + r["sel_v_bg"] == pytest.approx(1)
         assert 0 <= r["att_v_obj"] <= 1 and "gshare_contra" in r
     # a random crop moves the patches off the truth's grid: no figures then
-    fit(tiny_config("train.steps=1", "data.random_resized_crop=true"), store, tmp_path / "crop", _open_fn=fake_open)
+    fit(tiny_config("train.steps=1", "data.random_resized_crop=true"), store, tmp_path / "crop", store_opener=fake_open)
     crop = json.loads((tmp_path / "crop" / "metrics.jsonl").read_text().splitlines()[0])
     assert "sel_v_obj" not in crop and "loss" in crop

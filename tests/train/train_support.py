@@ -1,9 +1,9 @@
 """Helpers for the train tests: a small in-memory store with the reader API, a real store, and tiny run configs.
 
-`FakeStore` satisfies `tgdp.pipeline.testing.StoreLike` (len, meta, clip_ids, labels, frame_jpeg, segment, with the
+`FakeStore` satisfies `tests.fixtures.StoreLike` (len, meta, clip_ids, labels, frame_jpeg, segment, with the
 store's own `segment_start` window) so the loader and loop can be tested without the shard writer. A fake store lives
 in a directory holding `fake_store.json`; `fake_open` (module level, so DataLoader workers can unpickle it) rebuilds it
-from that file. `build_real_store` is a real shard-written store (`tgdp.pipeline.testing.make_store`).
+from that file. `build_real_store` is a real shard-written store (`tests.fixtures.make_store`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torchvision
 
-from tgdp.pipeline.testing import make_store
+from tests.fixtures import make_store
 from tgdp.store import segment_start
 from tgdp.train.config import RunConfig, load_run_config
 
@@ -109,7 +109,7 @@ _REAL_STORES: dict[tuple, Path] = {}
 
 
 def build_real_store(dest: Path, ffmpeg: str, n: int = 12, duration: float = 3.0, **shard: Any) -> Path:
-    """`tgdp.pipeline.testing.make_store` of `n` clips `trainclip000…` (split `train`), cached per process by its
+    """`tests.fixtures.make_store` of `n` clips `trainclip000…` (split `train`), cached per process by its
     arguments. Defaults match the tiny presets: 96 px frames, 64 mel bins, 256-frame spectrograms."""
     key = (n, duration, tuple(sorted(shard.items())))
     if key not in _REAL_STORES:

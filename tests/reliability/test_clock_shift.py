@@ -17,13 +17,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from tests.fixtures import make_corpus, make_root
 from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.export import run_export
 from tgdp.pipeline.fetch import FetchConfig, fetch, plan_fetch
 from tgdp.pipeline.serve import FaultSpec, MediaServer
 from tgdp.pipeline.status import funnel
-from tgdp.pipeline.testing import make_corpus, make_root
 from tgdp.pipeline.validate import ValidateConfig, run_validate
 
 DAY = 86400

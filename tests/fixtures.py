@@ -7,7 +7,8 @@
 - `make_store`: a small real store, written by the shard stage from `make_clip` clips.
 - `StoreLike`: what the train and eval data code reads from a store (`tgdp.store.Store` satisfies it).
 
-Importable without pytest (the benchmarks use it too). docs/TESTING.md shows how the tests use these.
+Not part of the shipped package: `tests.fixtures`, importable from the repository root without pytest (the
+benchmarks use it too). docs/TESTING.md shows how the tests use these.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.fixtures import make_corpus, make_root
 from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.fetch import FetchConfig, classify_error, fetch
@@ -19,7 +20,6 @@ from tgdp.pipeline.importer import import_clips
 from tgdp.pipeline.layout import clip_id_for, within_root
 from tgdp.pipeline.serve import FaultSpec, MediaServer
 from tgdp.pipeline.status import funnel
-from tgdp.pipeline.testing import make_corpus, make_root
 
 pytestmark = pytest.mark.reliability
 

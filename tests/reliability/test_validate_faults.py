@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.fixtures import make_root
 from tgdp.pipeline.export import run_export
 from tgdp.pipeline.layout import clip_id_for
 from tgdp.pipeline.ledger import latest
 from tgdp.pipeline.status import funnel as status_funnel
-from tgdp.pipeline.testing import make_root
 from tgdp.pipeline.validate import ValidateConfig, resolve_window, run_validate
 
 

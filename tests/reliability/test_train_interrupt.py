@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.train.train_support import build_real_store, fake_open, tiny_config, write_fake_store
+from tests.waiting import wait_for
 from tgdp.train.checkpoint import list_checkpoints, load_checkpoint
 from tgdp.train.loop import FitSummary, fit
 
@@ -28,7 +28,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, objec
     tmp = tmp_path_factory.mktemp("interrupt")
     store = write_fake_store(tmp / "store", n=16)
     cfg = tiny_config("train.steps=4", "train.batch_size=4", "train.ckpt_every=100")
-    return store, cfg, _losses(fit(cfg, store, tmp / "full", _open_fn=fake_open))
+    return store, cfg, _losses(fit(cfg, store, tmp / "full", store_opener=fake_open))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
@@ -39,14 +39,14 @@ def test_signal_checkpoints_and_resume_continues_exactly(tmp_path: Path, uninter
         if step == 1:
             os.kill(os.getpid(), sig)  # arrives mid-run, like a scheduler's SIGTERM: after step 1's flag check
 
-    cut = fit(cfg, store, tmp_path / "cut", _open_fn=fake_open, _on_step=preempt)
+    cut = fit(cfg, store, tmp_path / "cut", store_opener=fake_open, on_step=preempt)
     # The step in flight (2) is finished, then checkpointed.
     assert cut.status == "interrupted" and cut.signal == int(sig) and cut.step == 2
     assert [p.name for p in list_checkpoints(tmp_path / "cut")] == ["step_00000002.pt"]
     assert Path(cut.checkpoint) == list_checkpoints(tmp_path / "cut")[0]
     assert load_checkpoint(Path(cut.checkpoint))["step"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
-    resumed = fit(cfg, store, tmp_path / "cut", resume=True, _open_fn=fake_open)
+    resumed = fit(cfg, store, tmp_path / "cut", resume=True, store_opener=fake_open)
     assert resumed.status == "completed" and resumed.step == 4
     b = _losses(resumed)
     assert sorted(b) == [3, 4] and all(abs(full[s] - b[s]) < 1e-6 for s in b)
@@ -69,12 +69,12 @@ def test_cli_sigterm_saves_checkpoint_and_says_where(
         start_new_session=True,  # its own process group, signalled as a whole below
     )
     try:
-        deadline = time.monotonic() + 120
         metrics = run / "metrics.jsonl"
-        while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "training never logged a step"
-            time.sleep(0.2)
+        logged = wait_for(
+            lambda: metrics.is_file() and metrics.read_text().count("\n") >= 2, "two steps in metrics.jsonl",
+            timeout_s=120, proc=proc,
+        )  # fmt: skip
+        assert logged and proc.poll() is None, proc.communicate()
         # SLURM signals every process of the job step, DataLoader workers included: the workers must not die of it.
         os.killpg(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
@@ -82,14 +82,15 @@ def test_cli_sigterm_saves_checkpoint_and_says_where(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err
-    for _ in range(50):  # the workers that ignored the signal are shut down with the main process
+
+    def group_gone() -> bool:  # the workers that ignored the signal are shut down with the main process
         try:
             os.killpg(proc.pid, 0)
         except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("DataLoader workers outlived tgdp-train")
+            return True
+        return False
+
+    wait_for(group_gone, "the DataLoader workers to end with tgdp-train", timeout_s=5)
     [ckpt] = list_checkpoints(run)
     step = load_checkpoint(ckpt)["step"]
     assert step >= 2
@@ -113,7 +114,7 @@ def _rank_main(rank: int, world: int, port: int, store: str, run_dir: str) -> No
             os.kill(os.getpid(), signal.SIGTERM)  # only one rank is signalled
 
     cfg = tiny_config("train.steps=6", "train.batch_size=8", "train.ckpt_every=100")
-    summary = fit(cfg, store, run_dir, _open_fn=fake_open, _on_step=preempt_rank1)
+    summary = fit(cfg, store, run_dir, store_opener=fake_open, on_step=preempt_rank1)
     Path(run_dir, f"rank{rank}.json").write_text(
         json.dumps({k: getattr(summary, k) for k in ("status", "step", "checkpoint")})
     )

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.fixtures import make_root
 from tests.pipeline.lock_support import held_lock
 from tgdp.pipeline import features, ledger
 from tgdp.pipeline.cli import app
-from tgdp.pipeline.testing import make_root
 from tgdp.pipeline.validate import ValidateError, run_validate, validate_lock
 
 YTIDS = ["v1", "v2", "v3"]

@@ -11,10 +11,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.fixtures import make_root
 from tgdp.pipeline import export as export_mod
 from tgdp.pipeline import ledger
 from tgdp.pipeline.export import EXPORT_FILES, run_export
-from tgdp.pipeline.testing import make_root
 
 YTIDS = ["a1", "a2", "a3"]
 

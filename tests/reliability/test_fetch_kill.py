@@ -6,19 +6,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures import make_corpus, make_root
+from tests.waiting import wait_for
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import FetchConfig, fetch, file_sha256
 from tgdp.pipeline.layout import clip_id_for, raw_path_for
 from tgdp.pipeline.serve import FaultSpec, MediaServer
 from tgdp.pipeline.status import funnel
-from tgdp.pipeline.testing import make_corpus, make_root
 
 pytestmark = pytest.mark.reliability
 
@@ -37,6 +37,18 @@ def _slow_corpus(tmp_path: Path, make_clip: Callable[..., Path], ytids: list[str
     return root, ids, {y: FaultSpec(kind="slow", delay_s=0.25) for y in ytids}
 
 
+def _third_download_started(root: Path, ids: list[str], ytids: list[str], server: MediaServer) -> Callable[[], bool]:
+    """The kill point: two clips are complete in raw/ and the server has had a request for a clip not yet there (the
+    slow fault stalls each body 0.25 s, so that download is still in flight)."""
+    paths = {y: raw_path_for(root, cid, ".mp4") for y, cid in zip(ytids, ids, strict=True)}
+
+    def check() -> bool:
+        done = {y for y, p in paths.items() if p.is_file()}
+        return len(done) >= 2 and any(server.hits.get(y) for y in paths.keys() - done)
+
+    return check
+
+
 def test_fetch_sigkill_midrun_then_rerun(tmp_path: Path, make_clip: Callable[..., Path]) -> None:
     ytids = [f"k{i}" for i in range(6)]
     # Every request stalls 0.25 s: a clip takes ~1 s, so the kill lands mid-run at a predictable point.
@@ -50,15 +62,10 @@ def test_fetch_sigkill_midrun_then_rerun(tmp_path: Path, make_clip: Callable[...
         ]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and proc.poll() is None:
-                done = list((root / "raw").rglob("*.mp4")) if (root / "raw").exists() else []
-                if len(done) >= 2:
-                    break
-                time.sleep(0.05)
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            time.sleep(0.3)  # land inside the next clip's download
-            proc.send_signal(signal.SIGKILL)
+            in_third = _third_download_started(root, ids, ytids, server)
+            started = wait_for(in_third, "two clips in raw/ and the server serving a third", proc=proc)
+            assert started and proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            proc.send_signal(signal.SIGKILL)  # inside the third clip's download
             proc.wait(timeout=10)
         finally:
             if proc.poll() is None:
@@ -98,7 +105,8 @@ def test_fetch_ctrl_c_says_what_was_kept(tmp_path: Path, make_clip: Callable[...
     the finished clips' events are flushed, not lost with the buffer."""
     ytids = [f"i{i}" for i in range(5)]
     root, ids, slow = _slow_corpus(tmp_path, make_clip, ytids)
-    with MediaServer(tmp_path / "corpus", faults=slow) as base:
+    server = MediaServer(tmp_path / "corpus", faults=slow)
+    with server as base:
         cmd = [
             sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root),
             "--set", "fetch.url_template=" + base + "/v/{ytid}",
@@ -106,13 +114,8 @@ def test_fetch_ctrl_c_says_what_was_kept(tmp_path: Path, make_clip: Callable[...
         ]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True)
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and proc.poll() is None:
-                if (root / "raw").exists() and len(list((root / "raw").rglob("*.mp4"))) >= 2:
-                    break
-                time.sleep(0.05)
-            assert proc.poll() is None
-            time.sleep(0.3)
+            in_third = _third_download_started(root, ids, ytids, server)
+            assert wait_for(in_third, "two clips in raw/ and the server serving a third", proc=proc)
             os.killpg(proc.pid, signal.SIGINT)
             out, err = proc.communicate(timeout=60)
         finally:

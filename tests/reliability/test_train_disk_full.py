@@ -118,7 +118,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        fit(tiny_config(*SETS), store, base / "run", _open_fn=fake_open)
+        fit(tiny_config(*SETS), store, base / "run", store_opener=fake_open)
     finally:
         torch.set_num_threads(threads)
     return store, base / "run"
@@ -143,7 +143,7 @@ def test_cli_full_disk_is_one_line_then_resume_converges(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean: tuple[Path, Path], writer: str
 ) -> None:
     store, clean_run = clean
-    monkeypatch.setattr(loop, "fit", functools.partial(fit, _open_fn=fake_open))
+    monkeypatch.setattr(loop, "fit", functools.partial(fit, store_opener=fake_open))
     runner = CliRunner()
     run = tmp_path / "run"
     if writer == "checkpoint":  # the second checkpoint (step 4) finds the disk full
@@ -160,7 +160,7 @@ def test_cli_full_disk_is_one_line_then_resume_converges(
         monkeypatch.setattr(Path, "open", metrics_open)
     failed = runner.invoke(cli.app, _cli(store, run))
     monkeypatch.undo()  # space is freed
-    monkeypatch.setattr(loop, "fit", functools.partial(fit, _open_fn=fake_open))
+    monkeypatch.setattr(loop, "fit", functools.partial(fit, store_opener=fake_open))
     assert failed.exit_code == 2, failed.output
     lines = failed.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in failed.output, failed.output
@@ -184,7 +184,7 @@ def test_cli_full_disk_is_one_line_then_resume_converges(
 
 _CLI = (
     "import functools, sys; from tgdp.train import cli, loop; from tests.train.train_support import fake_open; "
-    "loop.fit = functools.partial(loop.fit, _open_fn=fake_open); cli.app()"
+    "loop.fit = functools.partial(loop.fit, store_opener=fake_open); cli.app()"
 )
 
 
@@ -248,7 +248,7 @@ def _rank_main(rank: int, world: int, port: int, store: str, run_dir: str) -> No
     result: dict[str, object] = {}
     try:
         cfg = tiny_config("train.steps=4", "train.batch_size=8", "train.ckpt_every=2")
-        fit(cfg, store, run_dir, _open_fn=fake_open)
+        fit(cfg, store, run_dir, store_opener=fake_open)
     except CheckpointError as exc:
         result = {"error": str(exc)}
     Path(run_dir, f"rank{rank}.json").write_text(json.dumps(result))
