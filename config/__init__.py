@@ -4,8 +4,8 @@ so `tgdp.model` can use it without the pipeline (docs/ARCHITECTURE.md).
 
 Design:
 - `StrictConfig` forbids unknown keys (the error names the key and its location) and validates on assignment.
-- A YAML file may name `base: <preset or path>`; the base is loaded first and the file's keys are merged on top,
-  so an ablation preset is a few lines.
+- A YAML file may name `base: <preset or path>` (or a list of them, merged in order); the base is loaded first and
+  the file's keys are merged on top, so an ablation preset is a few lines.
 - Overrides are dotted paths (`optim.lr=1e-4`); values are parsed as YAML scalars (`true`, `1e-4`, `[1, 2]`),
   then the whole config is validated again, so a wrong type or an out-of-range value names its key.
 - YAML is always read with `yaml.safe_load`.
@@ -101,7 +101,8 @@ def _resolve_source(source: str | Path, preset_dir: Path | None) -> Path:
 
 
 def load_yaml_with_bases(source: str | Path, preset_dir: Path | None = None, _seen: tuple[Path, ...] = ()) -> dict:
-    """Load a YAML config, following `base:` links (a preset name or a path) and merging on top of them."""
+    """Load a YAML config, following `base:` links (a preset name or a path, or a list of them merged in order)
+    and merging the file's keys on top of them."""
     path = _resolve_source(source, preset_dir).resolve()
     if path in _seen:
         raise ConfigError(f"config base cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
@@ -113,12 +114,15 @@ def load_yaml_with_bases(source: str | Path, preset_dir: Path | None = None, _se
     if base is None:
         return data
     base_dir = preset_dir if preset_dir is not None else path.parent
-    if not Path(str(base)).suffix:
-        base_data = load_yaml_with_bases(base, base_dir, (*_seen, path))
-    else:
-        base_path = Path(base) if Path(base).is_absolute() else path.parent / base
-        base_data = load_yaml_with_bases(base_path, base_dir, (*_seen, path))
-    return deep_merge(base_data, data)
+    merged: dict[str, Any] = {}
+    for item in base if isinstance(base, list) else [base]:
+        if not Path(str(item)).suffix:
+            base_data = load_yaml_with_bases(item, base_dir, (*_seen, path))
+        else:
+            base_path = Path(item) if Path(item).is_absolute() else path.parent / item
+            base_data = load_yaml_with_bases(base_path, base_dir, (*_seen, path))
+        merged = deep_merge(merged, base_data)
+    return deep_merge(merged, data)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

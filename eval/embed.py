@@ -87,8 +87,8 @@ def load_encoder(
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), dict):
         if preset is not None:
             raise ConfigError(
-                f"{path} is a tgdp checkpoint with its own model config; --preset applies to released state dicts "
-                "only: drop --preset"
+                f"{path} is a tgdp checkpoint with its own model config; the preset key applies to released state "
+                "dicts only: drop --set preset=..."
             )
         cfg = model_config_from_checkpoint(obj["config"])
         kind, name, state = "tgdp", obj["config"].get("model_preset"), obj["model"]

@@ -1,10 +1,12 @@
 """`python -m tgdp.experiments`: the demo and the reproduction study. Each command parses options and calls one
-library function (`tgdp.experiments.demo.run_demo`, `tgdp.experiments.reproduce.study.run_study`)."""
+library function (`tgdp.experiments.demo.run_demo`, `tgdp.experiments.reproduce.study.run_reproduce`, ...). Settings
+are typed configs (`DemoConfig`, `ReproduceConfig`) read from `--config FILE` and `--set key=value`; options are the
+run-level choices only (paths, `--short`, `--report`, jobs and threads)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
 
@@ -49,34 +51,21 @@ def reproduce(
     out: Path = typer.Option(Path("runs/reproduce"), help="output directory: cached runs, results.json/.md"),
     short: bool = typer.Option(False, "--short", help="CI mode: 1 seed, a few steps, 3 configs, a tiny corpus"),
     store: Optional[Path] = typer.Option(None, help="a prebuilt store (STORE/train, STORE/eval): no synth"),
-    seeds: Optional[str] = typer.Option(None, help="comma-separated training seeds (default 0..4; short: 0)"),
-    steps: Optional[int] = typer.Option(None, help="optimiser steps per run (same for every config)"),
-    batch_size: Optional[int] = typer.Option(None, help="global training batch (default: the budget's)"),
-    lr: Optional[float] = typer.Option(None, help="peak learning rate (default: the budget's)"),
-    lambda_contra: Optional[float] = typer.Option(None, help="λ_contra for every row (default: the budget's)"),
-    configs: Optional[str] = typer.Option(None, help="comma-separated rows (default all; see REPRODUCTION.md)"),
-    num_clips: Optional[int] = typer.Option(None, help="clips of the synthetic corpus"),
-    num_classes: Optional[int] = typer.Option(None, help="classes of the synthetic corpus"),
-    difficulty: Optional[float] = typer.Option(None, help="corpus difficulty 0-1 (synth.difficulty)"),
-    probe_epochs: Optional[int] = typer.Option(None, help="probe training epochs"),
-    scale: Literal["tiny", "base"] = typer.Option("tiny", help="tiny presets or the ViT-B ones"),
-    sets: list[str] = typer.Option([], "--set", help="extra run-config override, repeatable"),
     jobs: int = typer.Option(2, min=1, help="runs in parallel (processes)"),
     threads: int = typer.Option(1, min=1, help="torch threads per run"),
     report: bool = typer.Option(False, "--report", help="only aggregate the cached results (of a study cut short)"),
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="ReproduceConfig YAML"),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="ReproduceConfig key=value (repeatable), e.g. seeds=0,1 or overrides=[model.lambda_dis=0]"
+    ),
 ) -> None:
     """Controlled reproduction of the TG-DP claims (REPRODUCTION.md): every row, same budget, 5 seeds, the gate."""
-    from tgdp.experiments.reproduce.configs import make_study
-    from tgdp.experiments.reproduce.report import render_tables
-    from tgdp.experiments.reproduce.study import run_study
+    from tgdp.config import load_config
+    from tgdp.experiments.reproduce.configs import ReproduceConfig
+    from tgdp.experiments.reproduce.study import run_reproduce
 
-    study = make_study(
-        out=out, short=short, store=store, seeds=seeds, steps=steps, batch_size=batch_size, lr=lr,
-        lambda_contra=lambda_contra, configs=configs, num_clips=num_clips, num_classes=num_classes,
-        difficulty=difficulty, probe_epochs=probe_epochs, scale=scale, sets=sets, jobs=jobs, threads=threads,
-        report=report,
-    )  # fmt: skip
-    typer.echo(render_tables(run_study(study)))
+    cfg = load_config(ReproduceConfig, config, overrides)
+    typer.echo(run_reproduce(out, cfg, short, store, jobs, threads, report))
 
 
 @app.command()

@@ -259,7 +259,7 @@ def _evaluate(d: _Dirs, cfg: DemoConfig, preset: str) -> list[Path]:
             _run(
                 _cli(
                     EVAL, "embed", "--checkpoint", str(ckpt), "--store", str(d.store), "--split", split,
-                    "--out", str(path), "--num-workers", "0", "--device", "cpu",
+                    "--out", str(path), "--set", "num_workers=0", "--device", "cpu",
                 )
             )  # fmt: skip
     named = ["--name", preset, "--dataset", "synth"]
@@ -270,7 +270,7 @@ def _evaluate(d: _Dirs, cfg: DemoConfig, preset: str) -> list[Path]:
         _run(
             _cli(
                 EVAL, "probe", "--train-emb", str(emb["train"]), "--test-emb", str(emb["eval"]),
-                "--task", "multiclass", "--out", str(ev / "probe"), *named, "--device", "cpu",
+                "--set", "task=multiclass", "--out", str(ev / "probe"), *named, "--device", "cpu",
                 *[a for s in probe_sets for a in ("--set", s)],
             )
         )  # fmt: skip
@@ -287,8 +287,8 @@ def _evaluate(d: _Dirs, cfg: DemoConfig, preset: str) -> list[Path]:
         _run(
             _cli(
                 EVAL, "probe", "--train-emb", str(emb["train"]), "--test-emb", str(emb["eval"]),
-                "--task", "multiclass", "--out", str(ev / "probe_v"), *named, "--device", "cpu",
-                "--modality", "v", "--linear", "--set", "epochs=50", "--set", "lr=1e-2",
+                "--set", "task=multiclass", "--out", str(ev / "probe_v"), *named, "--device", "cpu",
+                "--set", "modality=v", "--set", "linear=true", "--set", "epochs=50", "--set", "lr=1e-2",
             )
         )  # fmt: skip
     return files + ([ev / "probe_v" / "probe.json"] if cfg.vision_probe else [])

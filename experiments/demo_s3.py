@@ -81,7 +81,7 @@ def run_demo_s3(out: Path, cfg: DemoConfig) -> Path:
         emb = d.evals / "emb_eval_s3.arrow"
         emb.parent.mkdir(parents=True, exist_ok=True)
         args = ["--checkpoint", str(ckpt), "--store", uri, "--split", "eval", "--out", str(emb)]
-        _run(_cli(EVAL, "embed", *args, "--num-workers", "0", "--device", "cpu"))
+        _run(_cli(EVAL, "embed", *args, "--set", "num_workers=0", "--device", "cpu"))
     finally:
         server.stop()
     losses = {name: _losses(path) for name, path in runs.items()}

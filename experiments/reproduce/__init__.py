@@ -29,7 +29,7 @@ every run, so a study cut short leaves whole seeds of every row.
 
     python -m tgdp.experiments reproduce --out runs/reproduce             # `make reproduce`
     python -m tgdp.experiments reproduce --out runs/reproduce-short --short
-    python -m tgdp.experiments reproduce --out runs/real --store STORE --set model.num_mel_bins=128
+    python -m tgdp.experiments reproduce --out runs/real --store STORE --set "overrides=[model.num_mel_bins=128]"
     python -m tgdp.experiments prereg --design experiments/reproduce/confirm.yaml --out runs/confirm  # `make confirm`
 
 Modules: `configs` (the rows, budget, `fingerprint`), `store` (the synthetic store), `evaluate` (one run's metrics),
@@ -43,6 +43,7 @@ from tgdp.experiments.reproduce.configs import (
     CONFIGS,
     PAPER_TABLES,
     Budget,
+    ReproduceConfig,
     Study,
     fingerprint,
     make_study,
@@ -54,7 +55,7 @@ from tgdp.experiments.reproduce.multiplicity import holm, holm_adjust
 from tgdp.experiments.reproduce.prereg import run_design
 from tgdp.experiments.reproduce.report import aggregate, gate, paired, render_tables, stats, t975, verdict, verdicts
 from tgdp.experiments.reproduce.store import Corpus, build_synth_store
-from tgdp.experiments.reproduce.study import run_one, run_study
+from tgdp.experiments.reproduce.study import run_one, run_reproduce, run_study
 
 __all__ = [
     "CONFIGS",
@@ -62,6 +63,7 @@ __all__ = [
     "SEED_REGISTRY",
     "Budget",
     "Corpus",
+    "ReproduceConfig",
     "Study",
     "aggregate",
     "build_synth_store",
@@ -80,6 +82,7 @@ __all__ = [
     "run_design",
     "run_one",
     "run_overrides",
+    "run_reproduce",
     "run_study",
     "stats",
     "t975",

@@ -7,8 +7,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Literal
 
-from tgdp.config import ConfigError
+from pydantic import Field, field_validator
+
+from tgdp.config import ConfigError, StrictConfig
 from tgdp.experiments.reproduce.store import Corpus
 from tgdp.train.config import load_run_config
 
@@ -25,6 +28,7 @@ __all__ = [
     "V3_PINS",
     "Budget",
     "ConfigSpec",
+    "ReproduceConfig",
     "Study",
     "fingerprint",
     "make_study",
@@ -197,51 +201,71 @@ def fingerprint(study: Study, name: str) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
 
 
+class ReproduceConfig(StrictConfig):
+    """The `reproduce` command's settings (`--config FILE`, `--set key=value`); None keeps the budget's or corpus's
+    default (with `--short`, the CI-sized ones)."""
+
+    seeds: list[int] | None = Field(None, description="training seeds, e.g. [0, 1] or 0,1 (None: 0..4; short: 0)")
+    steps: int | None = Field(None, ge=0, description="optimiser steps per run, the same for every row")
+    batch_size: int | None = Field(None, gt=0, description="global training batch (None: the budget's)")
+    lr: float | None = Field(None, gt=0, description="peak learning rate (None: the budget's)")
+    lambda_contra: float | None = Field(None, ge=0, description="λ_contra for every row (None: the budget's)")
+    configs: list[str] | None = Field(
+        None, description="rows to run, e.g. [tgdp, cavmae_sync] or tgdp,cavmae_sync (None: all; short: 3)"
+    )
+    num_clips: int | None = Field(None, gt=0, description="clips of the synthetic corpus")
+    num_classes: int | None = Field(None, gt=0, description="classes of the synthetic corpus")
+    difficulty: float | None = Field(None, ge=0, le=1, description="corpus difficulty 0-1 (synth.difficulty)")
+    probe_epochs: int | None = Field(None, gt=0, description="attention-probe training epochs")
+    scale: Literal["tiny", "base"] = Field("tiny", description="tiny presets or the ViT-B ones")
+    overrides: list[str] = Field(
+        [], description="run-config overrides applied to every run, e.g. [model.num_mel_bins=128]"
+    )
+
+    @field_validator("seeds", "configs", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        # `--set seeds=0,1` reads as the string "0,1" and `--set seeds=3` as the int 3: both mean a list
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip()]
+        return [v] if isinstance(v, int) else v
+
+
 def make_study(
     out: Path,
+    cfg: ReproduceConfig | None = None,
     short: bool = False,
     store: Path | None = None,
-    seeds: str | None = None,
-    steps: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    lambda_contra: float | None = None,
-    configs: str | None = None,
-    num_clips: int | None = None,
-    num_classes: int | None = None,
-    difficulty: float | None = None,
-    probe_epochs: int | None = None,
-    scale: str = "tiny",
-    sets: list[str] | tuple[str, ...] = (),
     jobs: int = 2,
     threads: int = 1,
     report: bool = False,
 ) -> Study:
-    """The study the `reproduce` command's options describe (None: the default; `short`: the CI-sized defaults).
-    `seeds` and `configs` are comma-separated; an unknown config is a ConfigError."""
+    """The study `cfg` describes (None: the defaults; `short`: the CI-sized defaults), with the run-level choices:
+    output directory, a prebuilt store, parallel jobs and threads, and report-only. An unknown row is a ConfigError."""
+    cfg = cfg if cfg is not None else ReproduceConfig()
     corpus, budget = Corpus(), Budget()
     if short:
         corpus = Corpus(num_clips=40, num_classes=4)
         budget = replace(budget, steps=4, batch_size=8, probe_epochs=2, linear_epochs=2)
     corpus = replace(
         corpus,
-        num_clips=num_clips or corpus.num_clips,
-        num_classes=num_classes or corpus.num_classes,
-        difficulty=corpus.difficulty if difficulty is None else difficulty,
+        num_clips=cfg.num_clips or corpus.num_clips,
+        num_classes=cfg.num_classes or corpus.num_classes,
+        difficulty=corpus.difficulty if cfg.difficulty is None else cfg.difficulty,
     )
     budget = replace(
         budget,
-        steps=budget.steps if steps is None else steps,
-        batch_size=batch_size or budget.batch_size,
-        lr=lr or budget.lr,
-        lambda_contra=budget.lambda_contra if lambda_contra is None else lambda_contra,
-        probe_epochs=probe_epochs or budget.probe_epochs,
+        steps=budget.steps if cfg.steps is None else cfg.steps,
+        batch_size=cfg.batch_size or budget.batch_size,
+        lr=cfg.lr or budget.lr,
+        lambda_contra=budget.lambda_contra if cfg.lambda_contra is None else cfg.lambda_contra,
+        probe_epochs=cfg.probe_epochs or budget.probe_epochs,
     )
-    names = configs.split(",") if configs else list(SHORT_CONFIGS if short else CONFIGS)
+    names = list(cfg.configs) if cfg.configs else list(SHORT_CONFIGS if short else CONFIGS)
     unknown = [c for c in names if c not in CONFIGS]
     if unknown:
         raise ConfigError(f"unknown configs {unknown}; known: {', '.join(CONFIGS)}")
-    seed_list = [int(s) for s in seeds.split(",")] if seeds else ([0] if short else [0, 1, 2, 3, 4])
+    seed_list = list(cfg.seeds) if cfg.seeds else ([0] if short else [0, 1, 2, 3, 4])
     return Study(
         out=Path(out),
         store=store,
@@ -249,8 +273,8 @@ def make_study(
         seeds=seed_list,
         corpus=corpus,
         budget=budget,
-        scale=scale,
-        sets=list(sets),
+        scale=cfg.scale,
+        sets=list(cfg.overrides),
         jobs=jobs,
         threads=threads,
         report_only=report,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from tgdp.eval.embed import load_encoder
-from tgdp.experiments.reproduce.configs import FIRST, Study, fingerprint, run_overrides
+from tgdp.experiments.reproduce.configs import FIRST, ReproduceConfig, Study, fingerprint, make_study, run_overrides
 from tgdp.experiments.reproduce.evaluate import embed_splits, evaluate
 from tgdp.experiments.reproduce.report import aggregate, render_tables
 from tgdp.experiments.reproduce.store import build_synth_store
@@ -30,7 +30,7 @@ from tgdp.train.checkpoint import list_checkpoints
 from tgdp.train.config import RunConfig, load_run_config
 from tgdp.train.loop import FitSummary, fit
 
-__all__ = ["git_rev", "plan_jobs", "run_one", "run_study"]
+__all__ = ["git_rev", "plan_jobs", "run_one", "run_reproduce", "run_study"]
 
 
 def _train_summary(history: list[dict[str, float]]) -> dict[str, Any]:
@@ -183,6 +183,19 @@ def run_study(study: Study) -> dict[str, Any]:
     agg = _write(study, results, store, build_s, t0, loads)
     _log(study.out, f"done in {agg['wall_s']['total']:.0f} s → {study.out / 'results.md'}")
     return agg
+
+
+def run_reproduce(
+    out: Path,
+    cfg: ReproduceConfig | None = None,
+    short: bool = False,
+    store: Path | None = None,
+    jobs: int = 2,
+    threads: int = 1,
+    report: bool = False,
+) -> str:
+    """The `reproduce` command: run the study `make_study` describes (`run_study`); returns its Markdown tables."""
+    return render_tables(run_study(make_study(out, cfg, short, store, jobs, threads, report)))
 
 
 def _write(study: Study, results, store: Path, build_s: float, t0: float, loads: list[float]) -> dict[str, Any]:

@@ -44,8 +44,8 @@ def test_retrieval_probe_report_commands(tmp_path) -> None:
                 str(lst),
                 "--out",
                 str(tmp_path / "ret"),
-                "--chunk-size",
-                "7",
+                "--set",
+                "chunk_size=7",
             ],
         )
     assert r.exit_code == 0, r.output
@@ -60,10 +60,10 @@ def test_retrieval_probe_report_commands(tmp_path) -> None:
 
     def probe(out: str, *extra: str):
         emb = ["--train-emb", str(tmp_path / "train.arrow"), "--test-emb", str(tmp_path / "test.arrow")]
-        return runner.invoke(app, ["probe", *emb, "--task", "multiclass", "--out", str(tmp_path / out), *extra])
+        return runner.invoke(app, ["probe", *emb, "--set", "task=multiclass", "--out", str(tmp_path / out), *extra])
 
     sets = ["--set", "epochs=4", "--set", "num_heads=2", "--set", "lr=3e-3", "--set", "depth=1"]
-    r = probe("probe", "--modality", "a", "--device", "cpu", *sets)
+    r = probe("probe", "--set", "modality=a", "--device", "cpu", *sets)
     assert r.exit_code == 0, r.output
     p = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert p["metric_name"] == "top1" and p["metric"] > 80 and p["config"]["epochs"] == 4
@@ -133,3 +133,31 @@ def test_tables_layout() -> None:
     md, js = probe_table(probes)
     assert md.splitlines()[0] == "| Model | AS20K mAP | VGGSound top1 [v, linear] |"
     assert "| tgdp | 32.0 | 52.7 |" in md
+
+
+def test_settings_are_config_keys_from_a_file_or_set(tmp_path) -> None:
+    """Each command reads its settings from `--config FILE` and `--set` (the set wins); the old setting flags are
+    gone; the probe must be told its task; `tgdp-eval config --command C` lists a command's keys."""
+    runner = CliRunner()
+    _write(tmp_path / "t.arrow", 24, 1, 0.3)
+    cfg = tmp_path / "ret.yaml"
+    cfg.write_text("strategy: single\nframe: 3\nchunk_size: 5\n", encoding="utf-8")
+    ret = ["retrieval", "--emb", str(tmp_path / "t.arrow"), "--out", str(tmp_path / "ret"), "--config", str(cfg)]
+    r = runner.invoke(app, [*ret, "--set", "frame=4"])
+    assert r.exit_code == 0, r.output
+    d = json.loads((tmp_path / "ret" / "retrieval.json").read_text())
+    assert (d["strategy"], d["frame"]) == ("single", 4)
+    r = runner.invoke(app, [*ret, "--set", "chunk_sise=4"])
+    assert r.exit_code == 2 and "unknown key 'chunk_sise'" in r.output and "chunk_size" in r.output
+    assert runner.invoke(app, [*ret, "--strategy", "single"]).exit_code == 2  # a setting is no option any more
+
+    emb = ["--train-emb", str(tmp_path / "t.arrow"), "--test-emb", str(tmp_path / "t.arrow")]
+    r = runner.invoke(app, ["probe", *emb, "--out", str(tmp_path / "p"), "--set", "epochs=1"])
+    assert r.exit_code == 2 and "task=multilabel|multiclass" in r.output and not (tmp_path / "p").exists()
+
+    for command, key in [("embed", "num_workers"), ("retrieval", "plot_clips"), ("probe", "epochs"),
+                         ("health", "batch_size"), ("selection", "source")]:  # fmt: skip
+        r = runner.invoke(app, ["config", "--command", command, "--json"])
+        assert r.exit_code == 0, r.output
+        assert key in {k["key"] for k in json.loads(r.output)}, command
+    assert runner.invoke(app, ["config", "--command", "report"]).exit_code == 2

@@ -1,5 +1,5 @@
 """`tgdp-eval embed` error paths: one line (exit 2, no traceback) for a truncated checkpoint, a tgdp checkpoint given
-with `--preset`, an unknown preset, an `--out` that is a directory, and a store whose index.json disagrees with its
+with a `preset`, an unknown preset, an `--out` that is a directory, and a store whose index.json disagrees with its
 shards; each is found before any clip is embedded, and no `.tmp` is left."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _one_line(result, *parts: str) -> str:
 
 def _embed(ckpt: Path, store: Path, out: Path, *extra: str):
     args = ["embed", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(out), "--device", "cpu"]
-    return runner.invoke(app, [*args, "--num-workers", "0", *extra])
+    return runner.invoke(app, [*args, "--set", "num_workers=0", *extra])
 
 
 def test_truncated_checkpoint(tmp_path: Path, ckpt: Path, no_embedding: None) -> None:
@@ -58,8 +58,8 @@ def test_truncated_checkpoint(tmp_path: Path, ckpt: Path, no_embedding: None) ->
 def test_tgdp_checkpoint_with_preset_and_unknown_preset(tmp_path: Path, ckpt: Path, no_embedding: None) -> None:
     (tmp_path / "store").mkdir()
     out = tmp_path / "e.arrow"
-    _one_line(_embed(ckpt, tmp_path / "store", out, "--preset", "tiny_cavmae_sync"), str(ckpt), "drop --preset")
-    _one_line(_embed(ckpt, tmp_path / "store", out, "--preset", "nope"), "unknown preset 'nope'")
+    _one_line(_embed(ckpt, tmp_path / "store", out, "--set", "preset=tiny_cavmae_sync"), str(ckpt), "drop --set preset")
+    _one_line(_embed(ckpt, tmp_path / "store", out, "--set", "preset=nope"), "unknown preset 'nope'")
     assert not out.exists() and not out.with_name("e.arrow.tmp").exists()
 
 

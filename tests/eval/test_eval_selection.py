@@ -63,3 +63,44 @@ def test_teacher_selection_matches_a_naive_top_k(tmp_path) -> None:
     model.reset_teacher()  # the teacher equals the student: both sources rank alike
     same = store_selection(model, store, truth, batch_size=4)
     assert same == {**store_selection(model, store, truth, batch_size=4, source="student"), "source": "teacher"}
+
+
+def test_health_and_selection_commands_read_their_config(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tgdp-eval health` / `selection` take their settings from `--set` (HealthConfig, SelectionConfig) and write
+    the figures they print to `--out` (tgdp.eval.commands)."""
+    from typer.testing import CliRunner
+
+    from tgdp.eval.cli import app
+    from tgdp.store import Store
+
+    store = FakeStore(n=6)
+    store.split = "eval"
+    monkeypatch.setattr(Store, "open", classmethod(lambda cls, *a, **k: store))
+    _truth(tmp_path, store)
+    eval_path = truth_path(tmp_path, "eval")
+    eval_path.parent.mkdir(parents=True, exist_ok=True)
+    truth = PatchTruth(truth_path(tmp_path, "train").rename(eval_path), store.clip_ids)
+    torch.manual_seed(0)
+    model = build_model("tiny_tgdp")
+    ckpt = tmp_path / "tiny.pt"
+    config = {"model_preset": "tiny_tgdp", "model": {}}
+    torch.save({"model": model.student.state_dict(), "teacher": model.teacher.state_dict(), "config": config}, ckpt)
+    base = ["--checkpoint", str(ckpt), "--store", str(tmp_path), "--split", "eval", "--device", "cpu"]
+
+    r = CliRunner().invoke(app, ["health", *base, "--set", "batch_size=3", "--set", "frame=2", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["nce_batch"] == 3 and res["split"] == "eval" and res["model_preset"] == "tiny_tgdp"
+
+    out = tmp_path / "sel.json"
+    sets = ["--set", "source=student", "--set", "direction=global_to_patch", "--set", "frame=4"]
+    r = CliRunner().invoke(app, ["selection", *base, *sets, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    sel = json.loads(out.read_text())
+    assert (sel["source"], sel["direction"], sel["clips"]) == ("student", "global_to_patch", 6)
+    assert "student global_to_patch: 6 eval clips, frame 4" in r.output
+    direct = store_selection(model, store, truth, frame_index=4, batch_size=64, source="student",
+                             direction="global_to_patch")  # fmt: skip
+    assert sel["sel_v_obj"] == pytest.approx(direct["sel_v_obj"])
+    bad = CliRunner().invoke(app, ["selection", *base, "--set", "source=techer"])
+    assert bad.exit_code == 2 and "teacher" in bad.output and "Traceback" not in bad.output

@@ -126,10 +126,10 @@ def test_eval_config_errors_are_one_line(tmp_path: Path) -> None:
     emb = tmp_path / "e.arrow"
     _write_table(emb)
     out = str(tmp_path / "o")
-    bad = runner.invoke(eval_app, ["retrieval", "--emb", str(emb), "--out", out, "--strategy", "diag"])
+    bad = runner.invoke(eval_app, ["retrieval", "--emb", str(emb), "--out", out, "--set", "strategy=diag"])
     assert bad.exit_code == 2 and "diag" in bad.output and "diagonal_mean" in bad.output
     assert "Traceback" not in bad.output and not (tmp_path / "o").exists()
-    probe = ["probe", "--train-emb", str(emb), "--test-emb", str(emb), "--task", "multiclass", "--out", out]
+    probe = ["probe", "--train-emb", str(emb), "--test-emb", str(emb), "--set", "task=multiclass", "--out", out]
     _one_line_error(runner.invoke(eval_app, [*probe, "--set", "num_heads=12"]), "num_heads=8")
     _one_line_error(runner.invoke(eval_app, [*probe, "--set", "bogus=1"]), "bogus")
     _one_line_error(runner.invoke(eval_app, [*probe, "--set", "epochs=0"]), "epochs")

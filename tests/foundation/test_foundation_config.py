@@ -56,6 +56,15 @@ def test_yaml_base_chain(tmp_path: Path) -> None:
     assert cfg2.inner.lr == 0.25
 
 
+def test_yaml_base_list_merges_in_order(tmp_path: Path) -> None:
+    """`base: [a, b]`: b's keys win over a's, the file's own keys over both (the tiny TG-DP model preset)."""
+    (tmp_path / "a.yaml").write_text("name: a\nsteps: 3\ninner:\n  lr: 0.5\n")
+    (tmp_path / "b.yaml").write_text("steps: 4\ninner:\n  mask_ratio: 0.25\n")
+    (tmp_path / "c.yaml").write_text("base: [a, b]\ninner:\n  lr: 0.125\n")
+    cfg = load_config(Outer, "c", [], preset_dir=tmp_path)
+    assert (cfg.name, cfg.steps, cfg.inner.lr, cfg.inner.mask_ratio) == ("a", 4, 0.125, 0.25)
+
+
 def test_base_cycle_and_missing_preset(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("base: b\n")
     (tmp_path / "b.yaml").write_text("base: a\n")

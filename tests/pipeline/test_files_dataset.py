@@ -96,7 +96,7 @@ def test_a_folder_of_real_media_goes_to_a_checkpoint_and_a_retrieval_table(tmp_p
     ckpt = sorted(run.rglob("*.pt"))[-1]
     emb = tmp_path / "emb.arrow"
     embed = ["embed", "--checkpoint", str(ckpt), "--store", str(store), "--split", "eval", "--out", str(emb)]
-    _ok(runner.invoke(eval_app, [*embed, "--num-workers", "0", "--device", "cpu"]), "embed")
+    _ok(runner.invoke(eval_app, [*embed, "--set", "num_workers=0", "--device", "cpu"]), "embed")
     _ok(runner.invoke(eval_app, ["retrieval", "--emb", str(emb), "--out", str(tmp_path / "ret")]), "retrieval")
     ranked = np.load(tmp_path / "ret" / "ranks.npz")["clip_ids"].tolist()
     assert sorted(ranked) == ["files:holiday 1:0", "files:rain (2):0", "files:雨の日:0"]

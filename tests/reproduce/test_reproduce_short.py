@@ -26,7 +26,8 @@ def _reproduce(argv: list[str]) -> int:
 @pytest.mark.timeout(180)
 def test_reproduce_short_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    argv = ["--out", str(out), "--short", "--num-clips", "16", "--steps", "3", "--probe-epochs", "1", "--jobs", "1"]
+    sets = ["--set", "num_clips=16", "--set", "steps=3", "--set", "probe_epochs=1"]
+    argv = ["--out", str(out), "--short", *sets, "--jobs", "1"]
     assert _reproduce(argv) == 0
     agg = json.loads((out / "results.json").read_text())
     assert set(agg["configs"]) == {"random_init", "cavmae_sync", "tgdp"}
@@ -62,7 +63,7 @@ def test_reproduce_short_end_to_end(tmp_path: Path) -> None:
 
 
 def test_reproduce_configs_share_equal_runs() -> None:
-    study = rep.make_study(out=Path("unused"), steps=10)
+    study = rep.make_study(out=Path("unused"), cfg=rep.ReproduceConfig(steps=10))
     fp = {name: rep.fingerprint(study, name) for name in study.configs}
     # rows that are the full method by definition resolve to the same run; every other row differs from it
     full = ("ratio_0.5", "mask_distinct", "distill_on", "tgdp")
@@ -82,7 +83,7 @@ def test_reproduce_configs_share_equal_runs() -> None:
     assert not m.use_teacher and m.embed_dim == sync.embed_dim
     assert m.contrastive_symmetric == sync.contrastive_symmetric
     # the budget's λ_contra reaches every row; λ_dis keeps each preset's λ_dis : λ_contra ratio
-    st = rep.make_study(out=Path("unused"), lambda_contra=0.5)
+    st = rep.make_study(out=Path("unused"), cfg=rep.ReproduceConfig(lambda_contra=0.5))
     cfgs = {
         n: load_run_config(*rep.run_overrides(st, n, 0)).model_cfg() for n in ("tgdp", "tgdp_legacy", "cavmae_sync")
     }
@@ -90,6 +91,24 @@ def test_reproduce_configs_share_equal_runs() -> None:
     for n, c in cfgs.items():
         base = load_run_config(*rep.run_overrides(study, n, 0)).model_cfg()
         assert c.lambda_dis == pytest.approx(base.lambda_dis * 0.5 / base.lambda_contra), n
+
+
+def test_reproduce_settings_are_a_typed_config(tmp_path: Path) -> None:
+    """`reproduce --config FILE --set key=value` (ReproduceConfig): lists as `0,1` or `[0, 1]`, run-config overrides
+    as the `overrides` key; an unknown key or row is one line, exit 2, before anything is written."""
+    from tgdp.config import load_config
+
+    (tmp_path / "r.yaml").write_text("seeds: [3, 4]\nsteps: 7\nconfigs: tgdp,cavmae_sync\n", encoding="utf-8")
+    cfg = load_config(rep.ReproduceConfig, tmp_path / "r.yaml", ["seeds=0,2", "overrides=[model.lambda_dis=0]"])
+    study = rep.make_study(out=tmp_path / "o", cfg=cfg)
+    assert (study.seeds, study.configs, study.budget.steps) == ([0, 2], ["tgdp", "cavmae_sync"], 7)
+    assert study.sets == ["model.lambda_dis=0"] and rep.run_overrides(study, "tgdp", 0)[1][-1] == "model.lambda_dis=0"
+    assert rep.make_study(out=tmp_path / "o", short=True).seeds == [0]
+    for sets, message in [(["configs=tgdp,nope"], "unknown configs ['nope']"), (["seed=1"], "unknown key 'seed'")]:
+        result = CliRunner().invoke(app, ["reproduce", "--out", str(tmp_path / "o"), *[f"--set={s}" for s in sets]])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert CliRunner().invoke(app, ["reproduce", "--out", str(tmp_path / "o"), "--steps", "3"]).exit_code == 2
+    assert not (tmp_path / "o").exists()
 
 
 def test_t_interval_and_paired_difference() -> None:

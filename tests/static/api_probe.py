@@ -393,7 +393,9 @@ tgdp.model.masking.priority_order
 tgdp.model.masking.random_order
 
 import tgdp.model.presets
+tgdp.model.presets.MODEL_PRESET_DIR
 tgdp.model.presets.PRESETS
+tgdp.model.presets.load_model_preset
 tgdp.model.presets.resolve_model_config
 
 import tgdp.model.tgdp
@@ -492,6 +494,23 @@ tgdp.train.transforms.mix
 tgdp.train.transforms.normalize_fbank
 tgdp.train.transforms.normalize_frames
 
+import tgdp.eval.commands
+tgdp.eval.commands.dataset_of
+tgdp.eval.commands.embed_store_to_file
+tgdp.eval.commands.health_figures
+tgdp.eval.commands.model_name
+tgdp.eval.commands.probe_to_dir
+tgdp.eval.commands.read_classes
+tgdp.eval.commands.report_to_dir
+tgdp.eval.commands.retrieval_to_dir
+tgdp.eval.commands.selection_figures
+
+import tgdp.eval.config
+tgdp.eval.config.EmbedConfig
+tgdp.eval.config.HealthConfig
+tgdp.eval.config.RetrievalConfig
+tgdp.eval.config.SelectionConfig
+
 import tgdp.eval.embed
 tgdp.eval.embed.embed_store
 tgdp.eval.embed.eval_batches
@@ -576,6 +595,7 @@ tgdp.experiments.reproduce.Budget
 tgdp.experiments.reproduce.CONFIGS
 tgdp.experiments.reproduce.Corpus
 tgdp.experiments.reproduce.PAPER_TABLES
+tgdp.experiments.reproduce.ReproduceConfig
 tgdp.experiments.reproduce.SEED_REGISTRY
 tgdp.experiments.reproduce.Study
 tgdp.experiments.reproduce.aggregate
@@ -595,6 +615,7 @@ tgdp.experiments.reproduce.render_tables
 tgdp.experiments.reproduce.run_design
 tgdp.experiments.reproduce.run_one
 tgdp.experiments.reproduce.run_overrides
+tgdp.experiments.reproduce.run_reproduce
 tgdp.experiments.reproduce.run_study
 tgdp.experiments.reproduce.stats
 tgdp.experiments.reproduce.t975
@@ -611,6 +632,7 @@ tgdp.experiments.reproduce.configs.EVAL_PROTOCOL
 tgdp.experiments.reproduce.configs.FIRST
 tgdp.experiments.reproduce.configs.PAPER_TABLES
 tgdp.experiments.reproduce.configs.REFERENCE
+tgdp.experiments.reproduce.configs.ReproduceConfig
 tgdp.experiments.reproduce.configs.SHORT_CONFIGS
 tgdp.experiments.reproduce.configs.Study
 tgdp.experiments.reproduce.configs.TABLES
@@ -681,5 +703,6 @@ import tgdp.experiments.reproduce.study
 tgdp.experiments.reproduce.study.git_rev
 tgdp.experiments.reproduce.study.plan_jobs
 tgdp.experiments.reproduce.study.run_one
+tgdp.experiments.reproduce.study.run_reproduce
 tgdp.experiments.reproduce.study.run_study
 

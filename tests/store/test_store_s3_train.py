@@ -51,7 +51,7 @@ def test_shard_to_s3_then_train_and_embed_like_the_local_copy(s3: dict, tmp_path
 
     # A split folder without --split: the table records the split actually read (train), not a default.
     args = ["embed", "--checkpoint", runs["s3"].checkpoint, "--store", s3["uri"] + "/train"]
-    result = CliRunner().invoke(eval_app, [*args, "--out", str(out), "--device", "cpu", "--num-workers", "0"])
+    result = CliRunner().invoke(eval_app, [*args, "--out", str(out), "--device", "cpu", "--set", "num_workers=0"])
     assert result.exit_code == 0, result.output
     assert "6 clips" in result.output and read_embeddings(out).meta["split"] == "train"
     wrong = CliRunner().invoke(eval_app, [*args, "--split", "eval", "--out", str(tmp_path / "e2.arrow")])
