@@ -71,7 +71,6 @@ __all__ = [
     "TokenBucket",
     "build_url",
     "classify_error",
-    "clip_states",
     "fetch",
     "fetch_event",
     "file_sha256",
@@ -535,57 +534,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-@dataclass
-class ClipState:
-    """What the event log says about one clip's fetch stage."""
-
-    status: Literal["done", "gone", "pending", "gave_up", "backoff", "never"]
-    attempts: int = 0
-    transient_failures: int = 0
-    reason: str | None = None
-
-
-def clip_states(root: Path, max_attempts: int | None = None, now: datetime | None = None) -> dict[str, ClipState]:
-    """Fetch state per clip that has events (clips without events are "never" tried), one object per clip: for
-    `import` and small ROOTs. The accounting and the run planning use `tgdp.pipeline.status.clip_states` (columns).
-
-    done: latest event ok and its file present with the recorded size; gone: latest failed permanently;
-    gave_up: `max_attempts` transient failures reached; backoff: transient, `next_attempt_after` in the future;
-    pending: anything else to (re)try (including an ok whose file went missing).
-    """
-    root = Path(root)
-    now = now or datetime.now(timezone.utc)
-    events = ledger.read_events(root, "fetch")
-    attempts: Counter[str] = Counter()
-    transient: Counter[str] = Counter()
-    last: dict[str, dict[str, Any]] = {}
-    for row in events.to_pylist():
-        cid = row["clip_id"]
-        attempts[cid] += 1
-        if row["status"] == "failed" and row.get("transient"):
-            transient[cid] += 1
-        last[cid] = row
-    out: dict[str, ClipState] = {}
-    for cid, row in last.items():
-        st = ClipState("pending", attempts[cid], transient[cid], row.get("reason"))
-        if row["status"] == "ok":
-            path = root / str(row.get("raw_path") or "")
-            ok = row.get("raw_path") and path.is_file() and path.stat().st_size == row.get("file_bytes")
-            st.status = "done" if ok else "pending"
-        elif not row.get("transient"):
-            st.status = "gone"
-        elif max_attempts is not None and transient[cid] >= max_attempts:
-            st.status = "gave_up"
-        else:
-            after = row.get("next_attempt_after")
-            if after is not None and after.tzinfo is None:
-                after = after.replace(tzinfo=timezone.utc)
-            if after is not None and after > now:
-                st.status = "backoff"
-        out[cid] = st
-    return out
 
 
 @dataclass
