@@ -309,7 +309,7 @@ def _unknown_key_hint(cls: type[BaseModel] | None, loc: Sequence[Any], prefix: s
 def _key_elsewhere(cls: type[BaseModel], name: str) -> str | None:
     """The one key or section named `name` elsewhere in `cls` (`features.num_mel_bins` for a misplaced
     `shard.num_mel_bins`, `features` for `shard.features`); None when there is none or several."""
-    found = set()
+    found: set[str] = set()
     for k in config_keys(cls):
         parts = k.key.split(".")
         if name in parts:
