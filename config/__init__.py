@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -72,9 +72,6 @@ class StrictConfig(BaseModel):
     """Base for every config model: unknown keys are errors, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
-    # Dotted keys that exist in the model but are spelt elsewhere (a setting two stages share has one key):
-    # `config_keys` and the unknown-key hints leave them out.
-    hidden_keys: ClassVar[tuple[str, ...]] = ()
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -210,10 +207,10 @@ def _field_type(field: FieldInfo) -> str:
     return " ".join([_type_str(field.annotation), *bounds])
 
 
-def _walk(cls: type[BaseModel], value: Any, default: Any, prefix: str, hidden: set[str]) -> Iterable[ConfigKey]:
+def _walk(cls: type[BaseModel], value: Any, default: Any, prefix: str) -> Iterable[ConfigKey]:
     for name, field in cls.model_fields.items():
         key = prefix + (field.alias or name)
-        if key in hidden or field.exclude:
+        if field.exclude:
             continue
         cur = getattr(value, name) if isinstance(value, BaseModel) else None
         if isinstance(default, BaseModel):
@@ -222,7 +219,7 @@ def _walk(cls: type[BaseModel], value: Any, default: Any, prefix: str, hidden: s
             dflt = _REQUIRED if field.is_required() else field.get_default(call_default_factory=True)
         sub = _section_class(field.annotation)
         if sub is not None:  # a section: its keys, with the defaults of the section's own default when it has one
-            yield from _walk(sub, cur, dflt if isinstance(dflt, BaseModel) else None, key + ".", hidden)
+            yield from _walk(sub, cur, dflt if isinstance(dflt, BaseModel) else None, key + ".")
             continue
         required = dflt is _REQUIRED
         yield ConfigKey(
@@ -239,7 +236,7 @@ def config_keys(cfg: BaseModel | type[BaseModel]) -> list[ConfigKey]:
     """Every key of a config (or a config class: values are then the defaults), in declaration order."""
     cls = cfg if isinstance(cfg, type) else type(cfg)
     value = cfg if isinstance(cfg, BaseModel) else None
-    keys = list(_walk(cls, value, None, "", set(getattr(cls, "hidden_keys", ()))))
+    keys = list(_walk(cls, value, None, ""))
     if value is None:
         keys = [ConfigKey(k.key, k.type, k.default, k.default, k.help, k.required) for k in keys]
     return keys
@@ -283,15 +280,13 @@ def commented_yaml(cfg: BaseModel) -> str:
 
 def section_keys(cls: type[BaseModel], path: Sequence[str]) -> tuple[str, list[str]] | None:
     """(dotted section name, its settable keys) for the section at `path` of `cls` (aliases as spelt), or None."""
-    hidden = set(getattr(cls, "hidden_keys", ()))
     section: type[BaseModel] | None = cls
     for part in path:
         fields = {(f.alias or n): f for n, f in section.model_fields.items()}
         section = _section_class(fields[part].annotation) if part in fields else None
         if section is None:
             return None
-    prefix = "".join(f"{p}." for p in path)
-    keys = [a for n, f in section.model_fields.items() if (a := f.alias or n) and prefix + a not in hidden]
+    keys = [f.alias or n for n, f in section.model_fields.items()]
     return ".".join(path), [k for k in keys if not section.model_fields.get(k, FieldInfo()).exclude]
 
 
@@ -302,9 +297,24 @@ def _unknown_key_hint(cls: type[BaseModel] | None, loc: Sequence[Any], prefix: s
         return ""
     name, keys = found
     section = (prefix + name).rstrip(".")
+    elsewhere = _key_elsewhere(cls, str(loc[-1]))
     match = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
-    hint = f"; did you mean {(section + '.' if section else '') + match[0]!r}?" if match else ""
+    if elsewhere is not None:
+        hint = f"; did you mean {prefix + elsewhere!r}?"
+    else:
+        hint = f"; did you mean {(section + '.' if section else '') + match[0]!r}?" if match else ""
     return f"{hint}; {section or cls.__name__} keys: {', '.join(keys)}"
+
+
+def _key_elsewhere(cls: type[BaseModel], name: str) -> str | None:
+    """The one key or section named `name` elsewhere in `cls` (`features.num_mel_bins` for a misplaced
+    `shard.num_mel_bins`, `features` for `shard.features`); None when there is none or several."""
+    found: set[str] = set()
+    for k in config_keys(cls):
+        parts = k.key.split(".")
+        if name in parts:
+            found.add(".".join(parts[: parts.index(name) + 1]))
+    return found.pop() if len(found) == 1 else None
 
 
 def validation_messages(exc: ValidationError, prefix: str = "", cls: type[BaseModel] | None = None) -> list[str]:

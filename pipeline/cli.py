@@ -528,10 +528,10 @@ def validate_cmd(
 
     from tgdp.pipeline.validate import run_validate
 
-    cfg = pipeline_config(config, set_).validate_config()
+    pcfg = pipeline_config(config, set_)
     require_root(root)
-    bar = progress and not as_json
-    s = run_validate(root, cfg, backend=backend, num_workers=workers, address=address, force=force, progress=bar)
+    run = dict(backend=backend, num_workers=workers, address=address, force=force, progress=progress and not as_json)
+    s = run_validate(root, pcfg.validation, features=pcfg.features, pad_s=pcfg.fetch.pad_s, **run)
     if as_json:
         typer.echo(dumps_json(asdict(s)))
         return
@@ -598,12 +598,12 @@ def shard_cmd(
     from tgdp.pipeline.shard import run_shard
 
     pcfg = pipeline_config(config, set_)
-    cfg = pcfg.shard_config()
     require_root(root)  # before anything is created: no empty STORE for a wrong ROOT
     s = run_shard(
         root,
         store,
-        cfg,
+        pcfg.shard,
+        features=pcfg.features,
         endpoint_url=pcfg.store.endpoint_url,
         backend=backend,
         num_workers=workers,

@@ -10,22 +10,22 @@ flags: paths, backend/address, workers), so one file describes a whole ROOT's pi
     synth:     {num_clips: 50}
     manifest:  {dataset: audioset, skip_bad: true}
 
-A setting that two stages share has one key: `features.<key>` (not `validate.features.<key>` or the flat
-`shard.<key>` that `ShardConfig` inherits), `fetch.pad_s` (the padding validate assumes for a fetch without a section
-start), `fetch.max_attempts` (what status and export count as gave_up). Spelling one of them under a stage section is
-an error that names the key to use.
+A setting that two stages share has one key, and the stages get it as an argument: `features.<key>` (the store
+payload: `run_validate(features=...)` caches it, `run_shard(features=...)` packs it), `fetch.pad_s` (the padding
+validate assumes for a fetch without a section start: `run_validate(pad_s=...)`), `fetch.max_attempts` (what status
+and export count as gave_up). No stage section has these keys, so `shard.num_mel_bins` is an unknown key whose error
+lists the section's keys and the closest match.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from tgdp.config import (
-    ConfigError,
     StrictConfig,
     apply_overrides,
     deep_merge,
@@ -43,39 +43,12 @@ from tgdp.store.config import StoreConfig
 __all__ = ["PipelineConfig", "load_pipeline_config"]
 
 
-def _shared_key_problem(data: Any) -> str | None:
-    """Why `data` spells a shared setting under a stage section (None when it does not)."""
-    if not isinstance(data, Mapping):
-        return None
-    validate, shard = data.get("validate", data.get("validation")), data.get("shard")
-    # A section given as a model was built in Python (e.g. by `validate_config()`), not spelt by a user.
-    validate_keys = set() if isinstance(validate, BaseModel) else set(dict(validate or {}))
-    shard_keys = set() if isinstance(shard, BaseModel) else set(dict(shard or {}))
-    moved = [f"validate.{k}" for k in ("features", "pad_s") if k in validate_keys]
-    moved += [f"shard.{k}" for k in sorted(shard_keys & {"features", *FeatureParams.model_fields})]
-    if not moved:
-        return None
-    fixes = ", ".join(f"{k} -> {_shared_key(k)}" for k in moved)
-    return f"unknown key {', '.join(map(repr, moved))}: a setting two stages share has one key ({fixes})"
-
-
-def _shared_key(key: str) -> str:
-    """Where a shared setting spelt as `key` lives: `fetch.pad_s`, the `features` section, or `features.<leaf>`."""
-    leaf = key.split(".")[-1]
-    return "fetch.pad_s" if leaf == "pad_s" else "features" if leaf == "features" else f"features.{leaf}"
-
-
 class PipelineConfig(StrictConfig):
-    """The data pipeline's settings (module docstring); `validate_config()`/`shard_config()` fill in the shared keys."""
+    """The data pipeline's settings (module docstring), validated once per command; each stage gets its section and
+    the shared settings it reads as arguments."""
 
     # `validate` would shadow BaseModel.validate: the field is `validation`, spelt `validate` in files and --set.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
-    # Filled in from `features` and `fetch.pad_s`; spelling them here is an error (`_shared_key_problem`).
-    hidden_keys: ClassVar[tuple[str, ...]] = (
-        "validate.features",
-        "validate.pad_s",
-        *(f"shard.{k}" for k in FeatureParams.model_fields),
-    )
 
     features: FeatureParams = Field(default_factory=FeatureParams)
     manifest: ManifestConfig | None = None  # `tgdp-data manifest` requires manifest.dataset (its --dataset flag)
@@ -84,22 +57,6 @@ class PipelineConfig(StrictConfig):
     validation: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     shard: ShardConfig = Field(default_factory=ShardConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)  # a remote STORE: endpoint (credentials: the environment)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_key_per_setting(cls, data: Any) -> Any:
-        problem = _shared_key_problem(data)
-        if problem:
-            raise ValueError(problem)
-        return data
-
-    def validate_config(self) -> ValidateConfig:
-        """The validate stage's config with `features` and `fetch.pad_s` filled in."""
-        return self.validation.model_copy(update={"features": self.features, "pad_s": self.fetch.pad_s})
-
-    def shard_config(self) -> ShardConfig:
-        """The shard stage's config with the `features` section filled in."""
-        return self.shard.model_copy(update=self.features.model_dump())
 
 
 def load_pipeline_config(
@@ -111,9 +68,6 @@ def load_pipeline_config(
     None values are left out) → a validated `PipelineConfig` (ConfigError names each bad key)."""
     data: dict[str, Any] = load_yaml_with_bases(source) if source is not None else {}
     data = apply_overrides(data, overrides)
-    problem = _shared_key_problem(data)
-    if problem:
-        raise ConfigError(f"invalid PipelineConfig: {problem}")
     for name, values in (sections or {}).items():
         given = {k: v for k, v in values.items() if v is not None}
         if given:

@@ -68,10 +68,10 @@ __all__ = [
     "FetchInterrupted",
     "FetchSession",
     "FetchSummary",
+    "FetchTask",
     "TokenBucket",
     "build_url",
     "classify_error",
-    "clip_states",
     "fetch",
     "fetch_event",
     "file_sha256",
@@ -285,15 +285,29 @@ class _Log:
             self.errors.append(msg)
 
 
+@dataclass(frozen=True, slots=True)
+class FetchTask:
+    """One clip to download (a row of `plan_fetch`): the attempt number this one is, and the transient failures
+    before it (handed back in the event for the driver's backoff)."""
+
+    clip_id: str
+    ytid: str
+    start_s: float
+    end_s: float
+    attempt: int = 1
+    prior_transient: int = 0
+
+
 class FetchSession:
     """One download session: a rate limiter shared by its slots, one `YoutubeDL` per slot (thread).
 
-    Called with a task dict (`clip_id`, `ytid`, `start_s`, `end_s`, `attempt`), returns the event dict.
+    Called with a `FetchTask`, returns the event dict. `cfg` is the run's validated config (without the cookie path,
+    which comes as `cookies`).
     """
 
-    def __init__(self, root: str, cfg_json: str, tmp_dir: str, cookies: str | None, session_id: str) -> None:
+    def __init__(self, root: str, cfg: FetchConfig, tmp_dir: str, cookies: str | None, session_id: str) -> None:
         self.root = Path(root)
-        self.cfg = FetchConfig.model_validate_json(cfg_json)
+        self.cfg = cfg
         self.tmp = Path(tmp_dir)
         self.cookies = cookies
         self.session_id = session_id
@@ -359,7 +373,7 @@ class FetchSession:
                 ydl.close()
             self._all.clear()
 
-    def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, task: FetchTask) -> dict[str, Any]:
         t0 = time.monotonic()
         waited = self.bucket.acquire()
         next_token_at = time.time() + self.bucket.next_token_s if self.cfg.rate_per_hour > 0 else None
@@ -374,9 +388,9 @@ class FetchSession:
             in_attempt_retries=retried,
             rate_wait_s=round(waited, 3),
             _next_token_at=next_token_at,  # for the driver's progress note only (not an event column)
-            clip_id=task["clip_id"],
-            attempt=task["attempt"],
-            prior_transient=task.get("prior_transient", 0),  # for the driver's backoff; not an event column
+            clip_id=task.clip_id,
+            attempt=task.attempt,
+            prior_transient=task.prior_transient,  # for the driver's backoff; not an event column
             session_id=self.session_id,
             source="fetch",
             yt_dlp_version=self.versions[0],
@@ -395,23 +409,23 @@ class FetchSession:
             "reason_detail": _detail(message, self.cookies),
         }
 
-    def _attempt(self, task: dict[str, Any]) -> dict[str, Any]:
+    def _attempt(self, task: FetchTask) -> dict[str, Any]:
         """One download of the clip's padded section (or of the whole video, when ffmpeg cannot cut the source),
         moved to its raw path: the attempt's event, ok with the file's facts or failed with a classified reason."""
         ydl, directory, log = self._slot()
         for stale in directory.iterdir():
             _remove(stale)
         log.errors.clear()
-        start, end = float(task["start_s"]), float(task["end_s"])
+        start, end = float(task.start_s), float(task.end_s)
         a, b = max(0.0, start - self.cfg.pad_s), end + self.cfg.pad_s
         try:
-            info, facts = self._source_info(ydl, build_url(self.cfg.url_template, task["ytid"]), start, end)
+            info, facts = self._source_info(ydl, build_url(self.cfg.url_template, task.ytid), start, end)
             result, mode = self._download(ydl, directory, info, (a, b), facts)
             out = self._single_output(directory, facts)
             self._check_in_range(out, start, a if mode == "section" else 0.0, facts)
         except _AttemptFailed as failed:
             return failed.event
-        final = raw_target(self.root, task["clip_id"], out.suffix)
+        final = raw_target(self.root, task.clip_id, out.suffix)
         size, digest = out.stat().st_size, file_sha256(out)
         place_raw(out, final)
         fmt = result if isinstance(result, dict) else {}
@@ -535,57 +549,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-@dataclass
-class ClipState:
-    """What the event log says about one clip's fetch stage."""
-
-    status: Literal["done", "gone", "pending", "gave_up", "backoff", "never"]
-    attempts: int = 0
-    transient_failures: int = 0
-    reason: str | None = None
-
-
-def clip_states(root: Path, max_attempts: int | None = None, now: datetime | None = None) -> dict[str, ClipState]:
-    """Fetch state per clip that has events (clips without events are "never" tried), one object per clip: for
-    `import` and small ROOTs. The accounting and the run planning use `tgdp.pipeline.status.clip_states` (columns).
-
-    done: latest event ok and its file present with the recorded size; gone: latest failed permanently;
-    gave_up: `max_attempts` transient failures reached; backoff: transient, `next_attempt_after` in the future;
-    pending: anything else to (re)try (including an ok whose file went missing).
-    """
-    root = Path(root)
-    now = now or datetime.now(timezone.utc)
-    events = ledger.read_events(root, "fetch")
-    attempts: Counter[str] = Counter()
-    transient: Counter[str] = Counter()
-    last: dict[str, dict[str, Any]] = {}
-    for row in events.to_pylist():
-        cid = row["clip_id"]
-        attempts[cid] += 1
-        if row["status"] == "failed" and row.get("transient"):
-            transient[cid] += 1
-        last[cid] = row
-    out: dict[str, ClipState] = {}
-    for cid, row in last.items():
-        st = ClipState("pending", attempts[cid], transient[cid], row.get("reason"))
-        if row["status"] == "ok":
-            path = root / str(row.get("raw_path") or "")
-            ok = row.get("raw_path") and path.is_file() and path.stat().st_size == row.get("file_bytes")
-            st.status = "done" if ok else "pending"
-        elif not row.get("transient"):
-            st.status = "gone"
-        elif max_attempts is not None and transient[cid] >= max_attempts:
-            st.status = "gave_up"
-        else:
-            after = row.get("next_attempt_after")
-            if after is not None and after.tzinfo is None:
-                after = after.replace(tzinfo=timezone.utc)
-            if after is not None and after > now:
-                st.status = "backoff"
-        out[cid] = st
-    return out
 
 
 @dataclass
@@ -729,10 +692,12 @@ def plan_fetch(root: Path, cfg: FetchConfig, summary: FetchSummary | None = None
     return out.append_column("prior_transient", pa.array(cs.transient_failures[rows]))
 
 
-def _task_dicts(table: pa.Table) -> Iterator[dict[str, Any]]:
-    """Task dicts, made one batch at a time (a first run over 2 M clips never holds 2 M dicts)."""
-    for batch in table.to_batches(max_chunksize=4096):
-        yield from batch.to_pylist()
+def _task_records(table: pa.Table) -> Iterator[FetchTask]:
+    """`plan_fetch`'s rows as task records, made one batch at a time (a first run over 2 M clips never holds 2 M)."""
+    fields = ("clip_id", "ytid", "start_s", "end_s", "attempt", "prior_transient")
+    for batch in table.select(list(fields)).to_batches(max_chunksize=4096):
+        columns = [batch.column(name).to_pylist() for name in fields]
+        yield from (FetchTask(*values) for values in zip(*columns, strict=True))
 
 
 class _Progress:
@@ -805,7 +770,7 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
         make = functools.partial(
             FetchSession,
             str(root),
-            cfg.model_dump_json(),
+            cfg.model_copy(update={"cookies": None}),  # validated once; the cookie path travels on its own
             str(run_dir),
             str(Path(cfg.cookies).resolve()) if cfg.cookies else None,
         )
@@ -814,7 +779,7 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
             with ledger.EventWriter(root, "fetch", flush_every=16, flush_seconds=5.0) as writer:
                 results: Iterator[dict[str, Any]] = run_sessions(
                     make,
-                    _task_dicts(tasks),
+                    _task_records(tasks),
                     sessions=cfg.sessions,
                     in_flight=cfg.in_flight,
                     backend=cfg.backend,

@@ -25,7 +25,6 @@ import json
 import math
 import re
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from tgdp.pipeline.manifest import (
     file_hashes,
     write_manifest_files,
 )
+from tgdp.pipeline.parallel import map_threads
 
 __all__ = ["FILES_SPLITS", "NOMINAL_WINDOW_S", "build_files_manifest", "media_files"]
 
@@ -147,8 +147,7 @@ def _durations(from_dir: Path, files: list[str]) -> dict[str, float | None]:
         except MediaError:
             return None
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(files, pool.map(one, files), strict=True))
+    return dict(zip(files, map_threads(one, files, workers=4), strict=True))
 
 
 def _in_eval(clip: str, fraction: float) -> bool:

@@ -39,11 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tgdp.pipeline import ledger
-from tgdp.pipeline.fetch import RootLock, clip_states, fetch_event, tool_versions
+from tgdp.pipeline.fetch import RootLock, fetch_event, tool_versions
 from tgdp.pipeline.layout import file_sha256, manifest_path, place_raw, raw_target, safe_name
+from tgdp.pipeline.status import clip_states
 
 __all__ = ["ImportReport", "import_clips", "register_files"]
 
@@ -143,8 +146,25 @@ def _time_origin(path: Path, start_s: float, end_s: float) -> dict[str, Any]:
     return {"section_mode": "import", "section_start_s": start_s}
 
 
+@dataclass(frozen=True, slots=True)
+class _Prior:
+    """What `import` needs of a clip's fetch state (`status.clip_states`)."""
+
+    on_disk: bool  # the last fetch is ok and its file is in place: the clip is left alone
+    attempts: int  # fetch events so far: the import's event is attempt `attempts + 1`
+
+
+def _prior_fetches(root: Path) -> dict[str, _Prior]:
+    """The fetch state of every manifest clip that has fetch events."""
+    cs = clip_states(root, None, manifest_columns=(), check_files=False)
+    on_disk = cs.fetched_on_disk(root)
+    rows = np.flatnonzero(cs.fetch.has_event)
+    ids = cs.manifest.column("clip_id").take(pa.array(rows)).to_pylist()
+    return {cid: _Prior(bool(on_disk[i]), int(cs.attempts[i])) for cid, i in zip(ids, rows.tolist(), strict=True)}
+
+
 @contextmanager
-def _placement(root: Path) -> Iterator[tuple[Path, dict[str, Any], ledger.EventWriter]]:
+def _placement(root: Path) -> Iterator[tuple[Path, dict[str, _Prior], ledger.EventWriter]]:
     """ROOT's fetch lock held, a fresh staging dir ROOT/tmp/import, each clip's fetch state and a fetch event writer;
     the staging dir is removed when the block finishes."""
     lock = RootLock(root / "tmp" / "fetch.lock")
@@ -152,7 +172,7 @@ def _placement(root: Path) -> Iterator[tuple[Path, dict[str, Any], ledger.EventW
         tmp_dir = root / "tmp" / "import"
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
-        states = clip_states(root)
+        states = _prior_fetches(root)
         with ledger.EventWriter(root, "fetch", flush_every=64) as writer:
             yield tmp_dir, states, writer
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -213,7 +233,7 @@ def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport
         for clip_id in sorted(candidates, key=lambda c: str(candidates[c][0])):
             row, srcs = row_of[clip_id], candidates[clip_id]
             st = states.get(clip_id)
-            if st is not None and st.status == "done":
+            if st is not None and st.on_disk:
                 report.already_fetched += 1
                 for src in srcs:
                     report.skip(src.relative_to(from_dir).as_posix(), "already_fetched", clip_id)
@@ -233,7 +253,14 @@ def import_clips(root: Path, from_dir: Path, copy: bool = False) -> ImportReport
 
 
 def _import_one(
-    root: Path, tmp_dir: Path, src: Path, row: dict[str, Any], st: Any, copy: bool, report: ImportReport, name: str
+    root: Path,
+    tmp_dir: Path,
+    src: Path,
+    row: dict[str, Any],
+    st: _Prior | None,
+    copy: bool,
+    report: ImportReport,
+    name: str,
 ) -> dict[str, Any] | None:
     """Place one file and build its fetch event; an OS error or non-media file is recorded and yields None.
 
@@ -263,7 +290,14 @@ def _import_one(
 
 
 def _ok_event(
-    root: Path, clip_id: str, final: Path, size: int, digest: str, origin: dict[str, Any], st: Any, source: str
+    root: Path,
+    clip_id: str,
+    final: Path,
+    size: int,
+    digest: str,
+    origin: dict[str, Any],
+    st: _Prior | None,
+    source: str,
 ) -> dict[str, Any]:
     """The `fetch` ok event of a placed file (`origin`: its `section_mode` and `section_start_s`), with exactly the
     event log's columns (`fetch.fetch_event`)."""
@@ -311,7 +345,7 @@ def register_files(
     with _placement(root) as (tmp_dir, states, writer):
         for clip_id, src in sorted(files.items()):
             st = states.get(clip_id)
-            if st is not None and st.status == "done":
+            if st is not None and st.on_disk:
                 continue
             final = raw_target(root, clip_id, Path(src).suffix)
             tmp = _stage(Path(src), tmp_dir, final.suffix, copy)

@@ -1,12 +1,14 @@
-"""Parallel execution for the pipeline: the only module that imports Ray.
+"""Parallel execution for the pipeline: the only module that imports Ray, and the only one with a worker pool.
 
-Two shapes of work:
+Three shapes of work:
 - `map_unordered(fn, items, ...)`: CPU-bound per-item work (validate, shard), one Ray task per item with
   `num_workers` in flight, results yielded as they finish (order not kept).
 - `run_sessions(make_session, items, ...)`: I/O-bound work whose throughput is bounded per download session (per
   egress IP / account), not per core (docs/FETCH.md). Each session is one long-lived Ray actor holding its own state
   (a yt-dlp instance, a rate limiter); it runs `in_flight` items at once on threads. Actors reserve no CPU, so a
   2-core machine can host several sessions. Scale by adding sessions, not threads.
+- `map_threads(fn, items, workers)`: a few local subprocesses at a time (synth's ffmpeg encodes, the `files`
+  manifest's ffprobe calls), in item order, on threads: no Ray, since the work runs outside Python.
 
 Dict results (events) from the Ray backend carry `ray_node`, the node that produced them.
 Both have a `backend="serial"` path that runs the same callables in-process without Ray (tests, debugging).
@@ -25,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
-__all__ = ["Backend", "map_unordered", "ray_session", "run_sessions"]
+__all__ = ["Backend", "map_threads", "map_unordered", "ray_session", "run_sessions"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -113,6 +115,15 @@ def map_unordered(
                 return
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
+
+
+def map_threads(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
+    """`[fn(item) for item in items]` with `workers` running at once on threads, in item order; the first
+    exception (in item order) propagates once the running calls have finished."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return list(pool.map(fn, items))
 
 
 class _SessionHost:

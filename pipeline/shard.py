@@ -29,6 +29,7 @@ the holder's pid, host and start time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -41,8 +42,9 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from tgdp.config import StrictConfig
 from tgdp.pipeline.features import (
     FBANK_PARAMS,
     FeatureParams,
@@ -54,7 +56,7 @@ from tgdp.pipeline.features import (
 from tgdp.pipeline.layout import manifest_path, safe_name, within_root
 from tgdp.pipeline.ledger import append_table, compact_if_many, latest, latest_table
 from tgdp.pipeline.media import decode_window, ffmpeg_version
-from tgdp.pipeline.validate import map_clips
+from tgdp.pipeline.parallel import map_unordered
 from tgdp.store.format import (
     FLAGS,
     METRICS_F32,
@@ -80,6 +82,7 @@ from tgdp.store.writer import (
 __all__ = [
     "ShardConfig",
     "ShardSummary",
+    "ShardTask",
     "run_shard",
     "shard_clip",
     "split_group",
@@ -103,9 +106,10 @@ def store_lock(store: Path | str) -> Any:
         raise ShardError(str(exc)) from None
 
 
-class ShardConfig(FeatureParams):
-    """Store contents (the inherited `FeatureParams`: frames, JPEG quality, fbank) and sharding; everything that
-    changes the bytes is in the store metadata."""
+class ShardConfig(StrictConfig):
+    """How the store is cut into shards and decoded; what goes into a row (frames, JPEG quality, fbank) is the
+    `features.*` settings (`FeatureParams`), passed to `run_shard` beside it. Everything that changes the bytes is in
+    the store metadata."""
 
     shard_bytes: int = Field(
         1_000_000_000, ge=1, description="close a shard once its payload reaches this many bytes (~1 GB)"
@@ -120,21 +124,6 @@ class ShardConfig(FeatureParams):
         False, description="keep ROOT/features entries after their split is written (disk: about the store size)"
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _nested_features(cls, data: Any) -> Any:
-        """`features.<key>` (validate's key, so one name serves both stages) sets the inherited field `<key>`;
-        an unknown one stays `features.<key>` so the error names it."""
-        if not isinstance(data, dict) or not isinstance(data.get("features"), dict):
-            return data
-        data = dict(data)
-        for key, value in data.pop("features").items():
-            data[key if key in FeatureParams.model_fields else f"features.{key}"] = value
-        return data
-
-    def feature_params(self) -> FeatureParams:
-        return FeatureParams(**{k: getattr(self, k) for k in FeatureParams.model_fields})
-
 
 def split_group(split: str) -> str:
     """Store split of a manifest split: anything naming eval or test → "eval", else "train"."""
@@ -142,8 +131,8 @@ def split_group(split: str) -> str:
     return "eval" if ("eval" in s or "test" in s) else "train"
 
 
-def store_meta(cfg: ShardConfig) -> dict[str, Any]:
-    """Store metadata (index.json `meta`, and the Arrow schema metadata)."""
+def store_meta(cfg: FeatureParams) -> dict[str, Any]:
+    """Store metadata (index.json `meta`, and the Arrow schema metadata) of the feature settings `cfg`."""
     fb = dict(FBANK_PARAMS, sr=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins, target_length=cfg.target_length)
     return {
         "format": STORE_FORMAT,
@@ -164,48 +153,58 @@ def store_meta(cfg: ShardConfig) -> dict[str, Any]:
 # -- per clip ----------------------------------------------------------------------------------------------
 
 
-def cached_clip(task: Mapping[str, Any]) -> dict[str, Any] | None:
+@dataclass(frozen=True, slots=True)
+class ShardTask:
+    """One valid clip to pack (`_tasks`): its raw file (absolute path), the validated window in it, the store row's
+    manifest and validate columns (`row`), and its feature-cache entry with the key it must carry to be used."""
+
+    clip_id: str
+    path: str
+    window_start_s: float
+    duration_s: float
+    row: dict[str, Any]
+    cache_path: str | None = None
+    cache_key: str | None = None
+
+
+def cached_clip(task: ShardTask, features: FeatureParams) -> dict[str, Any] | None:
     """The shard_clip result from the feature cache, or None when the task's entry is missing, stale or damaged."""
-    if not task.get("cache_path") or not task.get("cache_key"):
+    if not task.cache_path or not task.cache_key:
         return None
-    payload = read_feature_cache(Path(task["cache_path"]), task["cache_key"])
+    payload = read_feature_cache(Path(task.cache_path), task.cache_key)
     if payload is None:
         return None
-    cfg = task["cfg"]
-    if len(payload["frames_jpeg"]) != cfg["num_frames"] or payload["fbank"].shape != (
-        cfg["target_length"],
-        cfg["num_mel_bins"],
+    if len(payload["frames_jpeg"]) != features.num_frames or payload["fbank"].shape != (
+        features.target_length,
+        features.num_mel_bins,
     ):
         return None
-    row = dict(task["row"])
+    row = dict(task.row)
     row.update(payload)
-    return {"clip_id": task["clip_id"], "row": row, "reason": None}
+    return {"clip_id": task.clip_id, "row": row, "reason": None}
 
 
-def shard_clip(task: Mapping[str, Any]) -> dict[str, Any]:
+def shard_clip(task: ShardTask, cfg: ShardConfig, features: FeatureParams) -> dict[str, Any]:
     """One valid clip → {"clip_id", "row": dict | None, "reason": str | None} by decoding. Pure: reads the file only.
-
-    task: clip_id, path, window_start_s, duration_s, row (manifest + validate columns to copy), cfg.
-    """
-    cfg = ShardConfig.model_validate(task["cfg"])
-    clip_id = task["clip_id"]
+    `features`: what goes into the row (`features.*`)."""
+    clip_id = task.clip_id
     kw = dict(
-        num_frames=cfg.num_frames,
-        size=cfg.frame_size,
-        sample_rate=cfg.sample_rate,
+        num_frames=features.num_frames,
+        size=features.frame_size,
+        sample_rate=features.sample_rate,
         threads=cfg.ffmpeg_threads,
         timeout=cfg.timeout_s,
     )
-    path, start, dur = Path(task["path"]), float(task["window_start_s"]), float(task["duration_s"])
+    path, start, dur = Path(task.path), float(task.window_start_s), float(task.duration_s)
     decoded = decode_window(path, start, dur, **kw)
     if start > 0 and (decoded.errors or decoded.returncode != 0):
         decoded = decode_window(path, start, dur, from_start=True, **kw)  # as validate does after a seek error
     if decoded.errors or decoded.returncode != 0:
         return {"clip_id": clip_id, "row": None, "reason": f"corrupt_decode: {decoded.first_error}"}
-    payload, reason = clip_payload(decoded.frames, decoded.frame_pts_s, decoded.pcm, cfg.feature_params())
+    payload, reason = clip_payload(decoded.frames, decoded.frame_pts_s, decoded.pcm, features)
     if payload is None:
         return {"clip_id": clip_id, "row": None, "reason": reason}
-    row = dict(task["row"])
+    row = dict(task.row)
     row.update(payload)
     return {"clip_id": clip_id, "row": row, "reason": None}
 
@@ -239,13 +238,13 @@ class ShardSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def _tasks(root: Path, cfg: ShardConfig) -> dict[str, list[dict[str, Any]]]:
+def _tasks(root: Path, params: FeatureParams) -> dict[str, list[ShardTask]]:
+    """The valid clips of ROOT by store split, sorted by clip id; cache keys for the feature settings `params`."""
     table = pq.read_table(manifest_path(root))
     fetches = latest(root, "fetch")
     validates = latest(root, "validate")
-    cfg_dict = cfg.model_dump()
-    params, ff_version = cfg.feature_params(), ffmpeg_version()
-    groups: dict[str, list[dict[str, Any]]] = {}
+    ff_version = ffmpeg_version()
+    groups: dict[str, list[ShardTask]] = {}
     for row in sorted(table.to_pylist(), key=lambda r: r["clip_id"]):
         ev = validates.get(row["clip_id"])
         fe = fetches.get(row["clip_id"])
@@ -270,23 +269,22 @@ def _tasks(root: Path, cfg: ShardConfig) -> dict[str, list[dict[str, Any]]]:
         dur = float(row["end_s"]) - float(row["start_s"])
         key = cache_key(fe.get("sha256"), float(ev["window_start_s"]), dur, params, ev.get("valid_rule"), ff_version)
         groups.setdefault(split_group(row["split"]), []).append(
-            {
-                "clip_id": row["clip_id"],
-                "path": str(path),
-                "window_start_s": float(ev["window_start_s"]),
-                "duration_s": dur,
-                "row": copy,
-                "cfg": cfg_dict,
-                "cache_path": str(feature_cache_path(root, row["clip_id"])),
-                "cache_key": key,
-            }
+            ShardTask(
+                clip_id=row["clip_id"],
+                path=str(path),
+                window_start_s=float(ev["window_start_s"]),
+                duration_s=dur,
+                row=copy,
+                cache_path=str(feature_cache_path(root, row["clip_id"])),
+                cache_key=key,
+            )
         )
     return groups
 
 
-def _digest(task: Mapping[str, Any], meta_digest: str) -> str:
+def _digest(task: ShardTask, meta_digest: str) -> str:
     # Everything that determines the row's bytes except the file path (ROOT may move).
-    payload = json.dumps({"row": task["row"], "meta": meta_digest}, sort_keys=True, default=str)
+    payload = json.dumps({"row": task.row, "meta": meta_digest}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -321,8 +319,8 @@ def _shard_split(
     root: Path,
     target: _Target,
     split: str,
-    tasks: list[dict[str, Any]],
-    cfg: ShardConfig,
+    tasks: list[ShardTask],
+    settings: tuple[ShardConfig, FeatureParams],
     summary: ShardSummary,
     *,
     backend: str,
@@ -331,7 +329,8 @@ def _shard_split(
     force: bool,
     progress: bool,
 ) -> None:
-    meta = store_meta(cfg)
+    cfg, params = settings
+    meta = store_meta(params)
     meta_digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
     digests = [_digest(t, meta_digest) for t in tasks]
     inputs_sha256 = rows_digest(digests)
@@ -339,24 +338,25 @@ def _shard_split(
         _drop_cache(tasks, cfg)
         return
 
-    features = store_features(cfg)
+    features = store_features(params)
     schema = features.arrow_schema
     schema = schema.with_metadata({**(schema.metadata or {}), b"tgdp": json.dumps(meta, sort_keys=True).encode()})
     staging = target.staging / split
     staging.mkdir(parents=True, exist_ok=True)
-    shape = (cfg.target_length, cfg.num_mel_bins)
+    shape = (params.target_length, params.num_mel_bins)
     kw = dict(fbank_shape=shape, shard_bytes=cfg.shard_bytes, batch_rows=cfg.batch_rows, open_sink=_open_sink)
     with StoreWriter(staging, schema, **kw) as writer:
         # Reuse the staged prefix of shards whose clips and inputs are unchanged.
-        pos = writer.resume([] if force else [t["clip_id"] for t in tasks], digests)
+        pos = writer.resume([] if force else [t.clip_id for t in tasks], digests)
         summary.reused_shards += len(writer.shards)
-        _pack(writer, tasks, digests, pos, cfg, summary, (backend, num_workers, address), f"shard {split}", progress)
+        parallel = (backend, num_workers, address)
+        _pack(writer, tasks, digests, pos, settings, summary, parallel, f"shard {split}", progress)
     index = StoreIndex(
         split=split,
         num_rows=sum(side["rows"] for side in writer.shards),
         shards=[shard_entry(k, len(writer.shards), side) for k, side in enumerate(writer.shards)],
         meta=meta,
-        config=cfg.model_dump(),
+        config={**params.model_dump(), **cfg.model_dump()},  # the features.* settings and the shard section
         inputs_sha256=inputs_sha256,
     )
     staged = [side["file"] for side in writer.shards]
@@ -368,7 +368,7 @@ def _shard_split(
 
 
 def _up_to_date(
-    root: Path, target: _Target, split: str, tasks: list[dict[str, Any]], inputs_sha256: str, summary: ShardSummary
+    root: Path, target: _Target, split: str, tasks: list[ShardTask], inputs_sha256: str, summary: ShardSummary
 ) -> bool:
     """Whether STORE/<split> already holds these inputs (then its missing shard events are recorded)."""
     final = target.loc.child(split)
@@ -396,12 +396,12 @@ def _up_to_date(
     return True
 
 
-def _all_recorded(root: Path, where: str, tasks: list[dict[str, Any]]) -> bool:
+def _all_recorded(root: Path, where: str, tasks: list[ShardTask]) -> bool:
     """Whether every task's latest shard event is ok, in this store, on the same download."""
-    ids = pa.array([t["clip_id"] for t in tasks], pa.string())
+    ids = pa.array([t.clip_id for t in tasks], pa.string())
     cols = {"status": pa.string(), "fetch_sha256": pa.string(), "store": pa.string()}
     last = latest_table(root, "shard", ids, cols)
-    sha = pa.array([t["row"].get("fetch_sha256") for t in tasks], pa.string())
+    sha = pa.array([t.row.get("fetch_sha256") for t in tasks], pa.string())
     ok = pc.and_(
         pc.and_(pc.equal(last.column("status"), "ok"), pc.equal(last.column("store"), where)),
         pc.equal(last.column("fetch_sha256"), sha),
@@ -411,17 +411,21 @@ def _all_recorded(root: Path, where: str, tasks: list[dict[str, Any]]) -> bool:
 
 def _pack(
     writer: StoreWriter,
-    tasks: list[dict[str, Any]],
+    tasks: list[ShardTask],
     digests: list[str],
     pos: int,
-    cfg: ShardConfig,
+    settings: tuple[ShardConfig, FeatureParams],
     summary: ShardSummary,
     parallel: tuple[str, int, str | None],
     desc: str,
     progress: bool,
 ) -> None:
     """Write the rows of tasks[pos:] in order: windows of `window_clips`, from the feature cache or decoded through
-    `map_clips` (`parallel` = backend, num_workers, address); clips that fail go to `summary.failed`."""
+    `parallel.map_unordered` (`parallel` = backend, num_workers, address; the settings are bound once per run);
+    clips that fail go to `summary.failed`."""
+    cfg, params = settings
+    work = functools.partial(shard_clip, cfg=cfg, features=params)
+    backend, num_workers, address = parallel
     bar = None
     if progress:
         from tqdm import tqdm
@@ -432,18 +436,19 @@ def _pack(
             window = tasks[w : w + cfg.window_clips]
             results = {}
             for task in window:  # cached payloads are a file read: done here, not worth a worker round trip
-                res = cached_clip(task)
+                res = cached_clip(task, params)
                 if res is not None:
-                    results[task["clip_id"]] = res
-            todo = [t for t in window if t["clip_id"] not in results]
+                    results[task.clip_id] = res
+            todo = [t for t in window if t.clip_id not in results]
             summary.from_cache += len(results)
             if todo:
-                results.update((r["clip_id"], r) for r in map_clips(shard_clip, todo, *parallel))
+                decoded = map_unordered(work, todo, backend=backend, num_workers=num_workers, address=address)
+                results.update((r["clip_id"], r) for r in decoded)
             summary.decoded += len(todo)
             for k, task in enumerate(window):
-                res = results[task["clip_id"]]
+                res = results[task.clip_id]
                 if res["row"] is None:
-                    summary.failed[task["clip_id"]] = res["reason"]
+                    summary.failed[task.clip_id] = res["reason"]
                     continue
                 writer.add(res["row"], digests[w + k])
             if bar is not None:
@@ -453,13 +458,13 @@ def _pack(
             bar.close()
 
 
-def _drop_cache(tasks: list[dict[str, Any]], cfg: ShardConfig) -> None:
+def _drop_cache(tasks: list[ShardTask], cfg: ShardConfig) -> None:
     """Remove the feature cache entries of a split that is now in place (unless asked to keep them)."""
     if cfg.keep_feature_cache:
         return
     for task in tasks:
-        if task.get("cache_path"):
-            Path(task["cache_path"]).unlink(missing_ok=True)
+        if task.cache_path:
+            Path(task.cache_path).unlink(missing_ok=True)
 
 
 def _shard_events(
@@ -467,7 +472,7 @@ def _shard_events(
     where: str,
     split: str,
     placed: list[tuple[str, list[str]]],
-    tasks: list[dict[str, Any]],
+    tasks: list[ShardTask],
     failed: Mapping[str, str],
     only_new: bool = False,
 ) -> None:
@@ -475,7 +480,7 @@ def _shard_events(
     could not be packed (failed, by reason), so that `tgdp-data status` counts sharded clips from ROOT alone.
 
     `only_new`: for a split found up to date, record only clips without an ok event on the same download."""
-    sha = {t["clip_id"]: t["row"].get("fetch_sha256") for t in tasks}
+    sha = {t.clip_id: t.row.get("fetch_sha256") for t in tasks}
     ids = [cid for _, cids in placed for cid in cids]
     files = [name for name, cids in placed for _ in cids]
     bad = [cid for cid in sha if cid in failed]
@@ -509,6 +514,7 @@ def run_shard(
     store: str | os.PathLike | Location,
     cfg: ShardConfig | None = None,
     *,
+    features: FeatureParams | None = None,
     backend: str = "serial",
     num_workers: int = 2,
     address: str | None = None,
@@ -516,13 +522,15 @@ def run_shard(
     progress: bool = False,
     endpoint_url: str | None = None,
 ) -> ShardSummary:
-    """Write STORE/train and STORE/eval from the valid clips under ROOT (module docstring). STORE may be an
-    object-store URI (`s3://bucket/prefix`; `endpoint_url` for an S3-compatible server)."""
+    """Write STORE/train and STORE/eval from the valid clips under ROOT (module docstring), rows made with the
+    `features.*` settings `features` (default `FeatureParams()`; validate's feature cache is used when they match).
+    STORE may be an object-store URI (`s3://bucket/prefix`; `endpoint_url` for an S3-compatible server)."""
     cfg = cfg or ShardConfig()
+    params = features or FeatureParams()
     root = Path(root)
     target = _Target.of(root, store, endpoint_url)
     summary = ShardSummary()
-    groups = _tasks(root, cfg)
+    groups = _tasks(root, params)
     if not any(groups.values()):
         log.warning("no valid clips to shard in %s: run validate first (`tgdp-data status ROOT`)", root)
     lock = _take_lock(target)  # two runs on one store would share staging and the split being assembled
@@ -538,7 +546,7 @@ def run_shard(
                 target,
                 split,
                 tasks,
-                cfg,
+                (cfg, params),
                 summary,
                 backend=backend,
                 num_workers=num_workers,

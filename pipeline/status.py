@@ -120,6 +120,16 @@ class ClipStates:
     def mask(self, *names: str) -> np.ndarray:
         return np.isin(self.state, [_S[n] for n in names])
 
+    def fetched_on_disk(self, root: Path) -> np.ndarray:
+        """(n,) bool: the last fetch is ok and its raw file is in ROOT with the recorded size, whatever the later
+        verdicts say (what `import` leaves alone; a clip of any other state takes an imported file)."""
+        fe = self.fetch
+        ok = ledger.mask(pc.and_(pc.equal(fe.column("status"), "ok"), pc.is_valid(fe.column("file_bytes"))))
+        idx = np.flatnonzero(ok)
+        out = np.zeros(len(ok), dtype=bool)
+        out[idx] = _files_present(root, fe.column("raw_path"), fe.column("file_bytes"), idx)
+        return out
+
 
 def _files_present(root: Path, rel: pa.Array, sizes: pa.Array | None, idx: np.ndarray) -> np.ndarray:
     """(len(idx),) bool: ROOT/rel[i] is a file (of sizes[i] bytes when given), for i in idx.

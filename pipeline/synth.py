@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import functools
 import io
 import shutil
 import subprocess
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -57,6 +57,7 @@ from pydantic import Field, model_validator
 from tgdp.config import StrictConfig
 from tgdp.pipeline.layout import atomic_path, atomic_write, clip_id_for
 from tgdp.pipeline.manifest import format_audioset_csv
+from tgdp.pipeline.parallel import map_threads
 
 __all__ = [
     "EXPECTED_REASON",
@@ -818,10 +819,9 @@ def generate(cfg: SynthConfig, out: Path, write_media: bool = True) -> SynthResu
     classes, plans = plan_corpus(cfg)
     _prepare_out(out)
     if write_media:
-        with tempfile.TemporaryDirectory(prefix="tgdp-synth-") as tmp, ThreadPoolExecutor(cfg.workers) as pool:
-            jobs = [pool.submit(_write_clip, p, classes, out, cfg.ffmpeg, Path(tmp)) for p in plans]
-            for job in jobs:
-                job.result()
+        with tempfile.TemporaryDirectory(prefix="tgdp-synth-") as tmp:
+            write = functools.partial(_write_clip, classes=classes, out=out, ffmpeg=cfg.ffmpeg, tmpdir=Path(tmp))
+            map_threads(write, plans, cfg.workers)
 
     created = (datetime(2017, 3, 5, 10, 54, 31) + timedelta(seconds=cfg.seed % 86400)).ctime()
     for split, name in SEGMENT_FILES.items():

@@ -45,6 +45,7 @@ come from that same decode. `feature_cache: false` turns the cache off (validate
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import math
@@ -82,6 +83,7 @@ from tgdp.pipeline.media import (
     probe,
     probe_decode,
 )
+from tgdp.pipeline.parallel import map_unordered
 from tgdp.pipeline.status import unique_manifest
 from tgdp.store.fs import DISK_FULL_ERRNOS, disk_usage_at
 
@@ -91,7 +93,7 @@ __all__ = [
     "ValidateConfig",
     "ValidateError",
     "ValidateSummary",
-    "map_clips",
+    "ValidateTask",
     "new_event",
     "resolve_window",
     "run_validate",
@@ -141,11 +143,6 @@ class ValidateConfig(StrictConfig):
         0.5, ge=0, description="audio and video may be this much shorter than the segment and stay valid"
     )
     min_frames: int = Field(16, ge=1, description="fewest decoded video frames of a valid clip")
-    pad_s: float = Field(
-        2.0,
-        ge=0,
-        description="yt-dlp section padding assumed when a fetch event has no section_start_s (set by fetch.pad_s)",
-    )
     silence_dbfs: float = Field(-60.0, description="RMS level in dBFS below which an audio window counts as silent")
     silent_window_s: float = Field(0.1, gt=0, description="length of the RMS windows of the silence measure")
     silent_frac_flag: float = Field(
@@ -169,9 +166,6 @@ class ValidateConfig(StrictConfig):
         False, description="probe with a separate ffprobe even when the window is known (~0.09 CPU-s per clip)"
     )
     feature_cache: bool = Field(True, description="write each valid clip's store payload to ROOT/features for shard")
-    features: FeatureParams = Field(
-        FeatureParams(), description="store payload settings (set by the features section)"
-    )  # must equal the ShardConfig's for shard to use the cache
 
     def valid_rule(self) -> str:
         return (
@@ -182,17 +176,40 @@ class ValidateConfig(StrictConfig):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ValidateTask:
+    """One fetched clip to validate (`validate_tasks`): its file (absolute path), segment, what its fetch event says of
+    the file's time origin (`section_start_s`, `source`), the download's sha256, where a valid clip's store payload
+    goes (None: no cache), and whether it is validated again only because the feature settings changed."""
+
+    clip_id: str
+    path: str
+    start_s: float
+    end_s: float
+    section_start_s: float | None = None
+    source: str | None = None
+    fetch_sha256: str | None = None
+    cache_path: str | None = None
+    features_changed: bool = False
+
+
 def resolve_window(
-    start_s: float, end_s: float, fetch: Mapping[str, Any], probe_duration: float | None, cfg: ValidateConfig
+    start_s: float,
+    end_s: float,
+    fetch: Mapping[str, Any],
+    probe_duration: float | None,
+    cfg: ValidateConfig,
+    pad_s: float = 2.0,
 ) -> tuple[float, str]:
-    """Where the target window starts inside the fetched file, and which rule said so (module docstring)."""
+    """Where the target window starts inside the fetched file, and which rule said so (module docstring); `pad_s`:
+    the padding fetch used (`fetch.pad_s`)."""
     section = fetch.get("section_start_s")
     if section is not None and not (isinstance(section, float) and math.isnan(section)):
         return max(0.0, start_s - float(section)), "section"
     if fetch.get("source") == "import":
         return start_s, "import"
-    padded_start = max(0.0, start_s - cfg.pad_s)
-    if probe_duration is not None and probe_duration > end_s + cfg.pad_s - padded_start + cfg.duration_tol_s:
+    padded_start = max(0.0, start_s - pad_s)
+    if probe_duration is not None and probe_duration > end_s + pad_s - padded_start + cfg.duration_tol_s:
         return start_s, "whole_file"
     return start_s - padded_start, "padded"
 
@@ -230,28 +247,27 @@ def _machine_oserrors() -> Iterator[None]:
         raise
 
 
-def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
-    """One clip → one validate event (pure: reads the file, writes nothing).
-
-    task: clip_id, path (absolute), start_s, end_s, fetch (the fetch event's section_start_s/source), fetch_sha256,
-    cfg (ValidateConfig as a dict), optional cache_path: where a valid clip's store payload goes (the only write).
-    """
-    cfg = ValidateConfig.model_validate(task["cfg"])
-    event = new_event(task, cfg)
-    cache_path = task.get("cache_path") if cfg.feature_cache else None
+def validate_clip(
+    task: ValidateTask, cfg: ValidateConfig, features: FeatureParams, pad_s: float = 2.0
+) -> dict[str, Any]:
+    """One clip → one validate event (pure: reads the file; the only write is a valid clip's store payload to
+    `task.cache_path`). `features`: the store payload settings (`features.*`); `pad_s`: `fetch.pad_s`."""
+    event = new_event(task.clip_id, cfg, task.fetch_sha256)
+    cache_path = task.cache_path if cfg.feature_cache else None
     if cache_path:
         Path(cache_path).unlink(missing_ok=True)  # whatever the verdict, an entry from an earlier run is stale
-    if cache_path and cfg.features.num_frames != cfg.num_frames:
+    if cache_path and features.num_frames != cfg.num_frames:
         cache_path = None  # the still score and the store must sample the same frames to share one decode
-    path = Path(task["path"])
-    start_s, end_s = float(task["start_s"]), float(task["end_s"])
+    path = Path(task.path)
+    start_s, end_s = float(task.start_s), float(task.end_s)
     dur = end_s - start_s
-    decode_kw = _decode_kwargs(cfg, store_inputs=bool(cache_path))
+    decode_kw = _decode_kwargs(cfg, features if cache_path else None)
+    fetch = {"section_start_s": task.section_start_s, "source": task.source}
     try:
         if not path.is_file():
             # The raw file vanished after fetch: the clip needs fetching again, which is not this file's fault.
             raise _Failed("missing_raw", f"raw file not found: {path.name}", transient=True)
-        info, decoded, offset, rule = _probe_window(path, start_s, end_s, task.get("fetch") or {}, cfg, decode_kw)
+        info, decoded, offset, rule = _probe_window(path, start_s, end_s, fetch, (cfg, pad_s), decode_kw)
         _record_probe(event, info, offset, rule)
         decoded = _decode_verdict(event, path, info, offset, dur, decoded, cfg, decode_kw)
         _record_metrics(event, info, decoded, dur, cfg, decode_kw["sample_rate"])
@@ -261,21 +277,21 @@ def validate_clip(task: Mapping[str, Any]) -> dict[str, Any]:
         return event
     event.update(status="ok", valid=True)
     if cache_path:
-        _cache_payload(Path(cache_path), task, event, decoded, cfg)
+        _cache_payload(Path(cache_path), dur, task.fetch_sha256, event, decoded, features)
     return event
 
 
-def new_event(task: Mapping[str, Any], cfg: ValidateConfig) -> dict[str, Any]:
+def new_event(clip_id: str, cfg: ValidateConfig, fetch_sha256: str | None = None) -> dict[str, Any]:
     """A failed event with no reason yet and no metrics: the checks fill it in (every validate event's columns)."""
     return {
-        "clip_id": task["clip_id"],
+        "clip_id": clip_id,
         "status": "failed",
         "reason": None,
         "transient": False,
         "reason_detail": None,
         "valid": False,
         "valid_rule": cfg.valid_rule(),
-        "fetch_sha256": task.get("fetch_sha256"),
+        "fetch_sha256": fetch_sha256,
         "window_start_s": None,
         "window_rule": None,
         "probe_duration_s": None,
@@ -289,28 +305,35 @@ def new_event(task: Mapping[str, Any], cfg: ValidateConfig) -> dict[str, Any]:
     }
 
 
-def _decode_kwargs(cfg: ValidateConfig, store_inputs: bool) -> dict[str, Any]:
-    """`decode_window` options: the store's frame size and sample rate when the decode also feeds the cache."""
-    feats = cfg.features
+def _decode_kwargs(cfg: ValidateConfig, store: FeatureParams | None) -> dict[str, Any]:
+    """`decode_window` options: the store's frame size and sample rate when the decode also feeds the cache
+    (`store`: its feature settings; None: no cache)."""
     return {
         "num_frames": cfg.num_frames,
         # With the cache these are the store's frames; without it they only feed the still score.
-        "size": feats.frame_size if store_inputs else 64,
-        "sample_rate": feats.sample_rate if store_inputs else 16000,
+        "size": store.frame_size if store is not None else 64,
+        "sample_rate": store.sample_rate if store is not None else 16000,
         "threads": cfg.ffmpeg_threads,
         "timeout": cfg.timeout_s,
     }
 
 
 def _probe_window(
-    path: Path, start_s: float, end_s: float, fetch: Mapping[str, Any], cfg: ValidateConfig, decode_kw: dict[str, Any]
+    path: Path,
+    start_s: float,
+    end_s: float,
+    fetch: Mapping[str, Any],
+    settings: tuple[ValidateConfig, float],
+    decode_kw: dict[str, Any],
 ) -> tuple[ProbeInfo, DecodedClip | None, float, str]:
-    """Check 1 (readable): the file's streams, the window's offset in it and its rule (`resolve_window`).
+    """Check 1 (readable): the file's streams, the window's offset in it and its rule (`resolve_window`;
+    `settings`: the config and `fetch.pad_s`).
 
     When the window is known up front (section / import) one ffmpeg process also decodes it, and that decode comes
     back; else ffprobe's duration places the window and the decode is None.
     """
-    offset, rule = resolve_window(start_s, end_s, fetch, None, cfg)
+    cfg, pad_s = settings
+    offset, rule = resolve_window(start_s, end_s, fetch, None, cfg, pad_s)
     try:
         with _machine_oserrors():
             with open(path, "rb") as fh:  # a permission or I/O error here is the machine's, not the clip's
@@ -322,7 +345,7 @@ def _probe_window(
             info = probe(path, timeout=min(60.0, cfg.timeout_s))
     except MediaError as exc:
         raise _Failed.of(exc.reason, exc.detail) from exc
-    offset, rule = resolve_window(start_s, end_s, fetch, info.duration_s, cfg)
+    offset, rule = resolve_window(start_s, end_s, fetch, info.duration_s, cfg, pad_s)
     return info, None, offset, rule
 
 
@@ -428,36 +451,24 @@ def _check_streams_and_duration(
 _DISK_FULL = "_disk_full"  # a result key (never an event column): the cache write found the disk full
 
 
-def _cache_payload(path: Path, task: Mapping[str, Any], event: dict[str, Any], decoded: Any, cfg: ValidateConfig):
+def _cache_payload(
+    path: Path, dur: float, fetch_sha256: str | None, event: dict[str, Any], decoded: Any, features: FeatureParams
+) -> None:
     """Encode and write the store payload of a valid clip; a failure only costs `shard` a decode, except a full disk,
     which the driver turns into an error (the run stops: every later write would fail too)."""
-    payload, reason = clip_payload(decoded.frames, decoded.frame_pts_s, decoded.pcm, cfg.features)
+    payload, reason = clip_payload(decoded.frames, decoded.frame_pts_s, decoded.pcm, features)
     if payload is None:
         event["feature_cache"] = f"not cached: {reason}"
         return
-    dur = float(task["end_s"]) - float(task["start_s"])
-    key = cache_key(
-        task.get("fetch_sha256"), event["window_start_s"], dur, cfg.features, event["valid_rule"], ffmpeg_version()
-    )
+    key = cache_key(fetch_sha256, event["window_start_s"], dur, features, event["valid_rule"], ffmpeg_version())
     try:
         write_feature_cache(path, key, payload)
         event["feature_cache"] = "cached"
-        event["features_id"] = features_id(cfg.features)
+        event["features_id"] = features_id(features)
     except OSError as exc:  # the verdict stands, shard falls back to decoding
         event["feature_cache"] = f"not cached: {exc.strerror or exc}"
         if exc.errno in DISK_FULL_ERRNOS:
             event[_DISK_FULL] = str(path)
-
-
-def map_clips(fn: Any, items: list, backend: str = "serial", num_workers: int = 2, address: str | None = None):
-    """Results of fn over items in completion order (`tgdp.pipeline.parallel.map_unordered`)."""
-    try:
-        from tgdp.pipeline.parallel import map_unordered
-    except ImportError:  # parallel.py is another issue; serial keeps this stage usable without it
-        if backend != "serial":
-            raise
-        return (fn(item) for item in items)
-    return map_unordered(fn, items, backend=backend, num_workers=num_workers, address=address)
 
 
 @dataclass
@@ -473,15 +484,18 @@ class ValidateSummary:
     valid_rule: str = ""
 
 
-def validate_tasks(root: Path, cfg: ValidateConfig, force: bool = False) -> tuple[list[dict[str, Any]], int, int]:
+def validate_tasks(
+    root: Path, cfg: ValidateConfig, force: bool = False, *, features: FeatureParams | None = None
+) -> tuple[list[ValidateTask], int, int]:
     """(tasks to run, number of fetched clips, number up to date) for clips whose latest fetch event is ok.
 
     Up to date: the latest validate event is a non-transient verdict under the current rule on the current download
     (same sha256) and, for a valid clip with the feature cache on, made with the current feature settings
-    (`features_id`; a task validated again for that has `features_changed`). Computed in columns
-    (`ledger.latest_table`); a dict is made only per task, sorted by clip id.
+    (`features_id` of `features`, the `features.*` settings; a task validated again for that has `features_changed`).
+    Computed in columns (`ledger.latest_table`); a record is made only per task, sorted by clip id.
     """
     root = Path(root)
+    features = features if features is not None else FeatureParams()
     table, _, _ = unique_manifest(root, ["start_s", "end_s"])  # a hand-made manifest's repeated ids: the first row
     ids = table.column("clip_id").combine_chunks()
     fe = latest_table(root, "fetch", ids, _FETCH_COLUMNS)
@@ -494,7 +508,7 @@ def validate_tasks(root: Path, cfg: ValidateConfig, force: bool = False) -> tupl
         vsha, fsha = va.column("fetch_sha256"), fe.column("sha256")
         same = same_or_both_null(vsha, fsha)
         up = va.has_event & same & mask(pc.equal(va.column("valid_rule"), rule)) & ~mask(va.column("transient"))
-        refeature = up & _other_features(va, cfg)
+        refeature = up & _other_features(va, cfg, features)
         up &= ~refeature
     todo = np.flatnonzero(fetched & ~up)
     picked = pa.table(
@@ -510,24 +524,23 @@ def validate_tasks(root: Path, cfg: ValidateConfig, force: bool = False) -> tupl
         }
     ).sort_by("clip_id")
     tasks = []
-    cfg_dict = cfg.model_dump()
     for row in picked.to_pylist():
         clip_id = row["clip_id"]
         path = root / row["raw_path"]
         if not within_root(root, path):
             raise ValueError(f"fetch event for {clip_id!r} points outside ROOT: {row['raw_path']!r}")
         tasks.append(
-            {
-                "clip_id": clip_id,
-                "path": str(path),
-                "start_s": row["start_s"],
-                "end_s": row["end_s"],
-                "fetch": {"section_start_s": row["section_start_s"], "source": row["source"]},
-                "fetch_sha256": row["sha256"],
-                "cfg": cfg_dict,
-                "cache_path": str(feature_cache_path(root, clip_id)) if cfg.feature_cache else None,
-                "features_changed": row["features_changed"],
-            }
+            ValidateTask(
+                clip_id=clip_id,
+                path=str(path),
+                start_s=row["start_s"],
+                end_s=row["end_s"],
+                section_start_s=row["section_start_s"],
+                source=row["source"],
+                fetch_sha256=row["sha256"],
+                cache_path=str(feature_cache_path(root, clip_id)) if cfg.feature_cache else None,
+                features_changed=row["features_changed"],
+            )
         )
     n_fetched = int(fetched.sum())
     return tasks, n_fetched, n_fetched - len(tasks)
@@ -556,13 +569,13 @@ def features_id(params: FeatureParams) -> str:
     return hashlib.sha1(blob).hexdigest()[:12]
 
 
-def _other_features(va: Any, cfg: ValidateConfig) -> np.ndarray:
+def _other_features(va: Any, cfg: ValidateConfig, features: FeatureParams) -> np.ndarray:
     """(n,) bool: valid verdicts whose cached store payload was made with other feature settings (`features_id`):
     with the cache on their features are computed again, else shard would decode them all. A verdict without a
     recorded `features_id` (cache off, not cached, or an older validate) is left alone."""
     if not cfg.feature_cache:
         return np.zeros(len(va.has_event), dtype=bool)
-    other = pc.not_equal(va.column("features_id").cast(pa.string()), features_id(cfg.features))
+    other = pc.not_equal(va.column("features_id").cast(pa.string()), features_id(features))
     return mask(va.column("valid")) & mask(other)
 
 
@@ -596,6 +609,8 @@ def run_validate(
     root: Path,
     cfg: ValidateConfig | None = None,
     *,
+    features: FeatureParams | None = None,
+    pad_s: float = 2.0,
     backend: str = "serial",
     num_workers: int = 2,
     address: str | None = None,
@@ -603,28 +618,39 @@ def run_validate(
     progress: bool = False,
 ) -> ValidateSummary:
     """Validate every fetched clip not yet validated under the current rule and fetch sha256; events → ledger.
+    `features`: the store payload settings (`features.*`, default `FeatureParams()`), which the feature cache is
+    made with; `pad_s`: the padding fetch used (`fetch.pad_s`).
 
     One run per ROOT (`validate_lock`); it first removes the feature-cache temporaries of killed runs. A full disk
     while writing the cache stops the run with a ValidateError naming the path and the free space; the clip it hit
     gets no event, so the rerun validates and caches it."""
     cfg = cfg or ValidateConfig()
+    work = functools.partial(validate_clip, cfg=cfg, features=features or FeatureParams(), pad_s=pad_s)
     lock = validate_lock(root)
     try:
         remove_stale_temps(Path(root) / "features", depth=1)  # no other validate runs: nobody else writes there
-        return _run_locked(root, cfg, backend, num_workers, address, force, progress)
+        return _run_locked(root, work, backend, num_workers, address, force, progress)
     finally:
         lock.release()
 
 
 def _run_locked(
-    root: Path, cfg: ValidateConfig, backend: str, num_workers: int, address: str | None, force: bool, progress: bool
+    root: Path,
+    work: functools.partial[dict[str, Any]],
+    backend: str,
+    num_workers: int,
+    address: str | None,
+    force: bool,
+    progress: bool,
 ) -> ValidateSummary:
-    tasks, fetched, up_to_date = validate_tasks(root, cfg, force=force)
+    """`work`: `validate_clip` with the run's settings bound (validated once, shipped to the workers once)."""
+    cfg = work.keywords["cfg"]
+    tasks, fetched, up_to_date = validate_tasks(root, cfg, force=force, features=work.keywords["features"])
     summary = ValidateSummary(fetched=fetched, skipped_up_to_date=up_to_date, valid_rule=cfg.valid_rule())
-    summary.features_changed = sum(bool(t.get("features_changed")) for t in tasks)
+    summary.features_changed = sum(t.features_changed for t in tasks)
     # no task, no Ray: a rerun with nothing to do must not start a cluster
     results: Iterator[dict[str, Any]] = (
-        map_clips(validate_clip, tasks, backend, num_workers, address) if tasks else iter(())
+        map_unordered(work, tasks, backend=backend, num_workers=num_workers, address=address) if tasks else iter(())
     )
     bar = None
     if progress:

@@ -181,7 +181,8 @@ class StoreIndex:
     """A split's index.json (docs/STORE.md, "Store layout"), written last: its presence marks a complete split.
 
     `meta` is the store metadata (fbank, frames, audio, ffmpeg_version; also in the Arrow schema metadata),
-    `config` the `ShardConfig` that wrote it, `inputs_sha256` a digest of every row's inputs and the metadata.
+    `config` the settings that wrote it (the pipeline's `features.*` and `shard` sections, one flat dict),
+    `inputs_sha256` a digest of every row's inputs and the metadata.
     """
 
     split: str

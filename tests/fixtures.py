@@ -229,9 +229,11 @@ def make_store(
 
     The ROOT (`dest`/root) comes from `make_root(validated=True)`: fetch and validate have their own tests. Clip i is
     `audioset:{prefix}{i:03d}:0` in `split` (train unless an eval split name), labelled `/m/class{i % num_labels}`,
-    with a `220 + freq_step·i` Hz tone; `encoders` ffmpeg encodes run at once. `shard` sets `ShardConfig` fields
-    over the tiny presets' geometry (96 px frames, 64 mel bins, 256-frame spectrograms).
+    with a `220 + freq_step·i` Hz tone; `encoders` ffmpeg encodes run at once. `shard` sets `ShardConfig` fields and
+    `FeatureParams` fields (`features.*`) over the tiny presets' geometry (96 px frames, 64 mel bins, 256-frame
+    spectrograms).
     """
+    from tgdp.pipeline.features import FeatureParams
     from tgdp.pipeline.shard import ShardConfig, run_shard  # torch and torchaudio: only when a store is made
 
     dest = Path(dest)
@@ -249,6 +251,7 @@ def make_store(
         for i, y in enumerate(ytids)
     ]
     make_root(root, rows, split=split, section_start_s=0.0, validated=True)
-    params = {"frame_size": 96, "num_mel_bins": 64, "target_length": 256, **shard}
-    run_shard(root, dest / "store", ShardConfig(**params), backend="serial")
+    features = {"frame_size": 96, "num_mel_bins": 64, "target_length": 256}
+    features.update((k, shard.pop(k)) for k in list(shard) if k in FeatureParams.model_fields)
+    run_shard(root, dest / "store", ShardConfig(**shard), features=FeatureParams(**features), backend="serial")
     return dest / "store"

@@ -70,8 +70,8 @@ def _build(cfg: SynthConfig, cdir: Path, root: Path, store: Path) -> None:
         build_manifest(root, ManifestConfig(dataset="audioset", csv=csvs, labels=labels))
     _register_synth(root, cdir)
     params = FeatureParams(**SHARD_TINY)
-    run_validate(root, ValidateConfig(features=params), backend="serial")
-    run_shard(root, store, ShardConfig(**SHARD_TINY), backend="serial")
+    run_validate(root, ValidateConfig(), features=params, backend="serial")
+    run_shard(root, store, ShardConfig(), features=params, backend="serial")
 
 
 def synth_config(corpus: Corpus, workers: int = 2) -> SynthConfig:

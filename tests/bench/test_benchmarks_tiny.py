@@ -103,5 +103,5 @@ def test_scale_event_logs_read_back_with_every_fetch_column(tmp_path: Path) -> N
     assert set(EVENT_COLUMNS) <= set(fetched.column_names)
     assert np.nanmax(fetched.column("rate_wait_s").to_numpy(zero_copy_only=False)) > 0
     validated = ledger.read_events(tmp_path, "validate")
-    assert set(new_event({"clip_id": ""}, ValidateConfig())) <= set(validated.column_names)
+    assert set(new_event("", ValidateConfig())) <= set(validated.column_names)
     assert ledger.read_events(tmp_path, "shard").num_rows == counts["shard"] > 0

@@ -33,7 +33,7 @@ def test_every_key_has_type_default_and_help(cfg) -> None:
     assert not missing, f"keys without a Field description: {missing}"
 
 
-def test_keys_leave_out_the_ones_spelt_elsewhere() -> None:
+def test_shared_keys_are_listed_once() -> None:
     keys = {k.key for k in config_keys(PipelineConfig())}
     assert {"features.num_mel_bins", "fetch.pad_s", "validate.min_frames", "shard.shard_bytes"} <= keys
     assert not keys & {"validate.features.num_mel_bins", "validate.pad_s", "shard.num_mel_bins", "fetch.cookies"}

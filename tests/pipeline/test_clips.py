@@ -127,7 +127,7 @@ def test_every_column_the_stages_write_is_declared() -> None:
     from tgdp.pipeline.validate import ValidateConfig, new_event
 
     assert ledger.STAGE_SCHEMAS["fetch"].names[: len(EVENT_COLUMNS)] == list(EVENT_COLUMNS)
-    keys = new_event({"clip_id": "c"}, ValidateConfig())
+    keys = new_event("c", ValidateConfig())
     assert set(keys) <= set(ledger.STAGE_SCHEMAS["validate"].names), set(keys) - set(
         ledger.STAGE_SCHEMAS["validate"].names
     )

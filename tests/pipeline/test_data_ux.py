@@ -64,13 +64,13 @@ def test_validate_rerun_with_other_features_recomputes_them_and_no_work_starts_n
     media = make_clip(tmp_path / "a.mp4", duration=3.0, fps=8, size="48x48")
     root = make_root(tmp_path / "root", [{"ytid": f"clip{i:07d}", "media": media} for i in range(2)],
                      source="import", section_start_s=0.0)  # fmt: skip
-    small = ValidateConfig(features=FeatureParams(frame_size=32, num_mel_bins=32))
-    assert run_validate(root, small).valid == 2
+    small = FeatureParams(frame_size=32, num_mel_bins=32)
+    assert run_validate(root, ValidateConfig(), features=small).valid == 2
     cache = feature_cache_path(root, "audioset:clip0000000:0")
     assert np.load(cache, allow_pickle=False)["fbank"].shape[1] == 32
 
-    other = ValidateConfig(features=FeatureParams(frame_size=48, num_mel_bins=64))
-    s = run_validate(root, other)
+    other = FeatureParams(frame_size=48, num_mel_bins=64)
+    s = run_validate(root, ValidateConfig(), features=other)
     assert (s.validated, s.features_changed, s.valid, s.skipped_up_to_date) == (2, 2, 2, 0), s
     assert np.load(cache, allow_pickle=False)["fbank"].shape[1] == 64  # the cache now holds the new settings
 
@@ -78,7 +78,7 @@ def test_validate_rerun_with_other_features_recomputes_them_and_no_work_starts_n
         raise AssertionError("Ray started with nothing to do")
 
     monkeypatch.setattr(parallel, "map_unordered", no_ray)
-    again = run_validate(root, other, backend="ray")
+    again = run_validate(root, ValidateConfig(), features=other, backend="ray")
     assert (again.validated, again.skipped_up_to_date) == (0, 2)
     result = runner.invoke(app, ["validate", str(root), "--backend", "ray", "--set", "features.frame_size=48",
                                  "--set", "features.num_mel_bins=64"])  # fmt: skip

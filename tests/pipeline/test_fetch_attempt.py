@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from yt_dlp.utils import DownloadError
 
-from tgdp.pipeline.fetch import FetchConfig, FetchSession, _Log
+from tgdp.pipeline.fetch import FetchConfig, FetchSession, FetchTask, _Log
 from tgdp.pipeline.layout import raw_path_for
 
 TASK = {"clip_id": "synth:abcdefghijk:5000", "ytid": "abcdefghijk", "start_s": 5.0, "end_s": 15.0, "attempt": 1}
@@ -41,12 +41,12 @@ class ScriptedYdl:
 
 
 def _attempt(tmp_path: Path, info: Any, downloads: list[Any]) -> tuple[dict[str, Any], ScriptedYdl]:
-    session = FetchSession(str(tmp_path / "root"), FetchConfig().model_dump_json(), str(tmp_path / "tmp"), None, "s")
+    session = FetchSession(str(tmp_path / "root"), FetchConfig(), str(tmp_path / "tmp"), None, "s")
     directory = tmp_path / "slot"
     directory.mkdir()
     ydl = ScriptedYdl(directory, info, downloads)
     session._local.slot = (ydl, directory, _Log())
-    return session._attempt(dict(TASK)), ydl
+    return session._attempt(FetchTask(**TASK)), ydl
 
 
 INFO = {"duration": 60.0, "live_status": "not_live"}

@@ -131,3 +131,21 @@ def test_register_files_records_the_given_time_origin_once(tmp_path: Path, clips
     assert ledger.read_events(root, "fetch").num_rows == 2 and not list((root / "tmp" / "import").glob("*"))
     with pytest.raises(ValueError, match="not in the manifest"):
         register_files(root, {"synth:nope:0": clips["mp4"]})
+
+
+def test_a_validated_clip_whose_file_was_deleted_takes_a_new_import(tmp_path: Path, clips: dict[str, Path]) -> None:
+    """`import` leaves a clip alone only while its last fetch's file is in place (`ClipStates.fetched_on_disk`): a
+    verdict on deleted media (status counts the clip as valid) does not stop the next import; attempts count on."""
+    root, src = tmp_path / "root", tmp_path / "mine"
+    kept, lost = write_manifest(root, ["keep0000001", "lost0000001"])
+    src.mkdir()
+    shutil.copyfile(clips["mp4"], src / "keep0000001.mp4")
+    shutil.copyfile(clips["mp4"], src / "lost0000001.mp4")
+    assert import_clips(root, src).imported == 2
+    run_validate(root, backend="serial")
+    (root / ledger.latest(root, "fetch")[lost]["raw_path"]).unlink()
+    again = import_clips(root, src)
+    assert (again.imported, again.already_fetched) == (1, 1)
+    latest = ledger.latest(root, "fetch")
+    assert (latest[kept]["attempt"], latest[lost]["attempt"]) == (1, 2)
+    assert (root / latest[lost]["raw_path"]).is_file()

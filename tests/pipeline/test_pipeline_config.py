@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from tgdp.config import ConfigError
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.config import PipelineConfig, load_pipeline_config
+from tgdp.pipeline.features import FeatureParams
 from tgdp.pipeline.layout import manifest_path
+from tgdp.pipeline.shard import ShardConfig
 
 # Each command with settings, the arguments it needs, and the sections it reads.
 COMMANDS = {
@@ -101,30 +103,48 @@ def test_status_and_export_count_gave_up_with_fetch_max_attempts(
     assert seen == [5, 9, 2]
 
 
-def test_validate_and_shard_read_one_features_section() -> None:
-    cfg = load_pipeline_config(None, ["features.num_mel_bins=64", "features.frame_size=96", "fetch.pad_s=1.5"])
-    validate, shard = cfg.validate_config(), cfg.shard_config()
-    assert shard.num_mel_bins == 64 and shard.frame_size == 96
-    assert shard.feature_params() == validate.features  # so shard uses validate's feature cache
-    assert validate.pad_s == 1.5  # the padding fetch used, one key
-    assert validate.num_frames == 16  # validate's own still-score frames are not a feature key
-    assert load_pipeline_config(None, ["validate.num_frames=8"]).validate_config().num_frames == 8
+def test_validate_and_shard_read_one_features_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI validates the config once and hands both stages the one `features` section (so shard uses
+    validate's feature cache) and validate the padding fetch used, as arguments."""
+    seen: dict[str, dict] = {}
+
+    def record(stage: str):
+        def run(root, cfg, **kw):
+            seen[stage] = {"cfg": cfg, **kw}
+            raise SystemExit(0)
+
+        return run
+
+    monkeypatch.setattr("tgdp.pipeline.validate.run_validate", record("validate"))
+    monkeypatch.setattr(
+        "tgdp.pipeline.shard.run_shard", lambda root, store, cfg, **kw: record("shard")(root, cfg, **kw)
+    )
+    root = _root(tmp_path)
+    sets = ["--set", "features.num_mel_bins=64", "--set", "features.frame_size=96", "--set", "fetch.pad_s=1.5"]
+    CliRunner().invoke(app, ["validate", str(root), *sets, "--set", "validate.num_frames=8"])
+    CliRunner().invoke(app, ["shard", str(root), "--store", str(tmp_path / "s"), *sets])
+    want = FeatureParams(num_mel_bins=64, frame_size=96)
+    assert seen["validate"]["features"] == want and seen["shard"]["features"] == want
+    assert seen["validate"]["pad_s"] == 1.5  # the padding fetch used, one key
+    assert seen["validate"]["cfg"].num_frames == 8  # validate's own still-score frames are not a feature key
+    assert isinstance(seen["shard"]["cfg"], ShardConfig) and "num_mel_bins" not in ShardConfig.model_fields
 
 
 @pytest.mark.parametrize(
     ("override", "key", "fix"),
     [
-        ("shard.num_mel_bins=64", "shard.num_mel_bins", "shard.num_mel_bins -> features.num_mel_bins"),
-        ("shard.features.num_mel_bins=64", "shard.features", "shard.features -> features)"),
-        ("validate.features.num_mel_bins=64", "validate.features", "validate.features -> features)"),
-        ("validate.pad_s=1", "validate.pad_s", "validate.pad_s -> fetch.pad_s"),
+        ("shard.num_mel_bins=64", "shard.num_mel_bins", "did you mean 'features.num_mel_bins'?"),
+        ("shard.features.num_mel_bins=64", "shard.features", "did you mean 'features'?"),
+        ("validate.features.num_mel_bins=64", "validate.features", "did you mean 'features'?"),
+        ("validate.pad_s=1", "validate.pad_s", "did you mean 'fetch.pad_s'?"),
     ],
 )
 def test_a_shared_setting_has_one_key(override: str, key: str, fix: str) -> None:
-    with pytest.raises(ConfigError, match=re.escape(f"unknown key '{key}'") + ".*" + re.escape(fix)):
+    """A shared setting spelt under a stage section is an unknown key there; the hint names where it lives."""
+    with pytest.raises(ConfigError, match=re.escape(f"unknown key '{key}'; {fix}")):
         load_pipeline_config(None, [override])
     section, name = key.split(".")
-    with pytest.raises(ValueError, match=re.escape(fix)):  # built in Python, not only through --set
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):  # built in Python, not only via --set
         PipelineConfig.model_validate({section: {name: {} if name == "features" else 1}})
 
 

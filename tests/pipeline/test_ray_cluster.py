@@ -22,6 +22,7 @@ import pytest
 
 from tests.fixtures import make_root
 from tgdp.pipeline import ledger
+from tgdp.pipeline.features import FeatureParams
 from tgdp.pipeline.fetch import FetchConfig, fetch
 from tgdp.pipeline.serve import MediaServer
 from tgdp.pipeline.shard import ShardConfig, run_shard
@@ -118,8 +119,8 @@ def _chain_single(root: Path, store: Path, base: str) -> None:
     """The single-process reference, in this process (serial backends)."""
     fetch(root, FetchConfig(url_template=base + "/v/{ytid}", rate_per_hour=0, sessions=2, backend="serial"))
     run_validate(root, ValidateConfig(feature_cache=False), backend="serial")
-    cfg = ShardConfig(frame_size=64, num_mel_bins=64, target_length=256, shard_bytes=60_000)
-    run_shard(root, store, cfg, backend="serial")
+    features = FeatureParams(frame_size=64, num_mel_bins=64, target_length=256)
+    run_shard(root, store, ShardConfig(shard_bytes=60_000), features=features, backend="serial")
 
 
 def _chain_cluster(root: Path, store: Path, base: str, address: str) -> None:

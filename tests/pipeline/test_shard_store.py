@@ -17,6 +17,7 @@ import torchaudio
 
 from tests.pipeline.lock_support import held_lock
 from tgdp.pipeline import shard as shard_mod
+from tgdp.pipeline.features import FeatureParams
 from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
 from tgdp.pipeline.ledger import append_events
 from tgdp.pipeline.shard import ShardConfig, run_shard, split_group
@@ -167,13 +168,18 @@ def test_store_reader_matches_a_torchaudio_reference(built, ffmpeg_bin):
     assert s.meta["fbank"]["mean"] == -5.081 and s.meta["frames"]["jpeg_quality"] == 90
 
 
-def test_rerun_is_idempotent_and_byte_identical(built):
+def test_rerun_is_idempotent_and_byte_identical(built, monkeypatch):
     root, store, _files, _ = built
     before = _tree(store)
     again = run_shard(root, store, SMALL, backend="serial")
     assert sorted(again.up_to_date) == ["eval", "train"] and again.decoded == 0
+    parsed = []  # the config is validated once per run (by the caller), never again per decoded clip
+    for cls in (ShardConfig, FeatureParams):
+        real = cls.model_validate
+        monkeypatch.setattr(cls, "model_validate", lambda *a, real=real, **k: parsed.append(a) or real(*a, **k))
     forced = run_shard(root, store, SMALL, backend="serial", force=True)
     assert forced.decoded == 4 and forced.from_cache == 0  # the decode fallback writes the same bytes as the cache
+    assert parsed == []
     assert _tree(store) == before
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tgdp.pipeline.cli import app
+from tgdp.pipeline.features import FeatureParams
 from tgdp.pipeline.layout import atomic_path, atomic_write
 from tgdp.pipeline.shard import ShardConfig, store_meta
 from tgdp.store import (
@@ -27,7 +28,8 @@ from tgdp.store.format import store_features
 from tgdp.store.verify import verify_store
 from tgdp.store.writer import StoreWriter
 
-CFG = ShardConfig(num_frames=2, frame_size=32, target_length=64, num_mel_bins=8, batch_rows=2)
+CFG = ShardConfig(batch_rows=2)
+FEATURES = FeatureParams(num_frames=2, frame_size=32, target_length=64, num_mel_bins=8)
 
 
 def _index(**changes) -> StoreIndex:
@@ -94,7 +96,7 @@ def _rows(n: int) -> list[dict]:
 
 def test_writer_rows_read_back_through_the_index(tmp_path: Path):
     """StoreWriter → StoreIndex → Store: what the writer streams is what the reader maps, and verify passes."""
-    features = store_features(CFG)
+    features = store_features(FEATURES)
     schema = features.arrow_schema
     staging = tmp_path / "train"
     staging.mkdir()
@@ -120,7 +122,7 @@ def test_writer_rows_read_back_through_the_index(tmp_path: Path):
         ShardEntry(s["file"], s["rows"], s["bytes"], s["sha256"], s["clip_ids"][0], s["clip_ids"][-1])
         for s in again.shards
     ]
-    index = StoreIndex("train", 5, entries, store_meta(CFG), CFG.model_dump(), "ef" * 32)
+    index = StoreIndex("train", 5, entries, store_meta(FEATURES), CFG.model_dump(), "ef" * 32)
     atomic_write(staging / "index.json", index.to_json())
     store = Store.open(staging)
     assert store.index == index and len(store) == 5 and store.clip_ids == [r["clip_id"] for r in rows]

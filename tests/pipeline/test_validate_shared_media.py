@@ -6,7 +6,8 @@ import csv
 
 import pytest
 
-from tgdp.pipeline.validate import ValidateConfig, validate_clip
+from tgdp.pipeline.features import FeatureParams
+from tgdp.pipeline.validate import ValidateConfig, ValidateTask, validate_clip
 
 pytestmark = pytest.mark.shared
 
@@ -34,22 +35,22 @@ def test_shared_media_sample_lands_in_the_documented_buckets(shared_dir):
         pytest.skip("shared/media is not present")
     with open(media / "MANIFEST.tsv", encoding="utf-8") as fh:
         rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["file"] in SAMPLE]
-    cfg = ValidateConfig().model_dump()
+    cfg = ValidateConfig()
     for row in rows:
         try:
             duration = float(row["duration_s"])
         except ValueError:
             duration = 10.0
         # Whole videos imported as clips: window [0, min(duration, 10)).
-        task = {
-            "clip_id": row["file"],
-            "path": str(media / row["file"]),
-            "start_s": 0.0,
-            "end_s": min(duration, 10.0),
-            "fetch": {"source": "import", "section_start_s": 0.0},
-            "cfg": cfg,
-        }
-        ev = validate_clip(task)
+        task = ValidateTask(
+            clip_id=row["file"],
+            path=str(media / row["file"]),
+            start_s=0.0,
+            end_s=min(duration, 10.0),
+            section_start_s=0.0,
+            source="import",
+        )
+        ev = validate_clip(task, cfg, FeatureParams())
         kind = row["category"]
         if kind == "av":
             assert ev["valid"], (row["file"], ev["reason"], ev["reason_detail"])

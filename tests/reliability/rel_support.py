@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tgdp.pipeline import ledger
+from tgdp.pipeline.features import FeatureParams
 from tgdp.pipeline.fetch import FetchConfig, fetch
 from tgdp.pipeline.manifest import ManifestConfig, build_manifest
 from tgdp.pipeline.shard import ShardConfig, run_shard
@@ -20,6 +21,7 @@ from tgdp.pipeline.synth import LABELS_FILE, SEGMENT_FILES, SynthConfig, generat
 from tgdp.pipeline.validate import run_validate
 
 __all__ = [
+    "FEATURES",
     "SHARD",
     "TINY",
     "assert_funnel_sums",
@@ -45,7 +47,8 @@ TINY = dict(
     workers=2,
 )
 # Small frames and spectrograms keep shard cheap; 1 clip per shard so there are several shards to damage.
-SHARD = ShardConfig(frame_size=64, num_mel_bins=64, target_length=256, shard_bytes=30_000, batch_rows=1, window_clips=2)
+SHARD = ShardConfig(shard_bytes=30_000, batch_rows=1, window_clips=2)
+FEATURES = FeatureParams(frame_size=64, num_mel_bins=64, target_length=256)  # `features.*` of the shard runs
 
 
 def make_tiny_corpus(out: Path, num_clips: int = 10, fault_fraction: float = 0.8, seed: int = 3) -> Path:
@@ -90,7 +93,7 @@ def run_chain(root: Path, store: Path, base: str, **fetch_kw: Any) -> None:
     """fetch (retrying transient failures at once) → validate → shard."""
     fetch(root, fetch_cfg(base, retry_now=True, **fetch_kw))
     run_validate(root, backend="serial")
-    run_shard(root, store, SHARD, backend="serial")
+    run_shard(root, store, SHARD, features=FEATURES, backend="serial")
 
 
 def snapshot(root: Path, store: Path | None = None) -> dict[str, Any]:

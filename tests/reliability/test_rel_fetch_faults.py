@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.rel_support import SHARD, assert_funnel_sums, corpus_root, fetch_cfg, snapshot
+from tests.reliability.rel_support import FEATURES, SHARD, assert_funnel_sums, corpus_root, fetch_cfg, snapshot
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import fetch
 from tgdp.pipeline.serve import FaultSpec, MediaServer
@@ -84,7 +84,7 @@ def test_fetch_faults_accounted_and_rerun_converges(
         assert fetch(root, fetch_cfg(base, retry_now=True)).ok == 0  # settled: nothing left that can succeed
     run_validate(root, backend="serial")
     assert_funnel_sums(root)
-    run_shard(root, store, SHARD, backend="serial")
+    run_shard(root, store, SHARD, features=FEATURES, backend="serial")
 
     got, want = snapshot(root, store), dict(clean_run["snapshot"])
     want["fetched"] = {c: s for c, s in want["fetched"].items() if c != _cid(gone)}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.reliability.rel_support import SHARD, assert_funnel_sums, corpus_root, fetch_cfg, snapshot
+from tests.reliability.rel_support import FEATURES, SHARD, assert_funnel_sums, corpus_root, fetch_cfg, snapshot
 from tests.waiting import new_paths, wait_for
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import fetch, file_sha256
@@ -107,8 +107,8 @@ def test_shard_killed_at_random_points_converges(tmp_path: Path, clean_run: dict
     root = tmp_path / "root"
     shutil.copytree(clean_run["root"], root)
     store = tmp_path / "store"
-    feature_keys = set(SHARD.feature_params().model_dump())
-    sets = [f"--set={'features' if k in feature_keys else 'shard'}.{k}={v}" for k, v in SHARD.model_dump().items()]
+    sets = [f"--set=features.{k}={v}" for k, v in FEATURES.model_dump().items()]
+    sets += [f"--set=shard.{k}={v}" for k, v in SHARD.model_dump().items()]
     cmd = [sys.executable, "-m", "tgdp.pipeline.cli", "shard", str(root), "--store", str(store), "--backend", "serial"]
     cmd += sets
     rng = np.random.default_rng(KILL_SEED + 1)
@@ -134,7 +134,7 @@ def test_shard_killed_at_random_points_converges(tmp_path: Path, clean_run: dict
                 arrow = side.with_suffix(".arrow")
                 assert not arrow.exists() or arrow.stat().st_size > 0
     assert kills >= 1
-    run_shard(root, store, SHARD, backend="serial")
+    run_shard(root, store, SHARD, features=FEATURES, backend="serial")
     assert snapshot(root, store) == clean_run["snapshot"]
     assert _tree(store) == _tree(clean_run["store"])
     assert verify_store(store).ok

@@ -19,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from tests.fixtures import make_root
-from tests.reliability.rel_support import SHARD, assert_funnel_sums, fetch_cfg
+from tests.reliability.rel_support import FEATURES, SHARD, assert_funnel_sums, fetch_cfg
 from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.export import run_export
@@ -75,7 +75,7 @@ def test_hostile_ids_through_the_whole_chain(
     run_validate(root, backend="serial")
     f = assert_funnel_sums(root)
     assert f["validate"]["valid"] == len(DASH_IDS) + len(HOSTILE)
-    run_shard(root, store, SHARD, backend="serial")
+    run_shard(root, store, SHARD, features=FEATURES, backend="serial")
     run_export(root, export)
     assert verify_store(store).ok
 
@@ -106,7 +106,7 @@ def test_tampered_raw_path_is_refused_by_validate_and_shard(tmp_path: Path, make
         root, "validate", [{**base, "valid": True, "fetch_sha256": "x", "window_start_s": 0.0, "valid_rule": "v1"}]
     )
     with pytest.raises(ValueError, match="outside ROOT"):
-        run_shard(root, tmp_path / "store", SHARD, backend="serial")
+        run_shard(root, tmp_path / "store", SHARD, features=FEATURES, backend="serial")
     assert not (tmp_path / "store" / "eval").exists()
 
 

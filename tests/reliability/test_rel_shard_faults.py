@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tests.reliability.rel_support import SHARD, snapshot
+from tests.reliability.rel_support import FEATURES, SHARD, snapshot
 from tgdp.pipeline import shard as shard_mod
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.shard import run_shard
@@ -60,13 +60,13 @@ def test_disk_full_over_existing_store_keeps_it(
     _FullDisk.written, _FullDisk.limit = 0, limit
     monkeypatch.setattr(shard_mod, "_open_sink", _FullDisk)
     with pytest.raises(ShardError, match=r"shard-\d{5}\.arrow.*No space left on device \(disk full: [\d.]+ MB free"):
-        run_shard(clean_run["root"], store, SHARD, backend="serial", force=True)
+        run_shard(clean_run["root"], store, SHARD, features=FEATURES, backend="serial", force=True)
     monkeypatch.undo()
     # The complete old store is untouched and still verifies; no temp file is left in staging.
     assert {k: v for k, v in _tree(store).items() if not k.startswith(".staging")} == before
     assert not [p for p in store.rglob(".tmp-*")]
     assert verify_store(store).ok
-    run_shard(clean_run["root"], store, SHARD, backend="serial", force=True)
+    run_shard(clean_run["root"], store, SHARD, features=FEATURES, backend="serial", force=True)
     assert _tree(store) == _tree(clean_run["store"])
 
 
@@ -83,10 +83,10 @@ def test_disk_full_while_assembling_index(
 
     monkeypatch.setattr(shard_mod, "_write_json", full_on_index)
     with pytest.raises(ShardError, match=r"assembling .*\.tmp-train: No space left on device"):
-        run_shard(clean_run["root"], store, SHARD, backend="serial")
+        run_shard(clean_run["root"], store, SHARD, features=FEATURES, backend="serial")
     monkeypatch.undo()
     assert not (store / "train").exists() and not (store / "eval").exists()  # no split without its index
-    run_shard(clean_run["root"], store, SHARD, backend="serial")
+    run_shard(clean_run["root"], store, SHARD, features=FEATURES, backend="serial")
     assert snapshot(clean_run["root"], store) == clean_run["snapshot"]
     assert _tree(store) == _tree(clean_run["store"])
 

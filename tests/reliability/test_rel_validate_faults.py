@@ -54,11 +54,11 @@ def test_validate_dying_midway_is_accounted_and_reruns_clean(
     shutil.rmtree(root / "events" / "validate")
     real, calls = validate_mod.validate_clip, {"n": 0}
 
-    def dying(task: dict) -> dict:
+    def dying(task: validate_mod.ValidateTask, **settings: Any) -> dict:
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt("killed mid-validate")
-        return real(task)
+        return real(task, **settings)
 
     monkeypatch.setattr(validate_mod, "validate_clip", dying)
     with pytest.raises(KeyboardInterrupt):

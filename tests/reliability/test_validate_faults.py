@@ -135,6 +135,7 @@ def test_window_rules():
     assert resolve_window(30.0, 40.0, {}, 14.0, cfg) == (2.0, "padded")
     assert resolve_window(1.0, 11.0, {}, 13.0, cfg) == (1.0, "padded")  # start < pad: the file starts at 0
     assert resolve_window(30.0, 40.0, {}, 300.0, cfg) == (30.0, "whole_file")  # longer than any padded segment
+    assert resolve_window(30.0, 40.0, {}, 12.0, cfg, pad_s=1.0) == (1.0, "padded")  # fetch.pad_s, passed in
 
 
 def test_valid_clips_leave_a_feature_cache_entry_and_dropped_ones_none(fault_root):
@@ -150,6 +151,9 @@ def test_valid_clips_leave_a_feature_cache_entry_and_dropped_ones_none(fault_roo
 
 
 def test_single_process_probe_agrees_with_ffprobe(fault_root, ffmpeg_bin, tmp_path):
+    from dataclasses import replace
+
+    from tgdp.pipeline.features import FeatureParams
     from tgdp.pipeline.validate import validate_clip, validate_tasks
 
     root, _ = fault_root
@@ -158,21 +162,23 @@ def test_single_process_probe_agrees_with_ffprobe(fault_root, ffmpeg_bin, tmp_pa
     offset = tmp_path / "offset.mkv"
     cmd = [ffmpeg_bin, "-v", "error", "-y", "-i", str(src / "ok.mp4"), "-itsoffset", "0.5", "-i", str(src / "ok.mp4")]
     subprocess.run(cmd + ["-map", "0:v", "-map", "1:a", "-c", "copy", str(offset)], check=True)
-    tasks, _, _ = validate_tasks(root, ValidateConfig(min_frames=16), force=True)
-    tasks.append({**tasks[0], "clip_id": "offset", "path": str(offset), "cache_path": None})
+    cfg = ValidateConfig(min_frames=16)
+    tasks, _, _ = validate_tasks(root, cfg, force=True)
+    tasks.append(replace(tasks[0], clip_id="offset", path=str(offset), cache_path=None))
     fields = ("reason", "valid", "has_video", "has_audio", "video_codec", "audio_codec", "video_frames")
     fields += ("window_start_s", "is_av_offset", "is_silent", "is_still")
     for task in tasks:
-        fast = validate_clip({**task, "cache_path": None})
-        slow = validate_clip({**task, "cache_path": None, "cfg": {**task["cfg"], "use_ffprobe": True}})
-        assert {k: fast[k] for k in fields} == {k: slow[k] for k in fields}, task["clip_id"]
+        task = replace(task, cache_path=None)
+        fast = validate_clip(task, cfg, FeatureParams())
+        slow = validate_clip(task, cfg.model_copy(update={"use_ffprobe": True}), FeatureParams())
+        assert {k: fast[k] for k in fields} == {k: slow[k] for k in fields}, task.clip_id
         for k in ("probe_duration_s", "av_offset_s", "audio_dur_s", "still_score", "rms_dbfs"):
             if slow[k] is None:
-                assert fast[k] is None, (task["clip_id"], k)
+                assert fast[k] is None, (task.clip_id, k)
             else:
-                assert fast[k] == pytest.approx(slow[k], abs=0.011), (task["clip_id"], k)
+                assert fast[k] == pytest.approx(slow[k], abs=0.011), (task.clip_id, k)
         if slow["reason"]:
-            assert fast["reason_detail"], task["clip_id"]
+            assert fast["reason_detail"], task.clip_id
     # 0.5 s less the AAC priming the stream copy exposes; both paths agree on it (checked above).
     assert fast["clip_id"] == "offset" and 0.3 < fast["av_offset_s"] < 0.6 and fast["is_av_offset"]
 
@@ -235,7 +241,8 @@ def test_ffmpeg_reporting_an_environment_error_is_transient(tmp_path, make_clip,
 def test_a_seek_error_is_decoded_again_from_the_start_before_the_verdict(tmp_path, ffmpeg_bin, make_clip):
     """x264 intra refresh (no IDR after the first frame): a seek lands on a recovery point and the decoder logs
     "mmco: unref short failure", yet the file decodes cleanly from its start. The verdict must be the file's."""
-    from tgdp.pipeline.shard import ShardConfig, shard_clip
+    from tgdp.pipeline.features import FeatureParams
+    from tgdp.pipeline.shard import ShardConfig, ShardTask, shard_clip
 
     media = tmp_path / "m"
     media.mkdir()
@@ -254,6 +261,6 @@ def test_a_seek_error_is_decoded_again_from_the_start_before_the_verdict(tmp_pat
         "plainplain0": (True, None, "start"),
     }
     # shard decodes with the same fallback when validate's cache entry is gone
-    task = {"clip_id": "x", "path": str(ir), "window_start_s": 3.0, "duration_s": 2.0, "row": {"clip_id": "x"}}
-    res = shard_clip({**task, "cfg": ShardConfig(num_mel_bins=64, frame_size=32).model_dump()})
+    task = ShardTask(clip_id="x", path=str(ir), window_start_s=3.0, duration_s=2.0, row={"clip_id": "x"})
+    res = shard_clip(task, ShardConfig(), FeatureParams(num_mel_bins=64, frame_size=32))
     assert res["reason"] is None and len(res["row"]["frames_jpeg"]) == 16

@@ -134,12 +134,12 @@ tgdp.pipeline.fetch.FetchConfig
 tgdp.pipeline.fetch.FetchInterrupted
 tgdp.pipeline.fetch.FetchSession
 tgdp.pipeline.fetch.FetchSummary
+tgdp.pipeline.fetch.FetchTask
 tgdp.pipeline.fetch.RETRY_IN_ATTEMPT
 tgdp.pipeline.fetch.RootLock
 tgdp.pipeline.fetch.TokenBucket
 tgdp.pipeline.fetch.build_url
 tgdp.pipeline.fetch.classify_error
-tgdp.pipeline.fetch.clip_states
 tgdp.pipeline.fetch.fetch
 tgdp.pipeline.fetch.fetch_event
 tgdp.pipeline.fetch.file_sha256
@@ -240,6 +240,7 @@ tgdp.pipeline.media.sample_times
 
 import tgdp.pipeline.parallel
 tgdp.pipeline.parallel.Backend
+tgdp.pipeline.parallel.map_threads
 tgdp.pipeline.parallel.map_unordered
 tgdp.pipeline.parallel.ray_session
 tgdp.pipeline.parallel.run_sessions
@@ -253,6 +254,7 @@ tgdp.pipeline.serve.serve_forever
 import tgdp.pipeline.shard
 tgdp.pipeline.shard.ShardConfig
 tgdp.pipeline.shard.ShardSummary
+tgdp.pipeline.shard.ShardTask
 tgdp.pipeline.shard.run_shard
 tgdp.pipeline.shard.shard_clip
 tgdp.pipeline.shard.split_group
@@ -312,7 +314,7 @@ tgdp.pipeline.validate.METRIC_COLUMNS
 tgdp.pipeline.validate.ValidateConfig
 tgdp.pipeline.validate.ValidateError
 tgdp.pipeline.validate.ValidateSummary
-tgdp.pipeline.validate.map_clips
+tgdp.pipeline.validate.ValidateTask
 tgdp.pipeline.validate.new_event
 tgdp.pipeline.validate.resolve_window
 tgdp.pipeline.validate.run_validate

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from tests.fixtures import make_store
 from tests.train.train_support import tiny_config
+from tgdp.pipeline.features import FeatureParams
 from tgdp.pipeline.shard import ShardConfig, run_shard
 from tgdp.store.fs import location
 from tgdp.store.verify import verify_store
@@ -23,8 +24,8 @@ SHARD = {"shard_bytes": 100_000, "keep_feature_cache": True}
 def test_shard_to_s3_then_train_and_embed_like_the_local_copy(s3: dict, tmp_path: Path, ffmpeg_bin: str) -> None:
     local = make_store(tmp_path / "m", 6, duration=3.0, prefix="s3clip", ffmpeg=ffmpeg_bin, **SHARD)
     root = tmp_path / "m" / "root"
-    cfg = ShardConfig(frame_size=96, num_mel_bins=64, target_length=256, **SHARD)
-    summary = run_shard(root, s3["uri"], cfg, backend="serial")
+    cfg, features = ShardConfig(**SHARD), FeatureParams(frame_size=96, num_mel_bins=64, target_length=256)
+    summary = run_shard(root, s3["uri"], cfg, features=features, backend="serial")
     assert summary.rows == {"train": 6} and summary.shards["train"] >= 3
     split = location(s3["uri"]).child("train")
     for shard in sorted((local / "train").glob("data-*.arrow")):  # staged locally, uploaded byte for byte
@@ -33,7 +34,7 @@ def test_shard_to_s3_then_train_and_embed_like_the_local_copy(s3: dict, tmp_path
         )
     assert not (root / "store-staging").exists() or not any((root / "store-staging").rglob("*.arrow"))
     assert verify_store(s3["uri"]).ok
-    again = run_shard(root, s3["uri"], cfg, backend="serial")
+    again = run_shard(root, s3["uri"], cfg, features=features, backend="serial")
     assert again.up_to_date == ["train"]
 
     overrides = ("data.shuffle_mode=block", "data.block_shards=2", "train.batch_size=2", "train.steps=4")
