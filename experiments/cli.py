@@ -61,11 +61,11 @@ def reproduce(
 ) -> None:
     """Controlled reproduction of the TG-DP claims (REPRODUCTION.md): every row, same budget, 5 seeds, the gate."""
     from tgdp.config import load_config
-    from tgdp.experiments.reproduce.configs import ReproduceConfig
+    from tgdp.experiments.reproduce.configs import ReproduceConfig, make_study
     from tgdp.experiments.reproduce.study import run_reproduce
 
     cfg = load_config(ReproduceConfig, config, overrides)
-    typer.echo(run_reproduce(out, cfg, short, store, jobs, threads, report))
+    typer.echo(run_reproduce(make_study(out, cfg, short, store, jobs, threads, report)))
 
 
 @app.command()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from tgdp.eval.embed import load_encoder
-from tgdp.experiments.reproduce.configs import FIRST, ReproduceConfig, Study, fingerprint, make_study, run_overrides
+from tgdp.experiments.reproduce.configs import FIRST, Study, fingerprint, run_overrides
 from tgdp.experiments.reproduce.evaluate import embed_splits, evaluate
 from tgdp.experiments.reproduce.report import aggregate, render_tables
 from tgdp.experiments.reproduce.store import build_synth_store
@@ -185,17 +185,9 @@ def run_study(study: Study) -> dict[str, Any]:
     return agg
 
 
-def run_reproduce(
-    out: Path,
-    cfg: ReproduceConfig | None = None,
-    short: bool = False,
-    store: Path | None = None,
-    jobs: int = 2,
-    threads: int = 1,
-    report: bool = False,
-) -> str:
-    """The `reproduce` command: run the study `make_study` describes (`run_study`); returns its Markdown tables."""
-    return render_tables(run_study(make_study(out, cfg, short, store, jobs, threads, report)))
+def run_reproduce(study: Study) -> str:
+    """The `reproduce` command: run `study` (from `make_study`) and return its Markdown tables."""
+    return render_tables(run_study(study))
 
 
 def _write(study: Study, results, store: Path, build_s: float, t0: float, loads: list[float]) -> dict[str, Any]:

@@ -49,17 +49,22 @@ def _third_download_started(root: Path, ids: list[str], ytids: list[str], server
     return check
 
 
+def _fetch_cmd(root: Path, base: str) -> list[str]:
+    """`tgdp-data fetch` of `root` from the media server at `base`, serial, no retries or rate limit."""
+    return [
+        sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root),
+        "--set", "fetch.url_template=" + base + "/v/{ytid}",
+        "--backend", "serial", "--set", "fetch.rate_per_hour=0", "--set", "fetch.retries=0", "--no-progress",
+    ]  # fmt: skip
+
+
 def test_fetch_sigkill_midrun_then_rerun(tmp_path: Path, make_clip: Callable[..., Path]) -> None:
     ytids = [f"k{i}" for i in range(6)]
     # Every request stalls 0.25 s: a clip takes ~1 s, so the kill lands mid-run at a predictable point.
     root, ids, slow = _slow_corpus(tmp_path, make_clip, ytids)
     server = MediaServer(tmp_path / "corpus", faults=slow)
     with server as base:
-        cmd = [
-            sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root),
-            "--set", "fetch.url_template=" + base + "/v/{ytid}",
-            "--backend", "serial", "--set", "fetch.rate_per_hour=0", "--set", "fetch.retries=0", "--no-progress",
-        ]  # fmt: skip
+        cmd = _fetch_cmd(root, base)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         try:
             in_third = _third_download_started(root, ids, ytids, server)
@@ -107,11 +112,7 @@ def test_fetch_ctrl_c_says_what_was_kept(tmp_path: Path, make_clip: Callable[...
     root, ids, slow = _slow_corpus(tmp_path, make_clip, ytids)
     server = MediaServer(tmp_path / "corpus", faults=slow)
     with server as base:
-        cmd = [
-            sys.executable, "-m", "tgdp.pipeline.cli", "fetch", str(root),
-            "--set", "fetch.url_template=" + base + "/v/{ytid}",
-            "--backend", "serial", "--set", "fetch.rate_per_hour=0", "--set", "fetch.retries=0", "--no-progress",
-        ]  # fmt: skip
+        cmd = _fetch_cmd(root, base)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True)
         try:
             in_third = _third_download_started(root, ids, ytids, server)
