@@ -28,8 +28,9 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from tgdp.core.atomic import TMP_PREFIX, commit_temp, temp_path
 from tgdp.store.format import ShardEntry, StoreError
-from tgdp.store.fs import TMP_PREFIX, Location, RemoteError, commit_temp, file_sha256, temp_path
+from tgdp.store.fs import Location, RemoteError, file_sha256
 
 __all__ = ["ShardCache", "default_cache"]
 
