@@ -42,21 +42,13 @@ tgdp.store.format.video_id_column
 tgdp.store.format.video_id_for
 
 import tgdp.store.fs
-tgdp.store.fs.DISK_FULL_ERRNOS
 tgdp.store.fs.Location
 tgdp.store.fs.RemoteError
-tgdp.store.fs.TMP_PREFIX
-tgdp.store.fs.atomic_path
-tgdp.store.fs.atomic_write
-tgdp.store.fs.commit_temp
-tgdp.store.fs.disk_usage_at
-tgdp.store.fs.existing_ancestor
 tgdp.store.fs.file_sha256
 tgdp.store.fs.is_remote
 tgdp.store.fs.location
 tgdp.store.fs.redact
 tgdp.store.fs.remote_errors
-tgdp.store.fs.temp_path
 
 import tgdp.store.reader
 tgdp.store.reader.Store
@@ -136,7 +128,6 @@ tgdp.pipeline.fetch.FetchSession
 tgdp.pipeline.fetch.FetchSummary
 tgdp.pipeline.fetch.FetchTask
 tgdp.pipeline.fetch.RETRY_IN_ATTEMPT
-tgdp.pipeline.fetch.RootLock
 tgdp.pipeline.fetch.TokenBucket
 tgdp.pipeline.fetch.build_url
 tgdp.pipeline.fetch.classify_error
@@ -158,11 +149,7 @@ tgdp.pipeline.importer.import_clips
 tgdp.pipeline.importer.register_files
 
 import tgdp.pipeline.layout
-tgdp.pipeline.layout.TMP_PREFIX
-tgdp.pipeline.layout.atomic_path
-tgdp.pipeline.layout.atomic_write
 tgdp.pipeline.layout.clip_id_for
-tgdp.pipeline.layout.commit_temp
 tgdp.pipeline.layout.events_dir
 tgdp.pipeline.layout.file_sha256
 tgdp.pipeline.layout.manifest_path
@@ -173,7 +160,6 @@ tgdp.pipeline.layout.raw_target
 tgdp.pipeline.layout.remove_stale_temps
 tgdp.pipeline.layout.safe_name
 tgdp.pipeline.layout.stale_temps
-tgdp.pipeline.layout.temp_path
 tgdp.pipeline.layout.temporaries
 tgdp.pipeline.layout.within_root
 
@@ -430,8 +416,6 @@ tgdp.train.config.PRESET_DIR
 tgdp.train.config.ResolvedRun
 tgdp.train.config.RunConfig
 tgdp.train.config.config_changes
-tgdp.train.config.disk_full
-tgdp.train.config.free_space
 tgdp.train.config.list_presets
 tgdp.train.config.load_run_config
 tgdp.train.config.record_config_change
@@ -455,7 +439,6 @@ tgdp.train.dist.barrier
 tgdp.train.dist.broadcast_object
 tgdp.train.dist.cleanup
 tgdp.train.dist.init_distributed
-tgdp.train.dist.pick_device
 
 import tgdp.train.loop
 tgdp.train.loop.FitSummary
