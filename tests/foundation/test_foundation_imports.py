@@ -47,17 +47,25 @@ def test_no_relative_imports_and_no_grab_bags() -> None:
         assert rel == [], f"{path}: relative imports at lines {rel}"
 
 
-def test_model_imports_without_ray_or_pyarrow() -> None:
-    names = sorted(p.stem for p in (REPO / "model").glob("*.py") if p.stem != "__init__")
+def _loads_none_of(package: str, heavy: tuple[str, ...], tgdp_too: bool = False) -> None:
+    """Import `tgdp.<package>` and every module of it in a fresh interpreter; none of `heavy` (nor, with `tgdp_too`,
+    any other tgdp package) may be loaded afterwards."""
+    names = sorted(p.stem for p in (REPO / package).glob("*.py") if p.stem != "__init__")
     code = (
         "import importlib, sys\n"
-        "import tgdp.model\n"
-        f"for n in {names!r}: importlib.import_module('tgdp.model.' + n)\n"
-        "bad = [k for k in ('ray', 'pyarrow', 'typer') if k in sys.modules]\n"
+        f"importlib.import_module('tgdp.{package}')\n"
+        f"for n in {names!r}: importlib.import_module('tgdp.{package}.' + n)\n"
+        f"bad = [k for k in {heavy!r} if k in sys.modules]\n"
+        f"own = ('tgdp.{package}',) if {tgdp_too!r} else ('tgdp.',)\n"
+        "bad += sorted(k for k in sys.modules if k.startswith('tgdp.') and not k.startswith(own))\n"
         "assert not bad, bad\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_model_imports_without_ray_or_pyarrow() -> None:
+    _loads_none_of("model", ("ray", "pyarrow", "typer"))
 
 
 # The dependency table of docs/ARCHITECTURE.md ("Layout"): the tgdp modules each package may import. An entry
@@ -169,14 +177,4 @@ def test_only_the_data_cli_imports_the_pipeline_cli() -> None:
 
 def test_core_imports_nothing_of_tgdp_and_loads_light() -> None:
     # the bottom of the graph: every module of tgdp.core imports without torch, numpy, pyarrow, Ray or pydantic
-    names = sorted(p.stem for p in (REPO / "core").glob("*.py") if p.stem != "__init__")
-    code = (
-        "import importlib, sys\n"
-        f"for n in {names!r}: importlib.import_module('tgdp.core.' + n)\n"
-        "heavy = ('torch', 'numpy', 'pyarrow', 'ray', 'pydantic', 'yaml')\n"
-        "bad = [k for k in heavy if k in sys.modules]\n"
-        "others = sorted(k for k in sys.modules if k.startswith('tgdp.') and not k.startswith('tgdp.core'))\n"
-        "assert not bad and not others, (bad, others)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    _loads_none_of("core", ("torch", "numpy", "pyarrow", "ray", "pydantic", "yaml"), tgdp_too=True)
