@@ -1,9 +1,11 @@
-"""The run lock: one run at a time per ROOT stage (fetch/import, validate) or per STORE (shard).
+"""The run lock: one run at a time per ROOT stage (fetch/import, validate) or per STORE (shard), and one download
+per shard in the node-local shard cache (`wait=True`: the others wait, then find the shard complete).
 
-An exclusive, non-blocking `flock` on a lock file, held for the whole run. The kernel releases it if the process
-dies, so a stale file never blocks a rerun. The holder writes its pid, host, start time and what it is into the file,
-and a refused run's error quotes them. The file is removed on release (so it never shows up in a finished store); a
-run that locked a file another one had just removed checks the inode and locks the new file instead.
+An exclusive `flock` on a lock file, held for the whole run (non-blocking: a second run is refused at once). The
+kernel releases it if the process dies, so a stale file never blocks a rerun. The holder writes its pid, host, start
+time and what it is into the file, and a refused run's error quotes them. The file is removed on release (so it
+never shows up in a finished store); a run that locked a file another one had just removed checks the inode and
+locks the new file instead (this is also how a waiting run moves on to a fresh file).
 """
 
 from __future__ import annotations
@@ -26,16 +28,17 @@ class LockedError(TgdpError, RuntimeError):
 
 class RunLock:
     """Exclusive lock on `path` for one run; a held lock raises `error` (LockedError unless a caller's own class)
-    with "another <what> run holds <path> (pid P on H, started T); wait for it or stop it"."""
+    with "another <what> run holds <path> (pid P on H, started T); wait for it or stop it", or with `wait` blocks
+    until the holder releases it."""
 
-    def __init__(self, path: Path | str, what: str, error: type[Exception] = LockedError) -> None:
+    def __init__(self, path: Path | str, what: str, error: type[Exception] = LockedError, wait: bool = False) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         while True:
             fh = open(path, "a+")  # noqa: SIM115 - held for the whole run
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 fh.seek(0)
                 holder = _holder_text(fh.read())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,22 @@ def test_pick_device_auto_cpu_and_a_missing_cuda(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert pick_device("auto", local_rank=2) == torch.device("cuda", 2) and str(pick_device("auto")) == "cuda"
     assert pick_device("cuda:1", local_rank=2) == torch.device("cuda", 1)  # an explicit index wins
+
+
+def test_run_lock_wait_blocks_until_the_holder_releases_then_takes_a_fresh_file(tmp_path: Path) -> None:
+    # the shard cache's mode: a second downloader waits for the first instead of failing
+    path = tmp_path / ".lock-ab"
+    acquired = threading.Event()
+    first = RunLock(path, what="shard download", wait=True)
+
+    def second() -> None:
+        with RunLock(path, what="shard download", wait=True):
+            acquired.set()
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    assert not acquired.wait(timeout=0.5)  # blocked while the first holds it
+    first.release()
+    assert acquired.wait(timeout=30)
+    waiter.join(timeout=30)
+    assert not path.exists()
