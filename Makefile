@@ -25,7 +25,7 @@ ffmpeg:
 # Strict editable mode: a link tree of symlinks under build/ instead of an import hook, so that mypy, pyright and
 # IDEs resolve `tgdp.*` to the repository's files. A link tree only knows the files that existed at install time,
 # so the stamp also depends on the package folders (their mtime changes when a module is added or removed).
-PKG_DIRS := $(wildcard config store pipeline model train eval manifests experiments experiments/reproduce)
+PKG_DIRS := $(wildcard core config store pipeline model train eval manifests experiments experiments/reproduce)
 $(STAMP): pyproject.toml $(PKG_DIRS)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=strict

@@ -1,5 +1,5 @@
 """tgdp.config: the config machinery every package shares (strict pydantic models, YAML presets with `base:`
-inheritance, `--set key=value` overrides) and the package version. Imports nothing from the other tgdp packages,
+inheritance, `--set key=value` overrides) and the package version. Imports nothing of tgdp but `tgdp.core`,
 so `tgdp.model` can use it without the pipeline (docs/ARCHITECTURE.md).
 
 Design:
@@ -23,7 +23,6 @@ import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,16 +31,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-import tgdp
-
-try:
-    __version__ = version("tgdp")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
-
-# `tgdp` is a PEP 420 namespace package (no tgdp/__init__.py), so nothing else can give it attributes: every
-# subpackage imports this one, which sets `tgdp.__version__` on the namespace module.
-tgdp.__version__ = __version__
+# The version lives in tgdp.core (the bottom of the import graph), which also sets `tgdp.__version__`; every
+# subpackage imports it from here or from there.
+from tgdp.core import __version__ as __version__
+from tgdp.core.atomic import atomic_write
+from tgdp.core.errors import TgdpError
 
 __all__ = [
     "__version__",
@@ -64,7 +58,7 @@ __all__ = [
 C = TypeVar("C", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class ConfigError(TgdpError, ValueError):
     """A config could not be loaded or validated; the message names the offending key."""
 
 
@@ -363,7 +357,5 @@ def dump_config(cfg: BaseModel, path: Path | None = None) -> str:
     text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write(path, text)
     return text

@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from tgdp.pipeline.cli import dumps_json, group_app, print_config
+from tgdp.config.cli import print_config
+from tgdp.core.cli import dumps_json, group_app
 
 app = group_app(
     "tgdp-eval", "TG-DP evaluation: cached embeddings, zero-shot retrieval, probing, report tables and plots."
@@ -18,11 +19,9 @@ app = group_app(
 
 
 def _device(device: str) -> str:
-    import torch
+    from tgdp.core.device import pick_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return str(pick_device(device))
 
 
 COMMANDS = ("embed", "retrieval", "probe", "health", "selection")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tgdp.core.atomic import atomic_path
 from tgdp.store.format import video_id_for
 
 __all__ = ["EmbeddingTable", "read_embeddings", "video_id_from_clip_id", "write_embeddings"]
@@ -113,14 +114,9 @@ def write_embeddings(path: str | Path, table: EmbeddingTable, dtype: str = "floa
     batch = batch.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk or a directory at `path`: nothing half-written stays
-        raise
+    # a full disk or a directory at `path`: atomic_path removes the temporary file, nothing half-written stays
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
     return path
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from tgdp.pipeline.cli import group_app
+from tgdp.core.cli import group_app
 
 __all__ = ["app"]
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tgdp.core.errors import TgdpError
+
 __all__ = [
     "MAE_INIT_ALLOWED_MISSING",
     "CheckpointError",
@@ -40,7 +42,7 @@ MAE_INIT_ALLOWED_MISSING = (
 )
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TgdpError, RuntimeError):
     """A checkpoint that cannot be used: a state dict that does not fit the model (the message carries the key
     report), no readable training checkpoint, or a config that differs from the run's (raised by tgdp.train too)."""
 

@@ -5,199 +5,20 @@ then `--set section.key=value` (repeatable), then the command's flags, which are
 backend/address, workers, --force, --json). `tgdp-data validate ROOT --config pipeline.yaml` and `tgdp-data shard
 ROOT --store S --config pipeline.yaml` therefore agree on `features.*`, and status/export on `fetch.max_attempts`.
 
-The first part is shared by the three CLIs (`tgdp-data`, `tgdp-train`, `tgdp-eval`): `--version`, `--debug`, and
-the one way expected errors end a command (docs/RELIABILITY.md, "CLI errors"): an exception of a class in
-`expected_errors()` prints one line `error: <culprit and fix>` on stderr and exits 2; anything else is a bug and keeps
-its traceback. `--debug` (or TGDP_DEBUG=1) shows the traceback of expected errors too.
+The shared part of every tgdp CLI (`--version`, `--debug`, one-line expected errors with exit 2, `dumps_json`) is
+`tgdp.core.cli`; the config view is `tgdp.config.cli.print_config`.
 """
 
 from __future__ import annotations
 
-import errno as _errno
-import json as _json
-import os as _os
 import sys as _sys
 from pathlib import Path
 from typing import Any
 
-import click as _click
 import typer
-from typer.core import TyperCommand as _TyperCommand
-from typer.core import TyperGroup as _TyperGroup
 
-# --- shared by the three CLIs (errors, --version, --debug) ---
-
-EXIT_EXPECTED = 2  # bad input or environment: one line, no traceback
-# The expected-error classes, by module: a module that was never imported cannot have raised its error, so the
-# lookup imports nothing (the CLIs stay fast to start and `tgdp.model` keeps its light imports).
-_EXPECTED = {
-    "tgdp.config": ("ConfigError",),
-    "tgdp.store.format": ("StoreError", "StoreMismatchError", "ShardError"),
-    "tgdp.store.fs": ("RemoteError",),
-    "tgdp.pipeline.manifest": ("ManifestError",),
-    "tgdp.pipeline.validate": ("ValidateError",),
-    "tgdp.pipeline.truth": ("TruthError",),
-    "tgdp.model.checkpoint": ("CheckpointError",),
-}
-# Environment errors that are the user's to fix (a path, a permission, a full or read-only disk), with the fix.
-_OS_FIX = {
-    _errno.ENOENT: "check the path",
-    _errno.ENOTDIR: "check the path",
-    _errno.EISDIR: "give a file, not a directory",
-    _errno.EEXIST: "remove it or choose another path",
-    _errno.EACCES: "permission denied: fix its permissions or choose a writable location",
-    _errno.EPERM: "permission denied: fix its permissions or choose a writable location",
-    _errno.EROFS: "read-only file system: choose a writable location",
-    _errno.ENOSPC: "no space left on the device: free space or choose another disk",
-    _errno.EDQUOT: "disk quota exceeded: free space or choose another disk",
-}
-
-
-def tgdp_version() -> str:
-    from tgdp.config import __version__
-
-    return __version__
-
-
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """The exception classes a command reports as one line (documented in docs/RELIABILITY.md)."""
-    found: list[type[BaseException]] = []
-    for module, names in _EXPECTED.items():
-        mod = _sys.modules.get(module)
-        if mod is not None:
-            found += [getattr(mod, n) for n in names if hasattr(mod, n)]
-    return tuple(found)
-
-
-def error_line(exc: BaseException) -> str | None:
-    """One line naming the culprit and the fix for an expected error (then one line per bad row for an error that
-    lists them, capped); None for anything else (a bug)."""
-    if isinstance(exc, OSError) and exc.errno in _OS_FIX:
-        what = exc.filename if exc.filename is not None else ""
-        detail = exc.strerror or str(exc)
-        return f"{what}: {detail}; {_OS_FIX[exc.errno]}" if what else f"{detail}; {_OS_FIX[exc.errno]}"
-    if isinstance(exc, (FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError)) or isinstance(
-        exc, expected_errors()
-    ):
-        if getattr(exc, "issues", None):  # a list of bad rows (ManifestError): one per line, as the error has them
-            head, *rest = str(exc).split("\n")
-            return "\n".join([" ".join(head.split()), *(f"  {' '.join(ln.split())}" for ln in rest if ln.strip())])
-        return " ".join(str(exc).split()) or type(exc).__name__
-    return None
-
-
-def _debug(ctx: _click.Context) -> bool:
-    return bool(ctx.meta.get("tgdp.debug")) or _os.environ.get("TGDP_DEBUG", "") not in ("", "0")
-
-
-def _report(ctx: _click.Context, exc: Exception) -> None:
-    line = None if _debug(ctx) else error_line(exc)
-    if line is None:
-        raise exc
-    typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(EXIT_EXPECTED) from None
-
-
-def _invoke_reporting(invoke: Any, ctx: _click.Context) -> Any:
-    """Run a click `invoke`; click's own exits pass through, any other exception goes to `_report`."""
-    try:
-        return invoke(ctx)
-    except (_click.exceptions.Exit, _click.ClickException, _click.Abort):
-        raise
-    except Exception as exc:
-        _report(ctx, exc)
-
-
-class ErrorsGroup(_TyperGroup):
-    """A command group whose commands end expected errors with one line (see the module docstring)."""
-
-    def invoke(self, ctx: _click.Context):
-        return _invoke_reporting(super().invoke, ctx)
-
-
-class ErrorsCommand(_TyperCommand):
-    """A single-command app (`tgdp-train`) with the same error handling; its `--debug` option sets the flag."""
-
-    def invoke(self, ctx: _click.Context):
-        ctx.meta["tgdp.debug"] = bool(ctx.params.get("debug"))
-        return _invoke_reporting(super().invoke, ctx)
-
-
-def version_callback(name: str):
-    """Eager `--version` option callback printing `<name> <version>`."""
-
-    def show(value: bool) -> None:
-        if value:
-            typer.echo(f"{name} {tgdp_version()}")
-            raise typer.Exit()
-
-    return show
-
-
-def app_callback(name: str):
-    """Group callback adding `--version` and `--debug` to a multi-command app."""
-
-    def callback(
-        ctx: typer.Context,
-        version: bool = typer.Option(
-            False, "--version", is_eager=True, callback=version_callback(name), help="print the version and exit"
-        ),
-        debug: bool = typer.Option(False, "--debug", help="show tracebacks of expected errors too (or TGDP_DEBUG=1)"),
-    ) -> None:
-        ctx.meta["tgdp.debug"] = debug
-
-    return callback
-
-
-def group_app(name: str, help: str) -> typer.Typer:
-    """A multi-command CLI with the shared behaviour: `--version`, `--debug`, one-line expected errors (exit 2)."""
-    app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False, cls=ErrorsGroup)
-    app.callback()(app_callback(name))
-    return app
-
-
-def print_config(cfg: Any, section: str | None = None, show: bool = False, as_json: bool = False) -> None:
-    """Print a resolved config's keys (type, value, default, help) as a table, `--json` or (`show`) commented YAML;
-    `section` keeps the keys under it (`validate`, `optim`, or one key)."""
-    from tgdp.config import ConfigError, commented_yaml, config_keys
-
-    keys = config_keys(cfg)
-    if section:
-        keys = [k for k in keys if k.key == section or k.key.startswith(section + ".")]
-        if not keys:
-            sections = sorted({k.key.split(".")[0] for k in config_keys(cfg)})
-            raise ConfigError(f"no config section or key {section!r}; sections: {', '.join(sections)}")
-    if show:
-        typer.echo(commented_yaml(cfg).rstrip("\n"))
-    elif as_json:
-        typer.echo(dumps_json([k.as_dict() for k in keys]))
-    else:
-        from rich.table import Table
-
-        table = Table(title=f"{type(cfg).__name__}: {len(keys)} keys (--set key=value)", title_justify="left")
-        table.add_column("key", no_wrap=True, style="bold")
-        table.add_column("type", overflow="fold")
-        table.add_column("value (default)", overflow="fold")
-        table.add_column("help")
-        for k in keys:
-            value = _json.dumps(k.value)
-            if k.required or k.value != k.default:
-                value = f"[yellow]{value}[/] ({'required' if k.required else 'default ' + _json.dumps(k.default)})"
-            table.add_row(k.key, k.type, value, k.help)
-        wide_console().print(table, highlight=False)
-
-
-def wide_console() -> Any:
-    """A rich Console that does not fold tables at 80 columns when stdout is a pipe or a file."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=max(console.width, 200))
-
-
-def dumps_json(obj: Any) -> str:
-    """The one `--json` format of every command: indented 2, keys sorted, non-ASCII kept (docs/WORKFLOW.md)."""
-    return _json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+from tgdp.config.cli import print_config
+from tgdp.core.cli import EXIT_EXPECTED, dumps_json, group_app
 
 
 def require_root(root: Path) -> None:

@@ -35,8 +35,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tgdp.core.atomic import atomic_path, atomic_write, temp_path
 from tgdp.pipeline.clips import CLIP_EVENT_COLUMNS, clip_rows
-from tgdp.pipeline.layout import atomic_path, atomic_write, manifest_path, remove_stale_temps, temp_path
+from tgdp.pipeline.layout import manifest_path, remove_stale_temps
 from tgdp.pipeline.status import STATES, clip_states, funnel_from_states, root_temporaries, strictly_increasing
 from tgdp.pipeline.validate import METRIC_COLUMNS
 

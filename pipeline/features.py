@@ -20,7 +20,8 @@ import numpy as np
 from pydantic import Field
 
 from tgdp.config import StrictConfig
-from tgdp.pipeline.layout import atomic_path, safe_name
+from tgdp.core.atomic import atomic_path
+from tgdp.pipeline.layout import safe_name
 
 __all__ = [
     "FBANK_PARAMS",
@@ -184,7 +185,7 @@ def cache_key(
 
 
 def write_feature_cache(path: Path, key: str, payload: dict[str, Any]) -> None:
-    """Write a payload atomically (`layout.atomic_path`: temporary name in the same directory, fsync, rename)."""
+    """Write a payload atomically (`core.atomic.atomic_path`: temporary name in the same directory, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     jpegs = payload["frames_jpeg"]

@@ -27,14 +27,10 @@ logged, copied, or written into events or summaries.
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import json
 import math
-import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -53,6 +49,7 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from tgdp.config import StrictConfig
+from tgdp.core.lock import RunLock
 from tgdp.pipeline import ledger
 from tgdp.pipeline.layout import file_sha256, place_raw, raw_target
 from tgdp.pipeline.media import MediaError, probe
@@ -63,7 +60,6 @@ __all__ = [
     "DEFAULT_URL_TEMPLATE",
     "EVENT_COLUMNS",
     "RETRY_IN_ATTEMPT",
-    "RootLock",
     "FetchConfig",
     "FetchInterrupted",
     "FetchSession",
@@ -590,63 +586,6 @@ class FetchInterrupted(KeyboardInterrupt):
         return str(self.args[0])
 
 
-class RootLock:
-    """Exclusive lock on a directory's lock file, held for a whole run (fetch/import on ROOT, shard on STORE).
-
-    `flock` is released by the kernel if the process dies, so a stale file never blocks a rerun. The holder writes
-    its pid, host, start time and `what` into the file, and a refused run's error quotes them. The file is removed on
-    release (so it never shows up in a finished store); a run that locked a file another one had just removed checks
-    the inode and locks the new file instead.
-    """
-
-    def __init__(self, path: Path, what: str = "fetch/import") -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        while True:
-            fh = open(path, "a+")  # noqa: SIM115 - held for the whole run
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                holder = _holder_text(fh.read())
-                fh.close()
-                raise RuntimeError(f"another {what} run holds {path}{holder}; wait for it or stop it") from None
-            try:
-                same = os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            fh.close()  # the previous holder removed the file between our open and our lock: lock the new one
-        self.fh = fh
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "what": what,
-        }
-        fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps(info) + "\n")
-        fh.flush()
-
-    def release(self) -> None:
-        if self.fh.closed:
-            return
-        self.path.unlink(missing_ok=True)  # while still locked: nobody can be holding the file we remove
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
-
-
-def _holder_text(text: str) -> str:
-    try:
-        info = json.loads(text)
-        return f" (pid {info['pid']} on {info['host']}, started {info['started']})"
-    except (ValueError, KeyError, TypeError):
-        return ""
-
-
 def plan_fetch(root: Path, cfg: FetchConfig, summary: FetchSummary | None = None) -> pa.Table:
     """The clips this run attempts, in manifest order, as a table (clip_id, ytid, start_s, end_s, split, attempt,
     prior_transient); skipped clips are counted in `summary.skipped` by state. Columnar (`status.clip_states`).
@@ -757,7 +696,7 @@ def fetch(root: Path, cfg: FetchConfig | None = None) -> FetchSummary:
         _check_cookies(Path(cfg.cookies))
     t0 = time.monotonic()
     summary = FetchSummary()
-    lock = RootLock(root / "tmp" / "fetch.lock")
+    lock = RunLock(root / "tmp" / "fetch.lock", what="fetch/import")
     try:
         tmp_root = root / "tmp" / "fetch"
         if tmp_root.exists():

@@ -31,7 +31,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from tgdp.pipeline.layout import atomic_write, clip_id_for, manifest_path
+from tgdp.core.atomic import atomic_write
+from tgdp.pipeline.layout import clip_id_for, manifest_path
 from tgdp.pipeline.manifest import (
     SOURCE_SCHEMA,
     ManifestConfig,

@@ -43,8 +43,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tgdp.core.lock import RunLock
 from tgdp.pipeline import ledger
-from tgdp.pipeline.fetch import RootLock, fetch_event, tool_versions
+from tgdp.pipeline.fetch import fetch_event, tool_versions
 from tgdp.pipeline.layout import file_sha256, manifest_path, place_raw, raw_target, safe_name
 from tgdp.pipeline.status import clip_states
 
@@ -167,7 +168,7 @@ def _prior_fetches(root: Path) -> dict[str, _Prior]:
 def _placement(root: Path) -> Iterator[tuple[Path, dict[str, _Prior], ledger.EventWriter]]:
     """ROOT's fetch lock held, a fresh staging dir ROOT/tmp/import, each clip's fetch state and a fetch event writer;
     the staging dir is removed when the block finishes."""
-    lock = RootLock(root / "tmp" / "fetch.lock")
+    lock = RunLock(root / "tmp" / "fetch.lock", what="fetch/import")
     try:
         tmp_dir = root / "tmp" / "import"
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -8,10 +8,11 @@ ROOT/
   features/<bucket>/<name>.npz validate's cached store payload per valid clip, packed and removed by `shard`
   export/                      filtered manifest and funnel (`export`)
 
-Every file the package writes goes through `atomic_path` / `atomic_write`: a temporary `.tmp-<pid>-<name>` in the
-same directory, fsynced, then `os.replace`d onto its name, so a reader sees the old file or the new one, never a
-torn one, and a crash leaves at most a `.tmp-*` file. The next run of that stage removes the ones whose writer is
-gone (`remove_stale_temps`: validate under features/, export in its output directory); `status` lists any left.
+Every file the package writes goes through `tgdp.core.atomic` (`atomic_path` / `atomic_write`): a temporary
+`.tmp-<pid>-<name>` in the same directory, fsynced, then `os.replace`d onto its name, so a reader sees the old file
+or the new one, never a torn one, and a crash leaves at most a `.tmp-*` file. The next run of that stage removes the
+ones whose writer is gone (`remove_stale_temps`: validate under features/, export in its output directory);
+`status` lists any left.
 
 Clip ids come from untrusted CSVs (`--exec=...`, `../../etc/passwd`), so no file name is ever built from one
 directly: `safe_name` keeps `[A-Za-z0-9_-]`, replaces the rest, and appends a hash of the full id so two ids
@@ -27,16 +28,11 @@ import shutil
 import time
 from pathlib import Path
 
-# The local atomic-file primitives live with the store format (its writers need them, and tgdp.store imports nothing
-# of the pipeline); the pipeline uses them from here.
-from tgdp.store.fs import TMP_PREFIX, atomic_path, atomic_write, commit_temp, file_sha256, temp_path
+from tgdp.core.atomic import TMP_PREFIX
+from tgdp.store.fs import file_sha256
 
 __all__ = [
-    "TMP_PREFIX",
-    "atomic_path",
-    "atomic_write",
     "clip_id_for",
-    "commit_temp",
     "events_dir",
     "file_sha256",
     "manifest_path",
@@ -47,7 +43,6 @@ __all__ = [
     "remove_stale_temps",
     "safe_name",
     "stale_temps",
-    "temp_path",
     "temporaries",
     "within_root",
 ]

@@ -12,8 +12,8 @@ Any other keys are stage-specific columns (nullable). Every file of a stage is w
 schema and `pa.concat_tables` reads them; files of older writers are cast on read (`typed`).
 
 Order: event files are named `s<sequence>.parquet`, the sequence one more than the highest on disk, claimed with an
-exclusive hard link (`layout.commit_temp(..., exclusive=True)`), so two writers never share a number and a later file
-always sorts after every earlier one. The wall clock plays no part in the order (a clock stepped back a day must
+exclusive hard link (`core.atomic.commit_temp(..., exclusive=True)`), so two writers never share a number and a later
+file always sorts after every earlier one. The wall clock plays no part in the order (a clock stepped back a day must
 not hide the events written after it): `attempted_at` is data only. Files of older ROOTs are named
 `<time_ns>-<pid>-<hex>.parquet`; they start with a digit and so sort, in their own (time) order, before every
 sequence-named file.
@@ -43,7 +43,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tgdp.pipeline.layout import atomic_path, commit_temp, events_dir, temp_path
+from tgdp.core.atomic import atomic_path, commit_temp, temp_path
+from tgdp.pipeline.layout import events_dir
 
 __all__ = [
     "EVENT_TYPES",

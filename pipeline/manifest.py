@@ -44,7 +44,9 @@ import yaml
 from pydantic import Field
 
 from tgdp.config import StrictConfig
-from tgdp.pipeline.layout import atomic_path, atomic_write, manifest_path
+from tgdp.core.atomic import atomic_path, atomic_write
+from tgdp.core.errors import TgdpError
+from tgdp.pipeline.layout import manifest_path
 from tgdp.pipeline.ledger import event_positions, mask
 from tgdp.store.format import video_id_column
 
@@ -133,7 +135,7 @@ class ManifestIssue:
         return f"{self.file}:{self.line}: {self.kind}: {self.text}"
 
 
-class ManifestError(ValueError):
+class ManifestError(TgdpError, ValueError):
     """The inputs could not be turned into a manifest; `issues` lists bad rows with file and line."""
 
     def __init__(self, message: str, issues: Sequence[ManifestIssue] = ()) -> None:

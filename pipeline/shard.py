@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from tgdp.config import StrictConfig
+from tgdp.core.lock import RunLock
 from tgdp.pipeline.features import (
     FBANK_PARAMS,
     FeatureParams,
@@ -96,14 +97,9 @@ log = logging.getLogger(__name__)
 STORE_LOCK = ".shard.lock"
 
 
-def store_lock(store: Path | str) -> Any:
+def store_lock(store: Path | str) -> RunLock:
     """Take the exclusive lock of STORE (`STORE/.shard.lock`) for one shard run; ShardError names the holder."""
-    from tgdp.pipeline.fetch import RootLock
-
-    try:
-        return RootLock(Path(store) / STORE_LOCK, what="`tgdp-data shard`")
-    except RuntimeError as exc:
-        raise ShardError(str(exc)) from None
+    return RunLock(Path(store) / STORE_LOCK, what="`tgdp-data shard`", error=ShardError)
 
 
 class ShardConfig(StrictConfig):

@@ -55,7 +55,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from tgdp.config import StrictConfig
-from tgdp.pipeline.layout import atomic_path, atomic_write, clip_id_for
+from tgdp.core.atomic import atomic_path, atomic_write
+from tgdp.pipeline.layout import clip_id_for
 from tgdp.pipeline.manifest import format_audioset_csv
 from tgdp.pipeline.parallel import map_threads
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from tgdp.pipeline.layout import atomic_path
+from tgdp.core.atomic import atomic_path
+from tgdp.core.errors import TgdpError
 
 if TYPE_CHECKING:
     from tgdp.pipeline.synth import ClipPlan, SynthConfig
@@ -48,7 +49,7 @@ AUDIO_LABELS = ("note", "dist", "quiet")  # the label axis of `PatchTruth.audio`
 _SHIFT_S, _HALF_WINDOW_S = 0.010, 0.0125  # fbank frame shift and half the 25-ms window (features.FBANK_PARAMS)
 
 
-class TruthError(ValueError):
+class TruthError(TgdpError, ValueError):
     """The store and the synth config disagree (a clip without a plan, a missing sidecar row, bad geometry)."""
 
 

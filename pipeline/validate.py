@@ -63,6 +63,9 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from tgdp.config import StrictConfig
+from tgdp.core.disk import DISK_FULL_ERRNOS, disk_usage_at
+from tgdp.core.errors import TgdpError
+from tgdp.core.lock import RunLock
 from tgdp.pipeline.features import (
     FeatureParams,
     audio_metrics,
@@ -85,7 +88,6 @@ from tgdp.pipeline.media import (
 )
 from tgdp.pipeline.parallel import map_unordered
 from tgdp.pipeline.status import unique_manifest
-from tgdp.store.fs import DISK_FULL_ERRNOS, disk_usage_at
 
 __all__ = [
     "DROP_REASONS",
@@ -579,21 +581,16 @@ def _other_features(va: Any, cfg: ValidateConfig, features: FeatureParams) -> np
     return mask(va.column("valid")) & mask(other)
 
 
-class ValidateError(RuntimeError):
+class ValidateError(TgdpError, RuntimeError):
     """An expected validate failure, reported in one line: another run holds ROOT's validate lock, a full disk."""
 
 
 VALIDATE_LOCK = "validate.lock"
 
 
-def validate_lock(root: Path | str) -> Any:
+def validate_lock(root: Path | str) -> RunLock:
     """Take ROOT's validate lock (`ROOT/tmp/validate.lock`) for one run; ValidateError names the holder."""
-    from tgdp.pipeline.fetch import RootLock
-
-    try:
-        return RootLock(Path(root) / "tmp" / VALIDATE_LOCK, what="`tgdp-data validate`")
-    except RuntimeError as exc:
-        raise ValidateError(str(exc)) from None
+    return RunLock(Path(root) / "tmp" / VALIDATE_LOCK, what="`tgdp-data validate`", error=ValidateError)
 
 
 def _disk_full_error(path: str) -> ValidateError:

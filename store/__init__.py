@@ -1,10 +1,11 @@
 """tgdp.store: the clip store format and its one owner (docs/STORE.md).
 
-Modules: `format` (index.json, row schema, constants, errors), `fs` (the filesystem layer: local atomic files and
-object-store URIs through `pyarrow.fs`), `reader` (`Store`), `writer` (`StoreWriter`, split assembly and commit),
-`remote` (upload with resume, the writer lease), `cache` (the node-local shard cache), `sampling` (shuffle orders),
-`verify` (`verify_store`), `config` (`StoreConfig`), `seaweed` (a local S3 server for tests and demos).
-It imports nothing of tgdp but `tgdp.config`; the pipeline, train and eval use it. The names below are re-exported
+Modules: `format` (index.json, row schema, constants, errors), `fs` (the filesystem layer: local paths and
+object-store URIs through `pyarrow.fs`; local files are written with `tgdp.core.atomic`), `reader` (`Store`),
+`writer` (`StoreWriter`, split assembly and commit), `remote` (upload with resume, the writer lease), `cache` (the
+node-local shard cache), `sampling` (shuffle orders), `verify` (`verify_store`), `config` (`StoreConfig`), `seaweed`
+(a local S3 server for tests and demos). It imports nothing of tgdp but `tgdp.core` and `tgdp.config`; the pipeline,
+train and eval use it. The names below are re-exported
 (lazily) for the readers' convenience.
 """
 

@@ -4,9 +4,9 @@ A shard is stored under its sha256 (`CACHE/ab/<sha256>.arrow`), so two stores or
 share one copy and a changed shard can never be mistaken for the old one. The download goes to a temporary name,
 is hashed on the way and renamed into place only when its sha256 equals index.json's; a partial or corrupt file is
 never visible. DataLoader workers and torchrun ranks on one node share the directory: an exclusive `flock` per shard
-makes one of them download while the others wait and then map the same file. A size limit evicts the least
-recently used shards (by mtime, refreshed on every use) before a download; a mapped shard that is evicted stays
-readable by the processes that mapped it (POSIX unlink semantics).
+(`tgdp.core.lock.RunLock` in its waiting mode) makes one of them download while the others wait and then map the
+same file. A size limit evicts the least recently used shards (by mtime, refreshed on every use) before a download;
+a mapped shard that is evicted stays readable by the processes that mapped it (POSIX unlink semantics).
 
 Prefetch: `prefetch(split, shards)` downloads shards on a small per-process thread pool (`prefetch_workers`
 concurrent downloads) through the same `fetch`, so the temporary name, the sha256 check and the per-shard `flock`
@@ -19,7 +19,6 @@ Faults: a failed download is retried with exponential backoff (`attempts`, `back
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -28,8 +27,10 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from tgdp.core.atomic import TMP_PREFIX, commit_temp, temp_path
+from tgdp.core.lock import RunLock
 from tgdp.store.format import ShardEntry, StoreError
-from tgdp.store.fs import TMP_PREFIX, Location, RemoteError, commit_temp, file_sha256, temp_path
+from tgdp.store.fs import Location, RemoteError, file_sha256
 
 __all__ = ["ShardCache", "default_cache"]
 
@@ -74,8 +75,8 @@ class ShardCache:
             os.utime(path)
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f".lock-{shard.sha256[:16]}", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one download per node; the others wait, then find it complete
+        # one download per node: the others wait, then find it complete
+        with RunLock(self.root / f".lock-{shard.sha256[:16]}", what="shard download", wait=True):
             if not _complete(path, shard):
                 self._evict(shard.bytes)
                 self._download(split, shard, path)

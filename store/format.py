@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tgdp.core.errors import TgdpError
 from tgdp.store.fs import Location, location
 
 __all__ = [
@@ -49,11 +50,11 @@ METRICS_F32 = ("audio_dur_s", "video_dur_s", "av_offset_s", "rms_dbfs", "silent_
 FLAGS = ("is_silent", "is_still", "is_av_offset")
 
 
-class StoreError(RuntimeError):
+class StoreError(TgdpError, RuntimeError):
     """A store split cannot be read as its index.json describes it; the message names the shard."""
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(TgdpError, ValueError):
     """The store cannot feed this model (missing, wrong segment length, mel bins or frame size); the message says
     how to build a store that fits."""
 
@@ -62,7 +63,7 @@ class StoreFormatError(StoreError):
     """index.json is not an index this code reads (another `format`, or a missing or mistyped field)."""
 
 
-class ShardError(RuntimeError):
+class ShardError(TgdpError, RuntimeError):
     """The store could not be written; the message names the file and the cause."""
 
 

@@ -1,5 +1,6 @@
-"""The store's one filesystem layer: local atomic files (the tmp-then-rename every writer of tgdp uses) and the
-location of a store, a plain path or a URI (`file://`, `s3://`, `gs://`, `az://`), through `pyarrow.fs`.
+"""The store's one filesystem layer: the location of a store, a plain path or a URI (`file://`, `s3://`, `gs://`,
+`az://`), through `pyarrow.fs`. Local files are written atomically with `tgdp.core.atomic` (the tmp-then-rename every
+writer of tgdp uses).
 
 Why `pyarrow.fs` and not fsspec (docs/STORE.md, "Remote stores"): the shards are Arrow IPC files and pyarrow is
 already what reads and writes them; its S3, GCS and Azure filesystems are compiled (multi-part uploads, range reads,
@@ -13,42 +14,25 @@ Credentials are never held in a `Location`, printed, or put in an error: a URI w
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "TMP_PREFIX",
-    "Location",
-    "RemoteError",
-    "atomic_path",
-    "atomic_write",
-    "DISK_FULL_ERRNOS",
-    "commit_temp",
-    "disk_usage_at",
-    "existing_ancestor",
-    "file_sha256",
-    "is_remote",
-    "location",
-    "redact",
-    "remote_errors",
-    "temp_path",
-]
+from tgdp.core.atomic import atomic_write
+from tgdp.core.errors import TgdpError
 
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # a write failed because the file system (or quota) is full
-TMP_PREFIX = ".tmp-"  # the one temporary-name scheme: `.tmp-<pid>-<name>`, next to the file it becomes
+__all__ = ["Location", "RemoteError", "file_sha256", "is_remote", "location", "redact", "remote_errors"]
+
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss")
 S3_MAX_ATTEMPTS = 5  # per request, by the AWS SDK (5xx, throttling, resets), with its exponential backoff
 
 
-class RemoteError(RuntimeError):
+class RemoteError(TgdpError, RuntimeError):
     """An object store could not be reached or refused a request; the message names the URI (never a secret)."""
 
 
@@ -59,84 +43,6 @@ def file_sha256(path: Path | str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def existing_ancestor(path: Path | str) -> Path:
-    """`path` itself, or its nearest ancestor that exists (the file a failed write was making may not)."""
-    probe = Path(path)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return probe
-
-
-def disk_usage_at(path: Path | str) -> Any:
-    """`shutil.disk_usage` (total, used, free bytes) of the file system holding `path` (read at its nearest existing
-    ancestor); None when it cannot be read. The one free-space probe of every writer's full-disk message."""
-    try:
-        return shutil.disk_usage(existing_ancestor(path))
-    except OSError:
-        return None
-
-
-def temp_path(path: Path | str) -> Path:
-    """The temporary name `path` is written under: `.tmp-<pid>-<name>` in the same directory (same file system, so
-    the rename is atomic; the pid keeps two processes writing the same file apart)."""
-    path = Path(path)
-    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
-
-
-def commit_temp(tmp: Path | str, path: Path | str, exclusive: bool = False) -> Path:
-    """fsync the finished temporary file `tmp`, then `os.replace` it onto `path` (the package's one such rename).
-
-    exclusive: publish with a hard link instead, which fails with FileExistsError when `path` exists (the ledger
-    claims sequence-numbered names this way); `tmp` is removed after a successful link. On a file system without
-    hard links the name is claimed with an exclusive create, then replaced (a reader may meet it empty for an
-    instant: the ledger skips empty files)."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if not exclusive:
-        os.replace(tmp, path)
-        return Path(path)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in _NO_LINKS:
-            raise
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        os.replace(tmp, path)
-        return Path(path)
-    Path(tmp).unlink()
-    return Path(path)
-
-
-_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
-
-
-@contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield the temporary path for `path`, for writers that stream to a path (pyarrow writers, np.savez, ffmpeg).
-
-    A clean exit commits it (`commit_temp`: fsync, rename onto `path`); any exception removes it and propagates.
-    """
-    tmp = temp_path(path)
-    try:
-        yield tmp
-        commit_temp(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write(path: Path | str, data: bytes | str) -> Path:
-    """Write `data` (str as UTF-8) to `path` atomically (`atomic_path`); returns `path`."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    return Path(path)
 
 
 # -- locations ---------------------------------------------------------------------------------------------

@@ -22,19 +22,10 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 
+from tgdp.core.atomic import TMP_PREFIX, atomic_write, commit_temp, temp_path
+from tgdp.core.disk import DISK_FULL_ERRNOS, disk_usage_at, existing_ancestor
 from tgdp.store.format import INDEX_FILE, ShardEntry, ShardError, StoreIndex, rows_digest, store_json
-from tgdp.store.fs import (
-    DISK_FULL_ERRNOS,
-    TMP_PREFIX,
-    Location,
-    atomic_write,
-    commit_temp,
-    disk_usage_at,
-    existing_ancestor,
-    file_sha256,
-    location,
-    temp_path,
-)
+from tgdp.store.fs import Location, file_sha256, location
 
 __all__ = [
     "DATASET_DICT",
@@ -78,8 +69,8 @@ class StoreWriter:
     (file, rows, bytes, sha256, clip_ids, digest of the rows' input digests).
 
     Rows go out in record batches of `batch_rows`; a shard is closed once its payload (JPEG + fbank bytes) reaches
-    `shard_bytes`. A shard is streamed under its temporary name (`layout.temp_path`) and committed
-    (`layout.commit_temp`) when closed, so staging holds only complete shards. As a context manager, a clean exit
+    `shard_bytes`. A shard is streamed under its temporary name (`core.atomic.temp_path`) and committed
+    (`core.atomic.commit_temp`) when closed, so staging holds only complete shards. As a context manager, a clean exit
     closes the last shard and an exception removes the partial one; a write error (ENOSPC) is a ShardError naming
     the shard. `open_sink(path)` opens the file a shard is written to.
     """

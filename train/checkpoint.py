@@ -3,17 +3,17 @@
 A checkpoint is a dict of tensors and plain Python values:
 `model` (student state dict), `teacher` (EMA teacher state dict or None), `optimizer`, `scaler`, `step`,
 `data_state` ({epoch, batch}), `config` (the RunConfig with a fully resolved `model` section, as a plain dict),
-`derived` (ResolvedRun values), `git_rev`. Files are `run_dir/checkpoints/step_XXXXXXXX.pt`, written to a `.tmp`
-then `os.replace`d, so a crash mid-write never leaves a half file under the final name; a file corrupted later (disk,
-copy) is detected on load and the previous one is used with a warning. A write that fails (a full disk) removes its
-`.tmp` and leaves the existing checkpoints as they were; a full disk is a one-line `CheckpointError` naming the file
-and the free space (`tgdp.train.config.write_error` does the same for the run dir's other files).
+`derived` (ResolvedRun values), `git_rev`. Files are `run_dir/checkpoints/step_XXXXXXXX.pt`, written to a temporary
+`.tmp-<pid>-step_XXXXXXXX.pt`, fsynced and `os.replace`d (`tgdp.core.atomic`), so a crash mid-write never leaves a
+half file under the final name; a file corrupted later (disk, copy) is detected on load and the previous one is used
+with a warning. A write that fails (a full disk) removes its temporary file and leaves the existing checkpoints as
+they were; a full disk is a one-line `CheckpointError` naming the file and the free space
+(`tgdp.train.config.write_error` does the same for the run dir's other files).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tgdp.core.atomic import TMP_PREFIX, atomic_path
+from tgdp.core.disk import disk_full, free_space
 from tgdp.model.checkpoint import CheckpointError
-from tgdp.train.config import disk_full, free_space
 
 __all__ = [
     "CheckpointError",
@@ -83,10 +84,11 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Delete the `.tmp` files a killed writer left in a run dir (`checkpoints/step_*.pt.tmp`, `config.yaml.tmp`,
-    `config-history.json.tmp`); call it before this run writes (one writer per run dir). Returns what was removed."""
+    """Delete the temporary files a killed writer left in a run dir (`checkpoints/.tmp-<pid>-step_*.pt`,
+    `.tmp-<pid>-config.yaml`, `.tmp-<pid>-config-history.json`: `tgdp.core.atomic`); call it before this run writes
+    (one writer per run dir). Returns what was removed."""
     run_dir = Path(run_dir)
-    stale = [*checkpoint_dir(run_dir).glob("step_*.pt.tmp"), *run_dir.glob("config*.tmp")]
+    stale = [*checkpoint_dir(run_dir).glob(f"{TMP_PREFIX}*-step_*.pt"), *run_dir.glob(f"{TMP_PREFIX}*-config*")]
     for path in stale:
         path.unlink(missing_ok=True)
         log.warning("removed %s, left by a writer that was killed", path)
@@ -98,16 +100,12 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], keep_last: int) -> Pat
     d = checkpoint_dir(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"step_{int(state['step']):08d}.pt"
-    tmp = path.with_suffix(".pt.tmp")
     try:
         # Through a Python file: a failed write then raises OSError(ENOSPC), not only torch's errno-less RuntimeError.
-        with open(tmp, "wb") as fh:
+        # atomic_path removes the temporary file on any failure and fsyncs + renames it on success.
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
         full = disk_full(exc)
         if full is None:
             raise

@@ -6,7 +6,7 @@
 
 All logic lives in `tgdp.train.loop.fit`, which checks the store before any work starts; this module parses options,
 checks the store itself only for `--dry-run`, and turns known errors into one-line messages with a non-zero exit
-code (the shared handling of `tgdp.pipeline.cli`).
+code (the shared handling of `tgdp.core.cli`).
 
 Exit status: 0 done; 2 bad input (config, store, checkpoint, path or permission: one line, `--debug` for the
 traceback); 3 non-finite loss (the last good state is checkpointed); 128 + N when stopped by signal N (130 SIGINT,
@@ -23,7 +23,8 @@ from pathlib import Path
 import typer
 
 from tgdp.config import ConfigError, dump_config
-from tgdp.pipeline.cli import ErrorsCommand, print_config, version_callback
+from tgdp.config.cli import print_config
+from tgdp.core.cli import ErrorsCommand, version_callback
 from tgdp.train.config import list_presets, load_run_config
 
 # torch and the training loop are imported inside `main`, so `--help`, `--version` and `--show-config` start fast.

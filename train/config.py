@@ -27,10 +27,11 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tgdp.config import ConfigError, StrictConfig, dump_config, load_config
+from tgdp.core.atomic import atomic_path
+from tgdp.core.disk import DISK_FULL_ERRNOS, free_space
 from tgdp.model.config import ModelConfig
 from tgdp.model.presets import resolve_model_config
 from tgdp.store.config import StoreConfig
-from tgdp.store.fs import DISK_FULL_ERRNOS, disk_usage_at
 
 __all__ = [
     "PRESET_DIR",
@@ -41,8 +42,6 @@ __all__ = [
     "CONFIG_HISTORY",
     "RunConfig",
     "config_changes",
-    "disk_full",
-    "free_space",
     "list_presets",
     "load_run_config",
     "record_config_change",
@@ -236,27 +235,6 @@ def load_run_config(source: str | Path, overrides: list[str] | tuple[str, ...] =
     return load_config(RunConfig, source, overrides, preset_dir=PRESET_DIR)
 
 
-def disk_full(exc: BaseException) -> OSError | None:
-    """The ENOSPC / EDQUOT error in `exc` or its cause/context chain, else None (`torch.save` may raise its own
-    RuntimeError first and the OSError only when the file is closed)."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, OSError) and cur.errno in DISK_FULL_ERRNOS:
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
-
-
-def free_space(directory: Path) -> str:
-    """'N MiB free of M MiB' for the file system holding `directory`."""
-    usage = disk_usage_at(directory)
-    if usage is None:
-        return "free space unknown"
-    return f"{usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.1f} MiB"
-
-
 def write_error(path: Path, exc: OSError) -> OSError:
     """`exc` (a failed write of `path`) as an OSError naming the file and, for a full disk, the free space: the
     CLIs print it as one line (a write's OSError carries no file name of its own)."""
@@ -273,12 +251,10 @@ def save_run_config(cfg: RunConfig, path: Path, derived: ResolvedRun | None = No
         header = "".join(f"# derived {k}: {v}\n" for k, v in derived.as_dict().items())
         text = header + text
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        with atomic_path(path) as tmp:  # a failed write removes tmp: the previous file stays as it was
+            tmp.write_text(text, encoding="utf-8")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)  # the previous file stays as it was
         raise write_error(path, exc) from exc
     return text
 
@@ -305,11 +281,9 @@ def record_config_change(run_dir: Path, entry: dict[str, Any]) -> Path:
     path = Path(run_dir) / CONFIG_HISTORY
     history = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
     history.append({**entry, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        tmp.write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise write_error(path, exc) from exc
     return path

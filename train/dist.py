@@ -14,7 +14,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "init_distributed", "pick_device"]
+from tgdp.core.device import pick_device
+
+__all__ = ["DistInfo", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -34,21 +36,12 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(kind: str, local_rank: int) -> torch.device:
-    """`auto` -> cuda:LOCAL_RANK when CUDA is present, else cpu."""
-    if kind == "cuda" or (kind == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but CUDA is not available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
 def init_distributed(device_kind: str = "auto") -> DistInfo:
     """Read the torchrun env, pick the device and, for WORLD_SIZE > 1, join the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    device = pick_device(device_kind, local_rank)
+    device = pick_device(device_kind, local_rank, key="train.device")  # auto: cuda:LOCAL_RANK when CUDA is present
     created = False
     if dist.is_available() and dist.is_initialized():
         world, rank = dist.get_world_size(), dist.get_rank()

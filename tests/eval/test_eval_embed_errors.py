@@ -1,6 +1,6 @@
 """`tgdp-eval embed` error paths: one line (exit 2, no traceback) for a truncated checkpoint, a tgdp checkpoint given
 with a `preset`, an unknown preset, an `--out` that is a directory, and a store whose index.json disagrees with its
-shards; each is found before any clip is embedded, and no `.tmp` is left."""
+shards; each is found before any clip is embedded, and no `.tmp-*` file is left."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tgdp.core.atomic import TMP_PREFIX
 from tgdp.eval import embed as embed_mod
 from tgdp.eval.cli import app
 
@@ -60,7 +61,7 @@ def test_tgdp_checkpoint_with_preset_and_unknown_preset(tmp_path: Path, ckpt: Pa
     out = tmp_path / "e.arrow"
     _one_line(_embed(ckpt, tmp_path / "store", out, "--set", "preset=tiny_cavmae_sync"), str(ckpt), "drop --set preset")
     _one_line(_embed(ckpt, tmp_path / "store", out, "--set", "preset=nope"), "unknown preset 'nope'")
-    assert not out.exists() and not out.with_name("e.arrow.tmp").exists()
+    assert not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(TMP_PREFIX)]
 
 
 def test_out_directory_is_refused_before_anything_is_loaded(
@@ -113,4 +114,4 @@ def test_store_whose_index_disagrees_with_its_shards(
     (split / "index.json").write_text(json.dumps(index))
     out = tmp_path / "e.arrow"
     _one_line(_embed(ckpt, store, out, "--split", split.name), "index.json says")
-    assert not out.exists() and not out.with_name("e.arrow.tmp").exists()
+    assert not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(TMP_PREFIX)]

@@ -13,10 +13,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from tgdp.core.cli import dumps_json
 from tgdp.eval.cli import app as eval_app
 from tgdp.experiments.cli import app as experiments_app
 from tgdp.pipeline.cli import app as data_app
-from tgdp.pipeline.cli import dumps_json
 from tgdp.train.cli import app as train_app
 
 REPO = Path(__file__).resolve().parents[2]

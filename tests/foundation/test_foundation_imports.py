@@ -1,5 +1,6 @@
 """Architecture rules that code review alone would let slip: where Ray and typer may be imported,
-that `tgdp.model` stays importable without Ray or pyarrow, and that model and config import nothing from pipeline."""
+that `tgdp.model` stays importable without Ray or pyarrow, that model and config import nothing from pipeline, and that
+`tgdp.core` sits at the bottom (it imports nothing of tgdp; only the `tgdp-data` CLI imports `tgdp.pipeline.cli`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ["config", "store", "pipeline", "model", "train", "eval"]
+PACKAGES = ["core", "config", "store", "pipeline", "model", "train", "eval"]
 
 
 def _imports(path: Path, depth: int = 1) -> set[str]:
@@ -46,37 +47,54 @@ def test_no_relative_imports_and_no_grab_bags() -> None:
         assert rel == [], f"{path}: relative imports at lines {rel}"
 
 
-def test_model_imports_without_ray_or_pyarrow() -> None:
-    names = sorted(p.stem for p in (REPO / "model").glob("*.py") if p.stem != "__init__")
+def _loads_none_of(package: str, heavy: tuple[str, ...], tgdp_too: bool = False) -> None:
+    """Import `tgdp.<package>` and every module of it in a fresh interpreter; none of `heavy` (nor, with `tgdp_too`,
+    any other tgdp package) may be loaded afterwards."""
+    names = sorted(p.stem for p in (REPO / package).glob("*.py") if p.stem != "__init__")
     code = (
         "import importlib, sys\n"
-        "import tgdp.model\n"
-        f"for n in {names!r}: importlib.import_module('tgdp.model.' + n)\n"
-        "bad = [k for k in ('ray', 'pyarrow', 'typer') if k in sys.modules]\n"
+        f"importlib.import_module('tgdp.{package}')\n"
+        f"for n in {names!r}: importlib.import_module('tgdp.{package}.' + n)\n"
+        f"bad = [k for k in {heavy!r} if k in sys.modules]\n"
+        f"own = ('tgdp.{package}',) if {tgdp_too!r} else ('tgdp.',)\n"
+        "bad += sorted(k for k in sys.modules if k.startswith('tgdp.') and not k.startswith(own))\n"
         "assert not bad, bad\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
 
+def test_model_imports_without_ray_or_pyarrow() -> None:
+    _loads_none_of("model", ("ray", "pyarrow", "typer"))
+
+
 # The dependency table of docs/ARCHITECTURE.md ("Layout"): the tgdp modules each package may import. An entry
 # allows itself and its submodules; a package may always import itself.
 ALLOWED = {
-    "config": (),
-    "model": ("tgdp.config",),
-    "store": ("tgdp.config",),
-    "pipeline": ("tgdp.config", "tgdp.store"),
-    "train": ("tgdp.config", "tgdp.model", "tgdp.store", "tgdp.pipeline.truth", "tgdp.pipeline.cli"),
+    "core": (),
+    "config": ("tgdp.core",),
+    "model": ("tgdp.core", "tgdp.config"),
+    "store": ("tgdp.core", "tgdp.config"),
+    "pipeline": ("tgdp.core", "tgdp.config", "tgdp.store"),
+    "train": ("tgdp.core", "tgdp.config", "tgdp.model", "tgdp.store", "tgdp.pipeline.truth"),
     "eval": (
+        "tgdp.core",
         "tgdp.config",
         "tgdp.model",
         "tgdp.store",
         "tgdp.pipeline.truth",
-        "tgdp.pipeline.cli",
         "tgdp.train.transforms",
         "tgdp.train.data",  # eval reads stores through the training dataset (its deterministic eval mode)
     ),
-    "experiments": ("tgdp.config", "tgdp.model", "tgdp.store", "tgdp.pipeline", "tgdp.train", "tgdp.eval"),
+    "experiments": (
+        "tgdp.core",
+        "tgdp.config",
+        "tgdp.model",
+        "tgdp.store",
+        "tgdp.pipeline",
+        "tgdp.train",
+        "tgdp.eval",
+    ),
 }
 
 
@@ -122,6 +140,9 @@ def test_no_package_module_imports_the_tests_or_benchmarks() -> None:
 
 def test_the_graph_rule_catches_a_wrong_import() -> None:
     # the checker itself: a model module importing the pipeline, or eval importing the training loop, is refused
+    assert not _allowed("core", "tgdp.config.ConfigError") and not _allowed("config", "tgdp.store")
+    assert not _allowed("train", "tgdp.pipeline.cli.group_app") and not _allowed("eval", "tgdp.pipeline.cli")
+    assert _allowed("model", "tgdp.core.errors.TgdpError") and _allowed("config", "tgdp.core.atomic.atomic_write")
     assert not _allowed("model", "tgdp.store.Store") and not _allowed("eval", "tgdp.train.loop.fit")
     assert not _allowed("pipeline", "tgdp.model") and not _allowed("train", "tgdp.pipeline.shard.run_shard")
     assert not _allowed("store", "tgdp.pipeline.layout") and not _allowed("train", "tgdp.pipeline.store")
@@ -139,3 +160,21 @@ def test_model_and_config_load_no_pipeline_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_only_the_data_cli_imports_the_pipeline_cli() -> None:
+    # the shared CLI section is tgdp.core.cli: no package module (and no benchmark or experiment) reaches into
+    # `tgdp-data`'s command module, whose import would load the pipeline's stages and config
+    files = [p for pkg in (*PACKAGES, "experiments", "benchmarks") for p in (REPO / pkg).rglob("*.py")]
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in files
+        if p != REPO / "pipeline" / "cli.py"
+        and any(n.split(".")[:3] == ["tgdp", "pipeline", "cli"] for n in _tgdp_imports(p))
+    ]
+    assert offenders == []
+
+
+def test_core_imports_nothing_of_tgdp_and_loads_light() -> None:
+    # the bottom of the graph: every module of tgdp.core imports without torch, numpy, pyarrow, Ray or pydantic
+    _loads_none_of("core", ("torch", "numpy", "pyarrow", "ray", "pydantic", "yaml"), tgdp_too=True)

@@ -1,5 +1,5 @@
 """The store format's one owner (`tgdp.store`): StoreIndex round trip and format check, StoreWriter rows
-read back by Store, and `layout.atomic_path`/`atomic_write` (the package's one tmp-then-rename)."""
+read back by Store, and `core.atomic.atomic_path`/`atomic_write` (the package's one tmp-then-rename)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from tgdp.core.atomic import atomic_path, atomic_write
 from tgdp.pipeline.cli import app
 from tgdp.pipeline.features import FeatureParams
-from tgdp.pipeline.layout import atomic_path, atomic_write
 from tgdp.pipeline.shard import ShardConfig, store_meta
 from tgdp.store import (
     STORE_FORMAT,

@@ -25,6 +25,7 @@ import torch
 from typer.testing import CliRunner
 
 from tests.train.train_support import fake_open, tiny_config, write_fake_store
+from tgdp.core.atomic import TMP_PREFIX, temp_path
 from tgdp.train import checkpoint as checkpoint_mod
 from tgdp.train import cli, loop
 from tgdp.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
@@ -147,7 +148,7 @@ def test_cli_full_disk_is_one_line_then_resume_converges(
     runner = CliRunner()
     run = tmp_path / "run"
     if writer == "checkpoint":  # the second checkpoint (step 4) finds the disk full
-        target = str(run / "checkpoints" / "step_00000004.pt.tmp")
+        target = str(temp_path(run / "checkpoints" / "step_00000004.pt"))
         monkeypatch.setattr(checkpoint_mod, "open", _full_open(open, 4096, lambda f: f == target), raising=False)
     else:  # metrics.jsonl: the row of step 3 does not fit
         real, room = Path.open, sum(len(x) for x in (clean_run / "metrics.jsonl").open("rb").readlines()[:2])
@@ -167,10 +168,10 @@ def test_cli_full_disk_is_one_line_then_resume_converges(
     assert "No space left on device" in lines[0] and "MiB free of" in lines[0]
     name = "checkpoints/step_00000004.pt" if writer == "checkpoint" else "metrics.jsonl"
     assert str(run / name) in lines[0]
-    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+    assert not [p for p in run.rglob("*") if p.name.startswith(TMP_PREFIX)]
     assert [p.name for p in list_checkpoints(run)] == ["step_00000002.pt"]
 
-    stale = run / "checkpoints" / "step_00000099.pt.tmp"  # as a SIGKILLed writer leaves it
+    stale = run / "checkpoints" / f"{TMP_PREFIX}999999-step_00000099.pt"  # as a SIGKILLed writer leaves it
     stale.write_bytes(b"torn")
     resumed = runner.invoke(cli.app, _cli(store, run, "--resume"))
     assert not stale.exists()
@@ -244,7 +245,7 @@ def _rank_main(rank: int, world: int, port: int, store: str, run_dir: str) -> No
     )
     torch.set_num_threads(1)
     if rank == 0:  # only rank 0 writes checkpoints: its first one finds the disk full
-        checkpoint_mod.open = _full_open(open, 4096, lambda f: f.endswith(".pt.tmp"))  # type: ignore[attr-defined]
+        checkpoint_mod.open = _full_open(open, 4096, lambda f: Path(f).name.startswith(TMP_PREFIX))  # type: ignore[attr-defined]
     result: dict[str, object] = {}
     try:
         cfg = tiny_config("train.steps=4", "train.batch_size=8", "train.ckpt_every=2")

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from tests.store.store_support import write_split
+from tgdp.core.atomic import TMP_PREFIX
 from tgdp.store import Store
 from tgdp.store.cache import ShardCache
-from tgdp.store.fs import TMP_PREFIX, Location, location
+from tgdp.store.fs import Location, location
 from tgdp.store.sampling import epoch_order
 from tgdp.train.data import DataState, TrainStream
 

@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tgdp.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_latest, save_checkpoint
+from tests.train.train_support import tiny_config
+from tgdp.core.atomic import TMP_PREFIX, temp_path
+from tgdp.train.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from tgdp.train.config import save_run_config
 
 
 def _state(step: int) -> dict:
@@ -34,7 +44,7 @@ def test_save_keeps_last_k_and_loads_weights_only(tmp_path: Path) -> None:
         save_checkpoint(tmp_path, _state(step), keep_last=2)
     files = list_checkpoints(tmp_path)
     assert [p.name for p in files] == ["step_00000003.pt", "step_00000004.pt"]
-    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [p.name for p in files]  # no temporary
     ckpt = load_checkpoint(files[-1])
     assert ckpt["step"] == 4 and ckpt["optimizer"]["param_groups"][0]["betas"] == (0.95, 0.999)
 
@@ -59,3 +69,15 @@ def test_no_usable_checkpoint(tmp_path: Path) -> None:
     torch.save({"step": 1}, tmp_path / "checkpoints" / "step_00000002.pt")
     with pytest.raises(CheckpointError, match="missing"):
         load_checkpoint(tmp_path / "checkpoints" / "step_00000002.pt")
+
+
+def test_remove_stale_temporaries_removes_what_core_atomic_leaves(tmp_path: Path) -> None:
+    # the names a killed writer leaves are the ones tgdp.core.atomic gives: `.tmp-<pid>-<name>` next to the file
+    save_checkpoint(tmp_path, _state(1), keep_last=2)
+    save_run_config(tiny_config(), tmp_path / "config.yaml")
+    stale = [temp_path(tmp_path / "checkpoints" / "step_00000002.pt"), temp_path(tmp_path / "config.yaml")]
+    stale.append(tmp_path / f"{TMP_PREFIX}1-config-history.json")
+    for path in stale:
+        path.write_bytes(b"torn")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["config.yaml", "step_00000001.pt"]
