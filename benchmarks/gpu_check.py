@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import Figure, write_section
+from tgdp.core.device import DeviceError, pick_device
 
 __all__ = ["PEAK_BF16_TFLOPS", "main", "peak_tflops", "run_checks"]
 
@@ -856,9 +857,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-steps", type=int, default=None)
     p.add_argument("--max-batch-cap", type=int, default=None)
     opts = p.parse_args(argv)
-    cuda = torch.cuda.is_available() and opts.device != "cpu"
-    if opts.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda but CUDA is not available")
+    try:
+        cuda = pick_device(opts.device, key="--device").type == "cuda"
+    except DeviceError as exc:
+        p.error(str(exc))
     opts.cuda = cuda
     opts.cores = _cores()
     quick = opts.quick

@@ -65,6 +65,7 @@ RUN python -m venv "$VIRTUAL_ENV" \
 
 WORKDIR /opt/tgdp
 COPY --chown=1000:1000 pyproject.toml README.md ./
+COPY --chown=1000:1000 core ./core
 COPY --chown=1000:1000 config ./config
 COPY --chown=1000:1000 pipeline ./pipeline
 COPY --chown=1000:1000 store ./store

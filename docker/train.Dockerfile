@@ -62,6 +62,7 @@ RUN python3 -m venv "$VIRTUAL_ENV" \
 
 WORKDIR /opt/tgdp
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY config ./config
 COPY pipeline ./pipeline
 COPY store ./store

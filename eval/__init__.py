@@ -7,6 +7,6 @@ behind each command: checks, work, files), `cli` (`tgdp-eval`: parses and prints
 
 from __future__ import annotations
 
-from tgdp.config import __version__  # also sets tgdp.__version__ (see tgdp/config/__init__.py)
+from tgdp.config import __version__  # also sets tgdp.__version__ (see tgdp/core/__init__.py)
 
 __all__ = ["__version__"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from tgdp.config import __version__ as __version__  # also sets tgdp.__version__ (see tgdp/config/__init__.py)
+from tgdp.config import __version__ as __version__  # also sets tgdp.__version__ (see tgdp/core/__init__.py)
 
 __all__ = [
     "PRESETS",

@@ -51,9 +51,10 @@ from pydantic import Field, field_validator
 from tgdp.config import StrictConfig
 from tgdp.core.lock import RunLock
 from tgdp.pipeline import ledger
-from tgdp.pipeline.layout import file_sha256, place_raw, raw_target
+from tgdp.pipeline.layout import place_raw, raw_target
 from tgdp.pipeline.media import MediaError, probe
 from tgdp.pipeline.parallel import run_sessions
+from tgdp.store.fs import file_sha256
 
 __all__ = [
     "DEFAULT_FORMAT",

@@ -46,8 +46,9 @@ import pyarrow.parquet as pq
 from tgdp.core.lock import RunLock
 from tgdp.pipeline import ledger
 from tgdp.pipeline.fetch import fetch_event, tool_versions
-from tgdp.pipeline.layout import file_sha256, manifest_path, place_raw, raw_target, safe_name
+from tgdp.pipeline.layout import manifest_path, place_raw, raw_target, safe_name
 from tgdp.pipeline.status import clip_states
+from tgdp.store.fs import file_sha256
 
 __all__ = ["ImportReport", "import_clips", "register_files"]
 

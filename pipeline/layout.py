@@ -29,12 +29,10 @@ import time
 from pathlib import Path
 
 from tgdp.core.atomic import TMP_PREFIX
-from tgdp.store.fs import file_sha256
 
 __all__ = [
     "clip_id_for",
     "events_dir",
-    "file_sha256",
     "manifest_path",
     "place_raw",
     "raw_dir",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from tgdp.config import __version__ as __version__  # also sets tgdp.__version__ (see tgdp/config/__init__.py)
+from tgdp.config import __version__ as __version__  # also sets tgdp.__version__ (see tgdp/core/__init__.py)
 
 # Re-exported lazily, so that importing `tgdp.store.config` (the run configs do) loads neither numpy nor pyarrow:
 # `tgdp-train --help` stays light.

@@ -24,9 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tgdp.pipeline.fetch import fetch_event
-from tgdp.pipeline.layout import clip_id_for, file_sha256, manifest_path, raw_path_for
+from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
 from tgdp.pipeline.ledger import append_events
 from tgdp.pipeline.manifest import SOURCE_SCHEMA
+from tgdp.store.fs import file_sha256
 
 __all__ = ["StoreLike", "make_clip", "make_corpus", "make_root", "make_store", "manifest_row"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tgdp.config import __version__  # also sets tgdp.__version__ (see tgdp/config/__init__.py)
+from tgdp.config import __version__  # also sets tgdp.__version__ (see tgdp/core/__init__.py)
 
 __all__ = ["RunConfig", "__version__", "fit", "load_run_config"]
 

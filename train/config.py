@@ -30,7 +30,7 @@ from tgdp.config import ConfigError, StrictConfig, dump_config, load_config
 from tgdp.core.atomic import atomic_path
 from tgdp.core.disk import DISK_FULL_ERRNOS, free_space
 from tgdp.model.config import ModelConfig
-from tgdp.model.presets import resolve_model_config
+from tgdp.model.presets import PRESETS, resolve_model_config
 from tgdp.store.config import StoreConfig
 
 __all__ = [
@@ -156,7 +156,7 @@ class RunConfig(StrictConfig):
 
     model_preset: str = Field(
         "tiny_tgdp",
-        description="model preset (tiny_tgdp, tiny_cavmae_sync, tgdp_base, cavmae_sync_base); model.* overrides it",
+        description=f"model preset ({', '.join(PRESETS)}: model/preset_files/); model.* overrides it",
     )
     model: ModelConfig = Field(default_factory=dict, validate_default=True)
     data: DataConfig = Field(default_factory=DataConfig)

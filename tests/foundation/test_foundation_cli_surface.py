@@ -65,7 +65,7 @@ def test_every_device_option_defaults_to_auto(app: typer.Typer) -> None:
             assert "auto" in (param.help or ""), name
 
 
-@pytest.mark.parametrize("module", ["tgdp.train.cli", "tgdp.eval.cli", "tgdp.pipeline.cli"])
+@pytest.mark.parametrize("module", ["tgdp.train.cli", "tgdp.eval.cli", "tgdp.pipeline.cli", "tgdp.experiments.cli"])
 def test_help_imports_no_torch(module: str) -> None:
     code = (
         "import sys\n"

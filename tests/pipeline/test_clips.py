@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from tests.fixtures import make_root
 from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
-from tgdp.pipeline.layout import clip_id_for, file_sha256
+from tgdp.pipeline.layout import clip_id_for
+from tgdp.store.fs import file_sha256
 
 runner = CliRunner()
 DOCS = Path(__file__).resolve().parents[2] / "docs"

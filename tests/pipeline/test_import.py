@@ -115,7 +115,7 @@ def test_two_files_for_one_clip_are_reported_not_silently_replaced(tmp_path: Pat
 
 def test_register_files_records_the_given_time_origin_once(tmp_path: Path, clips: dict[str, Path]) -> None:
     from tgdp.pipeline.importer import register_files
-    from tgdp.pipeline.layout import file_sha256
+    from tgdp.store.fs import file_sha256
 
     root = tmp_path / "root"
     ids = write_manifest(root, ["reg00000001", "reg00000002"], start_s=1.0, end_s=2.0)

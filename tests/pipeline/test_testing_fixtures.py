@@ -20,10 +20,11 @@ from tests.fixtures import StoreLike, make_clip, make_corpus, make_root, make_st
 from tests.train.train_support import NORM_MEAN, NORM_STD, FakeStore
 from tgdp.pipeline import ledger
 from tgdp.pipeline.cli import app
-from tgdp.pipeline.layout import clip_id_for, file_sha256, manifest_path, raw_path_for
+from tgdp.pipeline.layout import clip_id_for, manifest_path, raw_path_for
 from tgdp.pipeline.manifest import SOURCE_SCHEMA
 from tgdp.pipeline.serve import MediaServer
 from tgdp.store import Store, segment_start
+from tgdp.store.fs import file_sha256
 
 
 def _probe(path: Path) -> dict[str, dict]:

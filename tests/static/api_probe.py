@@ -176,7 +176,6 @@ tgdp.pipeline.importer.register_files
 import tgdp.pipeline.layout
 tgdp.pipeline.layout.clip_id_for
 tgdp.pipeline.layout.events_dir
-tgdp.pipeline.layout.file_sha256
 tgdp.pipeline.layout.manifest_path
 tgdp.pipeline.layout.place_raw
 tgdp.pipeline.layout.raw_dir
