@@ -24,7 +24,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.train.train_support import fake_open, tiny_config, write_fake_store
+from tests.train.train_support import fake_open, spawn_two_ranks, tiny_config, write_fake_store
 from tgdp.core.atomic import TMP_PREFIX, temp_path
 from tgdp.train import checkpoint as checkpoint_mod
 from tgdp.train import cli, loop
@@ -258,16 +258,7 @@ def _rank_main(rank: int, world: int, port: int, store: str, run_dir: str) -> No
 @pytest.mark.slow
 def test_ddp_ranks_stop_together_when_rank0_cannot_write(tmp_path: Path) -> None:
     """Rank 0's failed checkpoint reaches rank 1 where they meet after it (rank 1 would otherwise wait forever)."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    store = write_fake_store(tmp_path / "store", n=24)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_rank_main, args=(2, port, str(store), str(tmp_path / "ddp")), nprocs=2, join=True)
-    rank0, rank1 = (json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in range(2))
+    _, (rank0, rank1) = spawn_two_ranks(_rank_main, tmp_path)
     assert "step_00000002.pt: cannot write the checkpoint: No space left on device" in rank0["error"]
     assert rank1["error"].startswith("rank 0 could not write the checkpoint: ") and "MiB free" in rank1["error"]
     assert list_checkpoints(tmp_path / "ddp") == [] and not list((tmp_path / "ddp" / "checkpoints").iterdir())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.train_support import build_real_store, fake_open, tiny_config, write_fake_store
+from tests.train.train_support import build_real_store, fake_open, spawn_two_ranks, tiny_config, write_fake_store
 from tests.waiting import wait_for
 from tgdp.train.checkpoint import list_checkpoints, load_checkpoint
 from tgdp.train.loop import FitSummary, fit
@@ -122,16 +122,7 @@ def _rank_main(rank: int, world: int, port: int, store: str, run_dir: str) -> No
 
 @pytest.mark.slow
 def test_ddp_ranks_stop_together_when_one_is_signalled(tmp_path: Path) -> None:
-    import socket
-
-    import torch.multiprocessing as mp
-
-    store = write_fake_store(tmp_path / "store", n=24)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_rank_main, args=(2, port, str(store), str(tmp_path / "ddp")), nprocs=2, join=True)
-    ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in range(2)]
+    _, ranks = spawn_two_ranks(_rank_main, tmp_path)
     assert [(r["status"], r["step"]) for r in ranks] == [("interrupted", 3), ("interrupted", 3)]
     assert Path(ranks[0]["checkpoint"]).name == "step_00000003.pt" and ranks[1]["checkpoint"] is None
     assert [p.name for p in list_checkpoints(tmp_path / "ddp")] == ["step_00000003.pt"]

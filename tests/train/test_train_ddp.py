@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
-from tests.train.train_support import fake_open, tiny_config, write_fake_store
+from tests.train.train_support import fake_open, spawn_two_ranks, tiny_config
 from tgdp.model import build_model
 from tgdp.train.checkpoint import list_checkpoints, load_checkpoint
 from tgdp.train.loop import fit
@@ -53,16 +51,10 @@ def _rank_main(rank: int, world: int, port: int, store: str, run_dir: str) -> No
     Path(run_dir, f"rank{rank}.json").write_text(json.dumps(summary.history))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = write_fake_store(tmp_path / "store", n=24)
-    mp.spawn(_rank_main, args=(2, _free_port(), str(store), str(tmp_path / "ddp")), nprocs=2, join=True)
+    _, ranks = spawn_two_ranks(_rank_main, tmp_path)
+    store = tmp_path / "store"
 
     import tgdp.model.cavmae_sync as sync
     import tgdp.model.tgdp as tgdp_model
@@ -78,7 +70,6 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path, monkeypatch: pytest.Mo
     finally:
         torch.set_num_threads(threads)
 
-    ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in range(2)]
     terms = ("loss", "rec_loss", "mae_a_loss", "mae_v_loss", "contrastive_loss", "dis_loss", "lr")
     strip = lambda rows: [{k: r[k] for k in terms} for r in rows]  # noqa: E731
     assert strip(ranks[0]) == strip(ranks[1])  # every rank holds the all-reduced means

@@ -9,6 +9,7 @@ from that file. `build_real_store` is a real shard-written store (`tests.fixture
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,22 @@ def write_fake_store(path: Path, **params: Any) -> Path:
     (path / "train").mkdir(parents=True, exist_ok=True)
     (path / "fake_store.json").write_text(json.dumps(params))
     return path
+
+
+def spawn_two_ranks(rank_main: Callable[..., None], tmp_path: Path, n: int = 24) -> tuple[Path, list[Any]]:
+    """Run `rank_main(rank, world=2, port, store, run_dir)` in two gloo processes over a fake store of `n` clips;
+    each rank writes `run_dir/rank<r>.json`. Returns (run_dir, the two ranks' JSON values)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    store = write_fake_store(tmp_path / "store", n=n)
+    run_dir = tmp_path / "ddp"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(rank_main, args=(2, port, str(store), str(run_dir)), nprocs=2, join=True)
+    return run_dir, [json.loads((run_dir / f"rank{r}.json").read_text()) for r in range(2)]
 
 
 def fake_open(path: str | Path, split: str | None = None) -> FakeStore:
