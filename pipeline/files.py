@@ -39,6 +39,7 @@ from tgdp.pipeline.manifest import (
     ManifestError,
     ManifestIssue,
     ManifestResult,
+    check_dropped_clips,
     file_hashes,
     write_manifest_files,
 )
@@ -193,8 +194,9 @@ def _table(rows: list[_Row], durations: dict[str, float | None], eval_fraction: 
     return pa.Table.from_pylist(out, schema=SOURCE_SCHEMA)
 
 
-def build_files_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
-    """The `files` dataset's manifest (module docstring): source.parquet, source.meta.json (and rejected.parquet)."""
+def build_files_manifest(root: Path, cfg: ManifestConfig, force: bool = False) -> ManifestResult:
+    """The `files` dataset's manifest (module docstring): source.parquet, source.meta.json (and rejected.parquet).
+    Dropping clips that already have events needs `force`, as for the official lists."""
     if not cfg.from_dir:
         raise ManifestError("the files dataset reads a folder: pass --from DIR (manifest.from_dir)")
     from_dir = Path(cfg.from_dir)
@@ -220,16 +222,20 @@ def build_files_manifest(root: Path, cfg: ManifestConfig) -> ManifestResult:
     whole = sorted({r.file for r in rows if r.end_s is None})
     durations = _durations(from_dir, whole)
     table = _table(rows, durations, cfg.eval_fraction)
+    warnings: list[str] = []
+    check_dropped_clips(root, table.column("clip_id"), force, warnings)
     unreadable = sum(d is None for d in durations.values())
     inputs = [{"path": str(from_dir.resolve()), "role": "media_dir", "media_files": len(media),
                "other_files": other[:100], "unreadable_duration": unreadable}]  # fmt: skip
     if cfg.csv:
         sha, blob, size = file_hashes(Path(cfg.csv[0]))
         inputs.append({"path": cfg.csv[0], "role": "clips_csv", "sha256": sha, "git_blob": blob, "bytes": size})
-    return _write(root, table, issues, inputs)
+    return _write(root, table, issues, inputs, warnings)
 
 
-def _write(root: Path, table: pa.Table, issues: list[ManifestIssue], inputs: list[dict[str, Any]]) -> ManifestResult:
+def _write(
+    root: Path, table: pa.Table, issues: list[ManifestIssue], inputs: list[dict[str, Any]], warnings: list[str]
+) -> ManifestResult:
     out, rejected = write_manifest_files(root, table, issues)
     split_counts = dict(sorted(Counter(table.column("split").to_pylist()).items()))
     leak = sum(table.column("leak_eval_overlap").to_pylist())
@@ -241,9 +247,9 @@ def _write(root: Path, table: pa.Table, issues: list[ManifestIssue], inputs: lis
         "leak_eval_overlap": leak,
         "rejected": len(issues),
         "rejected_by_kind": dict(sorted(Counter(i.kind for i in issues).items())),
-        "warnings": [],
+        "warnings": warnings,
         "manifest_sha256": file_hashes(out)[0],
     }
     meta_path = manifest_path(root).parent / "source.meta.json"
     atomic_write(meta_path, json.dumps(meta, indent=2) + "\n")
-    return ManifestResult(out, meta_path, rejected, table.num_rows, split_counts, leak, issues, [])
+    return ManifestResult(out, meta_path, rejected, table.num_rows, split_counts, leak, issues, warnings)

@@ -78,6 +78,7 @@ __all__ = [
     "parse_segments_columns",
     "parse_segments_text",
     "sniff_format",
+    "check_dropped_clips",
     "write_manifest_files",
 ]
 
@@ -788,7 +789,7 @@ def build_manifest(root: Path, cfg: ManifestConfig, force: bool = False) -> Mani
     if cfg.dataset == "files":  # a folder of the user's own media, no definition (tgdp.pipeline.files)
         from tgdp.pipeline.files import build_files_manifest
 
-        return build_files_manifest(root, cfg)
+        return build_files_manifest(root, cfg, force)
     definition = load_definition(cfg.dataset)
     specs, labels_path, retrieval_paths = _resolve_inputs(cfg, root, definition)
     warnings: list[str] = []
@@ -814,7 +815,7 @@ def build_manifest(root: Path, cfg: ManifestConfig, force: bool = False) -> Mani
     bar.close()
     if not table.num_rows:  # every row rejected (skip_bad): an empty manifest would pass for a finished build
         raise ManifestError(_no_clips(issues), issues)
-    _check_dropped_clips(root, table.column("clip_id"), force, warnings)
+    check_dropped_clips(root, table.column("clip_id"), force, warnings)
     out, rejected_path = write_manifest_files(root, table, issues)
 
     split_counts = dict(sorted((r["values"], r["counts"]) for r in pc.value_counts(table.column("split")).to_pylist()))
@@ -866,7 +867,7 @@ def write_manifest_files(root: Path, table: pa.Table, issues: list[ManifestIssue
 _EVENT_STAGES = ("fetch", "validate", "shard")
 
 
-def _check_dropped_clips(root: Path, ids: pa.ChunkedArray | pa.Array, force: bool, warnings: list[str]) -> None:
+def check_dropped_clips(root: Path, ids: pa.ChunkedArray | pa.Array, force: bool, warnings: list[str]) -> None:
     """Refuse (without `force`) a new manifest that leaves out clips of ROOT's current one that have events."""
     old_path = manifest_path(root)
     if not old_path.exists():

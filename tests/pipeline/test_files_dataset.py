@@ -134,6 +134,31 @@ def test_eval_fraction_keeps_a_files_windows_together(tmp_path: Path, media_dir:
     assert set(res.split_counts) == {"train", "eval"} and res.leak_count == 0
 
 
+def test_dropping_files_clips_that_have_events_needs_force(tmp_path: Path, media_dir: Path) -> None:
+    """The files dataset takes the official lists' guard: a new folder that leaves out clips with events is refused."""
+    import shutil
+
+    from tgdp.pipeline import ledger
+
+    root = tmp_path / "root"
+    full = build_manifest(root, ManifestConfig(dataset="files", from_dir=str(media_dir)))
+    ids = pq.read_table(full.manifest).column("clip_id").to_pylist()
+    ledger.append_events(root, "fetch", [{"clip_id": c, "status": "ok", "reason": None, "transient": False}
+                                         for c in ids])  # fmt: skip
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    shutil.copy(media_dir / "holiday 1.mp4", fewer)
+    cfg = ManifestConfig(dataset="files", from_dir=str(fewer))
+    with pytest.raises(ManifestError, match=rf"drops {len(ids) - 1} clip\(s\) .* already have events.*--force"):
+        build_manifest(root, cfg)
+    assert pq.read_metadata(full.manifest).num_rows == len(ids)
+    result = runner.invoke(data_app, ["manifest", str(root), "--dataset", "files", "--from", str(fewer)])
+    assert result.exit_code == 2 and "--force" in result.output, result.output
+    res = build_manifest(root, cfg, force=True)
+    assert res.rows == 1 and any(f"drops {len(ids) - 1} clip(s)" in w for w in res.warnings)
+    assert json.loads(res.meta.read_text())["warnings"] == res.warnings
+
+
 def test_zero_clips_is_an_error_not_a_silent_success(tmp_path: Path) -> None:
     src = tmp_path / "balanced_train_segments.csv"
     src.write_text('my clip 1, 0.000, 10.000, "/m/a"\nholiday, 0.000, 10.000, "/m/a"\n')

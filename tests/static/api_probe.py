@@ -223,6 +223,7 @@ tgdp.pipeline.manifest.SPLITS
 tgdp.pipeline.manifest.SegmentRow
 tgdp.pipeline.manifest.TRAIN_SPLITS
 tgdp.pipeline.manifest.build_manifest
+tgdp.pipeline.manifest.check_dropped_clips
 tgdp.pipeline.manifest.file_hashes
 tgdp.pipeline.manifest.format_audioset_csv
 tgdp.pipeline.manifest.format_audioset_row
