@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from tgdp.core.atomic import atomic_write
-from tgdp.pipeline.layout import clip_id_for, manifest_path
+from tgdp.pipeline.layout import clip_id_for
 from tgdp.pipeline.manifest import (
     SOURCE_SCHEMA,
     ManifestConfig,
@@ -41,7 +38,7 @@ from tgdp.pipeline.manifest import (
     ManifestResult,
     check_dropped_clips,
     file_hashes,
-    write_manifest_files,
+    write_manifest,
 )
 from tgdp.pipeline.parallel import map_threads
 
@@ -230,26 +227,5 @@ def build_files_manifest(root: Path, cfg: ManifestConfig, force: bool = False) -
     if cfg.csv:
         sha, blob, size = file_hashes(Path(cfg.csv[0]))
         inputs.append({"path": cfg.csv[0], "role": "clips_csv", "sha256": sha, "git_blob": blob, "bytes": size})
-    return _write(root, table, issues, inputs, warnings)
-
-
-def _write(
-    root: Path, table: pa.Table, issues: list[ManifestIssue], inputs: list[dict[str, Any]], warnings: list[str]
-) -> ManifestResult:
-    out, rejected = write_manifest_files(root, table, issues)
-    split_counts = dict(sorted(Counter(table.column("split").to_pylist()).items()))
     leak = sum(table.column("leak_eval_overlap").to_pylist())
-    meta = {
-        "dataset": "files",
-        "inputs": inputs,
-        "rows": table.num_rows,
-        "split_counts": split_counts,
-        "leak_eval_overlap": leak,
-        "rejected": len(issues),
-        "rejected_by_kind": dict(sorted(Counter(i.kind for i in issues).items())),
-        "warnings": warnings,
-        "manifest_sha256": file_hashes(out)[0],
-    }
-    meta_path = manifest_path(root).parent / "source.meta.json"
-    atomic_write(meta_path, json.dumps(meta, indent=2) + "\n")
-    return ManifestResult(out, meta_path, rejected, table.num_rows, split_counts, leak, issues, warnings)
+    return write_manifest(root, table, issues, dataset="files", inputs=inputs, warnings=warnings, leak_count=leak)

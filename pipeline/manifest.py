@@ -79,7 +79,7 @@ __all__ = [
     "parse_segments_text",
     "sniff_format",
     "check_dropped_clips",
-    "write_manifest_files",
+    "write_manifest",
 ]
 
 log = logging.getLogger(__name__)
@@ -816,12 +816,42 @@ def build_manifest(root: Path, cfg: ManifestConfig, force: bool = False) -> Mani
     if not table.num_rows:  # every row rejected (skip_bad): an empty manifest would pass for a finished build
         raise ManifestError(_no_clips(issues), issues)
     check_dropped_clips(root, table.column("clip_id"), force, warnings)
-    out, rejected_path = write_manifest_files(root, table, issues)
+    return write_manifest(
+        root, table, issues, dataset=cfg.dataset, inputs=inputs_meta, warnings=warnings, leak_count=leak_count
+    )
 
+
+def _no_clips(issues: list[ManifestIssue]) -> str:
+    """Why a build has no clips, with the fix when the ids are not YouTube ids."""
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(i.kind for i in issues).items())) or "no rows"
+    hint = (
+        "; for ids that are not YouTube ids use --dataset files --from DIR"
+        if any(i.kind == "bad_ytid" for i in issues)
+        else ""
+    )
+    return f"no clips: every row was rejected ({kinds}); nothing written{hint}"
+
+
+def write_manifest(
+    root: Path,
+    table: pa.Table,
+    issues: list[ManifestIssue],
+    *,
+    dataset: str,
+    inputs: list[dict[str, Any]],
+    warnings: list[str],
+    leak_count: int,
+) -> ManifestResult:
+    """Write source.parquet (`table`), rejected.parquet (`issues`; removed when none) and source.meta.json (what the
+    build read, counted and warned about), for every dataset; what was written."""
+    out = manifest_path(root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_parquet(table, out)
+    rejected_path = _write_rejected(issues, out.parent / "rejected.parquet")
     split_counts = dict(sorted((r["values"], r["counts"]) for r in pc.value_counts(table.column("split")).to_pylist()))
     meta = {
-        "dataset": cfg.dataset,
-        "inputs": inputs_meta,
+        "dataset": dataset,
+        "inputs": inputs,
         "rows": table.num_rows,
         "split_counts": split_counts,
         "leak_eval_overlap": leak_count,
@@ -843,25 +873,6 @@ def build_manifest(root: Path, cfg: ManifestConfig, force: bool = False) -> Mani
         issues=issues,
         warnings=warnings,
     )
-
-
-def _no_clips(issues: list[ManifestIssue]) -> str:
-    """Why a build has no clips, with the fix when the ids are not YouTube ids."""
-    kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(i.kind for i in issues).items())) or "no rows"
-    hint = (
-        "; for ids that are not YouTube ids use --dataset files --from DIR"
-        if any(i.kind == "bad_ytid" for i in issues)
-        else ""
-    )
-    return f"no clips: every row was rejected ({kinds}); nothing written{hint}"
-
-
-def write_manifest_files(root: Path, table: pa.Table, issues: list[ManifestIssue]) -> tuple[Path, Path | None]:
-    """Write source.parquet (`table`) and rejected.parquet (`issues`; removed when none); their paths."""
-    out = manifest_path(root)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_parquet(table, out)
-    return out, _write_rejected(issues, out.parent / "rejected.parquet")
 
 
 _EVENT_STAGES = ("fetch", "validate", "shard")

@@ -237,7 +237,7 @@ tgdp.pipeline.manifest.parse_segments
 tgdp.pipeline.manifest.parse_segments_columns
 tgdp.pipeline.manifest.parse_segments_text
 tgdp.pipeline.manifest.sniff_format
-tgdp.pipeline.manifest.write_manifest_files
+tgdp.pipeline.manifest.write_manifest
 
 import tgdp.pipeline.media
 tgdp.pipeline.media.DecodedClip
